@@ -1,1 +1,18 @@
 """Model architectures and loading. Importing this package registers the CIFAR models with timm."""
+
+from . import cifar_mobilenet, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401  (register)
+from .loading import check_teacher_matches, create_student, load_teacher, unwrap_timm
+
+CIFAR_MODEL_NAMES = (
+    "cifar_resnet8x4",
+    "cifar_resnet32x4",
+    "cifar_wrn_40_2",
+    "cifar_wrn_40_1",
+    "cifar_vgg8",
+    "cifar_vgg13",
+    "cifar_shufflenet_v1",
+    "cifar_mobilenet_v2",
+    "cifar_resnet50",
+)
+
+__all__ = ["CIFAR_MODEL_NAMES", "check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]

@@ -1,0 +1,111 @@
+"""MobileNetV2 of the CIFAR KD model zoo (width 0.5, expansion 6, CIFAR strides).
+
+Layer for layer the definition of CRD / mdistiller (``mobilenetv2.py``, ``mobile_half``): a stride-2
+3x3 stem, inverted residuals whose first (t = 1) block still has its 1x1 expansion conv, stride 1 in
+the second setting, a 1x1 conv to 1280 channels, global average pooling and one linear layer.
+"""
+
+from typing import Any
+
+import torch
+from torch import nn
+from timm.models import generate_default_cfgs, register_model
+
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+
+__all__ = ["CifarMobileNetV2"]
+
+
+def _conv_bn_relu(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(out_chs),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand, 3x3 depthwise, linear 1x1 project; residual when stride 1 and widths match."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        mid_chs = in_chs * expand_ratio
+        self.use_residual = stride == 1 and in_chs == out_chs
+        self.conv = nn.Sequential(
+            *_conv_bn_relu(in_chs, mid_chs, 1),
+            *_conv_bn_relu(mid_chs, mid_chs, 3, stride, groups=mid_chs),
+            nn.Conv2d(mid_chs, out_chs, 1, bias=False),
+            nn.BatchNorm2d(out_chs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_residual else self.conv(x)
+
+
+# (expansion, channels, blocks, stride) per setting; the first expansion is always 1.
+_SETTINGS = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
+# Settings grouped into the stages whose outputs the model zoo exposes as features.
+_STAGE_SETTINGS = ((0, 1), (2,), (3, 4), (5, 6))
+
+
+class CifarMobileNetV2(CifarClassifier):
+    """MobileNetV2 for 32x32 inputs (total stride 16, a 2x2 map before pooling)."""
+
+    def __init__(
+        self,
+        width_mult: float = 0.5,
+        expand_ratio: int = 6,
+        num_classes: int = 100,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            width_mult: channel multiplier of the stem and blocks (the 1280-channel head conv only grows).
+            expand_ratio: expansion of every setting after the first.
+            num_classes: classifier outputs (0: no classifier).
+            in_chans: input channels.
+            drop_rate: dropout before the classifier.
+        """
+        super().__init__()
+        in_chs = int(32 * width_mult)
+        self.stem = nn.Sequential(*_conv_bn_relu(in_chans, in_chs, 3, stride=2))
+        self.feature_info = [{"num_chs": in_chs, "reduction": 2, "module": "stem"}]
+        reduction, stages = 2, []
+        for stage_index, setting_indices in enumerate(_STAGE_SETTINGS):
+            blocks = []
+            for setting_index in setting_indices:
+                ratio, channels, depth, stride = _SETTINGS[setting_index]
+                out_chs = int(channels * width_mult)
+                for i in range(depth):
+                    blocks.append(InvertedResidual(in_chs, out_chs, stride if i == 0 else 1, ratio or expand_ratio))
+                    in_chs = out_chs
+                reduction *= stride
+            stages.append(nn.Sequential(*blocks))
+            self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{stage_index}"})
+        self.stages = nn.ModuleList(stages)
+        head_chs = int(1280 * width_mult) if width_mult > 1.0 else 1280
+        self.final = nn.Sequential(*_conv_bn_relu(in_chs, head_chs, 1))
+        self._init_head(head_chs, num_classes, drop_rate)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+
+def _create_mobilenet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarMobileNetV2:
+    return build_cifar_model(CifarMobileNetV2, variant, pretrained, **kwargs)
+
+
+default_cfgs = generate_default_cfgs({"cifar_mobilenet_v2": cifar_cfg()})
+
+
+@register_model
+def cifar_mobilenet_v2(pretrained: bool = False, **kwargs: Any) -> CifarMobileNetV2:
+    """MobileNetV2, width 0.5, expansion 6 (CIFAR KD student, the zoo's ``mobile_half``)."""
+    return _create_mobilenet("cifar_mobilenet_v2", pretrained, **dict(dict(width_mult=0.5, expand_ratio=6), **kwargs))

@@ -1,0 +1,91 @@
+"""VGGs with BatchNorm of the CIFAR KD model zoo: VGG13 and VGG8.
+
+Layer for layer the definition of CRD / mdistiller (``vgg.py``, ``vgg13_bn`` / ``vgg8_bn``): five
+blocks of 3x3 conv (with bias) + BN + ReLU, 2x2 max-pools between the first four, no pool before the
+last block at 32x32 (one at 64x64, TinyImageNet), global average pooling and one linear layer.
+"""
+
+from typing import Any
+
+from torch import nn
+from timm.models import generate_default_cfgs, register_model
+
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+
+__all__ = ["CifarVGG"]
+
+VGG13_CFG = ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512))
+VGG8_CFG = ((64,), (128,), (256,), (512,), (512,))
+
+
+def _conv_bn_relu(widths: tuple[int, ...], in_chs: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.Conv2d(in_chs, width, kernel_size=3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        in_chs = width
+    return layers
+
+
+class CifarVGG(CifarClassifier):
+    """VGG-BN for 32x32 (or 64x64) inputs; stage i = max-pool (i > 0) + block i."""
+
+    def __init__(
+        self,
+        cfg: tuple[tuple[int, ...], ...] = VGG13_CFG,
+        num_classes: int = 100,
+        in_chans: int = 3,
+        img_size: int = 32,
+        drop_rate: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            cfg: conv widths per block, five blocks.
+            num_classes: classifier outputs (0: no classifier).
+            in_chans: input channels.
+            img_size: 32 (CIFAR) or 64 (TinyImageNet: one more max-pool before the last block).
+            drop_rate: dropout before the classifier.
+        """
+        super().__init__()
+        if len(cfg) != 5:
+            raise ValueError(f"cfg={cfg} must list the conv widths of exactly 5 blocks.")
+        self.stem = nn.Sequential(*_conv_bn_relu(cfg[0], in_chans))
+        self.feature_info = [{"num_chs": cfg[0][-1], "reduction": 1, "module": "stem"}]
+        stages, reduction = [], 1
+        for index in range(1, 5):
+            pool = index < 4 or img_size > 32
+            reduction *= 2 if pool else 1
+            layers = [nn.MaxPool2d(kernel_size=2, stride=2)] if pool else []
+            stages.append(nn.Sequential(*layers, *_conv_bn_relu(cfg[index], cfg[index - 1][-1])))
+            self.feature_info.append({"num_chs": cfg[index][-1], "reduction": reduction, "module": f"stages.{index - 1}"})
+        self.stages = nn.ModuleList(stages)
+        self.final = nn.Identity()
+        self._init_head(cfg[-1][-1], num_classes, drop_rate)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+
+def _create_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    return build_cifar_model(CifarVGG, variant, pretrained, **kwargs)
+
+
+default_cfgs = generate_default_cfgs({"cifar_vgg13": cifar_cfg(), "cifar_vgg8": cifar_cfg()})
+
+
+@register_model
+def cifar_vgg13(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG13 with BatchNorm (CIFAR KD teacher)."""
+    return _create_vgg("cifar_vgg13", pretrained, **dict(dict(cfg=VGG13_CFG), **kwargs))
+
+
+@register_model
+def cifar_vgg8(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
+    """VGG8 with BatchNorm (CIFAR KD student)."""
+    return _create_vgg("cifar_vgg8", pretrained, **dict(dict(cfg=VGG8_CFG), **kwargs))

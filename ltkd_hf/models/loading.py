@@ -1,0 +1,255 @@
+"""Teacher loading (frozen, eval, safe weights first), the teacher/dataset check, and student creation."""
+
+import difflib
+import os
+import pickle
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from accelerate.utils import extract_model_from_parallel
+from timm.models import load_state_dict
+from torch import nn
+from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+__all__ = ["check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]
+
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+_SAFE_SUFFIX = ".safetensors"
+
+
+def _require_model_name(argument: str, name: str) -> None:
+    """Raise a ValueError naming close timm names (and the ``import ltkd_hf`` rule) for an unknown name."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f" Close names: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"{argument}={name!r} is not a registered timm architecture.{hint} The CIFAR architectures "
+        f"(cifar_resnet8x4, cifar_wrn_40_2, ...) are registered only after `import ltkd_hf`; "
+        f"a folder must exist on disk, a Hub model needs the 'hf-hub:' prefix."
+    )
+
+
+def _is_pickle(path: Path) -> bool:
+    return any(str(path).endswith(suffix) for suffix in _PICKLE_SUFFIXES)
+
+
+def _read_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict; pickles only with the opt-in, tensors-only unpickling tried first."""
+    if str(path).endswith(_SAFE_SUFFIX):
+        return load_state_dict(str(path))
+    if not _is_pickle(path):
+        raise ValueError(
+            f"checkpoint={str(path)!r} has an unknown extension: expected a {_SAFE_SUFFIX} file "
+            f"(or a pickled {'/'.join(_PICKLE_SUFFIXES)} file with allow_unsafe_pickle=True)."
+        )
+    if not allow_unsafe_pickle:
+        raise ValueError(
+            f"checkpoint={str(path)!r} is a pickle, and unpickling a file can run arbitrary code. "
+            f"Convert it to {_SAFE_SUFFIX} (safetensors.torch.save_file(state_dict, 'model.safetensors')), "
+            f"or, if you trust its origin, pass allow_unsafe_pickle=True."
+        )
+    try:
+        return load_state_dict(str(path), weights_only=True)
+    except pickle.UnpicklingError:
+        # Tensors-only unpickling refused this file (it holds other Python objects); the user opted in.
+        warnings.warn(f"Unpickling {path} with weights_only=False because allow_unsafe_pickle=True.", stacklevel=3)
+        return load_state_dict(str(path), weights_only=False)
+
+
+def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], checkpoint: str) -> None:
+    """Strictly load ``state_dict`` into ``model``; a mismatch raises a ValueError that lists it."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or mismatched:
+        architecture = model.pretrained_cfg.get("architecture", type(model).__name__)
+        raise ValueError(
+            f"checkpoint={checkpoint!r} does not fit architecture {architecture!r}: "
+            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, shape mismatches {mismatched[:5]}. "
+            f"Pass the architecture the checkpoint was trained with (and num_classes= if its classifier differs)."
+        )
+    model.load_state_dict(state_dict)
+
+
+def _checkpoint_classes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> int | None:
+    classifier = model.pretrained_cfg.get("classifier")
+    weight = state_dict.get(f"{classifier}.weight") if classifier else None
+    return None if weight is None else int(weight.shape[0])
+
+
+def _check_folder(path: Path, argument: str, source: str, allow_unsafe_pickle: bool) -> None:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{argument}={source!r}: folder {str(path)!r} does not exist.")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{argument}={source!r}: {str(path / 'config.json')!r} does not exist; a model folder needs "
+            f"config.json + model.safetensors (timm's save_for_hf layout, or ltkd_hf's saved students)."
+        )
+    if not (path / "model.safetensors").is_file():
+        pickles = sorted(p.name for p in path.iterdir() if _is_pickle(p))
+        if not pickles:
+            raise FileNotFoundError(f"{argument}={source!r}: no model.safetensors in {str(path)!r}.")
+        if not allow_unsafe_pickle:
+            raise ValueError(
+                f"{argument}={source!r} holds pickled weights only ({', '.join(pickles)}), and unpickling a file "
+                f"can run arbitrary code. Save the weights as model.safetensors, or, if you trust its origin, "
+                f"pass allow_unsafe_pickle=True."
+            )
+
+
+def load_teacher(
+    source: str,
+    *,
+    checkpoint: str | None = None,
+    num_classes: int | None = None,
+    allow_unsafe_pickle: bool = False,
+) -> nn.Module:
+    """A frozen timm teacher in eval mode.
+
+    Args:
+        source: a timm architecture name (weights from ``checkpoint``), ``"local-dir:<path>"``,
+            ``"hf-hub:<repo id>"``, or the path of a model folder (config.json + model.safetensors).
+        checkpoint: with an architecture name, a ``.safetensors`` state dict of that model
+            (pickled ``.pt``/``.pth``/``.bin`` files need ``allow_unsafe_pickle``).
+        num_classes: classifier size; by default read from the checkpoint or the folder's config.
+            A folder or Hub model with another size raises instead of silently re-initialising
+            the classifier.
+        allow_unsafe_pickle: allow unpickling a checkpoint (tensors-only unpickling is tried first).
+
+    Returns:
+        The timm model, with ``requires_grad`` False everywhere and in eval mode.
+    """
+    if source.startswith(("hf-hub:", "local-dir:")) or os.path.isdir(source):
+        if checkpoint is not None:
+            raise ValueError(
+                f"checkpoint={checkpoint!r} was given with source={source!r}, which carries its own weights: "
+                f"pass checkpoint only with an architecture name."
+            )
+        if source.startswith("local-dir:"):
+            _check_folder(Path(source[len("local-dir:"):]), "source", source, allow_unsafe_pickle)
+        elif not source.startswith("hf-hub:"):
+            _check_folder(Path(source), "source", source, allow_unsafe_pickle)
+            source = f"local-dir:{source}"
+        model = timm.create_model(source, pretrained=True)
+        if num_classes is not None and model.num_classes != num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the teacher at source={source!r} has {model.num_classes} classes; "
+                f"a teacher's classifier cannot be resized. Use a teacher trained on this dataset."
+            )
+    else:
+        _require_model_name("source", source)
+        if checkpoint is None:
+            raise ValueError(
+                f"source={source!r} is an architecture name without weights: pass checkpoint='<file>.safetensors' "
+                f"(an untrained teacher would distill noise), or use a 'local-dir:'/'hf-hub:' model."
+            )
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint={checkpoint!r} does not exist.")
+        state_dict = _read_state_dict(Path(checkpoint), allow_unsafe_pickle)
+        model = timm.create_model(source, **({} if num_classes is None else {"num_classes": num_classes}))
+        found = _checkpoint_classes(model, state_dict)
+        if num_classes is None and found is not None and found != model.num_classes:
+            model.reset_classifier(found)
+        _load_weights(model, state_dict, checkpoint)
+    return model.requires_grad_(False).eval()
+
+
+def _teacher_label_names(teacher: nn.Module) -> list[str] | None:
+    config = getattr(teacher, "config", None)
+    id2label = getattr(config, "id2label", None)
+    if id2label:
+        return [id2label[i] for i in range(len(id2label))]
+    names = getattr(unwrap_timm(teacher), "pretrained_cfg", {}).get("label_names")
+    if isinstance(names, dict):  # timm accepts {index: name}
+        names = [names[k] for k in sorted(names, key=int)]
+    return None if names is None else [str(n) for n in names]
+
+
+def check_teacher_matches(teacher: nn.Module, *, num_classes: int, label_names: Sequence[str] | None) -> None:
+    """Raise a ValueError unless the teacher predicts the dataset's classes, in the dataset's order.
+
+    The class count must equal ``num_classes``; when both the teacher (timm ``pretrained_cfg["label_names"]``
+    or a transformers config's ``id2label``) and the dataset have label names, they must be equal in order.
+    """
+    teacher_classes = unwrap_timm(teacher).num_classes
+    if teacher_classes != num_classes:
+        raise ValueError(
+            f"The teacher predicts {teacher_classes} classes but the dataset has num_classes={num_classes}. "
+            f"Use a teacher trained on this dataset's classes."
+        )
+    names = _teacher_label_names(teacher)
+    if names is None or label_names is None:
+        return
+    mismatches = [
+        f"class {i}: teacher {t!r} vs dataset {d!r}" for i, (t, d) in enumerate(zip(names, label_names)) if t != d
+    ]
+    if mismatches:
+        raise ValueError(
+            f"The teacher's label names differ from the dataset's (label_names) at {len(mismatches)} of "
+            f"{num_classes} classes: {'; '.join(mismatches[:5])}. The teacher's logits must index the dataset's "
+            f"classes: remap the dataset's labels to the teacher's order, or use a teacher trained with this order."
+        )
+
+
+def unwrap_timm(model: nn.Module) -> nn.Module:
+    """The bare timm model inside a transformers TimmWrapper model (and any DDP / torch.compile wrapper)."""
+    inner = extract_model_from_parallel(model)
+    inner = getattr(inner, "timm_model", inner)
+    if not hasattr(inner, "num_classes") or not hasattr(inner, "forward_head"):
+        raise ValueError(f"model of type {type(model).__name__} is neither a timm model nor a TimmWrapper model.")
+    return inner
+
+
+def create_student(
+    architecture: str,
+    *,
+    num_classes: int,
+    label_names: Sequence[str] | None = None,
+    **model_kwargs: Any,
+) -> TimmWrapperForImageClassification:
+    """A freshly initialised timm model wrapped for ``transformers.Trainer``.
+
+    ``forward(pixel_values, labels=None)`` returns an ``ImageClassifierOutput`` with (B, num_classes)
+    logits and, given labels, the cross-entropy loss. ``config.id2label`` / ``label2id`` carry
+    ``label_names`` (``"LABEL_i"`` when None). ``model_kwargs`` go to ``timm.create_model``.
+    """
+    _require_model_name("architecture", architecture)
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes}: a classifier needs at least 1 class.")
+    for key in ("num_classes", "pretrained"):
+        if key in model_kwargs:
+            raise ValueError(
+                f"{key}= was passed in model_kwargs; the student's class count is num_classes= and it is "
+                f"created untrained (load trained weights with load_teacher or from a saved folder)."
+            )
+    labels = {}
+    if label_names is not None:
+        if len(label_names) != num_classes:
+            raise ValueError(
+                f"label_names has {len(label_names)} names but num_classes={num_classes}: give one name per class."
+            )
+        if len(set(label_names)) != len(label_names):
+            raise ValueError(f"label_names has duplicates ({list(label_names)[:10]}...): class names must be unique.")
+        labels = {
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)},
+        }
+    config = TimmWrapperConfig(
+        architecture=architecture, num_labels=num_classes, model_args=model_kwargs or None, **labels
+    )
+    student = TimmWrapperForImageClassification(config)
+    # transformers re-initialises every conv/linear with normal(0, 0.02); restore the architecture's own
+    # initialisation (e.g. Kaiming for the CIFAR ResNets), which the recipes' accuracies depend on.
+    fresh = timm.create_model(architecture, num_classes=num_classes, **model_kwargs)
+    student.timm_model.load_state_dict(fresh.state_dict())
+    return student
