@@ -1,0 +1,168 @@
+"""The model card: front matter the Hub accepts, model-index with the four accuracies, a body that says how to use it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from ltkd_hf.hub import render_model_card, write_model_card
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = {"accuracy": 51.25, "accuracy_head": 70.5, "accuracy_medium": 52.75, "accuracy_tail": 27.125, "nll": 1.875}
+EXAMPLE_BANNER = (
+    "> **EXAMPLE card.** Rendered by `ltkd_hf.hub.render_model_card` to show the layout; every number in it "
+    "is made up, not a measured result."
+)
+# The arguments model_cards/EXAMPLE.md was rendered from (test_example_card_is_in_sync keeps them in step).
+EXAMPLE_KWARGS = dict(
+    model_name="example-user/EXAMPLE-cifar_resnet8x4-cifar100lt-r100-ltkd",
+    architecture="cifar_resnet8x4",
+    teacher="example-user/EXAMPLE-cifar_resnet32x4-cifar100lt-r100",
+    dataset="cifar100",
+    imbalance_factor=100,
+    num_groups=3,
+    group_names=["head", "medium", "tail"],
+    loss_name="ltkd",
+    loss_config={"alpha": 6.0, "beta": 6.0, "temperature": 4.0, "ce_weight": 1.0, "warmup_epochs": 20},
+    results={"accuracy": 50.0, "accuracy_head": 70.0, "accuracy_medium": 52.0, "accuracy_tail": 27.0},
+    plots=["plots/per_class_accuracy.png", "plots/teacher_bias.png"],
+    comparison_table=(
+        "| Model (EXAMPLE numbers) | Tail | All |\n|---|---|---|\n"
+        "| Teacher (CE) | 15.0 | 45.0 |\n| Student (CE) | 13.0 | 42.0 |\n| Student (LTKD) | 27.0 | 50.0 |"
+    ),
+    extra={"Note": "EXAMPLE values, made up", "Epochs": 240, "Seed": 0, "Reported epoch": "last"},
+)
+
+
+def _card(**overrides) -> str:
+    kwargs = dict(
+        model_name="alice/resnet8x4-ltkd",
+        architecture="cifar_resnet8x4",
+        teacher="alice/resnet32x4-lt-teacher",
+        dataset="cifar100",
+        imbalance_factor=20.0,
+        num_groups=3,
+        group_names=["head", "medium", "tail"],
+        loss_name="ltkd",
+        loss_config={"alpha": 6.0, "beta": 6.0, "temperature": 4.0},
+        results=RESULTS,
+        plots=["plots/per_class.png"],
+    )
+    kwargs.update(overrides)
+    return render_model_card(**kwargs)
+
+
+def _front_matter(text: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    assert match, "the card must start with YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def _example_text() -> str:
+    text = render_model_card(**EXAMPLE_KWARGS)
+    return text.replace("\n---\n\n# ", f"\n---\n\n{EXAMPLE_BANNER}\n\n# ", 1)
+
+
+def test_front_matter_holds_hub_metadata_and_model_index() -> None:
+    meta = _front_matter(_card())
+    assert meta["library_name"] == "timm"
+    assert {"image-classification", "knowledge-distillation", "long-tailed", "ltkd", "timm"} <= set(meta["tags"])
+    assert meta["datasets"] == ["cifar100"]
+    assert meta["base_model"] == "alice/resnet32x4-lt-teacher"
+    assert meta["license"] == "apache-2.0"
+    (entry,) = meta["model-index"]
+    assert entry["name"] == "alice/resnet8x4-ltkd"
+    (result,) = entry["results"]
+    assert result["task"]["type"] == "image-classification"
+    assert result["dataset"] == {"name": "cifar100", "type": "cifar100", "split": "test"}
+    metrics = {m["type"]: m["value"] for m in result["metrics"]}
+    assert metrics == RESULTS  # one entry per metric, the four accuracies included, values unchanged
+
+
+def test_huggingface_hub_model_card_reads_the_four_accuracies() -> None:
+    card = ModelCard(_card(dataset_split="validation"))
+    by_metric = {r.metric_type: r for r in card.data.eval_results}
+    for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
+        assert by_metric[key].metric_value == RESULTS[key]
+        assert by_metric[key].dataset_split == "validation"
+        assert by_metric[key].task_type == "image-classification"
+    assert card.data.library_name == "timm"
+
+
+def test_body_has_usage_setup_results_plots_and_citation() -> None:
+    text = _card()
+    body = text.split("\n---\n", 1)[1]
+    assert 'timm.create_model("hf-hub:alice/resnet8x4-ltkd", pretrained=True)' in body
+    assert 'AutoModelForImageClassification.from_pretrained("alice/resnet8x4-ltkd")' in body
+    assert 'pipeline("image-classification", model="alice/resnet8x4-ltkd")' in body
+    assert 'timm.create_model("local-dir:path/to/resnet8x4-ltkd", pretrained=True)' in body
+    assert body.count("import ltkd_hf") >= 2
+    assert "imbalance factor ρ = 20" in body
+    assert "| Distillation loss | ltkd |" in body
+    for key, value in {"alpha": 6.0, "beta": 6.0, "temperature": 4.0}.items():
+        assert f"| `{key}` | `{value}` |" in body
+    for row in ("| head | 70.5 |", "| medium | 52.75 |", "| tail | 27.12 |", "| Top-1 accuracy (all classes) | 51.25 |",
+                "| nll | 1.875 |"):
+        assert row in body
+    assert "![plots/per_class.png](plots/per_class.png)" in body
+    assert "Distilling Balanced Knowledge from a Biased Teacher" in body and "2506.18496" in body
+    assert "{{" not in text and "{%" not in text
+
+
+def test_local_teacher_is_named_in_body_not_as_base_model(tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    text = _card(teacher=str(teacher), model_name="resnet8x4-ltkd")
+    assert "base_model" not in _front_matter(text)
+    assert f"`{teacher}` (not on the Hub)" in text
+    # a model name that is not a repo id gets a placeholder namespace in the usage snippets
+    assert 'hf-hub:<your-username>/resnet8x4-ltkd"' in text
+
+
+def test_other_group_counts_render_their_own_rows() -> None:
+    names = [f"group_{g}" for g in range(5)]
+    results = {**RESULTS, "accuracy_group_0": 80.0, "accuracy_group_4": 10.0}
+    text = _card(num_groups=5, group_names=names, results=results)
+    assert "| group_0 | 80 |" in text and "| group_4 | 10 |" in text and "| group_2 | n/a |" in text
+    assert "| Top-1 accuracy (tail classes) | 27.12 |" in text
+
+
+def test_bad_inputs_are_explained() -> None:
+    with pytest.raises(ValueError, match=r"results is missing \['accuracy_tail'\]"):
+        _card(results={k: v for k, v in RESULTS.items() if k != "accuracy_tail"})
+    with pytest.raises(ValueError, match="group_names has 2 names .* num_groups=3"):
+        _card(group_names=["head", "tail"])
+    with pytest.raises(ValueError, match="plots entry '/abs/plot.png' must be a path relative"):
+        _card(plots=["/abs/plot.png"])
+    with pytest.raises(ValueError, match="plots entry 'https://x/y.png'"):
+        _card(plots=["https://x/y.png"])
+    with pytest.raises(ValueError, match="imbalance_factor must be >= 1"):
+        _card(imbalance_factor=0.5)
+    with pytest.raises(ValueError, match="results values must be finite numbers"):
+        _card(results={**RESULTS, "accuracy": float("nan")})
+
+
+def test_write_model_card_is_atomic(tmp_path: Path) -> None:
+    text = _card()
+    path = write_model_card(tmp_path / "student", text)
+    assert path == tmp_path / "student" / "README.md"
+    assert path.read_text(encoding="utf-8") == text
+    with pytest.raises(TypeError):
+        write_model_card(tmp_path / "student", None)  # fails while writing: the previous card must stay
+    assert path.read_text(encoding="utf-8") == text
+    assert [p.name for p in path.parent.iterdir()] == ["README.md"]
+
+
+def test_example_card_is_in_sync() -> None:
+    example = (REPO_ROOT / "model_cards" / "EXAMPLE.md").read_text(encoding="utf-8")
+    assert example == _example_text()
+    assert EXAMPLE_BANNER in example
+    assert ModelCard(example).data.eval_results[3].metric_value == 27.0
+
+
+if __name__ == "__main__":  # regenerate model_cards/EXAMPLE.md: python3 tests/test_hub_card.py
+    (REPO_ROOT / "model_cards" / "EXAMPLE.md").write_text(_example_text(), encoding="utf-8")
