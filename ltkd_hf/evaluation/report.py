@@ -74,7 +74,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
-    FigureCanvasAgg(fig)
+    FigureCanvasAgg(fig)  # attach the Agg canvas: rendering needs neither pyplot nor a display
     _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
     return path
 
@@ -148,7 +148,8 @@ def plot_per_class_accuracy(
     ax.set_ylabel("test accuracy per class (%)")
     ax.set_title("Per-class accuracy vs training frequency", pad=18)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, title=f"line: moving mean of {window} classes", title_fontsize=8)
+    trend_note = f"line: moving mean of {window} classes" if window > 1 else None
+    ax.legend(loc="lower right", fontsize=9, title=trend_note, title_fontsize=8)
     return _save_figure(fig, path)
 
 
