@@ -118,12 +118,12 @@ class CifarClassifier(nn.Module):
         return x, intermediates
 
 
-def build_cifar_model(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+def build_cifar_model(model_cls: type, variant: str, pretrained: bool, num_stages: int, **kwargs: Any) -> nn.Module:
     """Build a registered CIFAR variant through timm (sets pretrained_cfg; features_only via intermediates)."""
     return build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
-        feature_cfg={"feature_cls": "getter"},
+        feature_cfg={"feature_cls": "getter", "out_indices": tuple(range(num_stages + 1))},
         **kwargs,
     )

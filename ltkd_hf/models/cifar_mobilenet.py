@@ -99,7 +99,7 @@ class CifarMobileNetV2(CifarClassifier):
 
 
 def _create_mobilenet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarMobileNetV2:
-    return build_cifar_model(CifarMobileNetV2, variant, pretrained, **kwargs)
+    return build_cifar_model(CifarMobileNetV2, variant, pretrained, 4, **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"cifar_mobilenet_v2": cifar_cfg()})

@@ -80,7 +80,7 @@ class CifarResNet(CifarClassifier):
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:
-    return build_cifar_model(CifarResNet, variant, pretrained, **kwargs)
+    return build_cifar_model(CifarResNet, variant, pretrained, len(kwargs["layers"]), **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

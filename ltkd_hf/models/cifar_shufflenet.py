@@ -89,7 +89,7 @@ class ShuffleNetV1(CifarClassifier):
 
 
 def _create_shufflenet(variant: str, pretrained: bool = False, **kwargs: Any) -> ShuffleNetV1:
-    return build_cifar_model(ShuffleNetV1, variant, pretrained, **kwargs)
+    return build_cifar_model(ShuffleNetV1, variant, pretrained, len(kwargs.get("num_blocks", (4, 8, 4))), **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"cifar_shufflenet_v1": cifar_cfg()})

@@ -73,7 +73,7 @@ class CifarVGG(CifarClassifier):
 
 
 def _create_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarVGG:
-    return build_cifar_model(CifarVGG, variant, pretrained, **kwargs)
+    return build_cifar_model(CifarVGG, variant, pretrained, 4, **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"cifar_vgg13": cifar_cfg(), "cifar_vgg8": cifar_cfg()})

@@ -91,7 +91,7 @@ class WideResNet(CifarClassifier):
 
 
 def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
-    return build_cifar_model(WideResNet, variant, pretrained, **kwargs)
+    return build_cifar_model(WideResNet, variant, pretrained, 3, **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"cifar_wrn_40_2": cifar_cfg(), "cifar_wrn_40_1": cifar_cfg()})

@@ -11,7 +11,7 @@ from typing import Any
 import timm
 import torch
 from accelerate.utils import extract_model_from_parallel
-from timm.models import load_state_dict
+from timm.models import get_pretrained_cfg, load_state_dict
 from torch import nn
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
@@ -55,8 +55,10 @@ def _read_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict[str, torch.T
         )
     try:
         return load_state_dict(str(path), weights_only=True)
-    except pickle.UnpicklingError:
-        # Tensors-only unpickling refused this file (it holds other Python objects); the user opted in.
+    except RuntimeError as error:
+        # timm re-raises a refused tensors-only unpickling as RuntimeError; other errors are real.
+        if not isinstance(error.__cause__, pickle.UnpicklingError):
+            raise
         warnings.warn(f"Unpickling {path} with weights_only=False because allow_unsafe_pickle=True.", stacklevel=3)
         return load_state_dict(str(path), weights_only=False)
 
@@ -107,6 +109,25 @@ def _check_folder(path: Path, argument: str, source: str, allow_unsafe_pickle: b
             )
 
 
+def _looks_like_path(source: str) -> bool:
+    return not source.startswith(("hf-hub:", "local-dir:")) and (
+        os.sep in source or "/" in source or source.startswith((".", "~"))
+    )
+
+
+def _has_published_weights(name: str) -> bool:
+    cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
+
+
+def _check_loaded_classes(model: nn.Module, num_classes: int | None, source: str) -> None:
+    if num_classes is not None and model.num_classes != num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but the teacher from source={source!r} has {model.num_classes} classes; "
+            f"a teacher's classifier cannot be resized. Use a teacher trained on this dataset's classes."
+        )
+
+
 def load_teacher(
     source: str,
     *,
@@ -117,7 +138,8 @@ def load_teacher(
     """A frozen timm teacher in eval mode.
 
     Args:
-        source: a timm architecture name (weights from ``checkpoint``), ``"local-dir:<path>"``,
+        source: a timm architecture name (weights from ``checkpoint``, else timm's published ones),
+            ``"local-dir:<path>"``,
             ``"hf-hub:<repo id>"``, or the path of a model folder (config.json + model.safetensors).
         checkpoint: with an architecture name, a ``.safetensors`` state dict of that model
             (pickled ``.pt``/``.pth``/``.bin`` files need ``allow_unsafe_pickle``).
@@ -129,6 +151,13 @@ def load_teacher(
     Returns:
         The timm model, with ``requires_grad`` False everywhere and in eval mode.
     """
+    if _looks_like_path(source) and not os.path.exists(source):
+        raise FileNotFoundError(f"source={source!r} does not exist (expected a model folder or a timm name).")
+    if os.path.isfile(source):
+        raise ValueError(
+            f"source={source!r} is a file: pass the architecture name as source and this file as checkpoint= "
+            f"(e.g. load_teacher('cifar_resnet32x4', checkpoint={source!r}))."
+        )
     if source.startswith(("hf-hub:", "local-dir:")) or os.path.isdir(source):
         if checkpoint is not None:
             raise ValueError(
@@ -141,18 +170,18 @@ def load_teacher(
             _check_folder(Path(source), "source", source, allow_unsafe_pickle)
             source = f"local-dir:{source}"
         model = timm.create_model(source, pretrained=True)
-        if num_classes is not None and model.num_classes != num_classes:
-            raise ValueError(
-                f"num_classes={num_classes} but the teacher at source={source!r} has {model.num_classes} classes; "
-                f"a teacher's classifier cannot be resized. Use a teacher trained on this dataset."
-            )
-    else:
+        _check_loaded_classes(model, num_classes, source)
+    elif checkpoint is None:
         _require_model_name("source", source)
-        if checkpoint is None:
+        if not _has_published_weights(source):
             raise ValueError(
-                f"source={source!r} is an architecture name without weights: pass checkpoint='<file>.safetensors' "
+                f"source={source!r} has no published weights: pass checkpoint='<file>.safetensors' "
                 f"(an untrained teacher would distill noise), or use a 'local-dir:'/'hf-hub:' model."
             )
+        model = timm.create_model(source, pretrained=True)
+        _check_loaded_classes(model, num_classes, source)
+    else:
+        _require_model_name("source", source)
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint={checkpoint!r} does not exist.")
         state_dict = _read_state_dict(Path(checkpoint), allow_unsafe_pickle)
