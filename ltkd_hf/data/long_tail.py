@@ -1,0 +1,208 @@
+"""Long-tailed training splits: the per-class counts of LTKD.md §4 and the LDAM-DRW row selection."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+
+from .metadata import read_record, with_record
+
+__all__ = ["long_tailed_counts", "make_long_tailed", "get_class_counts", "get_long_tail_info"]
+
+PROFILES = ("exp", "step")
+EXPONENTS = ("standard", "paper")
+
+
+def _check_params(imbalance_factor: float, profile: str, exponent: str) -> float:
+    if (
+        isinstance(imbalance_factor, bool)
+        or not isinstance(imbalance_factor, numbers.Real)
+        or not math.isfinite(imbalance_factor)
+        or imbalance_factor < 1
+    ):
+        raise ValueError(
+            f"imbalance_factor must be a finite number >= 1 (rho = largest / smallest class count; "
+            f"1 keeps every image), got {imbalance_factor!r}. The paper uses 10, 20 or 100 on CIFAR-100-LT."
+        )
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}.")
+    if exponent not in EXPONENTS:
+        raise ValueError(
+            f"exponent must be one of {EXPONENTS} ('standard' = rho^(-c/(C-1)), the LDAM-DRW totals; "
+            f"'paper' = rho^(-c/C) as printed), got {exponent!r}."
+        )
+    return float(imbalance_factor)
+
+
+def _check_source_counts(class_counts: Sequence[int]) -> np.ndarray:
+    counts = np.asarray(class_counts)
+    if counts.ndim != 1 or counts.size < 2:
+        raise ValueError(
+            f"class_counts must list the image count of each of at least 2 classes, got {np.asarray(class_counts).tolist()!r}."
+        )
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise ValueError(f"class_counts must be integers, got dtype {counts.dtype}: {counts.tolist()[:10]}.")
+    empty = np.flatnonzero(counts <= 0).tolist()
+    if empty:
+        raise ValueError(
+            f"classes {empty[:20]} have no images (class_counts {counts.tolist()[:20]}...); a long-tailed split "
+            "needs every class 0..C-1 present. Drop those classes and renumber the labels first."
+        )
+    return counts.astype(np.int64)
+
+
+def _target_counts(
+    counts: np.ndarray, rho: float, profile: str, exponent: str, rank: np.ndarray
+) -> list[int]:
+    """Kept images per class, class ``c`` sitting at frequency rank ``rank[c]`` (0 = head)."""
+    num_classes = counts.size
+    if profile == "exp":
+        denominator = num_classes - 1.0 if exponent == "standard" else float(num_classes)
+        # (1/rho)**(r/d) rather than rho**(-r/d): the LDAM-DRW expression, so int() truncates identically.
+        factors = (1.0 / rho) ** (rank / denominator)
+    else:
+        factors = np.where(rank < num_classes // 2, 1.0, 1.0 / rho)
+    kept = [int(n * f) for n, f in zip(counts.tolist(), factors.tolist())]
+    clamped = [c for c, k in enumerate(kept) if k == 0]
+    if clamped:
+        warnings.warn(
+            f"imbalance_factor={rho:g} leaves classes {clamped[:20]} with 0 images; each keeps 1 image instead "
+            "(lower imbalance_factor to avoid this).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return [max(k, 1) for k in kept]
+
+
+def long_tailed_counts(
+    class_counts: Sequence[int],
+    imbalance_factor: float,
+    *,
+    profile: str = "exp",
+    exponent: str = "standard",
+) -> list[int]:
+    """Per-class image counts of the long-tailed split, in class-index order (class 0 = head).
+
+    ``profile="exp"``: ``n_c = int(class_counts[c] * rho ** (-c / (C - 1)))`` (``exponent="standard"``,
+    the LDAM-DRW / Cui et al. construction) or ``rho ** (-c / C)`` (``exponent="paper"``, as printed).
+    ``profile="step"``: the first ``C // 2`` classes keep their count, the others get ``int(n / rho)``
+    (``exponent`` is ignored). A class that would get 0 images keeps 1, with a warning.
+    """
+    rho = _check_params(imbalance_factor, profile, exponent)
+    counts = _check_source_counts(class_counts)
+    return _target_counts(counts, rho, profile, exponent, np.arange(counts.size))
+
+
+def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:
+    if not isinstance(dataset, Dataset):
+        hint = f" Pass one split, e.g. dataset['train']." if isinstance(dataset, DatasetDict) else ""
+        raise ValueError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.{hint}")
+    if label_column not in dataset.column_names:
+        raise ValueError(
+            f"label_column={label_column!r} is not a column of the dataset (columns: {dataset.column_names}); "
+            "pass label_column=<the column holding the class index>."
+        )
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty (0 rows); a long-tailed split needs images of every class.")
+    # The Arrow view reads only this column, without decoding images.
+    labels = dataset.select_columns([label_column]).with_format("arrow")[label_column].to_numpy()
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"label_column={label_column!r} holds {labels.dtype} values, expected integer class indices 0..C-1; "
+            "encode it first, e.g. dataset.class_encode_column(label_column)."
+        )
+    return labels
+
+
+def _num_classes(dataset: Dataset, label_column: str, labels: np.ndarray) -> int:
+    feature = dataset.features[label_column]
+    num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(labels.max()) + 1
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"label_column={label_column!r} holds values {np.unique(bad)[:10].tolist()} outside 0..{num_classes - 1} "
+            f"(the {num_classes} classes of its ClassLabel); unlabelled rows (-1) cannot go into a training split, "
+            "filter them out first."
+        )
+    return num_classes
+
+
+def make_long_tailed(
+    dataset: Dataset,
+    imbalance_factor: float,
+    *,
+    label_column: str = "label",
+    seed: int = 0,
+    profile: str = "exp",
+    exponent: str = "standard",
+    class_order_seed: int | None = None,
+) -> Dataset:
+    """The long-tailed subset of ``dataset`` built as LDAM-DRW builds CIFAR-LT.
+
+    Class ``c`` keeps ``long_tailed_counts(...)[c]`` rows: with ``np.random.RandomState(seed)`` (the
+    legacy ``np.random.seed(seed)`` stream), each class's row indices, in class-index order, are shuffled
+    and the first ``n_c`` kept; rows come out class by class in that shuffled order.
+
+    ``class_order_seed`` (``None`` = off) draws ``rank = np.random.RandomState(class_order_seed)
+    .permutation(C)``; class ``c`` then gets the count of frequency rank ``rank[c]`` (rank 0 = head).
+    Labels are not renamed, and the selection still visits classes in index order.
+
+    The class counts and the parameters are recorded in the result (see ``get_long_tail_info``) and
+    survive ``save_to_disk``/``load_from_disk``.
+    """
+    rho = _check_params(imbalance_factor, profile, exponent)
+    labels = _label_array(dataset, label_column)
+    num_classes = _num_classes(dataset, label_column, labels)
+    source_counts = _check_source_counts(np.bincount(labels, minlength=num_classes))
+    rank = (
+        np.arange(num_classes)
+        if class_order_seed is None
+        else np.random.RandomState(class_order_seed).permutation(num_classes)
+    )
+    kept = _target_counts(source_counts, rho, profile, exponent, rank)
+
+    # A stable argsort lists each class's rows in ascending order, exactly np.where(labels == c)[0].
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(source_counts)))
+    rng = np.random.RandomState(seed)
+    chosen = []
+    for c in range(num_classes):
+        rows = by_class[starts[c] : starts[c + 1]]
+        rng.shuffle(rows)
+        chosen.append(rows[: kept[c]])
+    subset = dataset.select(np.concatenate(chosen))
+
+    previous = read_record(dataset)
+    info: dict[str, Any] = {
+        "class_counts": kept,
+        "source_class_counts": source_counts.tolist(),
+        "imbalance_factor": rho,
+        "seed": int(seed),
+        "profile": profile,
+        "exponent": exponent,
+        "class_order_seed": None if class_order_seed is None else int(class_order_seed),
+        "label_column": label_column,
+        "source": previous.get("source"),
+    }
+    return with_record(subset, long_tail=info)
+
+
+def get_long_tail_info(dataset: Dataset) -> dict[str, Any] | None:
+    """The long-tail parameters and class counts recorded by ``make_long_tailed``, or ``None``."""
+    info = read_record(dataset).get("long_tail")
+    return dict(info) if info else None
+
+
+def get_class_counts(dataset: Dataset, label_column: str = "label") -> list[int]:
+    """Images per class, class-index order: the counts recorded by ``make_long_tailed`` when they still
+    describe ``dataset`` (same label column, same number of rows), otherwise counted from the labels."""
+    info = get_long_tail_info(dataset)
+    if info and info.get("label_column") == label_column and sum(info["class_counts"]) == len(dataset):
+        return list(info["class_counts"])
+    labels = _label_array(dataset, label_column)
+    return np.bincount(labels, minlength=_num_classes(dataset, label_column, labels)).tolist()

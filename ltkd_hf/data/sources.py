@@ -1,0 +1,135 @@
+"""Load an image-classification dataset from the Hub, a local folder or the built-in demo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict
+
+from .columns import LABEL_COLUMNS, standardize_columns
+from .digits import load_digits_dataset
+from .metadata import with_record
+
+__all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "load_image_dataset"]
+
+BUILTIN_SOURCES = ("builtin:digits",)
+# The held-out split is "test" in CIFAR, "validation" in ImageNet-1k, "valid" in zh-plus/tiny-imagenet.
+EVAL_SPLIT_NAMES = ("test", "validation", "valid", "val")
+
+
+def _local_copy_hint(source: str) -> str:
+    return (
+        f"To use a local copy, run datasets.load_dataset({source!r}).save_to_disk('DIR') where the Hub is "
+        "reachable and pass source='DIR', or pass an image folder with train/ and test/ subfolders "
+        "(one subfolder per class inside each)."
+    )
+
+
+def _load_hub(source: str) -> DatasetDict:
+    try:
+        loaded = datasets.load_dataset(source)
+    except ConnectionError as err:
+        raise ConnectionError(
+            f"Could not load the Hub dataset {source!r}: the Hub is unreachable or offline mode is on "
+            f"(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE). {_local_copy_hint(source)}"
+        ) from err
+    except datasets.exceptions.DatasetNotFoundError as err:
+        raise FileNotFoundError(
+            f"source={source!r} is neither a local directory nor a dataset on the Hub. Pass a Hub dataset id "
+            f"(e.g. 'uoft-cs/cifar100'), an existing directory, or one of {BUILTIN_SOURCES}."
+        ) from err
+    return loaded
+
+
+def _load_local(path: Path) -> DatasetDict:
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, Dataset):
+            raise ValueError(
+                f"source={str(path)!r} holds a single saved Dataset, with no train/test splits. Save a "
+                "DatasetDict instead: DatasetDict(train=..., test=...).save_to_disk(DIR)."
+            )
+        return loaded
+    # An image folder (train/ and test/ subfolders of class folders) or files load_dataset can read.
+    return datasets.load_dataset(str(path))
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
+
+
+def _pick_splits(
+    loaded: DatasetDict, source: str, split: str | Mapping[str, str] | None, label_column: str | None
+) -> dict[str, Dataset]:
+    if isinstance(split, Mapping):
+        wanted = dict(split)
+        if set(wanted) != {"train", "test"}:
+            raise ValueError(
+                f"split={split!r}: a mapping must give exactly the keys 'train' and 'test' (the source split "
+                "to use for each)."
+            )
+    else:
+        test = split or next((s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)), None)
+        wanted = {"train": "train", "test": test}
+    missing = {k: v for k, v in wanted.items() if v is None or v not in loaded}
+    if missing:
+        raise ValueError(
+            f"source={source!r} has splits {list(loaded)}; no split found for {sorted(missing)} (looked for "
+            f"{[v for v in missing.values() if v] or list(EVAL_SPLIT_NAMES)}). Pass split=<the held-out split "
+            "name> or split={'train': ..., 'test': ...}; an image folder needs train/ and test/ subfolders."
+        )
+    return {k: loaded[v] for k, v in wanted.items()}
+
+
+def _is_labelled(split: Dataset, label_column: str | None) -> bool:
+    """False for held-out splits published without labels (ImageNet-1k's test split is all -1)."""
+    names = [label_column] if label_column else LABEL_COLUMNS
+    column = next((c for c in names if c in split.column_names), None)
+    if column is None or len(split) == 0:
+        return True
+    values = split.select_columns([column]).with_format("arrow")[column]
+    return not pa.types.is_integer(values.type) or pc.max(values).as_py() >= 0
+
+
+def load_image_dataset(
+    source: str,
+    *,
+    split: str | Mapping[str, str] | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> DatasetDict:
+    """An image-classification dataset as a ``DatasetDict`` with splits ``train`` and ``test`` and
+    columns ``image`` (PIL images) and ``label`` (``ClassLabel`` with names).
+
+    ``source`` is a Hub dataset id (``"uoft-cs/cifar100"``), a local directory (an image folder with
+    ``train/`` and ``test/`` subfolders, or a ``DatasetDict.save_to_disk`` folder), or
+    ``"builtin:digits"`` (scikit-learn's digits, no download). The held-out split is the first of
+    ``EVAL_SPLIT_NAMES`` present and labelled; ``split`` names it instead, or maps both
+    (``{"train": "train", "test": "validation"}``). Columns are detected unless named.
+    """
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise ValueError(f"source must be a Hub dataset id, a directory or one of {BUILTIN_SOURCES}, got {source!r}.")
+    source = str(source)
+    if source.startswith("builtin:"):
+        if source not in BUILTIN_SOURCES:
+            raise ValueError(f"source={source!r} is not a built-in dataset; built-in: {BUILTIN_SOURCES}.")
+        loaded = load_digits_dataset()
+    elif Path(source).expanduser().is_dir():
+        loaded = _load_local(Path(source).expanduser())
+    elif _looks_like_path(source) or Path(source).exists():
+        raise FileNotFoundError(
+            f"source={source!r} looks like a local path but is not a directory. Pass an image folder with "
+            "train/ and test/ subfolders, a save_to_disk folder, a Hub dataset id or one of "
+            f"{BUILTIN_SOURCES}."
+        )
+    else:
+        loaded = _load_hub(source)
+    standard = standardize_columns(
+        _pick_splits(loaded, source, split, label_column), image_column=image_column, label_column=label_column
+    )
+    return DatasetDict({name: with_record(ds, source=source) for name, ds in standard.items()})
