@@ -1,0 +1,124 @@
+"""Push a student to a fake Hub on 127.0.0.1, download it back, and load it with identical logits."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import timm
+import torch
+from huggingface_hub import constants
+
+from hub_server import FakeHub
+from ltkd_hf.hub import check_push_to_hub_ready, load_student, push_student, render_model_card, save_student
+from ltkd_hf.hub import write_model_card
+
+LABELS = ["head_cls", "mid_cls", "tail_cls"]
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A running fake Hub that huggingface_hub (and timm's hf-hub: through it) talks to, online for this test."""
+    with FakeHub(max_seconds=120) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        # huggingface_hub reads these at import time; point the already-imported module at the fake Hub
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        yield hub
+
+
+def _student_folder(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(3)
+    model = timm.create_model("test_vit", num_classes=len(LABELS)).eval()
+    folder = save_student(model, tmp_path / "student", label_names=LABELS, extra_config={"ltkd": {"loss": "ltkd"}})
+    card = render_model_card(
+        model_name="alice/tiny-ltkd", architecture="test_vit", teacher="alice/teacher", dataset="cifar100",
+        imbalance_factor=100, num_groups=3, group_names=["head", "medium", "tail"], loss_name="ltkd",
+        loss_config={"alpha": 6.0, "beta": 6.0}, results={"accuracy": 1.0, "accuracy_head": 2.0,
+        "accuracy_medium": 3.0, "accuracy_tail": 4.0},
+    )
+    write_model_card(folder, card)
+    (folder / "checkpoint-5").mkdir()
+    (folder / "checkpoint-5" / "optimizer.pt").write_bytes(b"not for the hub")
+    return folder, model
+
+
+def test_push_then_download_and_load_in_timm(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder, model = _student_folder(tmp_path)
+    url = push_student(folder, "alice/tiny-ltkd", token=fake_hub.token, private=True, commit_message="first")
+    repo = fake_hub.repos["alice/tiny-ltkd"]
+    assert url == f"{fake_hub.url}/alice/tiny-ltkd/commit/{repo.head}"
+    assert repo.private
+    # exactly the model files went up, byte for byte; trainer checkpoints and staging folders stayed home
+    assert sorted(repo.files) == ["README.md", "config.json", "model.safetensors"]
+    for name, data in repo.files.items():
+        assert data == (folder / name).read_bytes()
+    # every request carried the token
+    assert all(auth == f"Bearer {fake_hub.token}" for method, _, auth in fake_hub.requests if method == "POST")
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+        from_hub = timm.create_model("hf-hub:alice/tiny-ltkd", pretrained=True).eval()
+        assert torch.equal(from_hub(x), expected)
+        assert torch.equal(load_student("alice/tiny-ltkd")(x), expected)
+    downloaded = Path(huggingface_hub.hf_hub_download("alice/tiny-ltkd", "config.json"))
+    assert json.loads(downloaded.read_text())["label_names"] == LABELS
+    assert str(downloaded).startswith(str(tmp_path / "hub-cache"))  # really fetched from the fake Hub
+
+
+def test_second_push_updates_existing_repo(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder, _ = _student_folder(tmp_path)
+    push_student(folder, "alice/tiny-ltkd", token=fake_hub.token)
+    first_commit = fake_hub.repos["alice/tiny-ltkd"].head
+    torch.manual_seed(9)
+    retrained = timm.create_model("test_vit", num_classes=len(LABELS)).eval()
+    save_student(retrained, folder, label_names=LABELS)
+    push_student(folder, "alice/tiny-ltkd", token=fake_hub.token)  # create_repo answers 409: exist_ok
+    repo = fake_hub.repos["alice/tiny-ltkd"]
+    assert repo.head != first_commit
+    assert repo.files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_token_comes_from_hf_token_env(fake_hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    folder, _ = _student_folder(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)
+    push_student(folder, "alice/from-env")
+    assert "alice/from-env" in fake_hub.repos
+
+
+def test_push_needs_a_saved_folder(fake_hub: FakeHub, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"lacks \['config.json', 'model.safetensors'\].*save_student"):
+        push_student(tmp_path / "empty", "alice/x", token=fake_hub.token)
+    assert fake_hub.requests == []
+
+
+def test_check_push_to_hub_ready_without_token_says_how_to_get_one(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # the saved-login path is resolved from HF_HOME when huggingface_hub is imported; follow it here
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    with pytest.raises(ValueError, match=r"repo_id='alice/x'.*--hub_token.*HF_TOKEN.*`hf auth login`"):
+        check_push_to_hub_ready("alice/x")
+
+    (tmp_path / "hf-home").mkdir()
+    (tmp_path / "hf-home" / "token").write_text("hf_saved_login\n")
+    assert check_push_to_hub_ready("alice/x") == "hf_saved_login"
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    assert check_push_to_hub_ready("alice/x") == "hf_from_env"
+    assert check_push_to_hub_ready("alice/x", token="hf_explicit") == "hf_explicit"
+
+
+@pytest.mark.parametrize("repo_id", ["alice/x/y", "alice/bad name", "", "alice/--x"])
+def test_check_push_to_hub_ready_rejects_bad_repo_ids(repo_id: str) -> None:
+    with pytest.raises(ValueError, match=rf"repo_id={re.escape(repr(repo_id))} is not a valid Hub repo id"):
+        check_push_to_hub_ready(repo_id, token="hf_x")
