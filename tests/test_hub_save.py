@@ -161,7 +161,7 @@ def test_save_rejects_bad_arguments(tmp_path: Path) -> None:
         save_student(model, tmp_path / "b", label_names=LABELS, extra_config={"num_classes": 3})
     with pytest.raises(ValueError, match="extra_config must be JSON-serializable"):
         save_student(model, tmp_path / "c", label_names=LABELS, extra_config={"ltkd": {"t": torch.ones(1)}})
-    with pytest.raises(ValueError, match="no timm pretrained_cfg"):
+    with pytest.raises(ValueError, match="Linear is neither a timm model nor a TimmWrapper model"):
         save_student(torch.nn.Linear(2, 2), tmp_path / "d", label_names=["a", "b"])
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"output_dir=.*file.*not a folder"):

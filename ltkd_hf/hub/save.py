@@ -13,9 +13,10 @@ from safetensors.torch import save_file
 from timm.models._hub import save_config_for_hf  # timm exports it only from _hub
 from torch import nn
 
+from ..models.loading import unwrap_timm
 from ._atomic import atomic_write_files
 
-__all__ = ["save_student", "load_student", "unwrap_student", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save_student", "load_student", "WEIGHTS_NAME", "CONFIG_NAME"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -29,17 +30,6 @@ _RESERVED_KEYS = frozenset(
 )
 # "owner/name", optionally "@revision" (timm's hf-hub: syntax).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
-def unwrap_student(model: nn.Module) -> nn.Module:
-    """The timm model inside ``model``: itself, or ``.timm_model`` of a transformers TimmWrapper model."""
-    timm_model = getattr(model, "timm_model", model)
-    if not hasattr(timm_model, "pretrained_cfg"):
-        raise ValueError(
-            f"model is a {type(model).__name__} with no timm pretrained_cfg; pass a timm model "
-            "(timm.create_model(...)) or a transformers TimmWrapperForImageClassification."
-        )
-    return timm_model
 
 
 def _write_config(
@@ -78,7 +68,7 @@ def save_student(
     ``crop_pct``, ...), as timm's ``save_for_hf`` does. Files are replaced atomically: an interrupted save
     leaves the previous folder as it was. Returns the folder.
     """
-    timm_model = unwrap_student(model)
+    timm_model = unwrap_timm(model)
     label_names = [str(name) for name in label_names]
     num_classes = getattr(timm_model, "num_classes", None)
     if len(label_names) != num_classes:
