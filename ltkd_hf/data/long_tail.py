@@ -8,6 +8,7 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from .metadata import read_record, with_record
@@ -110,12 +111,14 @@ def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:
     if len(dataset) == 0:
         raise ValueError("the dataset is empty (0 rows); a long-tailed split needs images of every class.")
     # The Arrow view reads only this column, without decoding images.
-    labels = dataset.select_columns([label_column]).with_format("arrow")[label_column].to_numpy()
-    if not np.issubdtype(labels.dtype, np.integer):
+    column = dataset.select_columns([label_column]).with_format("arrow")[label_column]
+    if not pa.types.is_integer(column.type) or column.null_count:
+        kind = f"{column.null_count} missing" if pa.types.is_integer(column.type) else f"{column.type}"
         raise ValueError(
-            f"label_column={label_column!r} holds {labels.dtype} values, expected integer class indices 0..C-1; "
-            "encode it first, e.g. dataset.class_encode_column(label_column)."
+            f"label_column={label_column!r} holds {kind} values, expected integer class indices 0..C-1 on "
+            "every row; encode it first, e.g. dataset.class_encode_column(label_column), and drop unlabelled rows."
         )
+    labels = column.to_numpy()
     return labels
 
 

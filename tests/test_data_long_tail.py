@@ -1,0 +1,258 @@
+"""Long-tailed splits: counts against the published totals and a loop of the formula, the selected rows
+against the LDAM-DRW procedure written out here, the record that travels with the dataset, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+
+from ltkd_hf import ClassGroups
+from ltkd_hf.data import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
+
+
+def ldam_counts(img_max, num_classes, rho, denominator=None):
+    """IMBALANCECIFAR.get_img_num_per_cls of LDAM-DRW, 'exp' branch."""
+    denominator = num_classes - 1.0 if denominator is None else denominator
+    imb_factor = 1.0 / rho
+    return [int(img_max * (imb_factor ** (c / denominator))) for c in range(num_classes)]
+
+
+def ldam_select(labels, img_num_per_cls, seed):
+    """IMBALANCECIFAR.gen_imbalanced_data of LDAM-DRW: global legacy seed, np.where, shuffle, keep first n."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(seed)
+        targets_np = np.array(labels, dtype=np.int64)
+        selected = []
+        for the_class, the_img_num in zip(np.unique(targets_np), img_num_per_cls):
+            idx = np.where(targets_np == the_class)[0]
+            np.random.shuffle(idx)
+            selected.extend(idx[:the_img_num].tolist())
+        return selected
+    finally:
+        np.random.set_state(state)
+
+
+def balanced(num_classes=10, per_class=50, shuffle_seed=1, names=True):
+    """Rows with an ``idx`` column (the original row number) and labels in a shuffled order."""
+    labels = np.random.RandomState(shuffle_seed).permutation(np.repeat(np.arange(num_classes), per_class))
+    label_feature = ClassLabel(names=[f"c{i}" for i in range(num_classes)]) if names else Value("int64")
+    features = Features({"idx": Value("int64"), "label": label_feature})
+    return Dataset.from_dict({"idx": np.arange(labels.size), "label": labels}, features=features)
+
+
+# -- counts -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "num_classes, per_class, rho, total",
+    [(100, 500, 100, 10_847), (100, 500, 20, 15_907), (100, 500, 10, 19_573), (10, 5000, 100, 12_406)],
+)
+def test_counts_reproduce_published_cifar_lt_totals(num_classes, per_class, rho, total):
+    counts = long_tailed_counts([per_class] * num_classes, rho)
+    assert sum(counts) == total
+    assert counts == ldam_counts(per_class, num_classes, rho)
+    assert counts[0] == per_class
+
+
+def test_cifar100_rho100_ends_at_5():
+    counts = long_tailed_counts([500] * 100, 100)
+    assert counts[-1] == 5 and all(a >= b for a, b in zip(counts, counts[1:]))
+
+
+def test_paper_exponent_uses_c_over_C_with_per_class_source_counts():
+    source = [30, 40, 50, 60, 70]
+    expected = [int(n * 8.0 ** (-c / 5)) for c, n in enumerate(source)]
+    assert long_tailed_counts(source, 8, exponent="paper") == expected
+    assert long_tailed_counts(source, 8) == [int(n * (1 / 8.0) ** (c / 4)) for c, n in enumerate(source)]
+
+
+def test_step_profile_halves_at_C_over_2():
+    assert long_tailed_counts([100] * 5, 10, profile="step") == [100, 100, 10, 10, 10]
+    assert long_tailed_counts([100] * 4, 4, profile="step") == [100, 100, 25, 25]
+
+
+def test_rho_one_keeps_every_image():
+    assert long_tailed_counts([7, 9, 11], 1) == [7, 9, 11]
+
+
+def test_class_that_would_get_zero_is_clamped_to_one_with_warning():
+    with pytest.warns(UserWarning, match=r"classes \[3, 4\] with 0 images; each keeps 1"):
+        counts = long_tailed_counts([10] * 5, 100)
+    # int(10 * 100**(-c/4)) = 10, 3, 1, 0 (0.32), 0 (0.1)
+    assert counts == [10, 3, 1, 1, 1]
+
+
+def test_clamped_classes_keep_their_first_shuffled_row():
+    ds = balanced(num_classes=5, per_class=10)
+    with pytest.warns(UserWarning, match="each keeps 1"):
+        lt = make_long_tailed(ds, 100)
+    assert get_class_counts(lt) == [10, 3, 1, 1, 1]
+    assert lt["idx"][:] == ldam_select(ds["label"][:], [10, 3, 1, 1, 1], 0)
+
+
+@pytest.mark.parametrize("rho", [0.5, 0, -3, math.inf, math.nan, "10", True, None])
+def test_bad_imbalance_factor(rho):
+    with pytest.raises(ValueError, match="imbalance_factor must be a finite number >= 1"):
+        long_tailed_counts([10, 10], rho)
+    with pytest.raises(ValueError, match="imbalance_factor"):
+        make_long_tailed(balanced(), rho)
+
+
+def test_bad_profile_exponent_and_counts():
+    with pytest.raises(ValueError, match="profile must be one of"):
+        long_tailed_counts([10, 10], 2, profile="linear")
+    with pytest.raises(ValueError, match="exponent must be one of"):
+        long_tailed_counts([10, 10], 2, exponent="C")
+    with pytest.raises(ValueError, match=r"classes \[1\] have no images"):
+        long_tailed_counts([10, 0, 5], 2)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        long_tailed_counts([10], 2)
+    with pytest.raises(ValueError, match="must be integers"):
+        long_tailed_counts([10.5, 3.0], 2)
+
+
+# -- selection ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rho, seed", [(10, 0), (50, 0), (5, 3)])
+def test_selected_rows_match_ldam_drw(rho, seed):
+    ds = balanced(num_classes=10, per_class=50)
+    labels = ds["label"][:]
+    lt = make_long_tailed(ds, rho, seed=seed)
+    expected_counts = ldam_counts(50, 10, rho)
+    assert lt["idx"][:] == ldam_select(labels, expected_counts, seed)
+    assert get_class_counts(lt) == expected_counts
+    assert np.bincount(lt["label"][:], minlength=10).tolist() == expected_counts
+    # Rows are unchanged: the label of every kept row is its original label.
+    assert [labels[i] for i in lt["idx"][:]] == lt["label"][:]
+
+
+def test_selection_is_deterministic_and_seed_dependent():
+    ds = balanced()
+    first, again, other = (make_long_tailed(ds, 10, seed=s)["idx"][:] for s in (0, 0, 1))
+    assert first == again
+    assert first != other
+    assert sorted(np.asarray(ds["label"][:])[first]) == sorted(np.asarray(ds["label"][:])[other])
+
+
+def test_unequal_source_counts_use_each_class_own_count():
+    labels = np.repeat(np.arange(4), [40, 10, 30, 20])
+    ds = Dataset.from_dict({"idx": np.arange(labels.size), "label": labels})
+    lt = make_long_tailed(ds, 4)
+    expected = [int(n * (1 / 4.0) ** (c / 3)) for c, n in enumerate([40, 10, 30, 20])]
+    assert get_class_counts(lt) == expected
+    assert lt["idx"][:] == ldam_select(labels, expected, 0)
+
+
+def test_class_order_seed_permutes_frequency_ranks_without_renaming_labels():
+    ds = balanced(num_classes=10, per_class=50)
+    lt = make_long_tailed(ds, 10, class_order_seed=7)
+    rank = np.random.RandomState(7).permutation(10)
+    expected = [int(50 * (1 / 10.0) ** (rank[c] / 9)) for c in range(10)]
+    assert get_class_counts(lt) == expected
+    assert lt["idx"][:] == ldam_select(ds["label"][:], expected, 0)
+    assert expected != sorted(expected, reverse=True)  # the head is no longer class 0
+    assert lt.features["label"].names == ds.features["label"].names
+    assert get_long_tail_info(lt)["class_order_seed"] == 7
+
+
+def test_step_profile_selection():
+    ds = balanced(num_classes=4, per_class=20)
+    lt = make_long_tailed(ds, 5, profile="step", seed=2)
+    assert get_class_counts(lt) == [20, 20, 4, 4]
+    assert lt["idx"][:] == ldam_select(ds["label"][:], [20, 20, 4, 4], 2)
+
+
+def test_other_label_column_and_plain_integer_labels():
+    ds = balanced(names=False).rename_column("label", "fine_label")
+    lt = make_long_tailed(ds, 10, label_column="fine_label")
+    expected = ldam_counts(50, 10, 10)
+    assert get_class_counts(lt, label_column="fine_label") == expected
+    assert lt["idx"][:] == ldam_select(ds["fine_label"][:], expected, 0)
+
+
+def test_source_dataset_is_left_untouched():
+    ds = balanced()
+    ds.info.description = "source text"
+    make_long_tailed(ds, 10)
+    assert ds.info.description == "source text" and len(ds) == 500
+    assert get_long_tail_info(ds) is None
+
+
+def test_long_tail_of_a_selected_view_uses_its_rows():
+    base = balanced(num_classes=5, per_class=40)
+    view = base.select(range(100, 200))  # an indices mapping over the base table
+    labels = view["label"][:]
+    source_counts = np.bincount(labels, minlength=5).tolist()
+    lt = make_long_tailed(view, 3)
+    expected = [int(n * (1 / 3.0) ** (c / 4)) for c, n in enumerate(source_counts)]
+    assert get_class_counts(lt) == expected
+    positions = ldam_select(labels, expected, 0)
+    assert lt["idx"][:] == [view["idx"][:][p] for p in positions]
+
+
+# -- the record ---------------------------------------------------------------------------------------
+def test_record_survives_save_to_disk_and_reaches_class_groups(tmp_path):
+    ds = balanced(num_classes=9, per_class=30)
+    ds.info.description = "nine classes"
+    lt = make_long_tailed(ds, 10, seed=4)
+    lt.save_to_disk(str(tmp_path / "lt"))
+    back = load_from_disk(str(tmp_path / "lt"))
+    DatasetDict(train=lt).save_to_disk(str(tmp_path / "dict"))
+    back_dict = load_from_disk(str(tmp_path / "dict"))["train"]
+    expected = ldam_counts(30, 9, 10)
+    for restored in (back, back_dict):
+        info = get_long_tail_info(restored)
+        assert info["class_counts"] == expected
+        assert info["source_class_counts"] == [30] * 9
+        assert (info["imbalance_factor"], info["seed"], info["profile"], info["exponent"]) == (10.0, 4, "exp", "standard")
+        assert info["class_order_seed"] is None and info["label_column"] == "label"
+        assert restored["idx"][:] == lt["idx"][:]
+        assert get_class_counts(restored) == expected
+    assert "nine classes" in back.info.description
+    groups = ClassGroups.from_counts(get_class_counts(back))
+    # 9 classes: round(0.33 * 9) = 3 head, 3 medium, 3 tail; counts fall with the class index.
+    assert groups.class_to_group == (0, 0, 0, 1, 1, 1, 2, 2, 2)
+
+
+def test_recorded_counts_not_used_once_rows_change():
+    lt = make_long_tailed(balanced(), 10)
+    kept = lt.filter(lambda row: row["label"] != 0)
+    assert get_long_tail_info(kept) is not None  # the record still travels...
+    recount = np.bincount(kept["label"][:], minlength=10).tolist()
+    assert get_class_counts(kept) == recount and recount[0] == 0  # ...but counts come from the rows
+
+
+def test_get_class_counts_of_a_plain_dataset_counts_every_class():
+    ds = Dataset.from_dict({"label": [2, 2, 0]}, features=Features({"label": ClassLabel(names=["a", "b", "c", "d"])}))
+    assert get_class_counts(ds) == [1, 0, 2, 0]
+    assert get_long_tail_info(ds) is None
+
+
+# -- bad datasets -------------------------------------------------------------------------------------
+def test_missing_label_column_names_the_columns():
+    with pytest.raises(ValueError, match=r"label_column='target' is not a column.*\['idx', 'label'\]"):
+        make_long_tailed(balanced(), 10, label_column="target")
+
+
+def test_empty_dataset():
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        make_long_tailed(balanced().select([]), 10)
+
+
+def test_labels_outside_class_range():
+    features = Features({"label": ClassLabel(names=["a", "b"])})
+    with pytest.raises(ValueError, match=r"values \[-1\] outside 0..1.*filter them out"):
+        make_long_tailed(Dataset.from_dict({"label": [0, 1, -1]}, features=features), 2)
+    with pytest.raises(ValueError, match=r"classes \[1\] have no images"):
+        make_long_tailed(Dataset.from_dict({"label": [0, 0, 2, 2]}), 2)
+
+
+def test_non_integer_labels():
+    with pytest.raises(ValueError, match="holds string values.*class_encode_column"):
+        make_long_tailed(Dataset.from_dict({"label": ["a", "b"]}), 2)
+    with pytest.raises(ValueError, match="holds 1 missing values"):
+        make_long_tailed(Dataset.from_dict({"label": [0, None, 1]}), 2)
+
+
+def test_dataset_dict_is_refused_with_hint():
+    with pytest.raises(ValueError, match=r"got DatasetDict\. Pass one split"):
+        make_long_tailed(DatasetDict(train=balanced()), 10)
