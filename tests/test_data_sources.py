@@ -1,0 +1,238 @@
+"""Dataset sources: image folders of PNGs, save_to_disk folders, the built-in digits and the Hub path
+(offline), with column detection and split naming, read back from what the tests write."""
+
+import datasets
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+from PIL import Image as PILImage
+
+from ltkd_hf.data import detect_columns, get_class_counts, get_long_tail_info, load_image_dataset, make_long_tailed
+
+
+@pytest.fixture(autouse=True)
+def private_datasets_cache(tmp_path, monkeypatch):
+    """load_dataset caches image folders: keep that cache inside the test's temp dir."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
+def swatch(value):
+    """A 6x5 RGB image whose red channel is ``value``: identifies the image after a round trip."""
+    pixels = np.zeros((5, 6, 3), dtype=np.uint8)
+    pixels[..., 0] = value
+    return PILImage.fromarray(pixels)
+
+
+def image_dict(labels, label_feature, image_name="image", label_name="label", extra=None):
+    columns = {image_name: [swatch(10 * i) for i in range(len(labels))], label_name: list(labels)}
+    features = {image_name: Image(), label_name: label_feature}
+    for name, (values, feature) in (extra or {}).items():
+        columns[name], features[name] = values, feature
+    return Dataset.from_dict(columns, features=Features(features))
+
+
+# -- image folder ---------------------------------------------------------------------------------------
+def write_image_folder(root, layout):
+    """layout: {split: {class_name: n_images}}; the red channel encodes (split, class, image)."""
+    for s, (split, classes) in enumerate(layout.items()):
+        for c, (name, n) in enumerate(sorted(classes.items())):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                swatch(100 * s + 20 * c + i).save(root / split / name / f"{i}.png")
+
+
+def red(image):
+    return int(np.asarray(image)[0, 0, 0])
+
+
+def test_image_folder_train_test(tmp_path):
+    root = tmp_path / "folder"
+    write_image_folder(root, {"train": {"ant": 4, "bee": 3, "cat": 2}, "test": {"ant": 2, "bee": 2, "cat": 2}})
+    dd = load_image_dataset(str(root))
+    assert set(dd) == {"train", "test"}
+    for split, s in (("train", 0), ("test", 1)):
+        ds = dd[split]
+        assert ds.column_names == ["image", "label"]
+        assert ds.features["label"].names == ["ant", "bee", "cat"]
+        rows = [(red(ds[i]["image"]), ds[i]["label"]) for i in range(len(ds))]
+        # Every image read back belongs to the folder its label names.
+        assert all((value - 100 * s) // 20 == label for value, label in rows)
+        assert isinstance(ds[0]["image"], PILImage.Image) and ds[0]["image"].size == (6, 5)
+    assert get_class_counts(dd["train"]) == [4, 3, 2]
+    assert sorted(red(im) for im in dd["train"]["image"]) == [0, 1, 2, 3, 20, 21, 22, 40, 41]
+
+
+def test_image_folder_valid_subfolder_is_the_test_split(tmp_path):
+    root = tmp_path / "tiny"
+    write_image_folder(root, {"train": {"a": 2, "b": 2}, "valid": {"a": 1, "b": 1}})
+    dd = load_image_dataset(str(root))
+    assert len(dd["test"]) == 2 and sorted(red(im) for im in dd["test"]["image"]) == [100, 120]
+
+
+def test_image_folder_without_split_subfolders_is_refused(tmp_path):
+    root = tmp_path / "flat"
+    for c, name in enumerate(["a", "b"]):
+        (root / name).mkdir(parents=True)
+        swatch(c).save(root / name / "0.png")
+    with pytest.raises(ValueError, match=r"has splits \['train'\]; no split found for \['test'\].*train/ and test/"):
+        load_image_dataset(str(root))
+
+
+def test_long_tail_of_an_image_folder_records_its_source(tmp_path):
+    root = tmp_path / "folder"
+    write_image_folder(root, {"train": {"a": 8, "b": 8, "c": 8}, "test": {"a": 1, "b": 1, "c": 1}})
+    lt = make_long_tailed(load_image_dataset(str(root))["train"], 4)
+    assert get_class_counts(lt) == [8, 4, 2]  # int(8 * 4**(-c/2))
+    assert get_long_tail_info(lt)["source"] == str(root)
+    assert all(red(row["image"]) // 20 == row["label"] for row in lt)
+
+
+# -- save_to_disk -------------------------------------------------------------------------------------
+def test_save_to_disk_cifar_style_columns_are_standardised(tmp_path):
+    fine = ClassLabel(names=["apple", "bear", "cup"])
+    coarse = ClassLabel(names=["fruit", "animal"])
+    train = image_dict([0, 1, 2, 2], fine, "img", "fine_label", {"coarse_label": ([0, 1, 0, 0], coarse)})
+    test = image_dict([2, 1], fine, "img", "fine_label", {"coarse_label": ([0, 1], coarse)})
+    DatasetDict(train=train, test=test).save_to_disk(str(tmp_path / "cifar"))
+    dd = load_image_dataset(str(tmp_path / "cifar"))
+    assert dd["train"].column_names == ["image", "label"]
+    assert dd["train"].features["label"].names == ["apple", "bear", "cup"]
+    assert dd["train"]["label"][:] == [0, 1, 2, 2] and dd["test"]["label"][:] == [2, 1]
+    assert [red(im) for im in dd["test"]["image"]] == [0, 10]
+
+
+def test_imagenet_style_unlabelled_test_split_is_skipped_for_validation(tmp_path):
+    names = ClassLabel(names=["x", "y"])
+    DatasetDict(
+        train=image_dict([0, 1, 1], names),
+        validation=image_dict([1, 0], names),
+        test=image_dict([-1, -1, -1], names),
+    ).save_to_disk(str(tmp_path / "imnet"))
+    dd = load_image_dataset(str(tmp_path / "imnet"))
+    assert dd["test"]["label"][:] == [1, 0]
+
+
+def test_split_argument_overrides(tmp_path):
+    names = ClassLabel(names=["x", "y"])
+    DatasetDict(
+        training=image_dict([0, 1, 1, 0], names), test=image_dict([0], names), validation=image_dict([1, 1], names)
+    ).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"no split found for \['train'\]"):
+        load_image_dataset(str(tmp_path / "d"))
+    dd = load_image_dataset(str(tmp_path / "d"), split={"train": "training", "test": "validation"})
+    assert len(dd["train"]) == 4 and dd["test"]["label"][:] == [1, 1]
+    with pytest.raises(ValueError, match="exactly the keys 'train' and 'test'"):
+        load_image_dataset(str(tmp_path / "d"), split={"train": "training"})
+
+
+def test_saved_single_dataset_is_refused(tmp_path):
+    image_dict([0, 1], ClassLabel(names=["a", "b"])).save_to_disk(str(tmp_path / "one"))
+    with pytest.raises(ValueError, match=r"single saved Dataset.*DatasetDict\(train=..., test=...\)"):
+        load_image_dataset(str(tmp_path / "one"))
+
+
+def test_integer_and_string_labels_become_one_class_label(tmp_path):
+    DatasetDict(
+        train=image_dict([0, 2, 2], Value("int64")), test=image_dict([1, 3], Value("int64"))
+    ).save_to_disk(str(tmp_path / "ints"))
+    dd = load_image_dataset(str(tmp_path / "ints"))
+    assert dd["train"].features["label"] == dd["test"].features["label"] == ClassLabel(names=["0", "1", "2", "3"])
+    assert dd["test"]["label"][:] == [1, 3]
+    DatasetDict(
+        train=image_dict(["dog", "cat", "dog"], Value("string")), test=image_dict(["emu", "cat"], Value("string"))
+    ).save_to_disk(str(tmp_path / "strings"))
+    dd = load_image_dataset(str(tmp_path / "strings"))
+    assert dd["train"].features["label"].names == ["cat", "dog", "emu"]
+    assert dd["train"]["label"][:] == [1, 0, 1] and dd["test"]["label"][:] == [2, 0]
+
+
+def test_class_names_must_agree_between_splits(tmp_path):
+    DatasetDict(
+        train=image_dict([0], ClassLabel(names=["a", "b"])), test=image_dict([0], ClassLabel(names=["b", "a"]))
+    ).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match="same ClassLabel"):
+        load_image_dataset(str(tmp_path / "d"))
+
+
+# -- column detection ---------------------------------------------------------------------------------
+def test_detection_by_name_then_by_type():
+    names = ClassLabel(names=["a", "b"])
+    assert detect_columns(image_dict([0], names, "img", "fine_label")) == ("img", "fine_label")
+    assert detect_columns(image_dict([0], names, "photo_bytes", "species")) == ("photo_bytes", "species")
+    both = image_dict([0], names, extra={"coarse_label": ([1], names)})
+    assert detect_columns(both) == ("image", "label")
+
+
+def test_ambiguous_or_missing_columns_list_the_columns_and_the_argument():
+    names = ClassLabel(names=["a", "b"])
+    two_images = image_dict([0], names, extra={"img": ([swatch(1)], Image())})
+    with pytest.raises(ValueError, match=r"columns \['image', 'label', 'img'\].*\['image', 'img'\]\. Pass image_column="):
+        detect_columns(two_images)
+    assert detect_columns(two_images, image_column="img") == ("img", "label")
+    two_labels = image_dict([0], names, extra={"labels": ([1], names)})
+    with pytest.raises(ValueError, match=r"\['label', 'labels'\]\. Pass label_column="):
+        detect_columns(two_labels)
+    no_label = image_dict([0], Value("int64"), label_name="y")
+    with pytest.raises(ValueError, match=r"columns \['image', 'y'\] and none looks like the label column\. Pass label_column="):
+        detect_columns(no_label)
+    with pytest.raises(ValueError, match=r"label_column='z' is not a column"):
+        detect_columns(no_label, label_column="z")
+
+
+def test_image_column_must_hold_images(tmp_path):
+    train = Dataset.from_dict({"pixel_values": [[0, 1]], "label": [0]})
+    DatasetDict(train=train, test=train).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"expected datasets.Image; cast it with dataset.cast_column\('pixel_values'"):
+        load_image_dataset(str(tmp_path / "d"))
+
+
+# -- built-in digits ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    return load_image_dataset("builtin:digits")
+
+
+def test_builtin_digits_images_and_balanced_split(digits):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    rng = np.random.RandomState(0)
+    test_rows = []
+    for c in range(10):
+        rows = np.where(bunch.target == c)[0]
+        rng.shuffle(rows)
+        test_rows.extend(rows[:30].tolist())
+    test_rows = sorted(test_rows)
+    train_rows = [r for r in range(len(bunch.target)) if r not in set(test_rows)]
+    assert len(digits["train"]) == 1497 and len(digits["test"]) == 300
+    assert digits["train"].features["label"].names == [str(c) for c in range(10)]
+    assert get_class_counts(digits["test"]) == [30] * 10
+    assert digits["test"]["label"][:] == bunch.target[test_rows].tolist()
+    assert digits["train"]["label"][:] == bunch.target[train_rows].tolist()
+    for split, rows in (("train", train_rows), ("test", test_rows)):
+        for position in (0, 7, len(rows) - 1):
+            image = digits[split][position]["image"]
+            gray = np.round(bunch.images[rows[position]] * 255 / 16).astype(np.uint8)
+            expected = np.repeat(np.kron(gray, np.ones((4, 4), dtype=np.uint8))[..., None], 3, axis=2)
+            assert image.mode == "RGB" and np.array_equal(np.asarray(image), expected)
+
+
+def test_builtin_digits_long_tail_and_record(digits):
+    lt = make_long_tailed(digits["train"], 10)
+    source = get_class_counts(digits["train"])
+    assert get_class_counts(lt) == [int(n * 0.1 ** (c / 9)) for c, n in enumerate(source)]
+    assert get_long_tail_info(lt)["source"] == "builtin:digits"
+
+
+# -- errors for the source itself ---------------------------------------------------------------------
+def test_hub_id_offline_fails_with_a_message_naming_the_dataset_and_the_fix():
+    assert datasets.config.HF_HUB_OFFLINE  # conftest.py: the real load_dataset path, offline
+    with pytest.raises(ConnectionError, match=r"'uoft-cs/cifar100'.*offline.*save_to_disk\('DIR'\).*train/ and test/"):
+        load_image_dataset("uoft-cs/cifar100")
+
+
+def test_missing_path_and_unknown_builtin(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looks like a local path but is not a directory"):
+        load_image_dataset(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"'builtin:mnist' is not a built-in dataset; built-in: \('builtin:digits',\)"):
+        load_image_dataset("builtin:mnist")
