@@ -70,6 +70,7 @@ def test_push_then_download_and_load_in_timm(fake_hub: FakeHub, tmp_path: Path) 
         from_hub = timm.create_model("hf-hub:alice/tiny-ltkd", pretrained=True).eval()
         assert torch.equal(from_hub(x), expected)
         assert torch.equal(load_student("alice/tiny-ltkd")(x), expected)
+        assert torch.equal(load_student(f"hf-hub:alice/tiny-ltkd@{repo.head}")(x), expected)
     downloaded = Path(huggingface_hub.hf_hub_download("alice/tiny-ltkd", "config.json"))
     assert json.loads(downloaded.read_text())["label_names"] == LABELS
     assert str(downloaded).startswith(str(tmp_path / "hub-cache"))  # really fetched from the fake Hub

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -13,6 +12,7 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCardData
 
 from ._atomic import atomic_write_files
+from .save import is_repo_id
 
 __all__ = ["render_model_card", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]
 
@@ -25,13 +25,12 @@ _METRIC_NAMES = {
     "accuracy_medium": "Top-1 accuracy (medium classes)",
     "accuracy_tail": "Top-1 accuracy (tail classes)",
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _hub_id(name: str) -> str | None:
     """``name`` as a Hub repo id when it is one (``owner/name``, optionally ``hf-hub:``-prefixed), else None."""
     name = name.removeprefix("hf-hub:")
-    return name if _HUB_ID.match(name) and not Path(name).exists() else None
+    return name if is_repo_id(name) else None
 
 
 def _format_value(value: float) -> str:

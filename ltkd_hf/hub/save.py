@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import timm
 from safetensors.torch import save_file
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from timm.models._hub import save_config_for_hf  # timm exports it only from _hub
 from torch import nn
 
@@ -28,8 +30,17 @@ _RESERVED_KEYS = frozenset(
         "model_args", "pretrained_cfg", "model_type", "num_labels", "id2label", "label2id",
     }
 )
-# "owner/name", optionally "@revision" (timm's hf-hub: syntax).
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is a Hub model id of the form ``owner/name`` (not a local path that exists)."""
+    if name.count("/") != 1 or Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _write_config(
@@ -114,7 +125,7 @@ def _timm_name(path_or_id: str) -> str:
         return f"local-dir:{local}"
     if local.exists():
         raise ValueError(f"path_or_id={path_or_id!r} is a file; pass the student's folder or a Hub id 'owner/name'.")
-    if path_or_id.startswith((".", "/", "~")) or not _HUB_ID.match(path_or_id):
+    if path_or_id.startswith((".", "/", "~")) or not is_repo_id(path_or_id.split("@", 1)[0]):
         raise FileNotFoundError(
             f"path_or_id={path_or_id!r} is neither an existing folder nor a Hub id of the form 'owner/name'; "
             "check the path, or pass the repo id the student was pushed to."
