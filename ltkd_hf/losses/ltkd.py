@@ -1,0 +1,354 @@
+"""LTKD (Kim, CVPR 2026): rebalanced cross-group KL + reweighted within-group KL, exact and K-independent.
+
+With ``x = z / T``, group ``G`` and ``glse_G = logsumexp_{i in G} x_i``, per sample:
+
+* cross-group mass ``log b_G = glse_G - logsumexp_all(x)``;
+* within-group ``KL(q_t,G || q_s,G) = sum_{i in G} q_t,i (x_t,i - x_s,i) - (glse_t,G - glse_s,G)``
+  (``q_t`` sums to one over each group), so no per-class log-probability is ever materialised.
+
+Group reductions are ``scatter``/``index_add`` over the class axis, so the cost does not grow with K, and
+the backward pass is the closed form (see ``_LTKDFunction.backward``) rather than autograd through the
+scatters.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+from torch.autograd.function import once_differentiable
+
+from ._checks import check_class_to_group, check_logits, check_nonnegative, check_positive
+from ._numerics import compute_dtype
+from ..groups import ClassGroups
+from .registry import DistillationLoss, register_loss
+
+__all__ = ["LTKDLoss", "ltkd_loss", "rebalance_group_mass", "rebalance_log_scales"]
+
+
+_LOG2_E = 1.4426950408889634  # exp2/log2 run ~3x faster than exp/log on CPU: logs are in bits inside
+_LN_2 = 0.6931471805599453
+
+
+def rebalance_log_scales(group_sums: torch.Tensor) -> torch.Tensor:
+    """Natural log of the paper's rebalancing factors ``s_G = mean_G'(S_G') / S_G`` for group sums ``S``.
+
+    ``s_G * S_G`` is the same for every group. A group with no mass at all (``S_G`` underflowed to 0) is
+    treated as holding the smallest positive float, so its factor stays finite.
+    """
+    sums = group_sums.clamp_min(torch.finfo(group_sums.dtype).tiny)
+    return sums.mean().log() - sums.log()
+
+
+def _batch_group_sums(group_mass: torch.Tensor, batch_dim: int, sync_across_processes: bool) -> torch.Tensor:
+    """``S_G = sum_x b_t,G(x)`` over the batch, over the global batch when processes are synced."""
+    sums = group_mass.sum(batch_dim)
+    if sync_across_processes and dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return sums
+
+
+def _rebalance(group_mass: torch.Tensor, group_sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rebalanced target for class-major ``(K, B)`` masses: ``b̂``, ``log2 s`` ``(K, 1)``, ``log2 norm`` ``(B,)``.
+
+    Only the ratios of the ``s_G`` matter after the per-sample renormalisation, so they are divided by
+    their largest value first: ``s_G b_G`` can then neither overflow nor turn into ``inf * 0``.
+    """
+    log2_scales = rebalance_log_scales(group_sums).mul_(_LOG2_E)
+    log2_scales = log2_scales.sub_(log2_scales.max()).unsqueeze(1)
+    target = group_mass * log2_scales.exp2()
+    norm = target.sum(0).clamp_min_(torch.finfo(target.dtype).tiny)
+    return target.div_(norm), log2_scales, norm.log2_()
+
+
+def rebalance_group_mass(
+    teacher_group_mass: torch.Tensor,
+    group_sums: torch.Tensor | None = None,
+    *,
+    sync_across_processes: bool = True,
+) -> torch.Tensor:
+    """The rebalanced cross-group target ``b̂_t`` (LTKD.md §3.1) from the teacher's group masses.
+
+    Args:
+        teacher_group_mass: ``(batch, K)`` group masses ``b_t`` of the teacher (rows sum to 1).
+        group_sums: the batch sums ``S_G``; by default ``sum_x b_t,G(x)`` over this batch, all-reduced over
+            processes when ``torch.distributed`` is initialised and ``sync_across_processes`` is on.
+
+    Returns:
+        ``(batch, K)`` ``b̂_t,G = s_G b_t,G / sum_G' s_G' b_t,G'`` with ``s_G = mean(S) / S_G``. Carries no
+        gradient: it is the frozen teacher's target.
+    """
+    mass = teacher_group_mass.detach().t()
+    if group_sums is None:
+        group_sums = _batch_group_sums(mass, 1, sync_across_processes)
+    return _rebalance(mass, group_sums.to(mass.dtype))[0].t()
+
+
+def _grouped_exp2(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    class_to_group: torch.Tensor,
+    num_groups: int,
+    scale: float,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher side by side, class-major: ``x = scale * z`` ``(C, 2B)`` (student columns
+    first), ``e = 2^(x - max of x's group)``, and the ``(K, 2B)`` group maxima and group sums of ``e``.
+
+    Class-major layout turns every group reduction and broadcast into whole-row copies/adds (several
+    times faster than strided ones), and stacking both models halves the number of kernel launches.
+    Subtracting the *group* max keeps every group sum >= 1, so no group underflows to ``log 0`` however
+    far its logits sit below the row's top logit.
+    """
+    batch, num_classes = student_logits.shape
+    x = torch.empty(num_classes, 2 * batch, dtype=dtype, device=student_logits.device)
+    x[:, :batch].copy_(student_logits.t())
+    x[:, batch:].copy_(teacher_logits.t())
+    x.mul_(scale)
+    group_max = x.new_full((num_groups, 2 * batch), float("-inf")).scatter_reduce_(
+        0, class_to_group.unsqueeze(1).expand_as(x), x, reduce="amax"
+    )
+    e = group_max.index_select(0, class_to_group)
+    torch.sub(x, e, out=e).exp2_()
+    group_sum = x.new_zeros(group_max.shape).index_add_(0, class_to_group, e)
+    return x, e, group_max, group_sum
+
+
+class _LTKDFunction(torch.autograd.Function):
+    """Forward: the three LTKD terms. Backward: their closed-form student gradient.
+
+    Per sample, with weights ``w_G`` (1, or ``b_t,G`` without reweighting):
+    ``d cross / d x_s,i = q_s,i (b_s,g(i) - b̂_g(i))`` and ``d within / d x_s,i = w_g(i) (q_s,i - q_t,i)``;
+    ``q = e / group_sum`` is folded into one ``(K, 2B)`` factor so the backward is one gather, one
+    multiply and one add over the classes.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, class_to_group, num_groups, temperature, alpha, beta,
+                rebalance, reweight, sync_across_processes):
+        batch = student_logits.shape[0]
+        dtype = compute_dtype(student_logits, teacher_logits)
+        x, e, group_max, group_sum = _grouped_exp2(
+            student_logits.detach(), teacher_logits.detach(), class_to_group, num_groups, _LOG2_E / temperature, dtype
+        )
+        # Group masses b = 2^(glse_G - lse) and row log2-sum-exp2 lse, both models at once.
+        row_max = group_max.amax(0)
+        mass = torch.sub(group_max, row_max).exp2_().mul_(group_sum)
+        total = mass.sum(0)
+        mass.div_(total)
+        lse = total.log2_().add_(row_max)
+        b_s, b_t = mass[:, :batch], mass[:, batch:]
+        sum_s, sum_t = group_sum[:, :batch], group_sum[:, batch:]
+        # glse_t,G - glse_s,G: the one log over (K, B), shared by both terms.
+        delta = torch.div(sum_t, sum_s).log2_().add_(group_max[:, batch:]).sub_(group_max[:, :batch])
+
+        # cross = sum_G b̂_G (log b̂_G - log b_s,G), where log b̂_G - log b_s,G
+        # = delta_G + log s_G - log norm + lse_s - lse_t and sum_G b̂_G = 1.
+        cross = lse[:batch] - lse[batch:]
+        if rebalance:
+            target, log2_scales, log2_norm = _rebalance(b_t, _batch_group_sums(b_t, 1, sync_across_processes))
+            cross.sub_(log2_norm).add_((delta + log2_scales).mul_(target).sum(0))
+        else:
+            target = b_t
+            cross.add_((delta * target).sum(0))
+
+        # within_G = sum_{i in G} q_t,i (x_t,i - x_s,i) - delta_G   (q_t = e_t / sum_t sums to 1 over G)
+        weighted_diff = torch.sub(x[:, batch:], x[:, :batch]).mul_(e[:, batch:])
+        kl_groups = torch.zeros_like(delta).index_add_(0, class_to_group, weighted_diff).div_(sum_t).sub_(delta)
+        within = (kl_groups if reweight else kl_groups.mul_(b_t)).sum(0)
+
+        cross_mean, within_mean = cross.mean() * _LN_2, within.mean() * _LN_2
+        loss = temperature**2 * (alpha * cross_mean + beta * within_mean)
+
+        mass_gap = b_s - target
+        ctx.save_for_backward(class_to_group, e, group_sum.reciprocal_(), mass_gap, None if reweight else b_t)
+        ctx.hyper = (temperature, alpha, beta, student_logits.dtype)
+        return loss, cross_mean, within_mean
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss, grad_cross, grad_within):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 10
+        class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
+        temperature, alpha, beta, out_dtype = ctx.hyper
+        batch = mass_gap.shape[1]
+        # Chain through loss = T^2 (alpha cross + beta within), the batch mean (1/B) and x = z / T (1/T).
+        scale = 1.0 / (batch * temperature)
+        coef_cross = (grad_loss * temperature**2 * alpha + grad_cross) * scale
+        coef_within = (grad_loss * temperature**2 * beta + grad_within) * scale
+        # grad_i = e_s,i F_s,g(i) + e_t,i F_t,g(i) with F_s = (coef_cross (b_s - b̂) + coef_within w) / sum_s
+        # and F_t = -coef_within w / sum_t.
+        factor = torch.empty_like(inv_sum)
+        torch.mul(mass_gap, coef_cross, out=factor[:, :batch])
+        if weight is None:
+            factor[:, :batch].add_(coef_within)
+            factor[:, batch:].copy_(-coef_within)
+        else:
+            factor[:, :batch].addcmul_(weight, coef_within)
+            torch.mul(weight, -coef_within, out=factor[:, batch:])
+        terms = factor.mul_(inv_sum).index_select(0, class_to_group).mul_(e)
+        grad = terms[:, :batch].add_(terms[:, batch:])
+        # A transposed view, not a copy: matmul-based backward steps consume it as is.
+        return (grad.t().to(out_dtype),) + (None,) * 9
+
+
+def _singleton_group_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    rebalance: bool,
+    sync_across_processes: bool,
+) -> dict[str, torch.Tensor]:
+    """K = C ("continuous reweighting"): each group is one class, so ``b = p``, every within-group KL is
+    exactly 0 and LTKD is KD towards the rebalanced teacher. KL is invariant to relabelling the classes,
+    so the class -> group permutation never needs applying."""
+    dtype = compute_dtype(student_logits, teacher_logits)
+    log_p_s = torch.log_softmax(student_logits.to(dtype) / temperature, dim=1)
+    log_target = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
+    if rebalance:
+        group_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
+        log_target = torch.log_softmax(log_target + rebalance_log_scales(group_sums), dim=1)
+    cross = torch.nn.functional.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
+    return {"loss": temperature**2 * alpha * cross, "cross_group": cross, "within_group": torch.zeros_like(cross)}
+
+
+def ltkd_terms(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    class_to_group: torch.Tensor,
+    num_groups: int,
+    *,
+    temperature: float,
+    alpha: float,
+    beta: float,
+    rebalance: bool,
+    reweight: bool,
+    sync_across_processes: bool,
+) -> dict[str, torch.Tensor]:
+    """``ltkd_loss`` for a ``class_to_group`` already validated against ``num_groups`` (no device sync)."""
+    check_logits(student_logits, teacher_logits)
+    if num_groups == student_logits.shape[1]:
+        return _singleton_group_terms(
+            student_logits, teacher_logits, temperature, alpha, rebalance, sync_across_processes
+        )
+    class_to_group = class_to_group.to(student_logits.device, non_blocking=True)
+    loss, cross, within = _LTKDFunction.apply(
+        student_logits, teacher_logits, class_to_group, num_groups, temperature, alpha, beta,
+        rebalance, reweight, sync_across_processes,
+    )
+    return {"loss": loss, "cross_group": cross, "within_group": within}
+
+
+def ltkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    class_to_group: torch.Tensor,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 6.0,
+    beta: float = 6.0,
+    rebalance: bool = True,
+    reweight: bool = True,
+    sync_across_processes: bool = True,
+    num_groups: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Long-Tailed Knowledge Distillation loss (LTKD.md §3).
+
+    ``loss = T^2 * (alpha * cross_group + beta * within_group)`` where, averaged over the batch,
+    ``cross_group = KL(b̂_t || b_s)`` (``b̂_t`` the rebalanced teacher group mass, or ``b_t`` with
+    ``rebalance=False``) and ``within_group = sum_G KL(q_t,G || q_s,G)`` (with ``reweight=False``:
+    ``sum_G b_t,G KL(q_t,G || q_s,G)``, the paper's ablation; with both off and ``alpha = beta = 1`` the loss
+    is plain KD).
+
+    Args:
+        student_logits, teacher_logits: ``(batch, C)`` logits in any float dtype; the math runs in float32
+            (float64 for float64 input). No gradient flows into ``teacher_logits``.
+        class_to_group: ``(C,)`` LongTensor of group ids ``0..K-1`` (``ClassGroups.index()``).
+        num_groups: ``K``; inferred as ``max id + 1`` when omitted.
+        sync_across_processes: all-reduce the batch group sums used for rebalancing when
+            ``torch.distributed`` is initialised, so N processes x b samples rebalance like one x N*b.
+            Every process must then call the loss, as with DDP.
+
+    Returns:
+        ``{"loss", "cross_group", "within_group"}``, 0-dim float32 tensors; only ``loss`` is weighted.
+
+    Validating ``class_to_group`` here reads it (one device sync on an accelerator); ``LTKDLoss``
+    validates it once at construction instead.
+    """
+    check_logits(student_logits, teacher_logits)
+    temperature = check_positive("temperature", temperature)
+    alpha = check_nonnegative("alpha", alpha)
+    beta = check_nonnegative("beta", beta)
+    num_groups = check_class_to_group(class_to_group, student_logits.shape[1], num_groups)
+    return ltkd_terms(
+        student_logits, teacher_logits, class_to_group, num_groups, temperature=temperature, alpha=alpha,
+        beta=beta, rebalance=rebalance, reweight=reweight, sync_across_processes=sync_across_processes,
+    )
+
+
+@register_loss("ltkd")
+class LTKDLoss(DistillationLoss):
+    """``ltkd_loss`` as a loss object: the group map is validated once, here, not per batch.
+
+    Pass ``groups`` (a ``ClassGroups``), or ``class_counts`` and ``num_groups`` (default 3, the paper's
+    head / medium / tail split) to build them with ``ClassGroups.from_counts``.
+    """
+
+    def __init__(
+        self,
+        *,
+        groups: ClassGroups | None = None,
+        class_counts: Sequence[int] | None = None,
+        num_groups: int | None = None,
+        temperature: float = 4.0,
+        alpha: float = 6.0,
+        beta: float = 6.0,
+        rebalance: bool = True,
+        reweight: bool = True,
+        sync_across_processes: bool = True,
+    ) -> None:
+        super().__init__()
+        if groups is None:
+            if class_counts is None:
+                raise ValueError(
+                    "LTKD needs the class groups: pass groups=ClassGroups.from_counts(counts, num_groups), "
+                    "or class_counts=[n_0, ..., n_{C-1}] (and optionally num_groups, default 3)."
+                )
+            groups = ClassGroups.from_counts(class_counts, 3 if num_groups is None else num_groups)
+        elif num_groups is not None and num_groups != groups.num_groups:
+            raise ValueError(
+                f"num_groups={num_groups} disagrees with the {groups.num_groups} groups passed in groups; "
+                "drop num_groups or rebuild the groups with it."
+            )
+        self.temperature = check_positive("temperature", temperature)
+        self.alpha = check_nonnegative("alpha", alpha)
+        self.beta = check_nonnegative("beta", beta)
+        self.rebalance, self.reweight = bool(rebalance), bool(reweight)
+        self.sync_across_processes = bool(sync_across_processes)
+        class_to_group = groups.index()
+        self.num_groups = check_class_to_group(class_to_group, groups.num_classes, groups.num_groups)
+        self.register_buffer("class_to_group", class_to_group, persistent=False)
+
+    def forward(self, student_logits, teacher_logits, labels=None, *, student_features=None, teacher_features=None):
+        check_logits(student_logits, teacher_logits)
+        if student_logits.shape[1] != self.class_to_group.numel():
+            raise ValueError(
+                f"the logits have {student_logits.shape[1]} classes but the LTKD groups cover "
+                f"{self.class_to_group.numel()}; build the groups from the same class list as the models."
+            )
+        return ltkd_terms(
+            student_logits, teacher_logits, self.class_to_group, self.num_groups,
+            temperature=self.temperature, alpha=self.alpha, beta=self.beta, rebalance=self.rebalance,
+            reweight=self.reweight, sync_across_processes=self.sync_across_processes,
+        )
+
+    def describe(self) -> str:
+        target = "rebalanced b_t" if self.rebalance else "b_t"
+        weight = "" if self.reweight else "b_t,G*"
+        return (
+            f"LTKD: T^2*({self.alpha}*KL({target}||b_s) + {self.beta}*sum_G {weight}KL(q_t,G||q_s,G)), "
+            f"T={self.temperature}, K={self.num_groups}"
+        )
