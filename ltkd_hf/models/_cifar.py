@@ -44,10 +44,10 @@ class CifarClassifier(nn.Module):
     num_features: int
     feature_info: list[dict[str, Any]]
 
-    def _init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+    def _init_head(self, num_features: int, num_classes: int, global_pool: str, drop_rate: float) -> None:
         self.num_classes = num_classes
         self.num_features = self.head_hidden_size = num_features
-        self.head = ClassifierHead(num_features, num_classes, pool_type="avg", drop_rate=drop_rate)
+        self.head = ClassifierHead(num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
 
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when built with ``num_classes=0``)."""

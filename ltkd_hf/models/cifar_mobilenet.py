@@ -57,6 +57,7 @@ class CifarMobileNetV2(CifarClassifier):
         expand_ratio: int = 6,
         num_classes: int = 100,
         in_chans: int = 3,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
     ) -> None:
         """
@@ -65,6 +66,7 @@ class CifarMobileNetV2(CifarClassifier):
             expand_ratio: expansion of every setting after the first.
             num_classes: classifier outputs (0: no classifier).
             in_chans: input channels.
+            global_pool: timm pooling type of the head (the zoo uses global average pooling).
             drop_rate: dropout before the classifier.
         """
         super().__init__()
@@ -86,7 +88,7 @@ class CifarMobileNetV2(CifarClassifier):
         self.stages = nn.ModuleList(stages)
         head_chs = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.final = nn.Sequential(*_conv_bn_relu(in_chs, head_chs, 1))
-        self._init_head(head_chs, num_classes, drop_rate)
+        self._init_head(head_chs, num_classes, global_pool, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -40,6 +40,7 @@ class CifarResNet(CifarClassifier):
         stem_width: int = 32,
         num_classes: int = 100,
         in_chans: int = 3,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
     ) -> None:
         """
@@ -50,6 +51,7 @@ class CifarResNet(CifarClassifier):
             stem_width: channels of the 3x3 stem.
             num_classes: classifier outputs (0: no classifier, ``forward`` gives pooled features).
             in_chans: input channels.
+            global_pool: timm pooling type of the head (the zoo uses global average pooling).
             drop_rate: dropout before the classifier.
         """
         super().__init__()
@@ -70,7 +72,7 @@ class CifarResNet(CifarClassifier):
             self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{index}"})
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
-        self._init_head(in_chs, num_classes, drop_rate)
+        self._init_head(in_chs, num_classes, global_pool, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

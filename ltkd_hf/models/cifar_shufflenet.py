@@ -51,6 +51,7 @@ class ShuffleNetV1(CifarClassifier):
         groups: int = 3,
         num_classes: int = 100,
         in_chans: int = 3,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
     ) -> None:
         """
@@ -60,6 +61,7 @@ class ShuffleNetV1(CifarClassifier):
             groups: groups of the 1x1 convolutions.
             num_classes: classifier outputs (0: no classifier).
             in_chans: input channels.
+            global_pool: timm pooling type of the head (the zoo uses global average pooling).
             drop_rate: dropout before the classifier.
         """
         super().__init__()
@@ -85,7 +87,7 @@ class ShuffleNetV1(CifarClassifier):
             self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{index}"})
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
-        self._init_head(in_chs, num_classes, drop_rate)
+        self._init_head(in_chs, num_classes, global_pool, drop_rate)
 
 
 def _create_shufflenet(variant: str, pretrained: bool = False, **kwargs: Any) -> ShuffleNetV1:

@@ -34,6 +34,7 @@ class CifarVGG(CifarClassifier):
         cfg: tuple[tuple[int, ...], ...] = VGG13_CFG,
         num_classes: int = 100,
         in_chans: int = 3,
+        global_pool: str = "avg",
         img_size: int = 32,
         drop_rate: float = 0.0,
     ) -> None:
@@ -42,6 +43,7 @@ class CifarVGG(CifarClassifier):
             cfg: conv widths per block, five blocks.
             num_classes: classifier outputs (0: no classifier).
             in_chans: input channels.
+            global_pool: timm pooling type of the head (the zoo uses global average pooling).
             img_size: 32 (CIFAR) or 64 (TinyImageNet: one more max-pool before the last block).
             drop_rate: dropout before the classifier.
         """
@@ -59,7 +61,7 @@ class CifarVGG(CifarClassifier):
             self.feature_info.append({"num_chs": cfg[index][-1], "reduction": reduction, "module": f"stages.{index - 1}"})
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
-        self._init_head(cfg[-1][-1], num_classes, drop_rate)
+        self._init_head(cfg[-1][-1], num_classes, global_pool, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -47,6 +47,7 @@ class WideResNet(CifarClassifier):
         widen_factor: int = 2,
         num_classes: int = 100,
         in_chans: int = 3,
+        global_pool: str = "avg",
         drop_rate: float = 0.0,
         block_drop_rate: float = 0.0,
     ) -> None:
@@ -56,6 +57,7 @@ class WideResNet(CifarClassifier):
             widen_factor: stage widths are 16, 32, 64 times this.
             num_classes: classifier outputs (0: no classifier).
             in_chans: input channels.
+            global_pool: timm pooling type of the head (the zoo uses global average pooling).
             drop_rate: dropout before the classifier.
             block_drop_rate: dropout between a block's two convolutions (WRN's dropRate).
         """
@@ -79,7 +81,7 @@ class WideResNet(CifarClassifier):
             self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{index}"})
         self.stages = nn.ModuleList(stages)
         self.final = nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True))
-        self._init_head(in_chs, num_classes, drop_rate)
+        self._init_head(in_chs, num_classes, global_pool, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -194,14 +194,17 @@ def load_teacher(
 
 
 def _teacher_label_names(teacher: nn.Module) -> list[str] | None:
-    config = getattr(teacher, "config", None)
-    id2label = getattr(config, "id2label", None)
+    """The teacher's class names in logit order; None when it has none or only transformers' LABEL_i."""
+    id2label = getattr(getattr(extract_model_from_parallel(teacher), "config", None), "id2label", None)
     if id2label:
-        return [id2label[i] for i in range(len(id2label))]
-    names = getattr(unwrap_timm(teacher), "pretrained_cfg", {}).get("label_names")
-    if isinstance(names, dict):  # timm accepts {index: name}
-        names = [names[k] for k in sorted(names, key=int)]
-    return None if names is None else [str(n) for n in names]
+        names = [id2label[i] for i in range(len(id2label))]
+    else:
+        names = getattr(unwrap_timm(teacher), "pretrained_cfg", {}).get("label_names")
+        if isinstance(names, dict):  # timm accepts {index: name}
+            names = [names[k] for k in sorted(names, key=int)]
+    if names is None or [str(n) for n in names] == [f"LABEL_{i}" for i in range(len(names))]:
+        return None
+    return [str(n) for n in names]
 
 
 def check_teacher_matches(teacher: nn.Module, *, num_classes: int, label_names: Sequence[str] | None) -> None:
@@ -255,12 +258,11 @@ def create_student(
     _require_model_name("architecture", architecture)
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 1 class.")
-    for key in ("num_classes", "pretrained"):
-        if key in model_kwargs:
-            raise ValueError(
-                f"{key}= was passed in model_kwargs; the student's class count is num_classes= and it is "
-                f"created untrained (load trained weights with load_teacher or from a saved folder)."
-            )
+    if model_kwargs.get("pretrained"):
+        raise ValueError(
+            "pretrained=True: a student is created untrained (transformers' TimmWrapper builds it without "
+            "weights); drop pretrained, or copy trained weights into unwrap_timm(student) yourself."
+        )
     labels = {}
     if label_names is not None:
         if len(label_names) != num_classes:
