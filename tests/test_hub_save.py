@@ -113,6 +113,15 @@ def test_folder_written_by_transformers_save_pretrained_converts(tmp_path: Path)
     _assert_three_loaders_agree(folder, wrapper.timm_model)
 
 
+def test_cifar_architecture_folder_loads_identically_everywhere(tmp_path: Path) -> None:
+    # a paper architecture, registered with timm by `import ltkd_hf` (done by importing ltkd_hf.hub)
+    torch.manual_seed(4)
+    model = timm.create_model("cifar_resnet8x4", num_classes=len(LABELS)).eval()
+    folder = save_student(model, tmp_path / "student", label_names=LABELS, data_config=DATA_CONFIG)
+    assert json.loads((folder / "config.json").read_text())["architecture"] == "cifar_resnet8x4"
+    _assert_three_loaders_agree(folder, model)
+
+
 @pytest.mark.parametrize("failing", ["weights", "config"])
 def test_interrupted_save_leaves_previous_folder(tmp_path: Path, monkeypatch, failing: str) -> None:
     first = _timm_student()
