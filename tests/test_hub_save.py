@@ -175,6 +175,8 @@ def test_save_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"output_dir=.*file.*not a folder"):
         save_student(model, tmp_path / "file", label_names=LABELS)
+    with pytest.raises(ValueError, match=r"output_dir=.*file/sub.* cannot be written"):
+        save_student(model, tmp_path / "file" / "sub", label_names=LABELS)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -24,11 +24,11 @@ def atomic_write_files(output_dir: str | os.PathLike, writers: Mapping[str, Call
         raise ValueError(f"output_dir={str(out)!r} exists and is not a folder; pass a folder path.")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".ltkd-tmp-", dir=out))
     except OSError as err:
         raise ValueError(
-            f"output_dir={str(out)!r} cannot be created ({err.strerror}); pass a folder you can write to."
+            f"output_dir={str(out)!r} cannot be written ({err.strerror}); pass a folder you can write to."
         ) from err
-    staging = Path(tempfile.mkdtemp(prefix=".ltkd-tmp-", dir=out))
     try:
         for name, write in writers.items():
             write(staging / name)
