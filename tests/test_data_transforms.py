@@ -85,7 +85,8 @@ def test_large_inputs_use_timm_recipes_train_random_eval_deterministic():
 
 def test_batch_transform_converts_to_rgb_and_renames():
     gray = PILImage.fromarray(np.full((32, 32), 128, dtype=np.uint8))
-    out = ImageClassificationTransform(build_transforms(CIFAR, train=False))({"image": [gray, random_image()], "label": [3, 1]})
+    transform = ImageClassificationTransform(build_transforms(CIFAR, train=False))
+    out = transform({"image": [gray, random_image()], "label": [3, 1]})
     assert out["labels"] == [3, 1] and set(out) == {"pixel_values", "labels"}
     expected = normalise(np.full((32, 32, 3), 128, dtype=np.uint8), CIFAR["mean"], CIFAR["std"])
     np.testing.assert_allclose(out["pixel_values"][0].numpy(), expected, atol=1e-5)
@@ -94,7 +95,8 @@ def test_batch_transform_converts_to_rgb_and_renames():
 def small_dataset_dict():
     features = Features({"image": Image(), "label": ClassLabel(names=["a", "b"])})
     rows = {"image": [random_image(seed=1), random_image(seed=2)], "label": [1, 0]}
-    return DatasetDict(train=Dataset.from_dict(rows, features=features), test=Dataset.from_dict(rows, features=features))
+    split = Dataset.from_dict(rows, features=features)
+    return DatasetDict(train=split, test=split)
 
 
 def test_apply_transforms_train_random_others_eval_then_collate():

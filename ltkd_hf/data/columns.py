@@ -26,7 +26,9 @@ def _pick(dataset: Dataset, kind: str, argument: str, names: Sequence[str], feat
         candidates = by_type
     else:
         candidates = by_name
-    problem = f"several could be the {kind} column: {candidates}" if candidates else f"none looks like the {kind} column"
+    problem = (
+        f"several could be the {kind} column: {candidates}" if candidates else f"none looks like the {kind} column"
+    )
     raise ValueError(
         f"Cannot tell the {kind} column: the dataset has columns {columns} and {problem}. "
         f"Pass {argument}=<column name>."

@@ -44,7 +44,8 @@ def _check_source_counts(class_counts: Sequence[int]) -> np.ndarray:
     counts = np.asarray(class_counts)
     if counts.ndim != 1 or counts.size < 2:
         raise ValueError(
-            f"class_counts must list the image count of each of at least 2 classes, got {np.asarray(class_counts).tolist()!r}."
+            "class_counts must list the image count of each of at least 2 classes, "
+            f"got {np.asarray(class_counts).tolist()!r}."
         )
     if not np.issubdtype(counts.dtype, np.integer):
         raise ValueError(f"class_counts must be integers, got dtype {counts.dtype}: {counts.tolist()[:10]}.")
@@ -101,7 +102,7 @@ def long_tailed_counts(
 
 def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:
     if not isinstance(dataset, Dataset):
-        hint = f" Pass one split, e.g. dataset['train']." if isinstance(dataset, DatasetDict) else ""
+        hint = " Pass one split, e.g. dataset['train']." if isinstance(dataset, DatasetDict) else ""
         raise ValueError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.{hint}")
     if label_column not in dataset.column_names:
         raise ValueError(
@@ -110,16 +111,20 @@ def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:
         )
     if len(dataset) == 0:
         raise ValueError("the dataset is empty (0 rows); a long-tailed split needs images of every class.")
-    # The Arrow view reads only this column, without decoding images.
-    column = dataset.select_columns([label_column]).with_format("arrow")[label_column]
+    column = dataset.data.column(label_column)
+    # A dataset made by select/shuffle/filter is the full Arrow table plus an indices mapping; Arrow's take
+    # applies it in C. datasets' own column access through the mapping converts the indices to a Python
+    # list (seconds at ImageNet scale, see benchmarks/long_tail_split.py).
+    indices = getattr(dataset, "_indices", None)
+    if indices is not None:
+        column = column.take(indices.column(0))
     if not pa.types.is_integer(column.type) or column.null_count:
         kind = f"{column.null_count} missing" if pa.types.is_integer(column.type) else f"{column.type}"
         raise ValueError(
             f"label_column={label_column!r} holds {kind} values, expected integer class indices 0..C-1 on "
             "every row; encode it first, e.g. dataset.class_encode_column(label_column), and drop unlabelled rows."
         )
-    labels = column.to_numpy()
-    return labels
+    return column.to_numpy()
 
 
 def _num_classes(dataset: Dataset, label_column: str, labels: np.ndarray) -> int:

@@ -22,21 +22,15 @@ BUILTIN_SOURCES = ("builtin:digits",)
 EVAL_SPLIT_NAMES = ("test", "validation", "valid", "val")
 
 
-def _local_copy_hint(source: str) -> str:
-    return (
-        f"To use a local copy, run datasets.load_dataset({source!r}).save_to_disk('DIR') where the Hub is "
-        "reachable and pass source='DIR', or pass an image folder with train/ and test/ subfolders "
-        "(one subfolder per class inside each)."
-    )
-
-
 def _load_hub(source: str) -> DatasetDict:
     try:
         loaded = datasets.load_dataset(source)
     except ConnectionError as err:
         raise ConnectionError(
             f"Could not load the Hub dataset {source!r}: the Hub is unreachable or offline mode is on "
-            f"(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE). {_local_copy_hint(source)}"
+            f"(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE). To use a local copy, run datasets.load_dataset({source!r})"
+            ".save_to_disk('DIR') where the Hub is reachable and pass source='DIR', or pass an image folder with "
+            "train/ and test/ subfolders (one subfolder per class inside each)."
         ) from err
     except datasets.exceptions.DatasetNotFoundError as err:
         raise FileNotFoundError(
@@ -60,7 +54,7 @@ def _load_local(path: Path) -> DatasetDict:
 
 
 def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or os.sep != "/" and os.sep in source
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1
 
 
 def _pick_splits(
@@ -74,7 +68,8 @@ def _pick_splits(
                 "to use for each)."
             )
     else:
-        test = split or next((s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)), None)
+        labelled = (s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column))
+        test = split or next(labelled, None)
         wanted = {"train": "train", "test": test}
     missing = {k: v for k, v in wanted.items() if v is None or v not in loaded}
     if missing:
@@ -93,11 +88,14 @@ def _is_labelled(split: Dataset, label_column: str | None) -> bool:
     if column is None or len(split) == 0:
         return True
     values = split.select_columns([column]).with_format("arrow")[column]
-    return not pa.types.is_integer(values.type) or pc.max(values).as_py() >= 0
+    if not pa.types.is_integer(values.type):
+        return True
+    highest = pc.max(values).as_py()
+    return highest is not None and highest >= 0
 
 
 def load_image_dataset(
-    source: str,
+    source: str | os.PathLike,
     *,
     split: str | Mapping[str, str] | None = None,
     image_column: str | None = None,
