@@ -42,8 +42,16 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
-# (expansion, channels, blocks, stride) per setting; the first expansion is always 1.
-_SETTINGS = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
+# (expansion, channels, blocks, stride) per setting; None = the model's expand_ratio.
+_SETTINGS = (
+    (1, 16, 1, 1),
+    (None, 24, 2, 1),
+    (None, 32, 3, 2),
+    (None, 64, 4, 2),
+    (None, 96, 3, 1),
+    (None, 160, 3, 2),
+    (None, 320, 1, 1),
+)
 # Settings grouped into the stages whose outputs the model zoo exposes as features.
 _STAGE_SETTINGS = ((0, 1), (2,), (3, 4), (5, 6))
 

@@ -58,7 +58,8 @@ class CifarVGG(CifarClassifier):
             reduction *= 2 if pool else 1
             layers = [nn.MaxPool2d(kernel_size=2, stride=2)] if pool else []
             stages.append(nn.Sequential(*layers, *_conv_bn_relu(cfg[index], cfg[index - 1][-1])))
-            self.feature_info.append({"num_chs": cfg[index][-1], "reduction": reduction, "module": f"stages.{index - 1}"})
+            info = {"num_chs": cfg[index][-1], "reduction": reduction, "module": f"stages.{index - 1}"}
+            self.feature_info.append(info)
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
         self._init_head(cfg[-1][-1], num_classes, global_pool, drop_rate)
