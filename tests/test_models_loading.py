@@ -76,6 +76,23 @@ def test_folder_written_by_timm(tmp_path, spelling):
         load_teacher(spelling.format(tmp_path), num_classes=5)
 
 
+def test_folder_and_checkpoint_written_by_transformers(tmp_path):
+    names = ["cat", "dog", "owl"]
+    student = create_student(ARCH, num_classes=3, label_names=names)
+    with torch.no_grad():
+        for tensor in student.parameters():
+            tensor.uniform_(-0.5, 0.5)
+    student.save_pretrained(tmp_path)  # keys "timm_model.*", config.json with model_type timm_wrapper
+    teacher = load_teacher(str(tmp_path))
+    assert_same_weights(teacher, unwrap_timm(student))
+    assert_frozen_eval(teacher)
+    check_teacher_matches(teacher, num_classes=3, label_names=names)
+    with pytest.raises(ValueError, match=r"class 2: teacher 'owl' vs dataset 'emu'"):
+        check_teacher_matches(teacher, num_classes=3, label_names=["cat", "dog", "emu"])
+    same = load_teacher(ARCH, checkpoint=str(tmp_path / "model.safetensors"))
+    assert_same_weights(same, unwrap_timm(student))
+
+
 def test_pickled_checkpoints_need_the_flag(tmp_path):
     source = trained_like()
     path = tmp_path / "teacher.pth"

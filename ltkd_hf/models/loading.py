@@ -1,6 +1,7 @@
 """Teacher loading (frozen, eval, safe weights first), the teacher/dataset check, and student creation."""
 
 import difflib
+import json
 import os
 import pickle
 import warnings
@@ -63,6 +64,12 @@ def _read_state_dict(path: Path, allow_unsafe_pickle: bool) -> dict[str, torch.T
         return load_state_dict(str(path), weights_only=False)
 
 
+def _strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys of a TimmWrapper checkpoint (``timm_model.<key>``, as Trainer saves it) as the timm model's."""
+    prefix = "timm_model."
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
 def _load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], checkpoint: str) -> None:
     """Strictly load ``state_dict`` into ``model``; a mismatch raises a ValueError that lists it."""
     own = model.state_dict()
@@ -109,6 +116,24 @@ def _check_folder(path: Path, argument: str, source: str, allow_unsafe_pickle: b
             )
 
 
+def _load_wrapper_folder(path: Path) -> nn.Module:
+    """A timm model from a transformers TimmWrapper folder (``save_pretrained``, Trainer checkpoints)."""
+    config = json.loads((path / "config.json").read_text())
+    architecture = config.get("architecture", "")
+    _require_model_name(f"architecture in {str(path / 'config.json')!r}", architecture)
+    label_names = config.get("label_names")
+    if label_names is None and config.get("id2label"):
+        label_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    num_classes = config.get("num_classes") or config.get("num_labels") or len(label_names or [])
+    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
+    model = timm.create_model(architecture, num_classes=num_classes, **model_args)
+    weights = path / "model.safetensors"
+    _load_weights(model, _strip_wrapper_prefix(load_state_dict(str(weights))), str(weights))
+    if label_names is not None:
+        model.pretrained_cfg["label_names"] = list(label_names)
+    return model
+
+
 def _looks_like_path(source: str) -> bool:
     return not source.startswith(("hf-hub:", "local-dir:")) and (
         os.sep in source or "/" in source or source.startswith((".", "~"))
@@ -140,7 +165,8 @@ def load_teacher(
     Args:
         source: a timm architecture name (weights from ``checkpoint``, else timm's published ones),
             ``"local-dir:<path>"``,
-            ``"hf-hub:<repo id>"``, or the path of a model folder (config.json + model.safetensors).
+            ``"hf-hub:<repo id>"``, or the path of a model folder (config.json + model.safetensors, in
+            timm's layout or transformers' TimmWrapper layout).
         checkpoint: with an architecture name, a ``.safetensors`` state dict of that model
             (pickled ``.pt``/``.pth``/``.bin`` files need ``allow_unsafe_pickle``).
         num_classes: classifier size; by default read from the checkpoint or the folder's config.
@@ -164,12 +190,16 @@ def load_teacher(
                 f"checkpoint={checkpoint!r} was given with source={source!r}, which carries its own weights: "
                 f"pass checkpoint only with an architecture name."
             )
-        if source.startswith("local-dir:"):
-            _check_folder(Path(source[len("local-dir:"):]), "source", source, allow_unsafe_pickle)
-        elif not source.startswith("hf-hub:"):
-            _check_folder(Path(source), "source", source, allow_unsafe_pickle)
-            source = f"local-dir:{source}"
-        model = timm.create_model(source, pretrained=True)
+        folder = None if source.startswith("hf-hub:") else Path(source.removeprefix("local-dir:"))
+        if folder is not None:
+            _check_folder(folder, "source", source, allow_unsafe_pickle)
+        if folder is not None and json.loads((folder / "config.json").read_text()).get("model_type") == "timm_wrapper":
+            # transformers' layout: timm cannot read its config.json (lesson 6 of DESIGN.md).
+            if not (folder / "model.safetensors").is_file():
+                raise ValueError(f"source={source!r}: a transformers folder must hold model.safetensors.")
+            model = _load_wrapper_folder(folder)
+        else:
+            model = timm.create_model(source if folder is None else f"local-dir:{folder}", pretrained=True)
         _check_loaded_classes(model, num_classes, source)
     elif checkpoint is None:
         _require_model_name("source", source)
@@ -184,7 +214,7 @@ def load_teacher(
         _require_model_name("source", source)
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint={checkpoint!r} does not exist.")
-        state_dict = _read_state_dict(Path(checkpoint), allow_unsafe_pickle)
+        state_dict = _strip_wrapper_prefix(_read_state_dict(Path(checkpoint), allow_unsafe_pickle))
         model = timm.create_model(source, **({} if num_classes is None else {"num_classes": num_classes}))
         found = _checkpoint_classes(model, state_dict)
         if num_classes is None and found is not None and found != model.num_classes:
