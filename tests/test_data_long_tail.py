@@ -214,6 +214,18 @@ def test_record_survives_save_to_disk_and_reaches_class_groups(tmp_path):
     assert groups.class_to_group == (0, 0, 0, 1, 1, 1, 2, 2, 2)
 
 
+def test_record_survives_the_usual_dataset_operations():
+    lt = make_long_tailed(balanced(), 10)
+    expected = get_long_tail_info(lt)
+    shuffled = lt.shuffle(seed=3)
+    mapped = lt.map(lambda batch: {"idx": [i + 1 for i in batch["idx"]]}, batched=True)
+    cast = lt.cast_column("idx", Value("int32"))
+    transformed = lt.with_transform(lambda batch: batch)
+    for derived in (shuffled, mapped, cast, transformed):
+        assert get_long_tail_info(derived) == expected
+    assert get_class_counts(shuffled) == ldam_counts(50, 10, 10)
+
+
 def test_recorded_counts_not_used_once_rows_change():
     lt = make_long_tailed(balanced(), 10)
     kept = lt.filter(lambda row: row["label"] != 0)
