@@ -54,6 +54,12 @@ def test_counts_reproduce_published_cifar_lt_totals(num_classes, per_class, rho,
     assert counts[0] == per_class
 
 
+@pytest.mark.parametrize("num_classes, per_class", [(200, 500), (1000, 1300), (100, 500), (10, 5000)])
+@pytest.mark.parametrize("rho", [5, 10, 20, 50, 100, 256])
+def test_counts_equal_the_ldam_drw_loop_in_every_setting(num_classes, per_class, rho):
+    assert long_tailed_counts([per_class] * num_classes, rho) == ldam_counts(per_class, num_classes, rho)
+
+
 def test_cifar100_rho100_ends_at_5():
     counts = long_tailed_counts([500] * 100, 100)
     assert counts[-1] == 5 and all(a >= b for a, b in zip(counts, counts[1:]))

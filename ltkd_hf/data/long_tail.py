@@ -27,7 +27,7 @@ def _check_params(imbalance_factor: float, profile: str, exponent: str) -> float
         or imbalance_factor < 1
     ):
         raise ValueError(
-            f"imbalance_factor must be a finite number >= 1 (rho = largest / smallest class count; "
+            "imbalance_factor must be a finite number >= 1 (rho = largest / smallest class count; "
             f"1 keeps every image), got {imbalance_factor!r}. The paper uses 10, 20 or 100 on CIFAR-100-LT."
         )
     if profile not in PROFILES:
@@ -63,13 +63,14 @@ def _target_counts(
 ) -> list[int]:
     """Kept images per class, class ``c`` sitting at frequency rank ``rank[c]`` (0 = head)."""
     num_classes = counts.size
-    if profile == "exp":
-        denominator = num_classes - 1.0 if exponent == "standard" else float(num_classes)
-        # (1/rho)**(r/d) rather than rho**(-r/d): the LDAM-DRW expression, so int() truncates identically.
-        factors = (1.0 / rho) ** (rank / denominator)
-    else:
-        factors = np.where(rank < num_classes // 2, 1.0, 1.0 / rho)
-    kept = [int(n * f) for n, f in zip(counts.tolist(), factors.tolist())]
+    denominator = num_classes - 1.0 if exponent == "standard" else float(num_classes)
+    # Python floats and (1/rho)**(r/d), the LDAM-DRW expression, so that int() truncates exactly as there
+    # (numpy's vectorised pow may differ in the last bit).
+    factors = [
+        (1.0 / rho) ** (r / denominator) if profile == "exp" else (1.0 if r < num_classes // 2 else 1.0 / rho)
+        for r in rank.tolist()
+    ]
+    kept = [int(n * f) for n, f in zip(counts.tolist(), factors)]
     clamped = [c for c, k in enumerate(kept) if k == 0]
     if clamped:
         warnings.warn(
@@ -122,19 +123,23 @@ def _label_array(dataset: Dataset, label_column: str) -> np.ndarray:
         kind = f"{column.null_count} missing" if pa.types.is_integer(column.type) else f"{column.type}"
         raise ValueError(
             f"label_column={label_column!r} holds {kind} values, expected integer class indices 0..C-1 on "
-            "every row; encode it first, e.g. dataset.class_encode_column(label_column), and drop unlabelled rows."
+            "every row; encode it first, e.g. dataset.class_encode_column(label_column), and drop unlabelled "
+            "rows."
         )
     return column.to_numpy()
 
 
 def _num_classes(dataset: Dataset, label_column: str, labels: np.ndarray) -> int:
     feature = dataset.features[label_column]
-    num_classes = feature.num_classes if isinstance(feature, ClassLabel) else int(labels.max()) + 1
+    if isinstance(feature, ClassLabel):
+        num_classes, origin = feature.num_classes, "the classes of its ClassLabel"
+    else:
+        num_classes, origin = int(labels.max()) + 1, "C = largest label + 1"
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if bad.size:
         raise ValueError(
-            f"label_column={label_column!r} holds values {np.unique(bad)[:10].tolist()} outside 0..{num_classes - 1} "
-            f"(the {num_classes} classes of its ClassLabel); unlabelled rows (-1) cannot go into a training split, "
+            f"label_column={label_column!r} holds values {np.unique(bad)[:10].tolist()} outside "
+            f"0..{num_classes - 1} ({origin}); unlabelled rows (-1) cannot go into a training split, "
             "filter them out first."
         )
     return num_classes
