@@ -1,0 +1,242 @@
+"""DistillationTrainer: GA correctness, frozen teacher, logging, resume after SIGKILL, torchrun, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
+from ltkd_hf.losses import ltkd_loss
+from ltkd_hf.models import unwrap_timm
+
+from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher
+
+HERE = Path(__file__).parent
+WORKER = HERE / "trainer_worker.py"
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+    results = []
+    for batch, accumulation in ((8, 1), (4, 2)):
+        student = make_student()
+        before = weights(student)
+        config = make_config(
+            tmp_path / f"b{batch}", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+            max_steps=1, distill_loss="kd", learning_rate=0.5,
+        )
+        DistillationTrainer(
+            model=student, teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
+        ).train()
+        results.append(weights(student))
+    assert any(not torch.equal(before[k], results[0][k]) for k in before), "the step must change the student"
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
+    teacher = make_teacher()
+    teacher.train()  # timm returns train-mode models: the trainer must pin eval mode itself
+    teacher_before = weights(teacher)
+    student = make_student()
+    config = make_config(tmp_path, max_steps=3, save_strategy="steps", save_steps=2)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=config, train_dataset=SyntheticImages(24), class_counts=CLASS_COUNTS,
+    )
+    trainer.train()
+    for k, v in teacher.state_dict().items():  # weights and BatchNorm running statistics, bit for bit
+        assert torch.equal(v, teacher_before[k]), k
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert optimized and not optimized & {id(p) for p in teacher.parameters()}
+    checkpoint = tmp_path / "checkpoint-2"
+    tensors = load_file(checkpoint / "model.safetensors")
+    assert set(tensors) == set(student.state_dict())
+    # Randomly initialised teacher tensors (constant ones, like BatchNorm's initial weights, match anything).
+    teacher_values = [v for v in teacher.state_dict().values() if v.is_floating_point() and v.numel() > 16 and v.std() > 0]
+    assert teacher_values
+    assert not any(t.shape == v.shape and torch.equal(t, v) for t in tensors.values() for v in teacher_values)
+
+
+def test_logs_every_component_and_group_metrics(tmp_path):
+    student, teacher = make_student(), make_teacher()
+    train, evaluation = SyntheticImages(8), SyntheticImages(12, seed=5)
+    config = make_config(
+        tmp_path, max_steps=1, learning_rate=0.0, eval_strategy="steps", eval_steps=1, ce_weight=0.5,
+    )
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=config, train_dataset=train, eval_dataset=evaluation,
+        class_counts=CLASS_COUNTS,
+    )
+    trainer.train()
+    train_log = next(h for h in trainer.state.log_history if "cross_group" in h)
+    eval_log = next(h for h in trainer.state.log_history if "eval_accuracy" in h)
+
+    # Independent computation on the whole (single) batch: lr = 0 leaves the student as it was.
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        s = student(pixel_values=train.images).logits
+        t = teacher(train.images)
+    groups = ClassGroups.from_counts(CLASS_COUNTS, 3)
+    ref = ltkd_loss(s, t, groups.index())
+    ce = F.cross_entropy(s, train.labels).item()
+    assert train_log["ce"] == pytest.approx(ce, rel=1e-4)
+    assert train_log["cross_group"] == pytest.approx(ref["cross_group"].item(), rel=1e-4)
+    assert train_log["within_group"] == pytest.approx(ref["within_group"].item(), rel=1e-4)
+    assert train_log["distill"] == pytest.approx(ref["loss"].item(), rel=1e-4)
+    assert train_log["loss"] == pytest.approx(0.5 * ce + ref["loss"].item(), rel=1e-4)
+
+    with torch.no_grad():
+        predictions = student(pixel_values=evaluation.images).logits.argmax(-1)
+    correct = (predictions == evaluation.labels).tolist()
+    assert eval_log["eval_accuracy"] == pytest.approx(sum(correct) / len(correct))
+    for g, name in enumerate(groups.names):
+        rows = [i for i, y in enumerate(evaluation.labels.tolist()) if groups.class_to_group[y] == g]
+        assert eval_log[f"eval_accuracy_{name}"] == pytest.approx(sum(correct[i] for i in rows) / len(rows))
+    eval_ce = F.cross_entropy(student(pixel_values=evaluation.images).logits, evaluation.labels).item()
+    assert eval_log["eval_loss"] == pytest.approx(eval_ce, rel=1e-4)
+    assert eval_log["eval_ce"] == pytest.approx(eval_ce, rel=1e-4)
+
+
+def test_warmup_ramps_distillation_linearly(tmp_path):
+    config = make_config(tmp_path, warmup_epochs=4.0)
+    trainer = DistillationTrainer(
+        model=make_student(), teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(8),
+        class_counts=CLASS_COUNTS,
+    )
+    for epoch, expected in ((0.0, 0.0), (1.0, 0.25), (3.0, 0.75), (9.0, 1.0)):
+        trainer.state.epoch = epoch
+        assert trainer.distill_ramp() == expected
+
+
+def run_worker(*args, env=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), *map(str, args)], capture_output=True, text=True, timeout=300, env=env,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
+    run_worker("run", tmp_path / "straight", tmp_path / "straight.safetensors")
+    killed = run_worker("run", tmp_path / "killed", tmp_path / "unused.safetensors", "--kill-at-save", 4, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "unused.safetensors").exists()
+    run_worker("run", tmp_path / "killed", tmp_path / "resumed.safetensors", "--resume")
+    straight, resumed = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
+    assert set(straight) == set(resumed)
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
+    single = tmp_path / "single.json"
+    run_worker("first-step", tmp_path / "one", single, "--batch", 8, "--samples", 8)
+    double = tmp_path / "double.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), str(WORKER), "first-step", str(tmp_path / "two"), str(double),
+         "--batch", "4", "--samples", "8"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = json.loads(single.read_text()), json.loads(double.read_text())
+    # float32 sums in another order (all-reduce, then the mean of two halves): agreement to ~1e-5 relative.
+    for key in ("ce", "cross_group", "within_group", "distill", "loss"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+# -- bad input --------------------------------------------------------------------------------------
+def test_class_counts_that_disagree_with_the_student(tmp_path):
+    with pytest.raises(ValueError, match="class_counts covers 5 classes but the student has 6"):
+        DistillationTrainer(
+            model=make_student(), teacher_model=make_teacher(), args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS[:5],
+        )
+
+
+def test_teacher_with_another_class_count(tmp_path):
+    import timm
+
+    teacher = timm.create_model("test_resnet", num_classes=NUM_CLASSES + 1)
+    with pytest.raises(ValueError, match="7"):
+        DistillationTrainer(
+            model=make_student(), teacher_model=teacher, args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+        )
+
+
+def test_teacher_labels_in_another_order(tmp_path):
+    teacher = make_teacher()
+    teacher.pretrained_cfg = {**teacher.pretrained_cfg, "label_names": [f"c{i}" for i in reversed(range(NUM_CLASSES))]}
+    with pytest.raises(ValueError, match="c5"):
+        DistillationTrainer(
+            model=make_student(), teacher_model=teacher, args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+        )
+
+
+def test_nan_teacher_stops_with_the_step(tmp_path):
+    teacher = make_teacher()
+    with torch.no_grad():
+        unwrap_timm(teacher).get_classifier().bias[2] = float("nan")
+    trainer = DistillationTrainer(
+        model=make_student(), teacher_model=teacher, args=make_config(tmp_path), train_dataset=SyntheticImages(8),
+        class_counts=CLASS_COUNTS,
+    )
+    before = weights(trainer.model)
+    with pytest.raises(ValueError, match="non-finite .* at step 0"):
+        trainer.train()
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(distill_loss="kdd"), "distill_loss='kdd' is not a registered loss"),
+        (dict(temperature=0.0), "temperature must be > 0, got 0.0"),
+        (dict(alpha=-1.0), "alpha must be >= 0, got -1.0"),
+        (dict(num_groups=0), "num_groups must be an integer >= 1, got 0"),
+        (dict(teacher_dtype="half"), "teacher_dtype must be one of"),
+    ],
+)
+def test_config_range_checks(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_config(tmp_path, **overrides)
+
+
+def test_hyperparameter_the_loss_does_not_take(tmp_path):
+    with pytest.raises(ValueError, match="alpha"):
+        DistillationTrainer(
+            model=make_student(), teacher_model=make_teacher(), args=make_config(tmp_path, distill_loss="kd", alpha=2.0),
+            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+        )
+
+
+def test_config_defaults_for_image_distillation(tmp_path):
+    config = DistillationConfig(output_dir=str(tmp_path), report_to="none")
+    assert config.remove_unused_columns is False and config.label_names == ["labels"]
+    assert config.distill_loss == "ltkd" and config.ce_weight == 1.0 and config.num_groups == 3
+    assert config.loss_hyperparameters() == {"sync_across_processes": True}
