@@ -19,7 +19,8 @@ def _softmax_row(row: torch.Tensor, temperature: float) -> list[torch.Tensor]:
 
 def _kl(p: list[torch.Tensor], q: list[torch.Tensor]) -> torch.Tensor:
     """sum_i p_i log(p_i / q_i), with 0 log 0 = 0."""
-    return sum((pi * (torch.log(pi) - torch.log(qi)) for pi, qi in zip(p, q) if float(pi) > 0), torch.zeros((), dtype=torch.float64))
+    terms = [pi * (torch.log(pi) - torch.log(qi)) for pi, qi in zip(p, q) if float(pi) > 0]
+    return sum(terms, torch.zeros((), dtype=torch.float64))
 
 
 def ltkd_reference(zs, zt, class_to_group, *, temperature, alpha, beta, rebalance, reweight):

@@ -222,3 +222,29 @@ def test_bad_input_is_a_value_error_naming_it(change, match):
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         ltkd_loss(**kwargs)
+
+
+# -- accelerator -----------------------------------------------------------------------------------
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
+@pytest.mark.parametrize("num_groups", [3, 24])
+def test_cuda_matches_loop_reference(dtype, tol, num_groups):
+    from ltkd_hf import ClassGroups
+    from ltkd_hf.losses import create_loss
+
+    gen = torch.Generator().manual_seed(0)
+    groups = ClassGroups(tuple(random_groups(24, num_groups, gen).tolist()), tuple(str(g) for g in range(num_groups)))
+    zs_cpu = (torch.rand(8, 24, generator=gen) * 160 - 80).to(dtype)
+    zt_cpu = (torch.rand(8, 24, generator=gen) * 160 - 80).to(dtype)
+    zs = zs_cpu.cuda().requires_grad_()
+    out = create_loss("ltkd", groups=groups, temperature=4.0).cuda()(zs, zt_cpu.cuda())
+    zs_ref = zs_cpu.double().requires_grad_()
+    ref = ltkd_reference(zs_ref, zt_cpu.double(), list(groups.class_to_group), temperature=4.0, alpha=6.0,
+                         beta=6.0, rebalance=True, reweight=True)
+    for name, expected in zip(("loss", "cross_group", "within_group"), ref):
+        assert out[name].device.type == "cuda" and out[name].dtype == torch.float32
+        torch.testing.assert_close(out[name].double().cpu(), expected.detach(), rtol=1e-4, atol=1e-5)
+    out["loss"].backward()
+    ref[0].backward()
+    assert zs.grad.dtype == dtype
+    torch.testing.assert_close(zs.grad.double().cpu(), zs_ref.grad, rtol=tol, atol=tol * zs_ref.grad.abs().max().item())

@@ -16,7 +16,15 @@ class NoDistillation(DistillationLoss):
     def __init__(self) -> None:
         super().__init__()
 
-    def forward(self, student_logits, teacher_logits=None, labels=None, *, student_features=None, teacher_features=None):
+    def forward(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        student_features: object = None,
+        teacher_features: object = None,
+    ) -> dict[str, torch.Tensor]:
         return {"loss": student_logits.new_zeros((), dtype=torch.float32)}
 
     def describe(self) -> str:

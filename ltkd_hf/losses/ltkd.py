@@ -6,9 +6,10 @@ With ``x = z / T``, group ``G`` and ``glse_G = logsumexp_{i in G} x_i``, per sam
 * within-group ``KL(q_t,G || q_s,G) = sum_{i in G} q_t,i (x_t,i - x_s,i) - (glse_t,G - glse_s,G)``
   (``q_t`` sums to one over each group), so no per-class log-probability is ever materialised.
 
-Group reductions are ``scatter``/``index_add`` over the class axis, so the cost does not grow with K, and
-the backward pass is the closed form (see ``_LTKDFunction.backward``) rather than autograd through the
-scatters.
+Group reductions are ``scatter``/``index_add`` over the class axis of class-major tensors, so the cost
+does not grow with K (no loop over groups, no one-hot C x K matmul), and the backward pass is the closed
+form (see ``_LTKDFunction``) rather than autograd through the scatters. Inside, logs and exps are base 2
+(``exp2``/``log2`` are ~3x faster than ``exp``/``log`` on CPU); the returned terms are in nats.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .registry import DistillationLoss, register_loss
 __all__ = ["LTKDLoss", "ltkd_loss", "rebalance_group_mass", "rebalance_log_scales"]
 
 
-_LOG2_E = 1.4426950408889634  # exp2/log2 run ~3x faster than exp/log on CPU: logs are in bits inside
+_LOG2_E = 1.4426950408889634
 _LN_2 = 0.6931471805599453
 
 
@@ -55,11 +56,11 @@ def _rebalance(group_mass: torch.Tensor, group_sums: torch.Tensor) -> tuple[torc
     Only the ratios of the ``s_G`` matter after the per-sample renormalisation, so they are divided by
     their largest value first: ``s_G b_G`` can then neither overflow nor turn into ``inf * 0``.
     """
-    log2_scales = rebalance_log_scales(group_sums).mul_(_LOG2_E)
-    log2_scales = log2_scales.sub_(log2_scales.max()).unsqueeze(1)
-    target = group_mass * log2_scales.exp2()
+    log_scales = rebalance_log_scales(group_sums)
+    log_scales = log_scales.sub_(log_scales.max()).unsqueeze_(1)
+    target = group_mass * log_scales.exp()
     norm = target.sum(0).clamp_min_(torch.finfo(target.dtype).tiny)
-    return target.div_(norm), log2_scales, norm.log2_()
+    return target.div_(norm), log_scales.mul_(_LOG2_E), norm.log2_()
 
 
 def rebalance_group_mass(
@@ -103,9 +104,7 @@ def _grouped_exp2(
     """
     batch, num_classes = student_logits.shape
     x = torch.empty(num_classes, 2 * batch, dtype=dtype, device=student_logits.device)
-    x[:, :batch].copy_(student_logits.t())
-    x[:, batch:].copy_(teacher_logits.t())
-    x.mul_(scale)
+    torch.cat((student_logits.t(), teacher_logits.t()), dim=1, out=x).mul_(scale)
     group_max = x.new_full((num_groups, 2 * batch), float("-inf")).scatter_reduce_(
         0, class_to_group.unsqueeze(1).expand_as(x), x, reduce="amax"
     )
@@ -158,8 +157,9 @@ class _LTKDFunction(torch.autograd.Function):
         kl_groups = torch.zeros_like(delta).index_add_(0, class_to_group, weighted_diff).div_(sum_t).sub_(delta)
         within = (kl_groups if reweight else kl_groups.mul_(b_t)).sum(0)
 
-        cross_mean, within_mean = cross.mean() * _LN_2, within.mean() * _LN_2
-        loss = temperature**2 * (alpha * cross_mean + beta * within_mean)
+        means = torch.stack((cross, within)).mean(1).mul_(_LN_2)  # bits -> nats
+        cross_mean, within_mean = means.unbind()
+        loss = torch.add(cross_mean * (temperature**2 * alpha), within_mean, alpha=temperature**2 * beta)
 
         mass_gap = b_s - target
         ctx.save_for_backward(class_to_group, e, group_sum.reciprocal_(), mass_gap, None if reweight else b_t)

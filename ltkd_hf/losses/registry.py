@@ -46,7 +46,9 @@ class DistillationLoss(torch.nn.Module):
 
     def _require_labels(self, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
-            raise ValueError(f"{type(self).__name__} needs the ground-truth labels: call it with labels=<LongTensor (batch,)>.")
+            raise ValueError(
+                f"{type(self).__name__} needs the ground-truth labels: call it with labels=<LongTensor (batch,)>."
+            )
         return labels
 
 

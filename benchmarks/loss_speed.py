@@ -1,0 +1,110 @@
+"""Forward + backward time of LTKD against KD on logits, side by side in one run.
+
+    python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N]
+
+For each C in {100, 1000} and K in {3, 10, 100, C}, times (best of ``--repeats``, measurements of the
+three losses interleaved so that load on the machine hits them alike):
+  * KD: ``ltkd_hf.losses.kd_loss``;
+  * LTKD: the ``create_loss("ltkd", ...)`` module the trainer uses (groups validated once);
+  * naive: a straightforward vectorised autograd LTKD (one-hot C x K matmuls, probabilities, logs of
+    ratios), kept here for comparison only.
+Prints a Markdown table with the ratios to KD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ltkd_hf import ClassGroups
+from ltkd_hf.losses import create_loss, kd_loss
+
+
+def naive_ltkd(student_logits, teacher_logits, one_hot, temperature=4.0, alpha=6.0, beta=6.0):
+    """The obvious vectorised LTKD, for comparison only: group masses by a one-hot matmul."""
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    b_s, b_t = p_s @ one_hot, p_t @ one_hot
+    sums = b_t.sum(0)
+    scaled = b_t * (sums.mean() / sums)
+    target = scaled / scaled.sum(1, keepdim=True)
+    cross = (target * (target.log() - b_s.log())).sum(1).mean()
+    q_s, q_t = p_s / (b_s @ one_hot.t()), p_t / (b_t @ one_hot.t())
+    within = (q_t * (q_t.log() - q_s.log())).sum(1).mean()
+    return temperature**2 * (alpha * cross + beta * within)
+
+
+def long_tailed_counts(num_classes: int, imbalance: float = 100.0) -> list[int]:
+    return [int(500 * imbalance ** (-c / (num_classes - 1))) + 1 for c in range(num_classes)]
+
+
+def time_step(step, student, device: torch.device) -> float:
+    student.grad = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, float]]:
+    rows = []
+    for num_classes in (100, 1000):
+        for num_groups in sorted({3, 10, 100, num_classes}):
+            groups = ClassGroups.from_counts(long_tailed_counts(num_classes), num_groups)
+            gen = torch.Generator().manual_seed(0)
+            student = torch.randn(batch, num_classes, generator=gen).mul_(3).to(device).requires_grad_()
+            teacher = torch.randn(batch, num_classes, generator=gen).mul_(3).to(device)
+            one_hot = F.one_hot(groups.index(), num_groups).float().to(device)
+            ltkd = create_loss("ltkd", groups=groups).to(device)
+            steps = {
+                "kd": lambda: kd_loss(student, teacher)["loss"].backward(),
+                "ltkd": lambda: ltkd(student, teacher)["loss"].backward(),
+                "naive": lambda: naive_ltkd(student, teacher, one_hot).backward(),
+            }
+            best = {name: float("inf") for name in steps}
+            for _ in range(5):  # warm-up
+                for step in steps.values():
+                    time_step(step, student, device)
+            for _ in range(repeats):
+                for name, step in steps.items():
+                    best[name] = min(best[name], time_step(step, student, device))
+            rows.append({"C": num_classes, "K": num_groups, **{n: 1e3 * t for n, t in best.items()}})
+    return rows
+
+
+def markdown(rows: list[dict[str, float]]) -> str:
+    lines = [
+        "| C | K | KD (ms) | LTKD (ms) | LTKD / KD | naive LTKD (ms) | naive / KD |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['C']} | {r['K']} | {r['kd']:.3f} | {r['ltkd']:.3f} | {r['ltkd'] / r['kd']:.2f}x "
+            f"| {r['naive']:.3f} | {r['naive'] / r['kd']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"forward+backward, batch {args.batch}, float32, best of {args.repeats}, {name}, torch {torch.__version__}\n")
+    print(markdown(run(device, args.batch, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
