@@ -138,9 +138,9 @@ class _LTKDFunction(torch.autograd.Function):
         mass.div_(total)
         lse = total.log2_().add_(row_max)
         b_s, b_t = mass[:, :batch], mass[:, batch:]
-        sum_s, sum_t = group_sum[:, :batch], group_sum[:, batch:]
-        # glse_t,G - glse_s,G: the one log over (K, B), shared by both terms.
-        delta = torch.div(sum_t, sum_s).log2_().add_(group_max[:, batch:]).sub_(group_max[:, :batch])
+        # glse_t,G - glse_s,G: the one log over groups, shared by both terms.
+        glse = torch.log2(group_sum).add_(group_max)
+        delta = glse[:, batch:] - glse[:, :batch]
 
         # cross = sum_G b̂_G (log b̂_G - log b_s,G), where log b̂_G - log b_s,G
         # = delta_G + log s_G - log norm + lse_s - lse_t and sum_G b̂_G = 1.
@@ -154,16 +154,18 @@ class _LTKDFunction(torch.autograd.Function):
 
         # within_G = sum_{i in G} q_t,i (x_t,i - x_s,i) - delta_G   (q_t = e_t / sum_t sums to 1 over G)
         weighted_diff = torch.sub(x[:, batch:], x[:, :batch]).mul_(e[:, batch:])
-        kl_groups = torch.zeros_like(delta).index_add_(0, class_to_group, weighted_diff).div_(sum_t).sub_(delta)
+        kl_groups = torch.zeros_like(delta).index_add_(0, class_to_group, weighted_diff)
+        kl_groups.div_(group_sum[:, batch:]).sub_(delta)
         within = (kl_groups if reweight else kl_groups.mul_(b_t)).sum(0)
 
         means = torch.stack((cross, within)).mean(1).mul_(_LN_2)  # bits -> nats
         cross_mean, within_mean = means.unbind()
         loss = torch.add(cross_mean * (temperature**2 * alpha), within_mean, alpha=temperature**2 * beta)
 
-        mass_gap = b_s - target
-        ctx.save_for_backward(class_to_group, e, group_sum.reciprocal_(), mass_gap, None if reweight else b_t)
-        ctx.hyper = (temperature, alpha, beta, student_logits.dtype)
+        # The backward's chain factors 1/B (batch mean) and 1/T (x = z/T) ride on 1/group_sum.
+        inv_sum = group_sum.reciprocal_().mul_(1.0 / (batch * temperature))
+        ctx.save_for_backward(class_to_group, e, inv_sum, b_s - target, None if reweight else b_t)
+        ctx.hyper = (temperature**2 * alpha, temperature**2 * beta, student_logits.dtype)
         return loss, cross_mean, within_mean
 
     @staticmethod
@@ -172,24 +174,23 @@ class _LTKDFunction(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None,) * 10
         class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
-        temperature, alpha, beta, out_dtype = ctx.hyper
+        cross_weight, within_weight, out_dtype = ctx.hyper
         batch = mass_gap.shape[1]
-        # Chain through loss = T^2 (alpha cross + beta within), the batch mean (1/B) and x = z / T (1/T).
-        scale = 1.0 / (batch * temperature)
-        coef_cross = (grad_loss * temperature**2 * alpha + grad_cross) * scale
-        coef_within = (grad_loss * temperature**2 * beta + grad_within) * scale
-        # grad_i = e_s,i F_s,g(i) + e_t,i F_t,g(i) with F_s = (coef_cross (b_s - b̂) + coef_within w) / sum_s
-        # and F_t = -coef_within w / sum_t.
+        # loss = T^2 (alpha cross + beta within); 1/B and 1/T are already in inv_sum.
+        coef_cross = torch.add(grad_cross, grad_loss, alpha=cross_weight)
+        coef_within = torch.add(grad_within, grad_loss, alpha=within_weight)
+        # grad_i = e_s,i F_s,g(i) - e_t,i F_t,g(i) with F_s = (coef_cross (b_s - b̂) + coef_within w) / sum_s
+        # and F_t = coef_within w / sum_t.
         factor = torch.empty_like(inv_sum)
         torch.mul(mass_gap, coef_cross, out=factor[:, :batch])
         if weight is None:
             factor[:, :batch].add_(coef_within)
-            factor[:, batch:].copy_(-coef_within)
+            factor[:, batch:].copy_(coef_within)
         else:
             factor[:, :batch].addcmul_(weight, coef_within)
-            torch.mul(weight, -coef_within, out=factor[:, batch:])
+            torch.mul(weight, coef_within, out=factor[:, batch:])
         terms = factor.mul_(inv_sum).index_select(0, class_to_group).mul_(e)
-        grad = terms[:, :batch].add_(terms[:, batch:])
+        grad = terms[:, :batch].sub_(terms[:, batch:])
         # A transposed view, not a copy: matmul-based backward steps consume it as is.
         return (grad.t().to(out_dtype),) + (None,) * 9
 
