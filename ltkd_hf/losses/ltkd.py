@@ -120,7 +120,7 @@ class _LTKDFunction(torch.autograd.Function):
     Per sample, with weights ``w_G`` (1, or ``b_t,G`` without reweighting):
     ``d cross / d x_s,i = q_s,i (b_s,g(i) - b̂_g(i))`` and ``d within / d x_s,i = w_g(i) (q_s,i - q_t,i)``;
     ``q = e / group_sum`` is folded into one ``(K, 2B)`` factor so the backward is one gather, one
-    multiply and one add over the classes.
+    multiply and one subtraction over the classes.
     """
 
     @staticmethod
