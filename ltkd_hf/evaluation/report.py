@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .._atomic import atomic_write_files
 from ..groups import ClassGroups
 
 __all__ = ["format_group_table", "plot_per_class_accuracy", "plot_teacher_bias", "write_report"]
@@ -59,23 +59,12 @@ def format_group_table(
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temporary file next to ``path``, then move it over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     FigureCanvasAgg(fig)  # attach the Agg canvas: rendering needs neither pyplot nor a display
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    atomic_write_files(
+        path.parent, {path.name: lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")}
+    )
     return path
 
 
@@ -212,7 +201,7 @@ def _write_json(data: Any, path: Path) -> None:
             json.dump(data, f, indent=2, allow_nan=False)
 
     try:
-        _atomic_write(path, write)
+        atomic_write_files(path.parent, {path.name: write})
     except TypeError as err:
         raise ValueError(f"the report for {path} holds a value JSON cannot store ({err}); pass plain "
                          f"numbers, strings, lists and dicts in reports and metadata.") from err
@@ -222,7 +211,7 @@ def _write_text(text: str, path: Path) -> None:
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
-    _atomic_write(path, write)
+    atomic_write_files(path.parent, {path.name: write})
 
 
 def _markdown(

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import jinja2
 from huggingface_hub import EvalResult, ModelCardData
 
-from ._atomic import atomic_write_files
+from .._atomic import atomic_write_files
 from .save import is_repo_id
 
 __all__ = ["render_model_card", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]

@@ -16,7 +16,7 @@ from timm.models._hub import save_config_for_hf  # timm exports it only from _hu
 from torch import nn
 
 from ..models.loading import unwrap_timm
-from ._atomic import atomic_write_files
+from .._atomic import atomic_write_files
 
 __all__ = ["save_student", "load_student", "WEIGHTS_NAME", "CONFIG_NAME"]
 
