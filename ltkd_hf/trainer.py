@@ -69,6 +69,11 @@ class DistillationConfig(TrainingArguments):
                   "float32, bfloat16 or float16."},
     )
     channels_last: bool = field(default=False, metadata={"help": "Run student and teacher in channels-last memory format."})
+    check_teacher_finite: bool = field(
+        default=True,
+        metadata={"help": "Stop with the step number when the teacher's logits hold NaN/inf (one host sync per step, "
+                  "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."},
+    )
     lr_decay_epochs: list[float] | None = field(
         default=None,
         metadata={"help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
@@ -208,6 +213,7 @@ class DistillationTrainer(Trainer):
         self.teacher = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.teacher_input_transform = teacher_input_transform
         self.loss_fn.to(self.args.device)
+        self._teacher_finite: torch.Tensor | None = None
         self._component_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._component_counts = {"train": 0, "eval": 0}
         logger.info(
@@ -238,7 +244,7 @@ class DistillationTrainer(Trainer):
 
     @torch.no_grad()
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The frozen teacher's logits for the student's inputs (float32, finite, or a clear error)."""
+        """The frozen teacher's float32 logits for the student's inputs."""
         if self.teacher.training:  # something called .train() on the teacher: pin it back
             self.teacher.eval()
         if self.teacher_input_transform is not None:
@@ -246,12 +252,19 @@ class DistillationTrainer(Trainer):
         dtype = next(self.teacher.parameters()).dtype
         out = self.teacher(pixel_values.to(dtype))
         logits = (out.logits if hasattr(out, "logits") else out).float()
-        if not torch.isfinite(logits).all():
+        if self.args.check_teacher_finite:  # a device tensor: read once the step's backward is queued
+            self._teacher_finite = torch.isfinite(logits).all()
+        return logits
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite, self._teacher_finite = self._teacher_finite, None
+        if finite is not None and not finite:  # before the optimizer step: the student never trains on NaN
             raise ValueError(
                 f"The teacher produced non-finite (NaN/inf) logits at step {self.state.global_step}; training stopped "
-                "before using them. Check the teacher checkpoint, its input normalisation and teacher_dtype."
+                "before the optimizer used them. Check the teacher checkpoint, its input normalisation and teacher_dtype."
             )
-        return logits
+        return loss
 
     # -- loss ----------------------------------------------------------------------------------
     def distill_ramp(self) -> float:

@@ -1,0 +1,157 @@
+"""DistillationTrainer against a bare PyTorch loop doing the same work, and LTKD against KD in the trainer.
+
+Same models (the paper's CIFAR pair, cifar_resnet32x4 -> cifar_resnet8x4, 100 classes), batch 64, SGD
+(momentum 0.9, weight decay 5e-4, no gradient clipping), in-memory data, the same loss. The trainer runs with
+its defaults, which sync the host once per step (Trainer's logging_nan_inf_filter and our teacher NaN check),
+and once more with both off ("no per-step sync"), which is what the bare loop does. Each configuration is timed over the same
+number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike; the table
+reports the median steps/s and the ratios.
+
+    python benchmarks/trainer_speed.py                  # CPU
+    python benchmarks/trainer_speed.py --device cuda --bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import timm
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
+from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
+from ltkd_hf.losses import create_loss
+from ltkd_hf.models import create_student
+
+NUM_CLASSES = 100
+CLASS_COUNTS = [int(500 * 100 ** (-c / 99)) for c in range(NUM_CLASSES)]
+
+
+class InMemory(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, 32, 32, generator=g)
+        self.y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.x[i], "labels": self.y[i]}
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self, warmup: int, device: torch.device):
+        self.warmup, self.device, self.start, self.end = warmup, device, None, None
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self._sync()
+            self.start = time.perf_counter()
+        elif state.global_step == args.max_steps:
+            self._sync()
+            self.end = time.perf_counter()
+
+
+def trainer_steps_per_s(loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False) -> float:
+    torch.manual_seed(0)
+    student = create_student("cifar_resnet8x4", num_classes=NUM_CLASSES)
+    teacher = timm.create_model("cifar_resnet32x4", num_classes=NUM_CLASSES)
+    timer = StepTimer(opts.warmup, device)
+    with tempfile.TemporaryDirectory() as out:
+        config = DistillationConfig(
+            output_dir=out, per_device_train_batch_size=opts.batch, max_steps=opts.warmup + opts.steps,
+            learning_rate=0.05, weight_decay=5e-4, optim="sgd", optim_args="momentum=0.9",
+            lr_scheduler_type="constant", save_strategy="no", logging_steps=10**9, report_to="none",
+            use_cpu=device.type == "cpu", bf16=opts.bf16, dataloader_num_workers=0, disable_tqdm=True,
+            distill_loss=loss, dataloader_drop_last=True, dataloader_pin_memory=device.type == "cuda",
+            max_grad_norm=0.0,  # the CIFAR recipe (and the bare loop) do not clip gradients
+            # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher NaN/inf check
+            logging_nan_inf_filter=not sync_free, check_teacher_finite=not sync_free,
+        )
+        DistillationTrainer(
+            model=student, teacher_model=teacher, args=config, train_dataset=data, class_counts=CLASS_COUNTS,
+            callbacks=[timer],
+        ).train()
+    return opts.steps / (timer.end - timer.start)
+
+
+def bare_loop_steps_per_s(data: InMemory, opts, device: torch.device) -> float:
+    """The same work written by hand: loader, autocast, teacher no_grad, LTKD + CE, SGD."""
+    torch.manual_seed(0)
+    student = timm.create_model("cifar_resnet8x4", num_classes=NUM_CLASSES).to(device).train()
+    teacher = timm.create_model("cifar_resnet32x4", num_classes=NUM_CLASSES).to(device).eval().requires_grad_(False)
+    if opts.bf16:
+        teacher.to(torch.bfloat16)
+    loss_fn = create_loss("ltkd", groups=ClassGroups.from_counts(CLASS_COUNTS, 3)).to(device)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    loader = torch.utils.data.DataLoader(data, batch_size=opts.batch, shuffle=True, drop_last=True,
+                                         pin_memory=device.type == "cuda")
+    step, start = 0, None
+    while True:
+        for batch in loader:
+            x, y = batch["pixel_values"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16):
+                logits = student(x)
+                with torch.no_grad():
+                    t = teacher(x.to(torch.bfloat16) if opts.bf16 else x).float()
+            loss = F.cross_entropy(logits.float(), y) + loss_fn(logits, t, y)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if step == opts.warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            if step == opts.warmup + opts.steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                return opts.steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    opts = parser.parse_args()
+    device = torch.device(opts.device)
+    data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
+    runs: dict[str, list[float]] = {
+        "bare loop (LTKD)": [], "DistillationTrainer (LTKD)": [], "DistillationTrainer (KD)": [],
+        "DistillationTrainer (LTKD, no per-step sync)": [], "DistillationTrainer (KD, no per-step sync)": [],
+    }
+    for _ in range(opts.rounds):
+        runs["bare loop (LTKD)"].append(bare_loop_steps_per_s(data, opts, device))
+        for loss in ("ltkd", "kd"):
+            runs[f"DistillationTrainer ({loss.upper()})"].append(trainer_steps_per_s(loss, data, opts, device))
+            runs[f"DistillationTrainer ({loss.upper()}, no per-step sync)"].append(
+                trainer_steps_per_s(loss, data, opts, device, sync_free=True))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{name}, batch {opts.batch}, {'bf16' if opts.bf16 else 'fp32'}, median of {opts.rounds} rounds x {opts.steps} steps\n")
+    print("| loop | steps/s |\n|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v:.2f} |")
+    bare = med["bare loop (LTKD)"]
+    for suffix in ("", ", no per-step sync"):
+        ltkd, kd = med[f"DistillationTrainer (LTKD{suffix})"], med[f"DistillationTrainer (KD{suffix})"]
+        print(f"\nTrainer{suffix} / bare loop (LTKD): {ltkd / bare:.3f}x speed (target >= 0.9)")
+        print(f"LTKD step cost / KD step cost{suffix}: {kd / ltkd:.3f}x (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The user's path: run_distill.py on the demo (reduced), the configs, run_eval.py, resume and bad input."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes"))
+
+import run_distill  # noqa: E402
+import run_eval  # noqa: E402
+from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
+
+from ltkd_hf import DistillationConfig  # noqa: E402
+from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset  # noqa: E402
+
+# The demo as shipped, made short: 1 epoch per stage, a milder imbalance so every class has a few images.
+QUICK = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "run"
+    argv = [*QUICK, "--output_dir", str(out)]
+    reports = run_distill.main(argv)
+    return out, argv, reports
+
+
+def test_demo_writes_folder_card_report_and_plots(demo, capsys):
+    out, _, reports = demo
+    student = out / "student"
+    for name in ("model.safetensors", "config.json", "README.md", "report.json", "report.md",
+                 "per_class_accuracy.png", "teacher_bias.png"):
+        assert (student / name).is_file(), name
+    assert (out / "teacher" / "model.safetensors").is_file() and (out / "student_ce" / "model.safetensors").is_file()
+    assert set(reports) == {"teacher", "student (CE)", "student (LTKD)"}
+
+    report = json.loads((student / "report.json").read_text())
+    ltkd = report["models"]["student (LTKD)"]
+    card = ModelCard.load(student / "README.md")
+    metrics = {m["type"]: m["value"] for m in card.data.to_dict()["model-index"][0]["results"][0]["metrics"]}
+    for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
+        assert metrics[key] == pytest.approx(ltkd[key])
+    assert "import ltkd_hf" in card.text
+
+    # Independent check of the reported accuracy: reload the saved folder with timm and score the test split.
+    model = timm.create_model(f"local-dir:{student}", pretrained=True).eval()
+    test = apply_transforms(load_image_dataset("builtin:digits"), timm.data.resolve_data_config(model=model))["test"]
+    batch = collate_fn([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        predictions = model(batch["pixel_values"]).argmax(-1)
+    labels = batch["labels"]
+    assert ltkd["accuracy"] == pytest.approx((predictions == labels).float().mean().item())
+    tail = torch.tensor([report["groups"]["class_to_group"][y] == 2 for y in labels.tolist()])
+    assert ltkd["accuracy_tail"] == pytest.approx((predictions[tail] == labels[tail]).float().mean().item())
+
+
+def test_run_eval_reproduces_the_report(demo, tmp_path):
+    out, _, reports = demo
+    report = run_eval.main(["--model", str(out / "student"), "--dataset", "builtin:digits",
+                            "--output_dir", str(tmp_path)])
+    for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
+        assert report[key] == pytest.approx(reports["student (LTKD)"][key])
+    assert json.loads((tmp_path / "report.json").read_text())["models"]
+
+
+def test_same_command_resumes_instead_of_retraining(demo):
+    out, argv, reports = demo
+    teacher_stamp = (out / "teacher" / "model.safetensors").stat().st_mtime_ns
+    before = load_file(out / "student" / "model.safetensors")
+    again = run_distill.main(argv)
+    assert (out / "teacher" / "model.safetensors").stat().st_mtime_ns == teacher_stamp
+    after = load_file(out / "student" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # resumed from the last checkpoint: no new steps
+    assert again["student (LTKD)"]["accuracy"] == reports["student (LTKD)"]["accuracy"]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "recipes" / "configs" / "*.yaml"))), ids=os.path.basename)
+def test_every_config_parses_into_the_dataclasses(path):
+    data, model, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), ["--config", path])
+    values = yaml.safe_load(Path(path).read_text())
+    parsed = {**vars(data), **vars(model), **vars(config)}
+    for key, value in values.items():
+        got = getattr(parsed[key], "value", parsed[key])  # TrainingArguments turns strategies into enums
+        if key == "report_to":  # and "none" into no integration
+            got = got or "none"
+        assert (list(got) if isinstance(value, list) else got) == value, (key, got, value)
+
+
+def test_command_line_overrides_the_config(tmp_path):
+    path = REPO / "recipes" / "configs" / "cifar100_lt_r100_resnet32x4_resnet8x4.yaml"
+    data, model, config = parse_with_config(
+        (DataArguments, ModelArguments, DistillationConfig), ["--config", str(path), "--distill_loss", "dkd"])
+    assert config.distill_loss == "dkd" and data.imbalance_factor == 100 and model.student == "cifar_resnet8x4"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("imbalance_factr: 10\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['imbalance_factr'\]"):
+        parse_with_config((DataArguments, ModelArguments, DistillationConfig), ["--config", str(bad)])
+
+
+# -- bad input fails before any training ----------------------------------------------------------
+def test_missing_teacher_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no_such_teacher"):
+        run_distill.main([*QUICK, "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "no_such_teacher")])
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_output_dir_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="--output_dir .*a_file/run.* cannot be written"):
+        run_distill.main([*QUICK, "--output_dir", str(blocker / "run")])
+
+
+def test_push_to_hub_without_a_token(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    with pytest.raises(ValueError, match="HF_TOKEN"):
+        run_distill.main([*QUICK, "--output_dir", str(tmp_path / "out"), "--push_to_hub", "true",
+                          "--hub_model_id", "alice/ltkd-demo"])
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_class_counts_recorded_for_run_eval(demo):
+    out, _, _ = demo
+    counts = run_eval.recorded_class_counts(str(out / "student"))
+    report = json.loads((out / "student" / "report.json").read_text())
+    assert counts == report["class_counts"] and np.argmax(counts) == 0
