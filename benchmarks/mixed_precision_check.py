@@ -19,22 +19,7 @@ import torch
 import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.models import create_student
-
-NUM_CLASSES = 100
-CLASS_COUNTS = [int(500 * 100 ** (-c / 99)) for c in range(NUM_CLASSES)]
-
-
-class RandomImages(torch.utils.data.Dataset):
-    def __init__(self, n: int):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 32, 32, generator=g)
-        self.y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": self.y[i]}
+from trainer_speed import CLASS_COUNTS, NUM_CLASSES, InMemory  # the script folder is on sys.path
 
 
 def run(precision: str, learning_rate: float, steps: int):
@@ -50,7 +35,7 @@ def run(precision: str, learning_rate: float, steps: int):
             bf16=precision == "bf16", fp16=precision == "fp16", disable_tqdm=True, dataloader_drop_last=True,
         )
         trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
-                                      train_dataset=RandomImages(64 * steps), class_counts=CLASS_COUNTS)
+                                      train_dataset=InMemory(64 * steps), class_counts=CLASS_COUNTS)
         trainer.train()
     teacher_dtype = next(trainer.teacher.parameters()).dtype
     frozen = all(torch.equal(v.float().cpu(), before[k].to(v.dtype).float()) for k, v in teacher.state_dict().items())
@@ -68,7 +53,8 @@ def main() -> None:
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         teacher_dtype, frozen, _, first = run(precision, 0.0, 1)
         _, _, moved, logs = run(precision, 0.05, 5)
-        finite = all(math.isfinite(h[k]) for h in logs for k in ("loss", "ce", "cross_group", "within_group", "distill"))
+        terms = ("loss", "ce", "cross_group", "within_group", "distill")
+        finite = all(math.isfinite(h[k]) for h in logs for k in terms)
         rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in ("ce", "cross_group", "within_group")}
         ok = teacher_dtype == dtype and frozen and moved and finite and max(rel.values()) < 0.05
         print(f"{precision}: teacher dtype {teacher_dtype}, teacher frozen {frozen}, student moved {moved}, "

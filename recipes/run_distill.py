@@ -19,7 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 from timm.data import resolve_data_config  # noqa: E402
 

@@ -17,8 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.data import apply_transforms, collate_fn, get_class_counts, load_image_dataset, make_long_tailed
-from ltkd_hf.evaluation import evaluation_report
-from ltkd_hf.evaluation.predict import predict_logits
+from ltkd_hf.evaluation import evaluation_report, predict_logits
 from ltkd_hf.hub import save_student
 from ltkd_hf.models import unwrap_timm
 

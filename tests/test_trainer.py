@@ -220,6 +220,8 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
         (dict(alpha=-1.0), "alpha must be >= 0, got -1.0"),
         (dict(num_groups=0), "num_groups must be an integer >= 1, got 0"),
         (dict(teacher_dtype="half"), "teacher_dtype must be one of"),
+        (dict(lr_decay_epochs=[10.0]), r"lr_decay_epochs=\[10.0\] needs epoch-based training, but max_steps=2"),
+        (dict(lr_decay_rate=0.0), r"lr_decay_rate must be in \(0, 1\], got 0.0"),
     ],
 )
 def test_config_range_checks(tmp_path, overrides, match):
@@ -240,3 +242,40 @@ def test_config_defaults_for_image_distillation(tmp_path):
     assert config.remove_unused_columns is False and config.label_names == ["labels"]
     assert config.distill_loss == "ltkd" and config.ce_weight == 1.0 and config.num_groups == 3
     assert config.loss_hyperparameters() == {"sync_across_processes": True}
+
+
+def test_step_schedule_decays_at_the_given_epochs(tmp_path):
+    from transformers import TrainerCallback
+
+    class RecordLR(TrainerCallback):
+        def __init__(self):
+            self.used = []
+
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            self.used.append(optimizer.param_groups[0]["lr"])
+
+    record = RecordLR()
+    config = make_config(tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3],
+                         lr_decay_rate=0.1)
+    DistillationTrainer(
+        model=make_student(), teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(16),
+        class_counts=CLASS_COUNTS, callbacks=[record],
+    ).train()
+    # 2 steps per epoch: epoch 0 at 0.4, epochs 1-2 at 0.04, epoch 3 at 0.004 (MultiStepLR by epoch)
+    assert record.used == pytest.approx([0.4, 0.4, 0.04, 0.04, 0.04, 0.04, 0.004, 0.004])
+
+
+def test_cross_entropy_alone_needs_no_teacher(tmp_path):
+    student = make_student()
+    before = weights(student)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=None, args=make_config(tmp_path, distill_loss="ce"),
+        train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+    )
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "ce" in h]
+    assert logged and all("cross_group" not in h and h["loss"] == pytest.approx(h["ce"]) for h in logged)
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+    with pytest.raises(ValueError, match="teacher_model is None but distill_loss='ltkd' needs a teacher"):
+        DistillationTrainer(model=make_student(), teacher_model=None, args=make_config(tmp_path),
+                            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS)
