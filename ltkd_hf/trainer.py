@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from .evaluation.metrics import group_accuracy
@@ -205,6 +206,12 @@ class DistillationTrainer(Trainer):
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", lambda logits, labels: logits.argmax(dim=-1))
         super().__init__(model=model, args=args, **kwargs)
+        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.NO:
+            raise ValueError(
+                f"{self.accelerator.num_processes} processes are running, but accelerate set up no distributed "
+                "training, so each process would train its own copy of the student. On CPU pass use_cpu=True "
+                "(--use_cpu true --ddp_backend gloo); on GPUs launch with accelerate launch --multi_gpu or torchrun."
+            )
         # Older transformers decide the GA scaling from this flag alone; our loss takes no loss kwargs.
         self.model_accepts_loss_kwargs = False
 

@@ -29,7 +29,7 @@ from ltkd_hf.hub import check_push_to_hub_ready, push_student, render_model_card
 from ltkd_hf.models import create_student, load_teacher, unwrap_timm  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
-    cross_entropy_args, last_checkpoint, load_long_tailed, save_model_folder, score, stage_args, train_cross_entropy,
+    close_processes, cross_entropy_args, last_checkpoint, load_long_tailed, save_model_folder, score, stage_args, train_cross_entropy,
     with_model_transforms,
 )
 
@@ -141,3 +141,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_processes()

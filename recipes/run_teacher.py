@@ -21,7 +21,8 @@ from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # n
 from ltkd_hf.models import create_student  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
-    cross_entropy_args, load_long_tailed, save_model_folder, score, train_cross_entropy, with_model_transforms,
+    close_processes, cross_entropy_args, load_long_tailed, save_model_folder, score, train_cross_entropy,
+    with_model_transforms,
 )
 
 
@@ -51,3 +52,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_processes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -109,3 +110,13 @@ def save_model_folder(model, folder: Path, label_names, extra_config: dict) -> N
         save_student(model, folder, label_names=label_names, extra_config=extra_config,
                      data_config=resolve_data_config(model=unwrap_timm(model)))
     state.wait_for_everyone()
+
+
+def close_processes() -> None:
+    """End a multi-process run cleanly: free the DDP-wrapped models (their gloo/NCCL reducers) while the process
+    group is alive, then close the group on every process together; in another order the exit can abort
+    ("terminate called without an active exception")."""
+    gc.collect()
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()

@@ -141,3 +141,27 @@ def test_class_counts_recorded_for_run_eval(demo):
     counts = run_eval.recorded_class_counts(str(out / "student"))
     report = json.loads((out / "student" / "report.json").read_text())
     assert counts == report["class_counts"] and np.argmax(counts) == 0
+
+
+def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo): each stage runs DDP on half the batches and scoring gathers
+    the whole balanced test split."""
+    import math
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(REPO / "recipes" / "run_distill.py"), *QUICK, "--output_dir", str(out),
+         "--use_cpu", "true", "--ddp_backend", "gloo"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((out / "student" / "report.json").read_text())
+    assert {m["num_samples"] for m in report["models"].values()} == {300}  # 30 per class, none lost or doubled
+    state = json.loads(next((out / "checkpoints" / "teacher").glob("checkpoint-*/trainer_state.json")).read_text())
+    assert state["global_step"] == math.ceil(sum(report["class_counts"]) / (64 * 2))  # one epoch, batch 64 x 2

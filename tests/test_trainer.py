@@ -144,6 +144,15 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
 
 
+def torchrun(*args, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,18 +163,20 @@ def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
     single = tmp_path / "single.json"
     run_worker("first-step", tmp_path / "one", single, "--batch", 8, "--samples", 8)
     double = tmp_path / "double.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), str(WORKER), "first-step", str(tmp_path / "two"), str(double),
-         "--batch", "4", "--samples", "8"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )
+    proc = torchrun(WORKER, "first-step", tmp_path / "two", double, "--batch", 4, "--samples", 8)
     assert proc.returncode == 0, proc.stderr[-4000:]
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     # float32 sums in another order (all-reduce, then the mean of two halves): agreement to ~1e-5 relative.
     for key in ("ce", "cross_group", "within_group", "distill", "loss"):
         assert two[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+def test_several_processes_without_distributed_setup_are_refused(tmp_path):
+    # On CPU, accelerate sets up DDP only with use_cpu=True; without it every process would train alone.
+    proc = torchrun(WORKER, "first-step", tmp_path / "out", tmp_path / "unused.json", "--no-use-cpu")
+    assert proc.returncode != 0
+    assert "2 processes are running, but accelerate set up no distributed training" in proc.stderr
+    assert "--use_cpu true" in proc.stderr
 
 
 # -- bad input --------------------------------------------------------------------------------------

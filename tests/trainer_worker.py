@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--no-use-cpu", action="store_true", help="leave use_cpu off: accelerate sets up no DDP on CPU")
     opts = parser.parse_args()
 
     if opts.mode == "run":
@@ -59,7 +61,7 @@ def main() -> None:
     else:
         config = make_config(
             opts.output_dir, max_steps=1, learning_rate=0.0, per_device_train_batch_size=opts.batch,
-            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None, use_cpu=not opts.no_use_cpu,
         )
         trainer = DistillationTrainer(
             model=make_student(), teacher_model=make_teacher(), args=config,
@@ -69,6 +71,13 @@ def main() -> None:
         if trainer.is_world_process_zero():
             with open(opts.result, "w") as f:
                 json.dump(trainer.state.log_history[0], f)
+        accelerator = trainer.accelerator
+        accelerator.wait_for_everyone()
+        # Free the DDP model (its gloo reducer) while the process group is alive, then close the group: in the
+        # other order the exit can abort ("terminate called without an active exception").
+        del trainer
+        gc.collect()
+        accelerator.end_training()
 
 
 if __name__ == "__main__":
