@@ -1,6 +1,27 @@
 import os
 
-# Every test runs offline: nothing may reach the Hub.
+# Every test runs offline: nothing may reach the Hub. Set before huggingface_hub is imported (it reads them then).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+from huggingface_hub import constants  # noqa: E402
+
+from hub_server import FakeHub  # noqa: E402
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A running fake Hub that huggingface_hub (and timm's hf-hub: through it) talks to, online for this test."""
+    with FakeHub(max_seconds=120) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        # huggingface_hub reads these at import time; point the already-imported module at the fake Hub
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        yield hub

@@ -12,27 +12,11 @@ import timm
 import torch
 from huggingface_hub import constants
 
-from hub_server import FakeHub
+from hub_server import FakeHub  # the fake_hub fixture lives in conftest.py
 from ltkd_hf.hub import check_push_to_hub_ready, load_student, push_student, render_model_card, save_student
 from ltkd_hf.hub import write_model_card
 
 LABELS = ["head_cls", "mid_cls", "tail_cls"]
-
-
-@pytest.fixture
-def fake_hub(monkeypatch, tmp_path):
-    """A running fake Hub that huggingface_hub (and timm's hf-hub: through it) talks to, online for this test."""
-    with FakeHub(max_seconds=120) as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        # huggingface_hub reads these at import time; point the already-imported module at the fake Hub
-        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-        yield hub
 
 
 def _student_folder(tmp_path: Path) -> tuple[Path, torch.nn.Module]:

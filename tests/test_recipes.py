@@ -165,3 +165,19 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
     assert {m["num_samples"] for m in report["models"].values()} == {300}  # 30 per class, none lost or doubled
     state = json.loads(next((out / "checkpoints" / "teacher").glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["global_step"] == math.ceil(sum(report["class_counts"]) / (64 * 2))  # one epoch, batch 64 x 2
+
+
+def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp_path):
+    out = tmp_path / "run"
+    run_distill.main([*QUICK, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "alice/ltkd-demo",
+                      "--hub_token", fake_hub.token, "--compare_ce_student", "false"])
+    student = out / "student"
+    repo = fake_hub.repos["alice/ltkd-demo"]
+    assert {"model.safetensors", "config.json", "README.md", "report.json", "teacher_bias.png"} <= set(repo.files)
+    assert repo.files["model.safetensors"] == (student / "model.safetensors").read_bytes()
+    assert not any(name.startswith("checkpoint") for name in repo.files)
+    downloaded = timm.create_model("hf-hub:alice/ltkd-demo", pretrained=True).eval()
+    local = timm.create_model(f"local-dir:{student}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(downloaded(x), local(x))

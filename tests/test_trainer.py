@@ -290,3 +290,18 @@ def test_cross_entropy_alone_needs_no_teacher(tmp_path):
     with pytest.raises(ValueError, match="teacher_model is None but distill_loss='ltkd' needs a teacher"):
         DistillationTrainer(model=make_student(), teacher_model=None, args=make_config(tmp_path),
                             train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS)
+
+
+def test_channels_last_changes_memory_format_not_results(tmp_path):
+    logs = []
+    for channels_last in (False, True):
+        student, teacher = make_student(), make_teacher()
+        config = make_config(tmp_path / str(channels_last), max_steps=1, learning_rate=0.0, channels_last=channels_last)
+        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
+                                      train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS)
+        trainer.train()
+        conv = next(p for p in teacher.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+        logs.append(trainer.state.log_history[0])
+    for key in ("ce", "cross_group", "within_group"):
+        assert logs[1][key] == pytest.approx(logs[0][key], rel=1e-4), key
