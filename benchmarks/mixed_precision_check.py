@@ -30,12 +30,27 @@ def run(precision: str, learning_rate: float, steps: int):
     start = {k: v.clone() for k, v in student.state_dict().items()}
     with tempfile.TemporaryDirectory() as out:
         config = DistillationConfig(
-            output_dir=out, per_device_train_batch_size=64, max_steps=steps, learning_rate=learning_rate,
-            optim="sgd", lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none",
-            bf16=precision == "bf16", fp16=precision == "fp16", disable_tqdm=True, dataloader_drop_last=True,
+            output_dir=out,
+            per_device_train_batch_size=64,
+            max_steps=steps,
+            learning_rate=learning_rate,
+            optim="sgd",
+            lr_scheduler_type="constant",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            bf16=precision == "bf16",
+            fp16=precision == "fp16",
+            disable_tqdm=True,
+            dataloader_drop_last=True,
         )
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
-                                      train_dataset=InMemory(64 * steps), class_counts=CLASS_COUNTS)
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=InMemory(64 * steps),
+            class_counts=CLASS_COUNTS,
+        )
         trainer.train()
     teacher_dtype = next(trainer.teacher.parameters()).dtype
     frozen = all(torch.equal(v.float().cpu(), before[k].to(v.dtype).float()) for k, v in teacher.state_dict().items())
@@ -57,9 +72,12 @@ def main() -> None:
         finite = all(math.isfinite(h[k]) for h in logs for k in terms)
         rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in ("ce", "cross_group", "within_group")}
         ok = teacher_dtype == dtype and frozen and moved and finite and max(rel.values()) < 0.05
-        print(f"{precision}: teacher dtype {teacher_dtype}, teacher frozen {frozen}, student moved {moved}, "
-              f"all components finite {finite}, first-step relative difference to fp32 "
-              + ", ".join(f"{k} {v:.2e}" for k, v in rel.items()) + f" -> {'OK' if ok else 'FAIL'}")
+        print(
+            f"{precision}: teacher dtype {teacher_dtype}, teacher frozen {frozen}, student moved {moved}, "
+            f"all components finite {finite}, first-step relative difference to fp32 "
+            + ", ".join(f"{k} {v:.2e}" for k, v in rel.items())
+            + f" -> {'OK' if ok else 'FAIL'}"
+        )
         if not ok:
             failures.append(precision)
     if failures:

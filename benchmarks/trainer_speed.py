@@ -2,10 +2,11 @@
 
 Same models (the paper's CIFAR pair, cifar_resnet32x4 -> cifar_resnet8x4, 100 classes), batch 64, SGD
 (momentum 0.9, weight decay 5e-4, no gradient clipping), in-memory data, the same loss. The trainer runs with
-its defaults, which sync the host once per step (Trainer's logging_nan_inf_filter and our teacher NaN check),
-and once more with both off ("no per-step sync"), which is what the bare loop does. Each configuration is timed over the same
-number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike; the table
-reports the median steps/s and the ratios.
+its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher NaN
+check, and accelerate's blocking copy of each batch to the device), and once more with all three off
+("no per-step sync": accelerator_config={"non_blocking": True}), which is what the bare loop does. Each configuration is timed
+over the same number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike;
+the table reports the median steps/s and the ratios.
 
     python benchmarks/trainer_speed.py                  # CPU
     python benchmarks/trainer_speed.py --device cuda --bf16
@@ -69,17 +70,37 @@ def trainer_steps_per_s(loss: str, data: InMemory, opts, device: torch.device, s
     timer = StepTimer(opts.warmup, device)
     with tempfile.TemporaryDirectory() as out:
         config = DistillationConfig(
-            output_dir=out, per_device_train_batch_size=opts.batch, max_steps=opts.warmup + opts.steps,
-            learning_rate=0.05, weight_decay=5e-4, optim="sgd", optim_args="momentum=0.9",
-            lr_scheduler_type="constant", save_strategy="no", logging_steps=10**9, report_to="none",
-            use_cpu=device.type == "cpu", bf16=opts.bf16, dataloader_num_workers=0, disable_tqdm=True,
-            distill_loss=loss, dataloader_drop_last=True, dataloader_pin_memory=device.type == "cuda",
+            output_dir=out,
+            per_device_train_batch_size=opts.batch,
+            max_steps=opts.warmup + opts.steps,
+            learning_rate=0.05,
+            weight_decay=5e-4,
+            optim="sgd",
+            optim_args="momentum=0.9",
+            lr_scheduler_type="constant",
+            save_strategy="no",
+            logging_steps=10**9,
+            report_to="none",
+            use_cpu=device.type == "cpu",
+            bf16=opts.bf16,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+            distill_loss=loss,
+            dataloader_drop_last=True,
+            dataloader_pin_memory=device.type == "cuda",
             max_grad_norm=0.0,  # the CIFAR recipe (and the bare loop) do not clip gradients
             # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher NaN/inf check
-            logging_nan_inf_filter=not sync_free, check_teacher_finite=not sync_free,
+            logging_nan_inf_filter=not sync_free,
+            check_teacher_finite=not sync_free,
+            # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
+            accelerator_config={"non_blocking": sync_free},
         )
         DistillationTrainer(
-            model=student, teacher_model=teacher, args=config, train_dataset=data, class_counts=CLASS_COUNTS,
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=data,
+            class_counts=CLASS_COUNTS,
             callbacks=[timer],
         ).train()
     return opts.steps / (timer.end - timer.start)
@@ -94,8 +115,9 @@ def bare_loop_steps_per_s(data: InMemory, opts, device: torch.device) -> float:
         teacher.to(torch.bfloat16)
     loss_fn = create_loss("ltkd", groups=ClassGroups.from_counts(CLASS_COUNTS, 3)).to(device)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    loader = torch.utils.data.DataLoader(data, batch_size=opts.batch, shuffle=True, drop_last=True,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=opts.batch, shuffle=True, drop_last=True, pin_memory=device.type == "cuda"
+    )
     step, start = 0, None
     while True:
         for batch in loader:
@@ -131,18 +153,23 @@ def main() -> None:
     device = torch.device(opts.device)
     data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
     runs: dict[str, list[float]] = {
-        "bare loop (LTKD)": [], "DistillationTrainer (LTKD)": [], "DistillationTrainer (KD)": [],
-        "DistillationTrainer (LTKD, no per-step sync)": [], "DistillationTrainer (KD, no per-step sync)": [],
+        "bare loop (LTKD)": [],
+        "DistillationTrainer (LTKD)": [],
+        "DistillationTrainer (KD)": [],
+        "DistillationTrainer (LTKD, no per-step sync)": [],
+        "DistillationTrainer (KD, no per-step sync)": [],
     }
     for _ in range(opts.rounds):
         runs["bare loop (LTKD)"].append(bare_loop_steps_per_s(data, opts, device))
         for loss in ("ltkd", "kd"):
             runs[f"DistillationTrainer ({loss.upper()})"].append(trainer_steps_per_s(loss, data, opts, device))
             runs[f"DistillationTrainer ({loss.upper()}, no per-step sync)"].append(
-                trainer_steps_per_s(loss, data, opts, device, sync_free=True))
+                trainer_steps_per_s(loss, data, opts, device, sync_free=True)
+            )
     med = {k: statistics.median(v) for k, v in runs.items()}
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{name}, batch {opts.batch}, {'bf16' if opts.bf16 else 'fp32'}, median of {opts.rounds} rounds x {opts.steps} steps\n")
+    precision = "bf16" if opts.bf16 else "fp32"
+    print(f"\n{name}, batch {opts.batch}, {precision}, median of {opts.rounds} rounds x {opts.steps} steps\n")
     print("| loop | steps/s |\n|---|---|")
     for k, v in med.items():
         print(f"| {k} | {v:.2f} |")

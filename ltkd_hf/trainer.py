@@ -35,50 +35,67 @@ class DistillationConfig(TrainingArguments):
     """
 
     distill_loss: str = field(
-        default="ltkd", metadata={"help": "Distillation loss: one of the registered names (ltkd, kd, dkd, dist, bkd, ce)."}
+        default="ltkd",
+        metadata={"help": "Distillation loss: one of the registered names (ltkd, kd, dkd, dist, bkd, ce)."},
     )
     temperature: float | None = field(
         default=None, metadata={"help": "Softmax temperature T (> 0). Default: the loss's own (LTKD 4.0)."}
     )
     alpha: float | None = field(
-        default=None, metadata={"help": "LTKD cross-group weight (DKD: target weight). Default: the loss's own (LTKD 6.0)."}
+        default=None,
+        metadata={"help": "LTKD cross-group weight (DKD: target weight). Default: the loss's own (LTKD 6.0)."},
     )
     beta: float | None = field(
         default=None,
         metadata={"help": "LTKD within-group weight (DKD: non-target weight). Default: the loss's own (LTKD 6.0)."},
     )
-    ce_weight: float = field(default=1.0, metadata={"help": "Weight of the student's cross-entropy on the labels (>= 0)."})
+    ce_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the student's cross-entropy on the labels (>= 0)."}
+    )
     num_groups: int = field(
-        default=3, metadata={"help": "K, the number of frequency groups (3 = head/medium/tail, 33%/34%/33% of classes)."}
+        default=3,
+        metadata={"help": "K, the number of frequency groups (3 = head/medium/tail, 33%/34%/33% of classes)."},
     )
     rebalance: bool | None = field(
         default=None, metadata={"help": "LTKD: rebalance the teacher's cross-group mass over the batch (default on)."}
     )
     reweight: bool | None = field(
-        default=None, metadata={"help": "LTKD: weight every within-group KL by beta instead of the teacher's mass (default on)."}
+        default=None,
+        metadata={"help": "LTKD: weight every within-group KL by beta instead of the teacher's mass (default on)."},
     )
     warmup_epochs: float = field(
         default=0.0,
-        metadata={"help": "Epochs over which the distillation term ramps linearly from 0 to full weight (CIFAR recipes: 20)."},
+        metadata={
+            "help": "Epochs over which the distillation term ramps linearly from 0 to full weight (CIFAR recipes: 20)."
+        },
     )
     sync_group_stats: bool = field(
-        default=True, metadata={"help": "All-reduce LTKD's batch group sums across processes (global-batch rebalancing)."}
+        default=True,
+        metadata={"help": "All-reduce LTKD's batch group sums across processes (global-batch rebalancing)."},
     )
     teacher_dtype: str = field(
         default="auto",
-        metadata={"help": "Teacher weights dtype: auto (bf16/fp16 on GPU when mixed precision is on, else float32), "
-                  "float32, bfloat16 or float16."},
+        metadata={
+            "help": "Teacher weights dtype: auto (bf16/fp16 on GPU when mixed precision is on, else float32), "
+            "float32, bfloat16 or float16."
+        },
     )
-    channels_last: bool = field(default=False, metadata={"help": "Run student and teacher in channels-last memory format."})
+    channels_last: bool = field(
+        default=False, metadata={"help": "Run student and teacher in channels-last memory format."}
+    )
     check_teacher_finite: bool = field(
         default=True,
-        metadata={"help": "Stop with the step number when the teacher's logits hold NaN/inf (one host sync per step, "
-                  "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."},
+        metadata={
+            "help": "Stop with the step number when the teacher's logits hold NaN/inf (one host sync per step, "
+            "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."
+        },
     )
     lr_decay_epochs: list[float] | None = field(
         default=None,
-        metadata={"help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
-                  "(CIFAR recipes: 150 180 210). Replaces lr_scheduler_type; needs epoch-based training."},
+        metadata={
+            "help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
+            "(CIFAR recipes: 150 180 210). Replaces lr_scheduler_type; needs epoch-based training."
+        },
     )
     lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate <= 1)."})
 
@@ -106,8 +123,8 @@ class DistillationConfig(TrainingArguments):
         if self.lr_decay_epochs is not None:
             if self.max_steps > 0:
                 raise ValueError(
-                    f"lr_decay_epochs={self.lr_decay_epochs} needs epoch-based training, but max_steps={self.max_steps}; "
-                    "set num_train_epochs instead of max_steps."
+                    f"lr_decay_epochs={self.lr_decay_epochs} needs epoch-based training, but "
+                    f"max_steps={self.max_steps}; set num_train_epochs instead of max_steps."
                 )
             if any(not e > 0 for e in self.lr_decay_epochs):
                 raise ValueError(f"lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
@@ -157,7 +174,8 @@ class DistillationTrainer(Trainer):
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
         teacher_model: a timm model (e.g. from `ltkd_hf.models.load_teacher`); ``None`` only with
-            ``distill_loss="ce"``, which trains the model with cross-entropy alone (the biased teacher, or a baseline).
+            ``distill_loss="ce"``, which trains the model with cross-entropy alone (the biased teacher, a
+            baseline).
         args: a `DistillationConfig`.
         class_counts: training images per class; with ``args.num_groups`` they define the groups.
         groups: explicit `ClassGroups` instead of ``class_counts`` (BKD still needs ``class_counts``).
@@ -192,7 +210,8 @@ class DistillationTrainer(Trainer):
         if groups is None:
             groups = ClassGroups.from_counts(class_counts, args.num_groups)
         num_classes = _num_classes(model)
-        for what, n in (("class_counts", None if class_counts is None else len(class_counts)), ("groups", groups.num_classes)):
+        sizes = {"class_counts": None if class_counts is None else len(class_counts), "groups": groups.num_classes}
+        for what, n in sizes.items():
             if n is not None and n != num_classes:
                 raise ValueError(
                     f"{what} covers {n} classes but the student has {num_classes} outputs; build the student with "
@@ -202,7 +221,9 @@ class DistillationTrainer(Trainer):
             check_teacher_matches(unwrap_timm(teacher_model), num_classes=num_classes, label_names=_label_names(model))
 
         self.groups = groups
-        self.loss_fn = create_loss(args.distill_loss, groups=groups, class_counts=class_counts, **args.loss_hyperparameters())
+        self.loss_fn = create_loss(
+            args.distill_loss, groups=groups, class_counts=class_counts, **args.loss_hyperparameters()
+        )
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", lambda logits, labels: logits.argmax(dim=-1))
         super().__init__(model=model, args=args, **kwargs)
@@ -225,7 +246,11 @@ class DistillationTrainer(Trainer):
         self._component_counts = {"train": 0, "eval": 0}
         logger.info(
             "Objective: %s * CE + ramp(%s warmup epochs) * [%s]; groups %s sizes %s",
-            args.ce_weight, args.warmup_epochs, self.loss_fn.describe(), list(groups.names), groups.sizes,
+            args.ce_weight,
+            args.warmup_epochs,
+            self.loss_fn.describe(),
+            list(groups.names),
+            groups.sizes,
         )
 
     # -- teacher -------------------------------------------------------------------------------
@@ -268,8 +293,9 @@ class DistillationTrainer(Trainer):
         finite, self._teacher_finite = self._teacher_finite, None
         if finite is not None and not finite:  # before the optimizer step: the student never trains on NaN
             raise ValueError(
-                f"The teacher produced non-finite (NaN/inf) logits at step {self.state.global_step}; training stopped "
-                "before the optimizer used them. Check the teacher checkpoint, its input normalisation and teacher_dtype."
+                f"The teacher produced non-finite (NaN/inf) logits at step {self.state.global_step}; training "
+                "stopped before the optimizer used them. Check the teacher checkpoint, its input normalisation "
+                "and teacher_dtype."
             )
         return loss
 

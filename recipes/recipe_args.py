@@ -19,17 +19,23 @@ class DataArguments:
         default="builtin:digits",
         metadata={"help": "Hub dataset id, local imagefolder, save_to_disk folder, or builtin:digits (offline demo)."},
     )
-    imbalance_factor: float = field(default=100.0, metadata={"help": "rho = n_max / n_min of the long-tailed split (>= 1)."})
+    imbalance_factor: float = field(
+        default=100.0, metadata={"help": "rho = n_max / n_min of the long-tailed split (>= 1)."}
+    )
     lt_seed: int = field(default=0, metadata={"help": "Seed of the LDAM-DRW row selection."})
     lt_profile: str = field(default="exp", metadata={"help": "Long-tail profile: exp or step."})
     lt_exponent: str = field(
-        default="standard", metadata={"help": "exp profile exponent: standard (c/(C-1), the community split) or paper (c/C)."}
+        default="standard",
+        metadata={"help": "exp profile exponent: standard (c/(C-1), the community split) or paper (c/C)."},
     )
     class_order_seed: int | None = field(
-        default=None, metadata={"help": "Shuffle which classes become head/tail with this seed (default: class 0 = head)."}
+        default=None,
+        metadata={"help": "Shuffle which classes become head/tail with this seed (default: class 0 = head)."},
     )
     train_split: str | None = field(default=None, metadata={"help": "Training split name (default: train)."})
-    test_split: str | None = field(default=None, metadata={"help": "Balanced test split name (default: test/validation)."})
+    test_split: str | None = field(
+        default=None, metadata={"help": "Balanced test split name (default: test/validation)."}
+    )
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
 
@@ -41,28 +47,34 @@ class ModelArguments:
     student: str = field(default="cifar_wrn_40_1", metadata={"help": "timm architecture of the student."})
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Teacher: timm name (+ --teacher_checkpoint), local-dir:/hf-hub: spec or a saved folder. "
-                  "Default: train a biased teacher with cross-entropy on the same long-tailed split first."},
+        metadata={
+            "help": "Teacher: timm name (+ --teacher_checkpoint), local-dir:/hf-hub: spec or a saved folder. "
+            "Default: train a biased teacher with cross-entropy on the same long-tailed split first."
+        },
     )
     teacher_checkpoint: str | None = field(default=None, metadata={"help": "A .safetensors state dict for --teacher."})
     teacher_architecture: str = field(
-        default="cifar_resnet8x4", metadata={"help": "timm architecture of the teacher trained when --teacher is not given."}
+        default="cifar_resnet8x4",
+        metadata={"help": "timm architecture of the teacher trained when --teacher is not given."},
     )
     teacher_epochs: float = field(default=30.0, metadata={"help": "Epochs of the cross-entropy teacher run."})
     teacher_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the teacher run (default: --learning_rate)."}
     )
     input_size: int | None = field(
-        default=None, metadata={"help": "Train and evaluate at this square input size instead of the architectures' own "
-                                "(e.g. 64 for TinyImageNet with the CIFAR architectures)."}
+        default=None,
+        metadata={
+            "help": "Train and evaluate at this square input size instead of the architectures' own "
+            "(e.g. 64 for TinyImageNet with the CIFAR architectures)."
+        },
     )
     allow_unsafe_pickle: bool = field(
-        default=False, metadata={"help": "Allow a pickled (.pt/.pth/.bin) teacher checkpoint. Only for files you trust."}
+        default=False,
+        metadata={"help": "Allow a pickled (.pt/.pth/.bin) teacher checkpoint. Only for files you trust."},
     )
     compare_ce_student: bool = field(
         default=True, metadata={"help": "Also train the student with cross-entropy alone, for the comparison table."}
     )
-
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for timm.create_model shared by teacher and student."""
@@ -81,7 +93,9 @@ def parse_with_config(dataclass_types: tuple, argv: list[str] | None = None) -> 
     parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it.")
     if known.config is not None:
         if not os.path.isfile(known.config):
-            raise FileNotFoundError(f"--config {known.config!r} does not exist; pass a YAML file such as recipes/configs/demo.yaml.")
+            raise FileNotFoundError(
+                f"--config {known.config!r} does not exist; pass a YAML file such as recipes/configs/demo.yaml."
+            )
         with open(known.config) as f:
             values = yaml.safe_load(f) or {}
         if not isinstance(values, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,14 @@ from ltkd_hf.hub import check_push_to_hub_ready, push_student, render_model_card
 from ltkd_hf.models import create_student, load_teacher, unwrap_timm  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
-    close_processes, cross_entropy_args, last_checkpoint, load_long_tailed, save_model_folder, score, stage_args, train_cross_entropy,
+    close_processes,
+    cross_entropy_args,
+    last_checkpoint,
+    load_long_tailed,
+    save_model_folder,
+    score,
+    stage_args,
+    train_cross_entropy,
     with_model_transforms,
 )
 
@@ -41,11 +49,12 @@ def check_output_dir(path: str) -> None:
     """Fail before any training when the output folder cannot be written."""
     try:
         os.makedirs(path, exist_ok=True)
-        probe = Path(path) / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # one per process: no race
+            pass
     except OSError as err:
-        raise ValueError(f"--output_dir {path!r} cannot be written ({err.strerror}); pass a folder you can write to.") from err
+        raise ValueError(
+            f"--output_dir {path!r} cannot be written ({err.strerror}); pass a folder you can write to."
+        ) from err
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -53,8 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
         argv = ["--config", str(DEMO_CONFIG), *argv]
     data_args, model_args, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO if PartialState().is_main_process else logging.WARNING)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if PartialState().is_main_process else logging.WARNING,
+    )
 
     # Everything that can be wrong with the command fails here, before any training.
     check_output_dir(config.output_dir)
@@ -62,8 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     hub_token = check_push_to_hub_ready(repo_id, config.hub_token) if config.push_to_hub else None
     teacher = None
     if model_args.teacher is not None:
-        teacher = load_teacher(model_args.teacher, checkpoint=model_args.teacher_checkpoint,
-                               allow_unsafe_pickle=model_args.allow_unsafe_pickle)
+        teacher = load_teacher(
+            model_args.teacher,
+            checkpoint=model_args.teacher_checkpoint,
+            allow_unsafe_pickle=model_args.allow_unsafe_pickle,
+        )
     data = load_long_tailed(data_args)
     groups = ClassGroups.from_counts(data.class_counts, config.num_groups)
     num_classes, out = len(data.class_counts), Path(config.output_dir)
@@ -73,11 +87,15 @@ def main(argv: list[str] | None = None) -> dict:
     if teacher is None:  # the biased teacher: plain cross-entropy on the same long-tailed split
         teacher_dir = out / "teacher"
         if not (teacher_dir / "model.safetensors").is_file():
-            model = create_student(model_args.teacher_architecture, num_classes=num_classes,
-                                   label_names=data.label_names, **model_kwargs)
+            model = create_student(
+                model_args.teacher_architecture, num_classes=num_classes, label_names=data.label_names, **model_kwargs
+            )
             lr = model_args.teacher_learning_rate or config.learning_rate
-            train_cross_entropy(model, cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs,
-                                                          learning_rate=lr), data)
+            train_cross_entropy(
+                model,
+                cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr),
+                data,
+            )
             save_model_folder(model, teacher_dir, data.label_names, provenance)
         teacher = load_teacher(str(teacher_dir))
     teacher_name = model_args.teacher or f"{model_args.teacher_architecture} (cross-entropy on the same split)"
@@ -86,8 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.compare_ce_student:
         ce_dir = out / "student_ce"
         if not (ce_dir / "model.safetensors").is_file():
-            ce_student = create_student(model_args.student, num_classes=num_classes, label_names=data.label_names,
-                                        **model_kwargs)
+            ce_student = create_student(
+                model_args.student, num_classes=num_classes, label_names=data.label_names, **model_kwargs
+            )
             train_cross_entropy(ce_student, cross_entropy_args(config, "student_ce"), data)
             save_model_folder(ce_student, ce_dir, data.label_names, provenance)
         results["student (CE)"] = load_teacher(str(ce_dir))  # frozen, eval: it is only scored from here on
@@ -96,9 +115,16 @@ def main(argv: list[str] | None = None) -> dict:
     train, test, student_cfg = with_model_transforms(data, student)
     to_teacher = normalization_converter(student_cfg, resolve_data_config(model=unwrap_timm(teacher)))
     args = stage_args(config, "student")
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=train,
-                                  eval_dataset=test, class_counts=data.class_counts,
-                                  teacher_input_transform=to_teacher, data_collator=collate_fn)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        class_counts=data.class_counts,
+        teacher_input_transform=to_teacher,
+        data_collator=collate_fn,
+    )
     trainer.train(resume_from_checkpoint=last_checkpoint(args))
     loss_label = f"student ({config.distill_loss.upper()})"
     results[loss_label] = student
@@ -110,24 +136,50 @@ def main(argv: list[str] | None = None) -> dict:
     for name, model in results.items():
         reports[name], _ = score(model, test, data.class_counts, config.num_groups, batch)
     student_dir = out / "student"
-    save_model_folder(student, student_dir, data.label_names,
-                      {"ltkd": {**provenance["ltkd"], "distill_loss": trainer.loss_fn.describe()}})
+    save_model_folder(
+        student,
+        student_dir,
+        data.label_names,
+        {"ltkd": {**provenance["ltkd"], "distill_loss": trainer.loss_fn.describe()}},
+    )
     if PartialState().is_main_process:
         mass = group_mass(teacher_probs, groups)
-        metadata = {**data.description, "teacher": teacher_name, "student": model_args.student,
-                    "distill_loss": trainer.loss_fn.describe(), "seed": config.seed,
-                    "evaluated": "last-epoch weights", "epochs": config.num_train_epochs}
-        paths = write_report(student_dir, reports, class_counts=data.class_counts, groups=groups,
-                             teacher_group_mass=mass, metadata=metadata)
+        metadata = {
+            **data.description,
+            "teacher": teacher_name,
+            "student": model_args.student,
+            "distill_loss": trainer.loss_fn.describe(),
+            "seed": config.seed,
+            "evaluated": "last-epoch weights",
+            "epochs": config.num_train_epochs,
+        }
+        paths = write_report(
+            student_dir,
+            reports,
+            class_counts=data.class_counts,
+            groups=groups,
+            teacher_group_mass=mass,
+            metadata=metadata,
+        )
         table = format_group_table(reports, groups.names)
         card = render_model_card(
-            model_name=repo_id, architecture=model_args.student, teacher=teacher_name,
-            dataset=data_args.dataset, imbalance_factor=data_args.imbalance_factor, num_groups=config.num_groups,
-            group_names=list(groups.names), loss_name=config.distill_loss,
-            loss_config={"description": trainer.loss_fn.describe(), "ce_weight": config.ce_weight,
-                         "warmup_epochs": config.warmup_epochs, "epochs": config.num_train_epochs},
+            model_name=repo_id,
+            architecture=model_args.student,
+            teacher=teacher_name,
+            dataset=data_args.dataset,
+            imbalance_factor=data_args.imbalance_factor,
+            num_groups=config.num_groups,
+            group_names=list(groups.names),
+            loss_name=config.distill_loss,
+            loss_config={
+                "description": trainer.loss_fn.describe(),
+                "ce_weight": config.ce_weight,
+                "warmup_epochs": config.warmup_epochs,
+                "epochs": config.num_train_epochs,
+            },
             results={k: v for k, v in reports[loss_label].items() if k.startswith("accuracy")},
-            plots=[p.name for k, p in paths.items() if k.endswith("plot")], comparison_table=table,
+            plots=[p.name for k, p in paths.items() if k.endswith("plot")],
+            comparison_table=table,
         )
         write_model_card(student_dir, card)
         if config.push_to_hub:

@@ -47,13 +47,22 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--model is required: a student folder (e.g. outputs/ltkd-demo/student) or a Hub id.")
     model = load_student(eval_args.model)
     counts = recorded_class_counts(eval_args.model) or load_long_tailed(data_args).class_counts
-    split = load_image_dataset(data_args.dataset, split=data_args.test_split, image_column=data_args.image_column,
-                               label_column=data_args.label_column)["test"]
+    split = load_image_dataset(
+        data_args.dataset,
+        split=data_args.test_split,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+    )["test"]
     test = apply_transforms({"test": split}, resolve_data_config(model=model))["test"]
     report, _ = score(model, test, counts, eval_args.num_groups, eval_args.batch_size)
     groups = ClassGroups.from_counts(counts, eval_args.num_groups)
-    write_report(eval_args.output_dir, {eval_args.model: report}, class_counts=counts, groups=groups,
-                 metadata={"model": eval_args.model, "dataset": data_args.dataset, "split": data_args.test_split or "test"})
+    write_report(
+        eval_args.output_dir,
+        {eval_args.model: report},
+        class_counts=counts,
+        groups=groups,
+        metadata={"model": eval_args.model, "dataset": data_args.dataset, "split": data_args.test_split or "test"},
+    )
     print(format_group_table({eval_args.model: report}, groups.names))
     return report
 

@@ -21,7 +21,12 @@ from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # n
 from ltkd_hf.models import create_student  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
-    close_processes, cross_entropy_args, load_long_tailed, save_model_folder, score, train_cross_entropy,
+    close_processes,
+    cross_entropy_args,
+    load_long_tailed,
+    save_model_folder,
+    score,
+    train_cross_entropy,
     with_model_transforms,
 )
 
@@ -30,21 +35,40 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), argv)
     data = load_long_tailed(data_args)
     groups = ClassGroups.from_counts(data.class_counts, config.num_groups)
-    teacher = create_student(model_args.teacher_architecture, num_classes=len(data.class_counts),
-                             label_names=data.label_names, **model_args.model_kwargs())
+    teacher = create_student(
+        model_args.teacher_architecture,
+        num_classes=len(data.class_counts),
+        label_names=data.label_names,
+        **model_args.model_kwargs(),
+    )
     lr = model_args.teacher_learning_rate or config.learning_rate
-    train_cross_entropy(teacher, cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs,
-                                                    learning_rate=lr), data)
+    train_cross_entropy(
+        teacher,
+        cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr),
+        data,
+    )
     folder = Path(config.output_dir) / "teacher"
-    save_model_folder(teacher, folder, data.label_names,
-                      {"ltkd": {**data.description, "groups": groups.to_dict(), "class_counts": data.class_counts}})
+    save_model_folder(
+        teacher,
+        folder,
+        data.label_names,
+        {"ltkd": {**data.description, "groups": groups.to_dict(), "class_counts": data.class_counts}},
+    )
     _, test, _ = with_model_transforms(data, teacher)
     report, probs = score(teacher, test, data.class_counts, config.num_groups, config.per_device_eval_batch_size)
     if PartialState().is_main_process:
-        write_report(folder, {"teacher": report}, class_counts=data.class_counts, groups=groups,
-                     teacher_group_mass=group_mass(probs, groups),
-                     metadata={**data.description, "teacher": model_args.teacher_architecture,
-                               "evaluated": "last-epoch weights"})
+        write_report(
+            folder,
+            {"teacher": report},
+            class_counts=data.class_counts,
+            groups=groups,
+            teacher_group_mass=group_mass(probs, groups),
+            metadata={
+                **data.description,
+                "teacher": model_args.teacher_architecture,
+                "evaluated": "last-epoch weights",
+            },
+        )
         print(format_group_table({"teacher": report}, groups.names))
         print(f"Teacher folder: {folder}")
     return report

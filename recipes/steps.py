@@ -40,21 +40,44 @@ class LongTailedData:
 
 def load_long_tailed(args: DataArguments) -> LongTailedData:
     """Load ``args.dataset`` and build its long-tailed training split (LTKD.md §4); test stays balanced."""
-    splits = load_image_dataset(args.dataset, split=args.train_split, image_column=args.image_column,
-                                label_column=args.label_column)
-    test = splits["test"] if args.test_split is None else load_image_dataset(
-        args.dataset, split=args.test_split, image_column=args.image_column, label_column=args.label_column)["test"]
-    train = make_long_tailed(splits["train"], args.imbalance_factor, seed=args.lt_seed, profile=args.lt_profile,
-                             exponent=args.lt_exponent, class_order_seed=args.class_order_seed)
+    splits = load_image_dataset(
+        args.dataset, split=args.train_split, image_column=args.image_column, label_column=args.label_column
+    )
+    test = (
+        splits["test"]
+        if args.test_split is None
+        else load_image_dataset(
+            args.dataset, split=args.test_split, image_column=args.image_column, label_column=args.label_column
+        )["test"]
+    )
+    train = make_long_tailed(
+        splits["train"],
+        args.imbalance_factor,
+        seed=args.lt_seed,
+        profile=args.lt_profile,
+        exponent=args.lt_exponent,
+        class_order_seed=args.class_order_seed,
+    )
     counts = get_class_counts(train)
     names = list(train.features["label"].names)
     description = {
-        "dataset": args.dataset, "imbalance_factor": args.imbalance_factor, "lt_seed": args.lt_seed,
-        "lt_profile": args.lt_profile, "lt_exponent": args.lt_exponent, "class_order_seed": args.class_order_seed,
-        "train_images": int(sum(counts)), "test_images": len(test), "num_classes": len(counts),
+        "dataset": args.dataset,
+        "imbalance_factor": args.imbalance_factor,
+        "lt_seed": args.lt_seed,
+        "lt_profile": args.lt_profile,
+        "lt_exponent": args.lt_exponent,
+        "class_order_seed": args.class_order_seed,
+        "train_images": int(sum(counts)),
+        "test_images": len(test),
+        "num_classes": len(counts),
     }
-    logger.info("Long-tailed train split: %d images, %d classes, counts %d..%d", sum(counts), len(counts),
-                max(counts), min(counts))
+    logger.info(
+        "Long-tailed train split: %d images, %d classes, counts %d..%d",
+        sum(counts),
+        len(counts),
+        max(counts),
+        min(counts),
+    )
     return LongTailedData(train, test, counts, names, description)
 
 
@@ -88,16 +111,25 @@ def last_checkpoint(args: DistillationConfig) -> str | None:
 def train_cross_entropy(model, args: DistillationConfig, data: LongTailedData) -> None:
     """Train ``model`` with plain cross-entropy on the long-tailed split (the biased teacher, or the CE student)."""
     train, test, _ = with_model_transforms(data, model)
-    trainer = DistillationTrainer(model=model, teacher_model=None, args=args, train_dataset=train, eval_dataset=test,
-                                  class_counts=data.class_counts, data_collator=collate_fn)
+    trainer = DistillationTrainer(
+        model=model,
+        teacher_model=None,
+        args=args,
+        train_dataset=train,
+        eval_dataset=test,
+        class_counts=data.class_counts,
+        data_collator=collate_fn,
+    )
     trainer.train(resume_from_checkpoint=last_checkpoint(args))
 
 
-def score(model, test: Dataset, class_counts, num_groups: int, batch_size: int,
-          input_transform=None) -> tuple[dict, np.ndarray]:
+def score(
+    model, test: Dataset, class_counts, num_groups: int, batch_size: int, input_transform=None
+) -> tuple[dict, np.ndarray]:
     """The evaluation report of ``model`` on the balanced test split, and its probabilities."""
-    logits, labels = predict_logits(model, test, collate_fn=collate_fn, batch_size=batch_size,
-                                    input_transform=input_transform)
+    logits, labels = predict_logits(
+        model, test, collate_fn=collate_fn, batch_size=batch_size, input_transform=input_transform
+    )
     report = evaluation_report(logits.argmax(-1), labels, class_counts=class_counts, num_groups=num_groups)
     probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
     return report, probs
@@ -107,8 +139,13 @@ def save_model_folder(model, folder: Path, label_names, extra_config: dict) -> N
     """Write the canonical student folder on the main process only; every process waits for it."""
     state = PartialState()
     if state.is_main_process:
-        save_student(model, folder, label_names=label_names, extra_config=extra_config,
-                     data_config=resolve_data_config(model=unwrap_timm(model)))
+        save_student(
+            model,
+            folder,
+            label_names=label_names,
+            extra_config=extra_config,
+            data_config=resolve_data_config(model=unwrap_timm(model)),
+        )
     state.wait_for_everyone()
 
 

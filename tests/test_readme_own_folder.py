@@ -27,16 +27,23 @@ def write_folder(root: Path) -> None:
 
 def test_readme_command_on_an_image_folder(tmp_path):
     readme = (REPO / "README.md").read_text()
-    command = ("accelerate launch recipes/run_distill.py --dataset my_images --imbalance_factor 1 "
-               "--output_dir outputs/my-run")
+    command = (
+        "accelerate launch recipes/run_distill.py --dataset my_images --imbalance_factor 1 --output_dir outputs/my-run"
+    )
     assert command in readme  # the test runs what the README says
     write_folder(tmp_path / "my_images")
     args = command.split()[2:]
     args[0] = str(REPO / args[0])  # the recipe from this checkout; data and outputs relative to the user's folder
     shorter = ["--num_train_epochs", "1", "--teacher_epochs", "1"]  # the only addition: 1-epoch stages
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *args, *shorter],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *args, *shorter],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     student = tmp_path / "outputs" / "my-run" / "student"
     report = json.loads((student / "report.json").read_text())

@@ -41,8 +41,15 @@ def demo(tmp_path_factory):
 def test_demo_writes_folder_card_report_and_plots(demo, capsys):
     out, _, reports = demo
     student = out / "student"
-    for name in ("model.safetensors", "config.json", "README.md", "report.json", "report.md",
-                 "per_class_accuracy.png", "teacher_bias.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "report.json",
+        "report.md",
+        "per_class_accuracy.png",
+        "teacher_bias.png",
+    ):
         assert (student / name).is_file(), name
     assert (out / "teacher" / "model.safetensors").is_file() and (out / "student_ce" / "model.safetensors").is_file()
     assert set(reports) == {"teacher", "student (CE)", "student (LTKD)"}
@@ -69,8 +76,9 @@ def test_demo_writes_folder_card_report_and_plots(demo, capsys):
 
 def test_run_eval_reproduces_the_report(demo, tmp_path):
     out, _, reports = demo
-    report = run_eval.main(["--model", str(out / "student"), "--dataset", "builtin:digits",
-                            "--output_dir", str(tmp_path)])
+    report = run_eval.main(
+        ["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path)]
+    )
     for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
         assert report[key] == pytest.approx(reports["student (LTKD)"][key])
     assert json.loads((tmp_path / "report.json").read_text())["models"]
@@ -102,7 +110,8 @@ def test_every_config_parses_into_the_dataclasses(path):
 def test_command_line_overrides_the_config(tmp_path):
     path = REPO / "recipes" / "configs" / "cifar100_lt_r100_resnet32x4_resnet8x4.yaml"
     data, model, config = parse_with_config(
-        (DataArguments, ModelArguments, DistillationConfig), ["--config", str(path), "--distill_loss", "dkd"])
+        (DataArguments, ModelArguments, DistillationConfig), ["--config", str(path), "--distill_loss", "dkd"]
+    )
     assert config.distill_loss == "dkd" and data.imbalance_factor == 100 and model.student == "cifar_resnet8x4"
     bad = tmp_path / "bad.yaml"
     bad.write_text("imbalance_factr: 10\n")
@@ -113,7 +122,9 @@ def test_command_line_overrides_the_config(tmp_path):
 # -- bad input fails before any training ----------------------------------------------------------
 def test_missing_teacher_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_teacher"):
-        run_distill.main([*QUICK, "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "no_such_teacher")])
+        run_distill.main(
+            [*QUICK, "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "no_such_teacher")]
+        )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -131,8 +142,17 @@ def test_push_to_hub_without_a_token(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
     with pytest.raises(ValueError, match="HF_TOKEN"):
-        run_distill.main([*QUICK, "--output_dir", str(tmp_path / "out"), "--push_to_hub", "true",
-                          "--hub_model_id", "alice/ltkd-demo"])
+        run_distill.main(
+            [
+                *QUICK,
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--push_to_hub",
+                "true",
+                "--hub_model_id",
+                "alice/ltkd-demo",
+            ]
+        )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
 
@@ -155,10 +175,29 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
         port = s.getsockname()[1]
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), str(REPO / "recipes" / "run_distill.py"), *QUICK, "--output_dir", str(out),
-         "--use_cpu", "true", "--ddp_backend", "gloo"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(port),
+            str(REPO / "recipes" / "run_distill.py"),
+            *QUICK,
+            "--output_dir",
+            str(out),
+            "--use_cpu",
+            "true",
+            "--ddp_backend",
+            "gloo",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "student" / "report.json").read_text())
@@ -169,8 +208,21 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
 
 def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp_path):
     out = tmp_path / "run"
-    run_distill.main([*QUICK, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "alice/ltkd-demo",
-                      "--hub_token", fake_hub.token, "--compare_ce_student", "false"])
+    run_distill.main(
+        [
+            *QUICK,
+            "--output_dir",
+            str(out),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "alice/ltkd-demo",
+            "--hub_token",
+            fake_hub.token,
+            "--compare_ce_student",
+            "false",
+        ]
+    )
     student = out / "student"
     repo = fake_hub.repos["alice/ltkd-demo"]
     assert {"model.safetensors", "config.json", "README.md", "report.json", "teacher_bias.png"} <= set(repo.files)

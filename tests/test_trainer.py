@@ -34,11 +34,18 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
         student = make_student()
         before = weights(student)
         config = make_config(
-            tmp_path / f"b{batch}", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-            max_steps=1, distill_loss="kd", learning_rate=0.5,
+            tmp_path / f"b{batch}",
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            distill_loss="kd",
+            learning_rate=0.5,
         )
         DistillationTrainer(
-            model=student, teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(8),
+            model=student,
+            teacher_model=make_teacher(),
+            args=config,
+            train_dataset=SyntheticImages(8),
             class_counts=CLASS_COUNTS,
         ).train()
         results.append(weights(student))
@@ -54,7 +61,11 @@ def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
     student = make_student()
     config = make_config(tmp_path, max_steps=3, save_strategy="steps", save_steps=2)
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=config, train_dataset=SyntheticImages(24), class_counts=CLASS_COUNTS,
+        model=student,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=SyntheticImages(24),
+        class_counts=CLASS_COUNTS,
     )
     trainer.train()
     for k, v in teacher.state_dict().items():  # weights and BatchNorm running statistics, bit for bit
@@ -66,7 +77,9 @@ def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
     tensors = load_file(checkpoint / "model.safetensors")
     assert set(tensors) == set(student.state_dict())
     # Randomly initialised teacher tensors (constant ones, like BatchNorm's initial weights, match anything).
-    teacher_values = [v for v in teacher.state_dict().values() if v.is_floating_point() and v.numel() > 16 and v.std() > 0]
+    teacher_values = [
+        v for v in teacher.state_dict().values() if v.is_floating_point() and v.numel() > 16 and v.std() > 0
+    ]
     assert teacher_values
     assert not any(t.shape == v.shape and torch.equal(t, v) for t in tensors.values() for v in teacher_values)
 
@@ -75,10 +88,19 @@ def test_logs_every_component_and_group_metrics(tmp_path):
     student, teacher = make_student(), make_teacher()
     train, evaluation = SyntheticImages(8), SyntheticImages(12, seed=5)
     config = make_config(
-        tmp_path, max_steps=1, learning_rate=0.0, eval_strategy="steps", eval_steps=1, ce_weight=0.5,
+        tmp_path,
+        max_steps=1,
+        learning_rate=0.0,
+        eval_strategy="steps",
+        eval_steps=1,
+        ce_weight=0.5,
     )
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=config, train_dataset=train, eval_dataset=evaluation,
+        model=student,
+        teacher_model=teacher,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
         class_counts=CLASS_COUNTS,
     )
     trainer.train()
@@ -115,7 +137,10 @@ def test_logs_every_component_and_group_metrics(tmp_path):
 def test_warmup_ramps_distillation_linearly(tmp_path):
     config = make_config(tmp_path, warmup_epochs=4.0)
     trainer = DistillationTrainer(
-        model=make_student(), teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(8),
+        model=make_student(),
+        teacher_model=make_teacher(),
+        args=config,
+        train_dataset=SyntheticImages(8),
         class_counts=CLASS_COUNTS,
     )
     for epoch, expected in ((0.0, 0.0), (1.0, 0.25), (3.0, 0.75), (9.0, 1.0)):
@@ -125,7 +150,11 @@ def test_warmup_ramps_distillation_linearly(tmp_path):
 
 def run_worker(*args, env=None, check=True):
     proc = subprocess.run(
-        [sys.executable, str(WORKER), *map(str, args)], capture_output=True, text=True, timeout=300, env=env,
+        [sys.executable, str(WORKER), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -147,9 +176,22 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
 def torchrun(*args, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            *map(str, args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -183,8 +225,11 @@ def test_several_processes_without_distributed_setup_are_refused(tmp_path):
 def test_class_counts_that_disagree_with_the_student(tmp_path):
     with pytest.raises(ValueError, match="class_counts covers 5 classes but the student has 6"):
         DistillationTrainer(
-            model=make_student(), teacher_model=make_teacher(), args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS[:5],
+            model=make_student(),
+            teacher_model=make_teacher(),
+            args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS[:5],
         )
 
 
@@ -194,8 +239,11 @@ def test_teacher_with_another_class_count(tmp_path):
     teacher = timm.create_model("test_resnet", num_classes=NUM_CLASSES + 1)
     with pytest.raises(ValueError, match="7"):
         DistillationTrainer(
-            model=make_student(), teacher_model=teacher, args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+            model=make_student(),
+            teacher_model=teacher,
+            args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
         )
 
 
@@ -204,8 +252,11 @@ def test_teacher_labels_in_another_order(tmp_path):
     teacher.pretrained_cfg = {**teacher.pretrained_cfg, "label_names": [f"c{i}" for i in reversed(range(NUM_CLASSES))]}
     with pytest.raises(ValueError, match="c5"):
         DistillationTrainer(
-            model=make_student(), teacher_model=teacher, args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+            model=make_student(),
+            teacher_model=teacher,
+            args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
         )
 
 
@@ -214,7 +265,10 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
     with torch.no_grad():
         unwrap_timm(teacher).get_classifier().bias[2] = float("nan")
     trainer = DistillationTrainer(
-        model=make_student(), teacher_model=teacher, args=make_config(tmp_path), train_dataset=SyntheticImages(8),
+        model=make_student(),
+        teacher_model=teacher,
+        args=make_config(tmp_path),
+        train_dataset=SyntheticImages(8),
         class_counts=CLASS_COUNTS,
     )
     before = weights(trainer.model)
@@ -243,8 +297,11 @@ def test_config_range_checks(tmp_path, overrides, match):
 def test_hyperparameter_the_loss_does_not_take(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
         DistillationTrainer(
-            model=make_student(), teacher_model=make_teacher(), args=make_config(tmp_path, distill_loss="kd", alpha=2.0),
-            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+            model=make_student(),
+            teacher_model=make_teacher(),
+            args=make_config(tmp_path, distill_loss="kd", alpha=2.0),
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
         )
 
 
@@ -266,11 +323,16 @@ def test_step_schedule_decays_at_the_given_epochs(tmp_path):
             self.used.append(optimizer.param_groups[0]["lr"])
 
     record = RecordLR()
-    config = make_config(tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3],
-                         lr_decay_rate=0.1)
+    config = make_config(
+        tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3], lr_decay_rate=0.1
+    )
     DistillationTrainer(
-        model=make_student(), teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(16),
-        class_counts=CLASS_COUNTS, callbacks=[record],
+        model=make_student(),
+        teacher_model=make_teacher(),
+        args=config,
+        train_dataset=SyntheticImages(16),
+        class_counts=CLASS_COUNTS,
+        callbacks=[record],
     ).train()
     # 2 steps per epoch: epoch 0 at 0.4, epochs 1-2 at 0.04, epoch 3 at 0.004 (MultiStepLR by epoch)
     assert record.used == pytest.approx([0.4, 0.4, 0.04, 0.04, 0.04, 0.04, 0.004, 0.004])
@@ -280,16 +342,24 @@ def test_cross_entropy_alone_needs_no_teacher(tmp_path):
     student = make_student()
     before = weights(student)
     trainer = DistillationTrainer(
-        model=student, teacher_model=None, args=make_config(tmp_path, distill_loss="ce"),
-        train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS,
+        model=student,
+        teacher_model=None,
+        args=make_config(tmp_path, distill_loss="ce"),
+        train_dataset=SyntheticImages(8),
+        class_counts=CLASS_COUNTS,
     )
     trainer.train()
     logged = [h for h in trainer.state.log_history if "ce" in h]
     assert logged and all("cross_group" not in h and h["loss"] == pytest.approx(h["ce"]) for h in logged)
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(ValueError, match="teacher_model is None but distill_loss='ltkd' needs a teacher"):
-        DistillationTrainer(model=make_student(), teacher_model=None, args=make_config(tmp_path),
-                            train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS)
+        DistillationTrainer(
+            model=make_student(),
+            teacher_model=None,
+            args=make_config(tmp_path),
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
+        )
 
 
 def test_channels_last_changes_memory_format_not_results(tmp_path):
@@ -297,8 +367,13 @@ def test_channels_last_changes_memory_format_not_results(tmp_path):
     for channels_last in (False, True):
         student, teacher = make_student(), make_teacher()
         config = make_config(tmp_path / str(channels_last), max_steps=1, learning_rate=0.0, channels_last=channels_last)
-        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config,
-                                      train_dataset=SyntheticImages(8), class_counts=CLASS_COUNTS)
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=config,
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
+        )
         trainer.train()
         conv = next(p for p in teacher.parameters() if p.dim() == 4)
         assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -1,7 +1,7 @@
 """Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
 
-    python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume]
-    python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N
+python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume]
+python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N
 """
 
 from __future__ import annotations
@@ -47,25 +47,41 @@ def main() -> None:
 
     if opts.mode == "run":
         config = make_config(
-            opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, per_device_train_batch_size=4,
-            full_determinism=True, warmup_epochs=2.0,
+            opts.output_dir,
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=2,
+            per_device_train_batch_size=4,
+            full_determinism=True,
+            warmup_epochs=2.0,
         )
         callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
         student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
         trainer = DistillationTrainer(
-            model=student, teacher_model=make_teacher(), args=config, train_dataset=SyntheticImages(24),
-            class_counts=CLASS_COUNTS, callbacks=callbacks,
+            model=student,
+            teacher_model=make_teacher(),
+            args=config,
+            train_dataset=SyntheticImages(24),
+            class_counts=CLASS_COUNTS,
+            callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=True if opts.resume else None)
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, opts.result)
     else:
         config = make_config(
-            opts.output_dir, max_steps=1, learning_rate=0.0, per_device_train_batch_size=opts.batch,
-            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None, use_cpu=not opts.no_use_cpu,
+            opts.output_dir,
+            max_steps=1,
+            learning_rate=0.0,
+            per_device_train_batch_size=opts.batch,
+            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+            use_cpu=not opts.no_use_cpu,
         )
         trainer = DistillationTrainer(
-            model=make_student(), teacher_model=make_teacher(), args=config,
-            train_dataset=SyntheticImages(opts.samples), class_counts=CLASS_COUNTS,
+            model=make_student(),
+            teacher_model=make_teacher(),
+            args=config,
+            train_dataset=SyntheticImages(opts.samples),
+            class_counts=CLASS_COUNTS,
         )
         trainer.train()
         if trainer.is_world_process_zero():
