@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
             checkpoint=model_args.teacher_checkpoint,
             allow_unsafe_pickle=model_args.allow_unsafe_pickle,
         )
-    data = load_long_tailed(data_args)
+    with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
+        data = load_long_tailed(data_args)
     groups = ClassGroups.from_counts(data.class_counts, config.num_groups)
     num_classes, out = len(data.class_counts), Path(config.output_dir)
     provenance = {"ltkd": {**data.description, "groups": groups.to_dict(), "class_counts": data.class_counts}}

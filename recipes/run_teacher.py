@@ -33,7 +33,8 @@ from steps import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), argv)
-    data = load_long_tailed(data_args)
+    with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
+        data = load_long_tailed(data_args)
     groups = ClassGroups.from_counts(data.class_counts, config.num_groups)
     teacher = create_student(
         model_args.teacher_architecture,
