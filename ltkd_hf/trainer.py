@@ -270,9 +270,9 @@ class DistillationTrainer(Trainer):
     def _teacher_dtype(self) -> torch.dtype | None:
         if self.args.teacher_dtype != "auto":
             return _TEACHER_DTYPES[self.args.teacher_dtype]
-        if self.args.device.type == "cuda" and (self.args.bf16 or self.args.fp16):
-            return torch.bfloat16 if self.args.bf16 else torch.float16
-        return None
+        # The accelerator's precision, set by --bf16/--fp16 or by `accelerate launch --mixed_precision`.
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.accelerator.mixed_precision)
+        return half if self.args.device.type == "cuda" else None
 
     @torch.no_grad()
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:

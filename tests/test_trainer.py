@@ -380,3 +380,23 @@ def test_channels_last_changes_memory_format_not_results(tmp_path):
         logs.append(trainer.state.log_history[0])
     for key in ("ce", "cross_group", "within_group"):
         assert logs[1][key] == pytest.approx(logs[0][key], rel=1e-4), key
+
+
+def test_teacher_in_bfloat16_on_request(tmp_path):
+    logs = {}
+    for dtype in ("float32", "bfloat16"):
+        teacher = make_teacher()
+        config = make_config(tmp_path / dtype, max_steps=1, learning_rate=0.0, teacher_dtype=dtype)
+        trainer = DistillationTrainer(
+            model=make_student(),
+            teacher_model=teacher,
+            args=config,
+            train_dataset=SyntheticImages(8),
+            class_counts=CLASS_COUNTS,
+        )
+        trainer.train()
+        assert next(teacher.parameters()).dtype == getattr(torch, dtype)
+        logs[dtype] = trainer.state.log_history[0]
+    assert logs["bfloat16"]["ce"] == pytest.approx(logs["float32"]["ce"], rel=1e-6)  # the student is untouched
+    for key in ("within_group", "distill"):  # the teacher's logits carry bf16 rounding, the loss stays float32
+        assert logs["bfloat16"][key] == pytest.approx(logs["float32"][key], rel=0.05), key
