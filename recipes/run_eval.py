@@ -24,7 +24,7 @@ from ltkd_hf.evaluation import format_group_table, write_report  # noqa: E402
 from ltkd_hf import ClassGroups  # noqa: E402
 from ltkd_hf.hub import load_student  # noqa: E402
 from recipe_args import DataArguments, parse_with_config  # noqa: E402
-from steps import load_long_tailed, score  # noqa: E402
+from steps import load_long_tailed, score, source_splits  # noqa: E402
 
 
 @dataclass
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     counts = recorded_class_counts(eval_args.model) or load_long_tailed(data_args).class_counts
     split = load_image_dataset(
         data_args.dataset,
-        split=data_args.test_split,
+        split=source_splits(data_args),
         image_column=data_args.image_column,
         label_column=data_args.label_column,
     )["test"]

@@ -38,18 +38,23 @@ class LongTailedData:
     description: dict
 
 
+def source_splits(args: DataArguments) -> str | dict[str, str] | None:
+    """``load_image_dataset``'s ``split``: the held-out split's name, or both names, or None to detect them."""
+    if args.train_split is None:
+        return args.test_split
+    if args.test_split is None:
+        raise ValueError(
+            f"--train_split {args.train_split!r} needs --test_split too: the name of the balanced held-out split."
+        )
+    return {"train": args.train_split, "test": args.test_split}
+
+
 def load_long_tailed(args: DataArguments) -> LongTailedData:
-    """Load ``args.dataset`` and build its long-tailed training split (LTKD.md §4); test stays balanced."""
+    """Load ``args.dataset`` and build its long-tailed training split; the test split stays balanced."""
     splits = load_image_dataset(
-        args.dataset, split=args.train_split, image_column=args.image_column, label_column=args.label_column
+        args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
     )
-    test = (
-        splits["test"]
-        if args.test_split is None
-        else load_image_dataset(
-            args.dataset, split=args.test_split, image_column=args.image_column, label_column=args.label_column
-        )["test"]
-    )
+    test = splits["test"]
     train = make_long_tailed(
         splits["train"],
         args.imbalance_factor,

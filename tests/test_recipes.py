@@ -233,3 +233,16 @@ def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(downloaded(x), local(x))
+
+
+def test_split_names_from_the_command_line():
+    from steps import source_splits
+
+    assert source_splits(DataArguments()) is None  # detected: test / validation / valid / val
+    assert source_splits(DataArguments(test_split="validation")) == "validation"
+    assert source_splits(DataArguments(train_split="training", test_split="eval")) == {
+        "train": "training",
+        "test": "eval",
+    }
+    with pytest.raises(ValueError, match="--train_split 'training' needs --test_split too"):
+        source_splits(DataArguments(train_split="training"))
