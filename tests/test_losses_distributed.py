@@ -1,9 +1,5 @@
 """LTKD across processes: 2 processes x b samples behave like 1 process x 2b samples (torchrun, gloo)."""
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,26 +7,15 @@ import torch
 
 from ltkd_hf.losses import create_loss
 from dist_loss_worker import ROWS_PER_PROCESS, shared_batch
+from launch import torchrun
 
 WORKER = Path(__file__).with_name("dist_loss_worker.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("dist")
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(WORKER), str(out_dir),
-    ]
-    python_path = os.pathsep.join(filter(None, [str(WORKER.parent), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=python_path)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    proc = torchrun(WORKER, out_dir, timeout=240)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 

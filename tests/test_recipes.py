@@ -23,6 +23,8 @@ import run_distill  # noqa: E402
 import run_eval  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 
+from launch import torchrun  # noqa: E402
+
 from ltkd_hf import DistillationConfig  # noqa: E402
 from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset  # noqa: E402
 
@@ -167,38 +169,10 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
     """torchrun --nproc_per_node 2 on CPU (gloo): each stage runs DDP on half the batches and scoring gathers
     the whole balanced test split."""
     import math
-    import socket
-    import subprocess
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(port),
-            str(REPO / "recipes" / "run_distill.py"),
-            *QUICK,
-            "--output_dir",
-            str(out),
-            "--use_cpu",
-            "true",
-            "--ddp_backend",
-            "gloo",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = torchrun(REPO / "recipes" / "run_distill.py", *QUICK, "--output_dir", out, "--use_cpu", "true",
+                    "--ddp_backend", "gloo", timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "student" / "report.json").read_text())
     assert {m["num_samples"] for m in report["models"].values()} == {300}  # 30 per class, none lost or doubled

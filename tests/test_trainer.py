@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
 from ltkd_hf.losses import ltkd_loss
 from ltkd_hf.models import unwrap_timm
 
+from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher
 
 HERE = Path(__file__).parent
@@ -171,34 +170,6 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     assert set(straight) == set(resumed)
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
-
-
-def torchrun(*args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            *map(str, args),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_two_processes_match_one_process_on_the_global_batch(tmp_path):
