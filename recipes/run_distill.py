@@ -21,24 +21,20 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from accelerate import PartialState  # noqa: E402
-from timm.data import resolve_data_config  # noqa: E402
 
-from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer  # noqa: E402
-from ltkd_hf.data import collate_fn, normalization_converter  # noqa: E402
+from ltkd_hf import ClassGroups, DistillationConfig  # noqa: E402
 from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # noqa: E402
-from ltkd_hf.hub import check_push_to_hub_ready, push_student, render_model_card, write_model_card  # noqa: E402
-from ltkd_hf.models import create_student, load_teacher, unwrap_timm  # noqa: E402
+from ltkd_hf.hub import check_push_to_hub_ready, load_student, push_student, render_model_card, write_model_card  # noqa: E402
+from ltkd_hf.models import create_student, load_teacher  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
     close_processes,
     cross_entropy_args,
-    last_checkpoint,
     load_long_tailed,
     save_model_folder,
     score,
     stage_args,
-    train_cross_entropy,
-    with_model_transforms,
+    train_stage,
 )
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -92,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
                 model_args.teacher_architecture, num_classes=num_classes, label_names=data.label_names, **model_kwargs
             )
             lr = model_args.teacher_learning_rate or config.learning_rate
-            train_cross_entropy(
+            train_stage(
                 model,
                 cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr),
                 data,
@@ -108,25 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
             ce_student = create_student(
                 model_args.student, num_classes=num_classes, label_names=data.label_names, **model_kwargs
             )
-            train_cross_entropy(ce_student, cross_entropy_args(config, "student_ce"), data)
+            train_stage(ce_student, cross_entropy_args(config, "student_ce"), data)
             save_model_folder(ce_student, ce_dir, data.label_names, provenance)
-        results["student (CE)"] = load_teacher(str(ce_dir))  # frozen, eval: it is only scored from here on
+        results["student (CE)"] = load_student(str(ce_dir))
 
     student = create_student(model_args.student, num_classes=num_classes, label_names=data.label_names, **model_kwargs)
-    train, test, student_cfg = with_model_transforms(data, student)
-    to_teacher = normalization_converter(student_cfg, resolve_data_config(model=unwrap_timm(teacher)))
-    args = stage_args(config, "student")
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=train,
-        eval_dataset=test,
-        class_counts=data.class_counts,
-        teacher_input_transform=to_teacher,
-        data_collator=collate_fn,
-    )
-    trainer.train(resume_from_checkpoint=last_checkpoint(args))
+    trainer = train_stage(student, stage_args(config, "student"), data, teacher)
+    test, to_teacher = trainer.eval_dataset, trainer.teacher_input_transform
     loss_label = f"student ({config.distill_loss.upper()})"
     results[loss_label] = student
 

@@ -26,8 +26,7 @@ from steps import (  # noqa: E402
     load_long_tailed,
     save_model_folder,
     score,
-    train_cross_entropy,
-    with_model_transforms,
+    train_stage,
 )
 
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
         **model_args.model_kwargs(),
     )
     lr = model_args.teacher_learning_rate or config.learning_rate
-    train_cross_entropy(
+    trainer = train_stage(
         teacher,
         cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr),
         data,
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         data.label_names,
         {"ltkd": {**data.description, "groups": groups.to_dict(), "class_counts": data.class_counts}},
     )
-    _, test, _ = with_model_transforms(data, teacher)
+    test = trainer.eval_dataset  # the balanced test split with the teacher's transforms
     report, probs = score(teacher, test, data.class_counts, config.num_groups, config.per_device_eval_batch_size)
     if PartialState().is_main_process:
         write_report(

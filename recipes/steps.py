@@ -17,7 +17,14 @@ from timm.data import resolve_data_config
 from transformers.trainer_utils import get_last_checkpoint
 
 from ltkd_hf import DistillationConfig, DistillationTrainer
-from ltkd_hf.data import apply_transforms, collate_fn, get_class_counts, load_image_dataset, make_long_tailed
+from ltkd_hf.data import (
+    apply_transforms,
+    collate_fn,
+    get_class_counts,
+    load_image_dataset,
+    make_long_tailed,
+    normalization_converter,
+)
 from ltkd_hf.evaluation import evaluation_report, predict_logits
 from ltkd_hf.hub import save_student
 from ltkd_hf.models import unwrap_timm
@@ -113,19 +120,27 @@ def last_checkpoint(args: DistillationConfig) -> str | None:
     return get_last_checkpoint(args.output_dir)
 
 
-def train_cross_entropy(model, args: DistillationConfig, data: LongTailedData) -> None:
-    """Train ``model`` with plain cross-entropy on the long-tailed split (the biased teacher, or the CE student)."""
-    train, test, _ = with_model_transforms(data, model)
+def train_stage(model, args: DistillationConfig, data: LongTailedData, teacher=None) -> DistillationTrainer:
+    """Train ``model`` on the long-tailed split: distilled from ``teacher``, or with cross-entropy alone when it is
+    None (the biased teacher, the CE student). Re-running resumes from the stage's last checkpoint. The trainer's
+    ``eval_dataset`` is the balanced test split with ``model``'s transforms, its ``teacher_input_transform`` what
+    the teacher needs on top."""
+    train, test, data_config = with_model_transforms(data, model)
+    to_teacher = None
+    if teacher is not None:
+        to_teacher = normalization_converter(data_config, resolve_data_config(model=unwrap_timm(teacher)))
     trainer = DistillationTrainer(
         model=model,
-        teacher_model=None,
+        teacher_model=teacher,
         args=args,
         train_dataset=train,
         eval_dataset=test,
         class_counts=data.class_counts,
+        teacher_input_transform=to_teacher,
         data_collator=collate_fn,
     )
     trainer.train(resume_from_checkpoint=last_checkpoint(args))
+    return trainer
 
 
 def score(
