@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
+from ltkd_hf import ClassGroups, DistillationConfig
 from ltkd_hf.losses import ltkd_loss
 from ltkd_hf.models import unwrap_timm
 
 from launch import torchrun
-from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher
+from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher, make_trainer
 
 HERE = Path(__file__).parent
 WORKER = HERE / "trainer_worker.py"
@@ -40,13 +40,7 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
             distill_loss="kd",
             learning_rate=0.5,
         )
-        DistillationTrainer(
-            model=student,
-            teacher_model=make_teacher(),
-            args=config,
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        ).train()
+        make_trainer(config, model=student).train()
         results.append(weights(student))
     assert any(not torch.equal(before[k], results[0][k]) for k in before), "the step must change the student"
     for k in results[0]:
@@ -59,13 +53,7 @@ def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
     teacher_before = weights(teacher)
     student = make_student()
     config = make_config(tmp_path, max_steps=3, save_strategy="steps", save_steps=2)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=config,
-        train_dataset=SyntheticImages(24),
-        class_counts=CLASS_COUNTS,
-    )
+    trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(24))
     trainer.train()
     for k, v in teacher.state_dict().items():  # weights and BatchNorm running statistics, bit for bit
         assert torch.equal(v, teacher_before[k]), k
@@ -94,14 +82,7 @@ def test_logs_every_component_and_group_metrics(tmp_path):
         eval_steps=1,
         ce_weight=0.5,
     )
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=config,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        class_counts=CLASS_COUNTS,
-    )
+    trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=train, eval_dataset=evaluation)
     trainer.train()
     train_log = next(h for h in trainer.state.log_history if "cross_group" in h)
     eval_log = next(h for h in trainer.state.log_history if "eval_accuracy" in h)
@@ -135,13 +116,7 @@ def test_logs_every_component_and_group_metrics(tmp_path):
 
 def test_warmup_ramps_distillation_linearly(tmp_path):
     config = make_config(tmp_path, warmup_epochs=4.0)
-    trainer = DistillationTrainer(
-        model=make_student(),
-        teacher_model=make_teacher(),
-        args=config,
-        train_dataset=SyntheticImages(8),
-        class_counts=CLASS_COUNTS,
-    )
+    trainer = make_trainer(config)
     for epoch, expected in ((0.0, 0.0), (1.0, 0.25), (3.0, 0.75), (9.0, 1.0)):
         trainer.state.epoch = epoch
         assert trainer.distill_ramp() == expected
@@ -195,13 +170,7 @@ def test_several_processes_without_distributed_setup_are_refused(tmp_path):
 # -- bad input --------------------------------------------------------------------------------------
 def test_class_counts_that_disagree_with_the_student(tmp_path):
     with pytest.raises(ValueError, match="class_counts covers 5 classes but the student has 6"):
-        DistillationTrainer(
-            model=make_student(),
-            teacher_model=make_teacher(),
-            args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS[:5],
-        )
+        make_trainer(make_config(tmp_path), class_counts=CLASS_COUNTS[:5])
 
 
 def test_teacher_with_another_class_count(tmp_path):
@@ -209,13 +178,7 @@ def test_teacher_with_another_class_count(tmp_path):
 
     teacher = timm.create_model("test_resnet", num_classes=NUM_CLASSES + 1)
     with pytest.raises(ValueError, match="The teacher predicts 7 classes but the dataset has num_classes=6"):
-        DistillationTrainer(
-            model=make_student(),
-            teacher_model=teacher,
-            args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        make_trainer(make_config(tmp_path), teacher_model=teacher)
 
 
 def test_teacher_labels_in_another_order(tmp_path):
@@ -224,26 +187,14 @@ def test_teacher_labels_in_another_order(tmp_path):
     with pytest.raises(
         ValueError, match="label names differ .* at 6 of 6 classes: class 0: teacher 'c5' vs dataset 'c0'"
     ):
-        DistillationTrainer(
-            model=make_student(),
-            teacher_model=teacher,
-            args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        make_trainer(make_config(tmp_path), teacher_model=teacher)
 
 
 def test_nan_teacher_stops_with_the_step(tmp_path):
     teacher = make_teacher()
     with torch.no_grad():
         unwrap_timm(teacher).get_classifier().bias[2] = float("nan")
-    trainer = DistillationTrainer(
-        model=make_student(),
-        teacher_model=teacher,
-        args=make_config(tmp_path),
-        train_dataset=SyntheticImages(8),
-        class_counts=CLASS_COUNTS,
-    )
+    trainer = make_trainer(make_config(tmp_path), teacher_model=teacher)
     before = weights(trainer.model)
     with pytest.raises(ValueError, match="non-finite .* at step 0; training stopped before the optimizer"):
         trainer.train()
@@ -269,13 +220,7 @@ def test_config_range_checks(tmp_path, overrides, match):
 
 def test_hyperparameter_the_loss_does_not_take(tmp_path):
     with pytest.raises(ValueError, match="alpha"):
-        DistillationTrainer(
-            model=make_student(),
-            teacher_model=make_teacher(),
-            args=make_config(tmp_path, distill_loss="kd", alpha=2.0),
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        make_trainer(make_config(tmp_path, distill_loss="kd", alpha=2.0))
 
 
 def test_config_defaults_for_image_distillation(tmp_path):
@@ -299,14 +244,7 @@ def test_step_schedule_decays_at_the_given_epochs(tmp_path):
     config = make_config(
         tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3], lr_decay_rate=0.1
     )
-    DistillationTrainer(
-        model=make_student(),
-        teacher_model=make_teacher(),
-        args=config,
-        train_dataset=SyntheticImages(16),
-        class_counts=CLASS_COUNTS,
-        callbacks=[record],
-    ).train()
+    make_trainer(config, train_dataset=SyntheticImages(16), callbacks=[record]).train()
     # 2 steps per epoch: epoch 0 at 0.4, epochs 1-2 at 0.04, epoch 3 at 0.004 (MultiStepLR by epoch)
     assert record.used == pytest.approx([0.4, 0.4, 0.04, 0.04, 0.04, 0.04, 0.004, 0.004])
 
@@ -314,25 +252,13 @@ def test_step_schedule_decays_at_the_given_epochs(tmp_path):
 def test_cross_entropy_alone_needs_no_teacher(tmp_path):
     student = make_student()
     before = weights(student)
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=None,
-        args=make_config(tmp_path, distill_loss="ce"),
-        train_dataset=SyntheticImages(8),
-        class_counts=CLASS_COUNTS,
-    )
+    trainer = make_trainer(make_config(tmp_path, distill_loss="ce"), model=student, teacher_model=None)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "ce" in h]
     assert logged and all("cross_group" not in h and h["loss"] == pytest.approx(h["ce"]) for h in logged)
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(ValueError, match="teacher_model is None but distill_loss='ltkd' needs a teacher"):
-        DistillationTrainer(
-            model=make_student(),
-            teacher_model=None,
-            args=make_config(tmp_path),
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        make_trainer(make_config(tmp_path), teacher_model=None)
 
 
 def test_channels_last_changes_memory_format_not_results(tmp_path):
@@ -340,13 +266,7 @@ def test_channels_last_changes_memory_format_not_results(tmp_path):
     for channels_last in (False, True):
         student, teacher = make_student(), make_teacher()
         config = make_config(tmp_path / str(channels_last), max_steps=1, learning_rate=0.0, channels_last=channels_last)
-        trainer = DistillationTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=config,
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        trainer = make_trainer(config, model=student, teacher_model=teacher)
         trainer.train()
         conv = next(p for p in teacher.parameters() if p.dim() == 4)
         assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -360,13 +280,7 @@ def test_teacher_in_bfloat16_on_request(tmp_path):
     for dtype in ("float32", "bfloat16"):
         teacher = make_teacher()
         config = make_config(tmp_path / dtype, max_steps=1, learning_rate=0.0, teacher_dtype=dtype)
-        trainer = DistillationTrainer(
-            model=make_student(),
-            teacher_model=teacher,
-            args=config,
-            train_dataset=SyntheticImages(8),
-            class_counts=CLASS_COUNTS,
-        )
+        trainer = make_trainer(config, teacher_model=teacher)
         trainer.train()
         assert next(teacher.parameters()).dtype == getattr(torch, dtype)
         logs[dtype] = trainer.state.log_history[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import timm
 
-from ltkd_hf import DistillationConfig
+from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.models import create_student
 
 NUM_CLASSES = 6
@@ -63,3 +63,15 @@ def make_config(output_dir, **overrides) -> DistillationConfig:
     )
     values.update(overrides)
     return DistillationConfig(**values)
+
+
+def make_trainer(config: DistillationConfig, **parts) -> DistillationTrainer:
+    """A DistillationTrainer on the tiny setup (a fresh student and teacher, 8 images, CLASS_COUNTS); keyword
+    arguments replace any of these or add other Trainer arguments."""
+    if "model" not in parts:
+        parts["model"] = make_student()
+    if "teacher_model" not in parts:
+        parts["teacher_model"] = make_teacher()
+    parts.setdefault("train_dataset", SyntheticImages(8))
+    parts.setdefault("class_counts", CLASS_COUNTS)
+    return DistillationTrainer(args=config, **parts)

@@ -18,8 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from ltkd_hf import DistillationTrainer  # noqa: E402
-from tiny_setup import CLASS_COUNTS, SyntheticImages, make_config, make_student, make_teacher  # noqa: E402
+from tiny_setup import SyntheticImages, make_config, make_student, make_trainer  # noqa: E402
 
 
 class KillAfterSave(TrainerCallback):
@@ -57,14 +56,7 @@ def main() -> None:
         )
         callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
         student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
-        trainer = DistillationTrainer(
-            model=student,
-            teacher_model=make_teacher(),
-            args=config,
-            train_dataset=SyntheticImages(24),
-            class_counts=CLASS_COUNTS,
-            callbacks=callbacks,
-        )
+        trainer = make_trainer(config, model=student, train_dataset=SyntheticImages(24), callbacks=callbacks)
         trainer.train(resume_from_checkpoint=True if opts.resume else None)
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, opts.result)
     else:
@@ -76,13 +68,7 @@ def main() -> None:
             ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
             use_cpu=not opts.no_use_cpu,
         )
-        trainer = DistillationTrainer(
-            model=make_student(),
-            teacher_model=make_teacher(),
-            args=config,
-            train_dataset=SyntheticImages(opts.samples),
-            class_counts=CLASS_COUNTS,
-        )
+        trainer = make_trainer(config, train_dataset=SyntheticImages(opts.samples))
         trainer.train()
         if trainer.is_world_process_zero():
             with open(opts.result, "w") as f:
