@@ -83,14 +83,22 @@ class ModelArguments:
         return {"pretrained_cfg_overlay": {"input_size": (3, self.input_size, self.input_size)}}
 
 
-def parse_with_config(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
-    """Parse ``--config FILE.yaml`` (flat keys of the dataclasses), then the command line, which overrides it."""
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.yaml")
+
+
+def parse_with_config(
+    dataclass_types: tuple, argv: list[str] | None = None, default_config: str | None = None
+) -> tuple:
+    """Parse ``--config FILE.yaml`` (flat keys of the dataclasses; ``default_config`` when none is given), then the
+    command line, which overrides it."""
     argv = sys.argv[1:] if argv is None else argv
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
+    pre.add_argument("--config", default=default_config)
     known, rest = pre.parse_known_args(argv)
     parser = HfArgumentParser(dataclass_types)
-    parser.add_argument("--config", default=None, help="YAML file of arguments; command-line flags override it.")
+    parser.add_argument(
+        "--config", default=default_config, help="YAML file of arguments; command-line flags override it."
+    )
     if known.config is not None:
         if not os.path.isfile(known.config):
             raise FileNotFoundError(

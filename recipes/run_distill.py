@@ -26,7 +26,7 @@ from ltkd_hf import ClassGroups, DistillationConfig  # noqa: E402
 from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # noqa: E402
 from ltkd_hf.hub import check_push_to_hub_ready, load_student, push_student, render_model_card, write_model_card  # noqa: E402
 from ltkd_hf.models import create_student, load_teacher  # noqa: E402
-from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
+from recipe_args import DEMO_CONFIG, DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
     close_processes,
     cross_entropy_args,
@@ -37,7 +37,6 @@ from steps import (  # noqa: E402
     train_stage,
 )
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 logger = logging.getLogger("ltkd_hf.recipes")
 
 
@@ -54,10 +53,9 @@ def check_output_dir(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = ["--config", str(DEMO_CONFIG), *argv]
-    data_args, model_args, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), argv)
+    data_args, model_args, config = parse_with_config(
+        (DataArguments, ModelArguments, DistillationConfig), argv, default_config=DEMO_CONFIG
+    )
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if PartialState().is_main_process else logging.WARNING,

@@ -1,6 +1,7 @@
 """Train the biased teacher alone: plain cross-entropy on the long-tailed split, saved as a loadable folder.
 
     accelerate launch recipes/run_teacher.py --config recipes/configs/cifar100_lt_r100_resnet32x4_resnet8x4.yaml
+    accelerate launch recipes/run_teacher.py        # the demo's teacher (recipes/configs/demo.yaml)
 
 The folder (``<output_dir>/teacher``) is what ``--teacher`` of run_distill.py takes; its report shows the
 teacher's per-group accuracy and its group mass on the balanced test split (the bias LTKD corrects).
@@ -19,7 +20,7 @@ from accelerate import PartialState  # noqa: E402
 from ltkd_hf import ClassGroups, DistillationConfig  # noqa: E402
 from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # noqa: E402
 from ltkd_hf.models import create_student  # noqa: E402
-from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
+from recipe_args import DEMO_CONFIG, DataArguments, ModelArguments, parse_with_config  # noqa: E402
 from steps import (  # noqa: E402
     close_processes,
     cross_entropy_args,
@@ -31,7 +32,9 @@ from steps import (  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), argv)
+    data_args, model_args, config = parse_with_config(
+        (DataArguments, ModelArguments, DistillationConfig), argv, default_config=DEMO_CONFIG
+    )
     with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
         data = load_long_tailed(data_args)
     groups = ClassGroups.from_counts(data.class_counts, config.num_groups)

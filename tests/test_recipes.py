@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO / "recipes"))
 
 import run_distill  # noqa: E402
 import run_eval  # noqa: E402
+import run_teacher  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
 
 from launch import torchrun  # noqa: E402
@@ -220,3 +221,13 @@ def test_split_names_from_the_command_line():
     }
     with pytest.raises(ValueError, match="--train_split 'training' needs --test_split too"):
         source_splits(DataArguments(train_split="training"))
+
+
+def test_run_teacher_trains_saves_and_reports_the_biased_teacher(tmp_path):
+    report = run_teacher.main([*QUICK, "--output_dir", str(tmp_path)])
+    folder = tmp_path / "teacher"
+    written = json.loads((folder / "report.json").read_text())
+    assert set(written["models"]) == {"teacher"} and written["models"]["teacher"]["accuracy"] == report["accuracy"]
+    assert sum(written["teacher_group_mass"]) == pytest.approx(1.0)  # mean softmax mass over the three groups
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert model.num_classes == 10 and json.loads((folder / "config.json").read_text())["ltkd"]["class_counts"]
