@@ -1,5 +1,6 @@
 """Transforms from a timm data config, the batch transform, the collate and the teacher input
-conversion, against normalisation and crops computed by hand in numpy."""
+conversion, against normalisation and crops computed by hand in numpy, timm's own evaluation transform and
+transformers' TimmWrapperImageProcessor."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import timm
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform, resolve_data_config
+from transformers import AutoImageProcessor, pipeline
 
 from ltkd_hf.data import (
     ImageClassificationTransform,
@@ -15,13 +18,12 @@ from ltkd_hf.data import (
     collate_fn,
     normalization_converter,
 )
+from ltkd_hf.hub import save_student
 
-CIFAR = {
-    "input_size": (3, 32, 32),
-    "interpolation": "bilinear",
-    "mean": (0.5071, 0.4865, 0.4409),
-    "std": (0.2673, 0.2564, 0.2762),
-}
+# What the CIFAR models declare (ltkd_hf is imported above, so timm knows them): crop_pct 1, bilinear.
+CIFAR = resolve_data_config(model=timm.create_model("cifar_resnet8x4"))
+# An ImageNet model's 224 input: crop_pct 0.95, bicubic, ImageNet mean/std.
+IMAGENET_224 = resolve_data_config(pretrained_cfg=timm.get_pretrained_cfg("resnet18.a1_in1k").to_dict())
 
 
 def random_image(height=32, width=32, seed=0):
@@ -34,6 +36,19 @@ def normalise(pixels, mean, std):
     for c in range(3):
         out[c] = (pixels[..., c] / 255.0 - mean[c]) / std[c]
     return out
+
+
+def test_configs_are_what_the_tests_assume():
+    assert CIFAR == {
+        "input_size": (3, 32, 32),
+        "interpolation": "bilinear",
+        "mean": (0.5071, 0.4865, 0.4409),
+        "std": (0.2673, 0.2564, 0.2762),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
+    assert IMAGENET_224["input_size"] == (3, 224, 224) and IMAGENET_224["crop_pct"] == 0.95
+    assert IMAGENET_224["interpolation"] == "bicubic" and IMAGENET_224["mean"] == IMAGENET_DEFAULT_MEAN
 
 
 def test_small_eval_is_to_tensor_and_normalize():
@@ -69,6 +84,74 @@ def test_small_train_is_a_padded_random_crop_with_flip():
         assert matches, "a training image must be one padded crop (optionally flipped) of the input"
         seen.update(matches)
     assert len(seen) > 1 and any(flip for _, _, flip in seen)
+
+
+def padded_crop_candidates(pixels):
+    """Every 32x32 crop of ``pixels`` (32x32x3) zero-padded by 4, flipped or not, normalised with CIFAR's."""
+    padded = np.zeros((40, 40, 3), dtype=np.uint8)
+    padded[4:36, 4:36] = pixels
+    candidates = {}
+    for dy in range(9):
+        for dx in range(9):
+            crop = padded[dy : dy + 32, dx : dx + 32]
+            candidates[(dy, dx, False)] = normalise(crop, CIFAR["mean"], CIFAR["std"])
+            candidates[(dy, dx, True)] = normalise(crop[:, ::-1], CIFAR["mean"], CIFAR["std"])
+    return candidates
+
+
+@pytest.mark.parametrize("height, width", [(24, 40), (40, 24)])
+def test_small_train_keeps_the_aspect_ratio_of_non_square_images(height, width):
+    image = random_image(height, width, seed=3)
+    # Short side 24 -> 32, long side 40 -> int(40 * 32 / 24) = 53, bilinear; centre crop: offset round(21 / 2) = 10.
+    long = int(max(height, width) * 32 / min(height, width))
+    resized = np.asarray(image.resize((long, 32) if width > height else (32, long), PILImage.BILINEAR))
+    offset = int(round((long - 32) / 2))
+    centre = resized[:, offset : offset + 32] if width > height else resized[offset : offset + 32]
+    candidates = padded_crop_candidates(centre)
+    squashed = np.asarray(image.resize((32, 32), PILImage.BILINEAR))
+    transform = build_transforms(CIFAR, train=True)
+    torch.manual_seed(0)
+    for _ in range(10):
+        out = transform(image).numpy()
+        assert out.shape == (3, 32, 32)
+        assert any(np.allclose(out, ref, atol=1e-5) for ref in candidates.values())
+        assert not any(np.allclose(out, ref, atol=1e-2) for ref in padded_crop_candidates(squashed).values())
+
+
+def save_folder(tmp_path, architecture, data_config=None):
+    model = timm.create_model(architecture, num_classes=2).eval()
+    return model, save_student(model, tmp_path / architecture, label_names=["a", "b"], data_config=data_config)
+
+
+@pytest.mark.parametrize(
+    "config, architecture", [(CIFAR, "cifar_resnet8x4"), (IMAGENET_224, "test_resnet")], ids=["cifar32", "in224"]
+)
+def test_eval_is_timms_eval_transform_and_the_image_processors_on_non_square_images(tmp_path, config, architecture):
+    ours = build_transforms(config, train=False)
+    timms = create_transform(**config, is_training=False)
+    _, folder = save_folder(tmp_path, architecture, data_config=None if config is CIFAR else config)
+    processor = AutoImageProcessor.from_pretrained(folder)  # transformers' TimmWrapperImageProcessor
+    assert type(processor).__name__ == "TimmWrapperImageProcessor"
+    size = config["input_size"][1]
+    for height, width in [(24, 40), (40, 24), (300, 200)]:
+        image = random_image(height, width, seed=height)
+        out = ours(image)
+        assert out.shape == (3, size, size)
+        assert torch.equal(out, timms(image))
+        torch.testing.assert_close(out, processor(image)["pixel_values"][0], atol=1e-6, rtol=0)
+        # and not the squashing resize: the same image resized to (size, size) ignoring its aspect ratio
+        squashed = normalise(np.asarray(image.resize((size, size), PILImage.BILINEAR)), config["mean"], config["std"])
+        assert np.abs(out.numpy() - squashed).max() > 0.1
+
+
+def test_eval_scores_equal_the_image_classification_pipelines(tmp_path):
+    model, folder = save_folder(tmp_path, "cifar_resnet8x4")
+    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    image = random_image(24, 40, seed=5)
+    with torch.no_grad():
+        expected = model(build_transforms(CIFAR, train=False)(image).unsqueeze(0)).softmax(-1)[0]
+    scores = {row["label"]: row["score"] for row in classifier(image, top_k=2)}
+    assert scores == pytest.approx({"a": expected[0].item(), "b": expected[1].item()}, abs=1e-5)
 
 
 def test_large_inputs_use_timm_recipes_train_random_eval_deterministic():
@@ -136,8 +219,80 @@ def test_normalization_converter_maps_student_inputs_to_teacher_inputs():
     assert normalization_converter(CIFAR, dict(CIFAR, interpolation="bicubic")) is None
 
 
-def test_normalization_converter_refuses_different_input_sizes():
-    with pytest.raises(ValueError, match=r"input_size \(3, 32, 32\) and teacher_cfg input_size \(3, 224, 224\) differ"):
-        normalization_converter(CIFAR, dict(CIFAR, input_size=(3, 224, 224)))
+def teacher_input_by_hand(student_input, student_cfg, teacher_cfg, covered, mode, crop=(0, 0)):
+    """De-normalise with the student's mean/std, resize with the torch call written out, crop, normalise with
+    the teacher's."""
+    mean_s, std_s = (torch.tensor(student_cfg[k], dtype=torch.float64).view(3, 1, 1) for k in ("mean", "std"))
+    mean_t, std_t = (torch.tensor(teacher_cfg[k], dtype=torch.float64).view(3, 1, 1) for k in ("mean", "std"))
+    raw = student_input.double() * std_s + mean_s
+    resized = torch.nn.functional.interpolate(raw, size=covered, mode=mode, antialias=True, align_corners=False)
+    height, width = teacher_cfg["input_size"][1:]
+    resized = resized[..., crop[0] : crop[0] + height, crop[1] : crop[1] + width]
+    return ((resized - mean_t) / std_t).float()
+
+
+def student_batch(cfg, seed=0):
+    height, width = cfg["input_size"][1:]
+    pixels = [np.asarray(random_image(height, width, seed=seed + i)) for i in range(2)]
+    return torch.tensor(np.stack([normalise(p, cfg["mean"], cfg["std"]) for p in pixels]), dtype=torch.float32)
+
+
+VIT_64 = {
+    "input_size": (3, 64, 64),
+    "interpolation": "bicubic",
+    "mean": IMAGENET_DEFAULT_MEAN,
+    "std": IMAGENET_DEFAULT_STD,
+    "crop_pct": 0.9,
+}
+
+
+def test_normalization_converter_resizes_for_a_teacher_at_another_size():
+    # A ViT student at 64x64 with ImageNet normalisation, a CIFAR CNN teacher at 32x32 (bilinear, antialiased).
+    student_input = student_batch(VIT_64)
+    convert = normalization_converter(VIT_64, CIFAR)
+    assert (convert.size, convert.mode) == ((32, 32), "bilinear")
+    out = convert(student_input)
+    assert out.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(out, teacher_input_by_hand(student_input, VIT_64, CIFAR, (32, 32), "bilinear"))
+    # the antialias matters when downsampling: a plain bilinear resize is not what the converter does
+    plain = torch.nn.functional.interpolate(student_input, size=(32, 32), mode="bilinear", antialias=False)
+    assert (out - convert.__class__(convert.scale, convert.shift)(plain)).abs().max() > 0.05
+    # the other way round: the CIFAR student, a teacher at 224 with the ViT's bicubic ImageNet config
+    teacher_224 = dict(VIT_64, input_size=(3, 224, 224))
+    cifar_input = student_batch(CIFAR, seed=7)
+    up = normalization_converter(CIFAR, teacher_224)
+    assert up(cifar_input).shape == (2, 3, 224, 224)
+    expected = teacher_input_by_hand(cifar_input, CIFAR, teacher_224, (224, 224), "bicubic")
+    torch.testing.assert_close(up(cifar_input), expected, atol=1e-4, rtol=0)
+    # one image without a batch dimension, and half precision, come back in their own shape and dtype
+    torch.testing.assert_close(convert(student_input[0]), out[0])
+    half = convert(student_input.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16 and half.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(half.float(), out, atol=0.05, rtol=0.02)
+
+
+def test_normalization_converter_same_normalisation_other_size_and_other_aspect_ratio():
+    # Same mean/std, another size: only the resize (not None).
+    small = dict(CIFAR, input_size=(3, 16, 16))
+    student_input = student_batch(CIFAR)
+    convert = normalization_converter(CIFAR, small)
+    assert convert is not None and convert.scale == (1.0, 1.0, 1.0) and convert.shift == (0.0, 0.0, 0.0)
+    expected = teacher_input_by_hand(student_input, CIFAR, small, (16, 16), "bilinear")
+    torch.testing.assert_close(convert(student_input), expected)
+    # A 48x64 student for a 32x32 teacher: scaled by 32/48 to cover 32x32 (32 x round(42.67) = 43), centre crop
+    # offset (43 - 32) // 2 = 5: the aspect ratio is kept, nothing is squashed.
+    wide = dict(VIT_64, input_size=(3, 48, 64))
+    wide_input = student_batch(wide)
+    expected = teacher_input_by_hand(wide_input, wide, CIFAR, (32, 43), "bilinear", crop=(0, 5))
+    torch.testing.assert_close(normalization_converter(wide, CIFAR)(wide_input), expected)
+    # nearest maps to torch's nearest-exact (PIL's nearest): an exact 2x upscale repeats every pixel
+    nearest = dict(CIFAR, input_size=(3, 64, 64), interpolation="nearest")
+    up = normalization_converter(CIFAR, nearest)(student_input)
+    torch.testing.assert_close(up, student_input.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1))
+
+
+def test_normalization_converter_checks_both_configs():
     with pytest.raises(ValueError, match=r"teacher_cfg lacks \['mean'\]"):
         normalization_converter(CIFAR, {"input_size": (3, 32, 32), "std": (1, 1, 1)})
+    with pytest.raises(ValueError, match=r"student_cfg\['input_size'\] must be \(3, H, W\)"):
+        normalization_converter(dict(CIFAR, input_size=(32, 32)), CIFAR)

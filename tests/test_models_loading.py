@@ -1,6 +1,7 @@
 """Teacher loading (safe weights, frozen, eval), the teacher/dataset check, student creation."""
 
 import fractions
+import json
 import math
 
 import pytest
@@ -193,11 +194,31 @@ def test_student_keeps_the_architectures_own_initialisation():
 
 
 def test_student_errors_name_the_fix():
-    with pytest.raises(ValueError, match=r"architecture='cifar_resnet8x3'.*import ltkd_hf"):
+    with pytest.raises(ValueError, match=r"source='cifar_resnet8x3'.*import ltkd_hf.*'local-dir:' prefix"):
         create_student("cifar_resnet8x3", num_classes=10)
     with pytest.raises(ValueError, match=r"label_names has 2 names but num_classes=3"):
         create_student("cifar_resnet8x4", num_classes=3, label_names=["a", "b"])
-    with pytest.raises(ValueError, match=r"pretrained=True: a student is created untrained"):
+    with pytest.raises(ValueError, match=r"label_names has duplicates"):
+        create_student("cifar_resnet8x4", num_classes=2, label_names=["a", "a"])
+    with pytest.raises(ValueError, match=r"num_classes=0: a classifier needs at least 1 class"):
+        create_student("cifar_resnet8x4", num_classes=0)
+    # pretrained=True starts from published weights (tests/test_models_pretrained.py); the CIFAR zoo has none
+    with pytest.raises(ValueError, match=r"'cifar_resnet8x4' with pretrained=True: its weights are not published"):
         create_student("cifar_resnet8x4", num_classes=3, pretrained=True)
     with pytest.raises(ValueError, match=r"neither a timm model nor a TimmWrapper"):
         unwrap_timm(torch.nn.Linear(2, 2))
+
+
+def test_teacher_from_a_wrapper_folder_takes_the_students_input_size(tmp_path):
+    """A ViT student at img_size=32 saved with save_pretrained (a Trainer checkpoint) is a teacher that says it
+    takes 32x32 inputs: from the saved pretrained_cfg, or, in a config without one, from model_args."""
+    student = create_student("test_vit", num_classes=3, img_size=32, label_names=["a", "b", "c"])
+    student.save_pretrained(tmp_path)
+    teacher = load_teacher(str(tmp_path))
+    assert timm.data.resolve_data_config(model=teacher)["input_size"] == (3, 32, 32)
+    assert_same_weights(teacher, unwrap_timm(student))
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["pretrained_cfg"]
+    config_path.write_text(json.dumps(config))
+    assert timm.data.resolve_data_config(model=load_teacher(str(tmp_path)))["input_size"] == (3, 32, 32)

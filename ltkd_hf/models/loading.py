@@ -1,18 +1,27 @@
 """Teacher loading (frozen, eval, safe weights first), the teacher/dataset check, and student creation."""
 
+import copy
+import dataclasses
 import difflib
 import json
 import os
 import pickle
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 from accelerate.utils import extract_model_from_parallel
-from timm.models import get_pretrained_cfg, load_state_dict
+from huggingface_hub import errors as hf_errors
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from timm.layers import to_2tuple
+from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg, load_state_dict
+from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split  # timm exports them only from _hub
 from torch import nn
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
@@ -22,16 +31,18 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
 
 
-def _require_model_name(argument: str, name: str) -> None:
-    """Raise a ValueError naming close timm names (and the ``import ltkd_hf`` rule) for an unknown name."""
+def _require_model_name(
+    argument: str, name: str, others: str = "a folder must exist on disk, a Hub model needs the 'hf-hub:' prefix"
+) -> None:
+    """Raise a ValueError naming close timm names (and the ``import ltkd_hf`` rule) for an unknown name;
+    ``others`` says how the caller's other kinds of source are written."""
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
     hint = f" Close names: {', '.join(close)}." if close else ""
     raise ValueError(
         f"{argument}={name!r} is not a registered timm architecture.{hint} The CIFAR architectures "
-        f"(cifar_resnet8x4, cifar_wrn_40_2, ...) are registered only after `import ltkd_hf`; "
-        f"a folder must exist on disk, a Hub model needs the 'hf-hub:' prefix."
+        f"(cifar_resnet8x4, cifar_wrn_40_2, ...) are registered only after `import ltkd_hf`; {others}."
     )
 
 
@@ -116,6 +127,30 @@ def _check_folder(path: Path, argument: str, source: str, allow_unsafe_pickle: b
             )
 
 
+# The pretrained_cfg keys a config.json may set for a model built here: no weight source (the weights are read
+# from the folder), no state dict.
+_CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg)) - {
+    "url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source"
+}
+
+
+def _wrapper_cfg_overlay(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` for a model from a transformers TimmWrapper config.json: its
+    ``pretrained_cfg`` (students from ``create_student`` save one), else at least the input size its model_args
+    set (``img_size``, ``in_chans``), so ``resolve_data_config`` sees the size the model takes."""
+    overlay = {k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in _CFG_FIELDS}
+    args = config.get("model_args") or {}
+    if "input_size" not in overlay and (args.get("img_size") is not None or args.get("in_chans") is not None):
+        registered = get_pretrained_cfg(config["architecture"])
+        size = tuple(registered.input_size) if registered is not None else (3, 224, 224)
+        spatial = size[1:] if args.get("img_size") is None else to_2tuple(args["img_size"])
+        overlay["input_size"] = (int(args.get("in_chans") or size[0]), *(int(v) for v in spatial))
+    for key in ("input_size", "mean", "std"):
+        if overlay.get(key) is not None:
+            overlay[key] = tuple(overlay[key])
+    return overlay
+
+
 def _load_wrapper_folder(path: Path) -> nn.Module:
     """A timm model from a transformers TimmWrapper folder (``save_pretrained``, Trainer checkpoints)."""
     config = json.loads((path / "config.json").read_text())
@@ -126,7 +161,8 @@ def _load_wrapper_folder(path: Path) -> nn.Module:
         label_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     num_classes = config.get("num_classes") or config.get("num_labels") or len(label_names or [])
     model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
-    model = timm.create_model(architecture, num_classes=num_classes, **model_args)
+    overlay = _wrapper_cfg_overlay(config)
+    model = timm.create_model(architecture, num_classes=num_classes, pretrained_cfg_overlay=overlay, **model_args)
     weights = path / "model.safetensors"
     _load_weights(model, _strip_wrapper_prefix(load_state_dict(str(weights))), str(weights))
     if label_names is not None:
@@ -272,45 +308,329 @@ def unwrap_timm(model: nn.Module) -> nn.Module:
     return inner
 
 
+_HUB_PREFIX, _LOCAL_PREFIX = "hf-hub:", "local-dir:"
+# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
+_REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+
+
+@dataclass
+class _Start:
+    """What ``create_student`` starts from: the name timm builds, or a transformers TimmWrapper folder."""
+
+    name: str  # for timm.create_model (a timm name, "hf-hub:...", "local-dir:..."), or the wrapper's architecture
+    config: dict[str, Any] | None = None  # the checkpoint's config.json
+    wrapper_folder: Path | None = None  # a transformers TimmWrapper folder (config model_type "timm_wrapper")
+    hub_id: str | None = None  # the Hub repo the weights come from
+    revision: str | None = None
+    recorded: str | None = None  # the source as recorded in the student's config
+
+
+def _hub_spec(source: str) -> tuple[str, str | None]:
+    """``hf-hub:<owner>/<name>[@<revision>]`` -> (repo id, revision)."""
+    repo_id, at, revision = source[len(_HUB_PREFIX):].partition("@")
+    try:
+        validate_repo_id(repo_id)
+        if at and (not revision or "@" in revision):
+            raise HFValidationError(f"bad revision {revision!r}")
+    except HFValidationError as error:
+        raise ValueError(
+            f"source={source!r} is not a valid Hub model spec ({error}); write 'hf-hub:<owner>/<name>' or "
+            f"'hf-hub:<owner>/<name>@<revision>'."
+        ) from None
+    return repo_id, revision or None
+
+
+def _hub_file(source: str, repo_id: str, filename: str, revision: str | None) -> Path | None:
+    """A file of a Hub repo, downloaded to the cache; None when the repo does not hold it."""
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except hf_errors.RepositoryNotFoundError:
+        raise ValueError(
+            f"source={source!r}: the Hub has no model repo {repo_id!r} that this login may read (check the "
+            f"name; a private or gated repo needs `hf auth login` or HF_TOKEN)."
+        ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise ValueError(
+            f"source={source!r}: the Hub repo {repo_id!r} has no revision {revision!r}; pass a branch, tag or "
+            f"commit of that repo after '@', or drop it for main."
+        ) from None
+    except _REMOTE_MISSING:
+        return None
+
+
+def _require_hub_safetensors(source: str, repo_id: str, revision: str | None, pretrained_cfg: dict[str, Any]) -> None:
+    """Raise unless the Hub repo holds the safetensors file timm loads first, so timm never falls back to a
+    pickled ``pytorch_model.bin``."""
+    filename = pretrained_cfg.get("hf_hub_filename") or HF_WEIGHTS_NAME
+    names = [filename] if filename.endswith(_SAFE_SUFFIX) else list(_get_safe_alternatives(filename))
+    if any(_hub_file(source, repo_id, name, revision) is not None for name in names):
+        return
+    raise ValueError(
+        f"source={source!r}: the Hub repo {repo_id!r} holds no safetensors weights ({', '.join(names) or filename} "
+        f"not found). Only safetensors are loaded (unpickling a file can run arbitrary code): convert the weights "
+        f"(safetensors.torch.save_file(state_dict, 'model.safetensors')) and use that repo or a 'local-dir:' folder."
+    )
+
+
+def _read_json(path: Path, source: str) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"source={source!r}: {str(path)!r} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict) or not config.get("architecture"):
+        raise ValueError(
+            f"source={source!r}: {str(path)!r} names no 'architecture'; a start checkpoint needs timm's config.json "
+            f"(timm.models.save_for_hf, ltkd_hf.save_student) or a transformers TimmWrapper one (save_pretrained)."
+        )
+    return config
+
+
+def _local_start(source: str, pretrained: bool) -> _Start:
+    folder = Path(source[len(_LOCAL_PREFIX):]).expanduser().resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"source={source!r}: folder {str(folder)!r} does not exist; 'local-dir:' takes a model folder "
+            f"(config.json + model.safetensors)."
+        )
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"source={source!r}: {str(folder / 'config.json')!r} does not exist; a model folder needs config.json "
+            f"+ model.safetensors (timm's save_for_hf layout, ltkd_hf's saved students, transformers' save_pretrained)."
+        )
+    if pretrained and not (folder / "model.safetensors").is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if _is_pickle(p))
+        if pickles:
+            raise ValueError(
+                f"source={source!r} holds pickled weights only ({', '.join(pickles)}); a student starts only from "
+                f"safetensors (unpickling a file can run arbitrary code). Convert them: "
+                f"safetensors.torch.save_file(state_dict, '{folder / 'model.safetensors'}')."
+            )
+        raise FileNotFoundError(f"source={source!r}: no model.safetensors in {str(folder)!r}.")
+    config = _read_json(folder / "config.json", source)
+    wrapper = folder if config.get("model_type") == "timm_wrapper" else None
+    name = config["architecture"] if wrapper else f"{_LOCAL_PREFIX}{folder}"
+    return _Start(name, config, wrapper, recorded=f"{_LOCAL_PREFIX}{folder}")
+
+
+def _hub_start(source: str, pretrained: bool) -> _Start:
+    repo_id, revision = _hub_spec(source)
+    config_path = _hub_file(source, repo_id, "config.json", revision)
+    if config_path is None:
+        raise ValueError(
+            f"source={source!r}: the Hub repo {repo_id!r} has no config.json, so it is not a timm or transformers "
+            f"TimmWrapper model repo (those hold config.json + model.safetensors)."
+        )
+    config = _read_json(config_path, source)
+    if config.get("model_type") == "timm_wrapper":  # transformers' layout: timm cannot read its config.json
+        if pretrained and _hub_file(source, repo_id, "model.safetensors", revision) is None:
+            raise ValueError(
+                f"source={source!r}: the Hub repo {repo_id!r} holds no model.safetensors; a student starts only "
+                f"from safetensors (unpickling a file can run arbitrary code)."
+            )
+        return _Start(config["architecture"], config, config_path.parent, repo_id, revision, source)
+    if pretrained:
+        _require_hub_safetensors(source, repo_id, revision, config.get("pretrained_cfg") or {})
+    return _Start(source, config, None, repo_id, revision, source)
+
+
+def _timm_start(source: str, pretrained: bool) -> _Start:
+    if _looks_like_path(source):
+        raise ValueError(
+            f"source={source!r} looks like a path or a Hub id, not a timm name: write 'local-dir:{source}' for a "
+            f"model folder, or 'hf-hub:{source}' for a Hub model."
+        )
+    _require_model_name("source", source, "a folder needs the 'local-dir:' prefix, a Hub model the 'hf-hub:' prefix")
+    try:
+        cfg = get_pretrained_cfg(source)
+    except RuntimeError as error:  # an unknown pretrained tag
+        architecture = source.split(".", 1)[0]
+        tags = ", ".join(timm.list_pretrained(f"{architecture}.*")[:10]) or "none"
+        raise ValueError(f"source={source!r}: {error} Published weights of {architecture!r}: {tags}.") from None
+    if not pretrained:
+        return _Start(source)
+    if cfg is None or not cfg.hf_hub_id:
+        where = cfg and (cfg.url or cfg.file)
+        reason = f"are published only at {where}, not as safetensors on the Hub" if where else "are not published"
+        raise ValueError(
+            f"source={source!r} with pretrained=True: its weights {reason}. Drop pretrained (a fresh student), or "
+            f"start from a 'local-dir:'/'hf-hub:' folder with config.json + model.safetensors."
+        )
+    repo_id, revision = hf_split(cfg.hf_hub_id)
+    _require_hub_safetensors(source, repo_id, revision, cfg.to_dict())
+    return _Start(source, None, None, repo_id, revision, source)
+
+
+def _names_of(label_names: Any) -> list[str] | None:
+    if isinstance(label_names, dict):  # timm accepts {index: name}
+        label_names = [label_names[k] for k in sorted(label_names, key=int)]
+    return None if not label_names else [str(name) for name in label_names]
+
+
+def _wrapper_label_names(config: dict[str, Any]) -> list[str] | None:
+    names = _names_of(config.get("label_names"))
+    if names is None and config.get("id2label"):
+        names = _names_of({int(k): v for k, v in config["id2label"].items()})
+    return names
+
+
+def _build_from_wrapper(start: _Start, pretrained: bool, num_classes: int, model_kwargs: dict) -> nn.Module:
+    """A timm model from a transformers TimmWrapper folder, through timm's own pretrained loading (its checkpoint
+    filter resamples a ViT's position embeddings for another img_size)."""
+    config, folder = start.config, start.wrapper_folder
+    _require_model_name(f"architecture in {str(folder / 'config.json')!r}", start.name)
+    overlay = _wrapper_cfg_overlay(config)
+    kwargs = {**{k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}, **model_kwargs}
+    if not pretrained:
+        return timm.create_model(start.name, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs)
+    names = _wrapper_label_names(config)
+    classes = config.get("num_classes") or config.get("num_labels") or len(names or [])
+    state_dict = _strip_wrapper_prefix(load_state_dict(str(folder / "model.safetensors")))
+    overlay.update(state_dict=state_dict, source=None, num_classes=classes, label_names=names)
+    return timm.create_model(start.name, pretrained=True, num_classes=classes, pretrained_cfg_overlay=overlay, **kwargs)
+
+
+def _student_pretrained_cfg(
+    model: nn.Module, num_classes: int, label_names: list[str] | None, new_head: bool, model_kwargs: dict
+) -> dict[str, Any]:
+    """The student's pretrained_cfg: the start's preprocessing, its input size changed by ``img_size`` /
+    ``in_chans``, the new class count and names, no weight source (the weights are the student's now)."""
+    cfg = filter_pretrained_cfg(
+        {k: v for k, v in model.pretrained_cfg.items() if k != "state_dict"}, remove_source=True, remove_null=True
+    )
+    old_size = tuple(cfg.get("input_size") or (3, 224, 224))
+    size = old_size[1:] if model_kwargs.get("img_size") is None else to_2tuple(model_kwargs["img_size"])
+    input_size = (int(model_kwargs.get("in_chans") or old_size[0]), *(int(v) for v in size))
+    if input_size != old_size:
+        cfg.pop("test_input_size", None)
+        cfg.pop("test_pool_size", None)
+        cfg["pool_size"] = None
+    cfg["input_size"] = input_size
+    for key in ("mean", "std"):
+        if cfg.get(key) is not None:
+            cfg[key] = tuple(cfg[key])
+    if new_head:
+        for key in ("label_names", "label_descriptions", "label_offset"):
+            cfg.pop(key, None)
+    cfg["num_classes"] = num_classes
+    if label_names is not None:
+        cfg["label_names"] = list(label_names)
+    return cfg
+
+
+def _check_label_names(label_names: Sequence[str] | None, num_classes: int) -> None:
+    if label_names is None:
+        return
+    if len(label_names) != num_classes:
+        raise ValueError(
+            f"label_names has {len(label_names)} names but num_classes={num_classes}: give one name per class."
+        )
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"label_names has duplicates ({list(label_names)[:10]}...): class names must be unique.")
+
+
 def create_student(
-    architecture: str,
+    source: str,
     *,
     num_classes: int,
     label_names: Sequence[str] | None = None,
+    pretrained: bool = False,
     **model_kwargs: Any,
 ) -> TimmWrapperForImageClassification:
-    """A freshly initialised timm model wrapped for ``transformers.Trainer``.
+    """A timm model wrapped for ``transformers.Trainer``: freshly initialised, or started from a checkpoint.
 
-    ``forward(pixel_values, labels=None)`` returns an ``ImageClassifierOutput`` with (B, num_classes)
-    logits and, given labels, the cross-entropy loss. ``config.id2label`` / ``label2id`` carry
-    ``label_names`` (``"LABEL_i"`` when None). ``model_kwargs`` go to ``timm.create_model``.
+    Args:
+        source: a timm architecture name, optionally with a pretrained tag (``"resnet18.a1_in1k"``);
+            ``"hf-hub:<owner>/<name>[@<revision>]"``; or ``"local-dir:<path>"``. A folder or Hub repo holds
+            config.json + model.safetensors in timm's layout (``timm.models.save_for_hf``, ``ltkd_hf.save_student``)
+            or in transformers' TimmWrapper layout (``save_pretrained``, Trainer checkpoints); its config gives the
+            architecture, its model_args and its preprocessing.
+        num_classes: the student's class count.
+        label_names: class names in index order (``config.id2label``; ``"LABEL_i"`` when None).
+        pretrained: start from the source's weights (safetensors only: a folder or repo with only pickled weights
+            raises). Every backbone weight is loaded, strictly (timm's loader; a ViT's position embeddings are
+            resampled for another ``img_size``). The classifier is kept only when it already predicts these
+            classes (the checkpoint's class count is ``num_classes``, and its label names, when both are known,
+            are ``label_names``; its names are then inherited when ``label_names`` is None); otherwise it is
+            replaced by a freshly initialised one (``reset_classifier(num_classes)``). Without ``pretrained``,
+            every weight has the architecture's own initialisation.
+        model_kwargs: go to ``timm.create_model`` (e.g. ``img_size=64``, ``drop_path_rate=0.1``), on top of the
+            checkpoint config's model_args; they must be JSON-serializable (they are saved in config.json).
+
+    Returns:
+        ``TimmWrapperForImageClassification``: ``forward(pixel_values, labels=None)`` returns an
+        ``ImageClassifierOutput`` with (B, num_classes) logits and, given labels, the cross-entropy loss.
+        Its ``config.pretrained_cfg`` (also ``unwrap_timm(student).pretrained_cfg``) is the start's preprocessing
+        with the input size the student takes (``img_size``), so ``timm.data.resolve_data_config(model=
+        unwrap_timm(student))`` and transformers' image processor see the student's input. Where it started is
+        recorded in the config, for a model card's ``base_model``:
+
+        - ``config.base_model``: the Hub repo id the weights came from (the ``hf-hub:`` repo, or the hf_hub_id
+          of a timm name's pretrained tag, e.g. ``"timm/resnet18.a1_in1k"``); None for a local folder or when
+          not ``pretrained``.
+        - ``config.base_model_revision``: the ``@revision`` of an ``hf-hub:`` source, else None.
+        - ``config.base_model_source``: the source the weights came from (``local-dir:`` with an absolute path);
+          None when not ``pretrained``.
     """
-    _require_model_name("architecture", architecture)
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(
+            f"source={source!r}: pass a timm name ('cifar_resnet8x4', 'resnet18.a1_in1k'), "
+            f"'hf-hub:<owner>/<name>[@<revision>]' or 'local-dir:<path>'."
+        )
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 1 class.")
-    if model_kwargs.get("pretrained"):
-        raise ValueError(
-            "pretrained=True: a student is created untrained (transformers' TimmWrapper builds it without "
-            "weights); drop pretrained, or copy trained weights into unwrap_timm(student) yourself."
-        )
+    _check_label_names(label_names, num_classes)
+    for key, value in model_kwargs.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"model_kwargs[{key!r}]={value!r} is not JSON-serializable, but the student's config.json must hold "
+                f"it to rebuild the model: pass a name or a number (e.g. act_layer='gelu')."
+            ) from None
+    if source.startswith(_HUB_PREFIX):
+        start = _hub_start(source, pretrained)
+    elif source.startswith(_LOCAL_PREFIX):
+        start = _local_start(source, pretrained)
+    else:
+        start = _timm_start(source, pretrained)
+
+    new_head = True
+    if start.wrapper_folder is not None:
+        model = _build_from_wrapper(start, pretrained, num_classes, model_kwargs)
+    elif pretrained:  # the checkpoint's own class count, so timm loads every tensor strictly
+        model = timm.create_model(start.name, pretrained=True, **model_kwargs)
+    else:
+        model = timm.create_model(start.name, num_classes=num_classes, **model_kwargs)
+    if pretrained:
+        found = _names_of(model.pretrained_cfg.get("label_names"))
+        same_names = label_names is None or found is None or found == [str(n) for n in label_names]
+        new_head = not (model.num_classes == num_classes and same_names)
+        if new_head:
+            model.reset_classifier(num_classes)
+        elif label_names is None and found is not None:
+            label_names = found
+    cfg = _student_pretrained_cfg(model, num_classes, label_names, new_head, model_kwargs)
+    model.pretrained_cfg = model.default_cfg = cfg
+
+    model_args = {k: v for k, v in ((start.config or {}).get("model_args") or {}).items() if k != "num_classes"}
+    model_args.update(model_kwargs)
     labels = {}
     if label_names is not None:
-        if len(label_names) != num_classes:
-            raise ValueError(
-                f"label_names has {len(label_names)} names but num_classes={num_classes}: give one name per class."
-            )
-        if len(set(label_names)) != len(label_names):
-            raise ValueError(f"label_names has duplicates ({list(label_names)[:10]}...): class names must be unique.")
-        labels = {
-            "id2label": dict(enumerate(label_names)),
-            "label2id": {name: i for i, name in enumerate(label_names)},
-        }
+        labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
     config = TimmWrapperConfig(
-        architecture=architecture, num_labels=num_classes, model_args=model_kwargs or None, **labels
+        architecture=cfg["architecture"],
+        num_labels=num_classes,
+        model_args=model_args or None,
+        pretrained_cfg=cfg,
+        base_model=start.hub_id if pretrained else None,
+        base_model_revision=start.revision if pretrained else None,
+        base_model_source=start.recorded if pretrained else None,
+        **labels,
     )
     student = TimmWrapperForImageClassification(config)
-    # transformers re-initialises every conv/linear with normal(0, 0.02); restore the architecture's own
-    # initialisation (e.g. Kaiming for the CIFAR ResNets), which the recipes' accuracies depend on.
-    fresh = timm.create_model(architecture, num_classes=num_classes, **model_kwargs)
-    student.timm_model.load_state_dict(fresh.state_dict())
+    # transformers re-initialises every conv/linear with normal(0, 0.02): put back the weights timm built (the
+    # architecture's own initialisation, e.g. Kaiming for the CIFAR ResNets, or the checkpoint's). The strict
+    # load also checks that the config rebuilds the same model.
+    student.timm_model.load_state_dict(model.state_dict())
+    student.timm_model.pretrained_cfg = student.timm_model.default_cfg = copy.deepcopy(cfg)
     return student
