@@ -1,6 +1,7 @@
 """Forward + backward time of LTKD against KD on logits, side by side in one run.
 
     python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N]
+    python3 benchmarks/loss_speed.py --features [--batch 64] [--repeats 3]   # the feature baselines
 
 For each C in {100, 1000} and K in {3, 10, 100, C}, times (best of ``--repeats``, measurements of the
 three losses interleaved so that load on the machine hits them alike):
@@ -9,6 +10,12 @@ three losses interleaved so that load on the machine hits them alike):
   * naive: a straightforward vectorised autograd LTKD (one-hot C x K matmuls, probabilities, logs of
     ratios), kept here for comparison only.
 Prints a Markdown table with the ratios to KD.
+
+With ``--features``, for the paper's seven CIFAR-100 pairs (32x32 inputs, 100 classes), times instead
+the loss alone on features captured once from the real models (forward + backward into the student's
+features and the ABFs): KD on the logits, ReviewKD (``create_loss("reviewkd", student=, teacher=)``) and
+CAT-KD (``create_loss("catkd")``), next to one student step (forward + CE backward) without and with
+``capture_features`` hooks, for scale.
 """
 
 from __future__ import annotations
@@ -16,11 +23,22 @@ from __future__ import annotations
 import argparse
 import time
 
+import timm
 import torch
 import torch.nn.functional as F
 
 from ltkd_hf import ClassGroups
-from ltkd_hf.losses import create_loss, kd_loss
+from ltkd_hf.losses import capture_features, create_loss, kd_loss
+
+FEATURE_PAIRS = (
+    ("cifar_resnet32x4", "cifar_resnet8x4"),
+    ("cifar_vgg13", "cifar_vgg8"),
+    ("cifar_wrn_40_2", "cifar_shufflenet_v1"),
+    ("cifar_resnet50", "cifar_mobilenet_v2"),
+    ("cifar_resnet32x4", "cifar_shufflenet_v1"),
+    ("cifar_vgg13", "cifar_mobilenet_v2"),
+    ("cifar_wrn_40_2", "cifar_wrn_40_1"),
+)
 
 
 def naive_ltkd(student_logits, teacher_logits, one_hot, temperature=4.0, alpha=6.0, beta=6.0):
@@ -42,7 +60,8 @@ def long_tailed_counts(num_classes: int, imbalance: float = 100.0) -> list[int]:
 
 
 def time_step(step, student, device: torch.device) -> float:
-    student.grad = None
+    if student is not None:
+        student.grad = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -78,6 +97,80 @@ def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, float]
     return rows
 
 
+def _detached(features: dict, leaf: bool) -> dict:
+    """Captured features cut from their models' graphs (as leaves needing grad for the student)."""
+
+    def cut(t):
+        return t.detach().requires_grad_(leaf) if isinstance(t, torch.Tensor) else t
+
+    return {k: [cut(t) for t in v] if isinstance(v, list) else cut(v) for k, v in features.items()}
+
+
+def _timed_best(steps: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    best = {name: float("inf") for name in steps}
+    for step in steps.values():  # warm-up
+        time_step(step, None, device)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            best[name] = min(best[name], time_step(step, None, device))
+    return {n: 1e3 * t for n, t in best.items()}
+
+
+def run_features(device: torch.device, batch: int, repeats: int) -> list[dict[str, object]]:
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
+    labels = torch.randint(0, 100, (batch,), generator=gen).to(device)
+    for teacher_name, student_name in FEATURE_PAIRS:
+        student = timm.create_model(student_name, num_classes=100).to(device).train()
+        teacher = timm.create_model(teacher_name, num_classes=100).to(device).eval().requires_grad_(False)
+        review = create_loss("reviewkd", student=student, teacher=teacher).to(device)
+        cat = create_loss("catkd")
+        with capture_features(student) as captured:
+            logits = student(x)
+        with torch.no_grad(), capture_features(teacher, preact=True) as teacher_captured:
+            teacher_logits = teacher(x)
+        s_feats, t_feats = _detached(captured, leaf=True), _detached(teacher_captured, leaf=False)
+        s_logits = logits.detach().requires_grad_()
+
+        def student_step(hooked: bool) -> None:
+            student.zero_grad(set_to_none=True)
+            if hooked:
+                with capture_features(student):
+                    out = student(x)
+            else:
+                out = student(x)
+            F.cross_entropy(out, labels).backward()
+
+        steps = {
+            "student": lambda: student_step(False),
+            "student_hooked": lambda: student_step(True),
+            "kd": lambda: kd_loss(s_logits, teacher_logits)["loss"].backward(),
+            "reviewkd": lambda: review(s_logits, teacher_logits, student_features=s_feats,
+                                       teacher_features=t_feats)["loss"].backward(),
+            "catkd": lambda: cat(s_logits, teacher_logits, student_features=s_feats,
+                                 teacher_features=t_feats)["loss"].backward(),
+        }
+        times = _timed_best(steps, device, repeats)
+        rows.append({"pair": f"{teacher_name[6:]} -> {student_name[6:]}", **times})
+    return rows
+
+
+def markdown_features(rows: list[dict[str, object]]) -> str:
+    lines = [
+        "| teacher -> student | student step (ms) | + capture hooks | KD (ms) | ReviewKD (ms) | ReviewKD / KD "
+        "| ReviewKD / student step | CAT-KD (ms) | CAT-KD / KD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['pair']} | {r['student']:.1f} | {r['student_hooked'] / r['student']:.2f}x | {r['kd']:.3f} "
+            f"| {r['reviewkd']:.1f} | {r['reviewkd'] / r['kd']:.0f}x | {r['reviewkd'] / r['student']:.2f}x "
+            f"| {r['catkd']:.3f} | {r['catkd'] / r['kd']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict[str, float]]) -> str:
     lines = [
         "| C | K | KD (ms) | LTKD (ms) | LTKD / KD | naive LTKD (ms) | naive / KD |",
@@ -97,13 +190,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--features", action="store_true", help="time the feature baselines (ReviewKD, CAT-KD) against KD instead"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"forward+backward, batch {args.batch}, float32, best of {args.repeats}, {name}, torch {torch.__version__}\n")
-    print(markdown(run(device, args.batch, args.repeats)))
+    if args.features:
+        print(markdown_features(run_features(device, args.batch, args.repeats)))
+    else:
+        print(markdown(run(device, args.batch, args.repeats)))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_none_means_default():
 
 
 def test_errors_say_what_to_pass():
-    with pytest.raises(ValueError, match=r"unknown loss 'hinton'; registered losses: \['bkd', 'ce', 'dist', 'dkd', 'kd', 'ltkd'"):
+    with pytest.raises(ValueError, match=r"unknown loss 'hinton'; registered losses: \['bkd', 'catkd', 'ce', 'dist', 'dkd', 'kd', 'ltkd', 'reviewkd'"):
         create_loss("hinton")
     with pytest.raises(ValueError, match=r"loss 'kd' does not take the hyperparameter\(s\) \['alpha'\]; it accepts \['temperature'\]"):
         create_loss("kd", alpha=6.0)

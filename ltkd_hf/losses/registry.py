@@ -37,6 +37,13 @@ class DistillationLoss(torch.nn.Module):
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    def batch_statistics(self, teacher_logits: torch.Tensor) -> torch.Tensor | None:
+        """Statistics the loss gathers over the whole batch (LTKD's group sums), or ``None`` for a loss
+        without any. The trainer sums them over a gradient-accumulation window, all-reduces them across
+        processes when the loss syncs (``sync_across_processes``), and passes the total to ``forward`` as
+        ``batch_statistics=``, so GA and DDP see one batch of the optimizer step's size."""
+        return None
+
     def describe(self) -> str:
         """The resolved objective in one line, for the training log."""
         raise NotImplementedError(f"{type(self).__name__} must implement describe()")
@@ -54,7 +61,7 @@ class DistillationLoss(torch.nn.Module):
 
 LOSSES: dict[str, type[DistillationLoss]] = {}
 _LossT = TypeVar("_LossT", bound=type[DistillationLoss])
-_CONTEXT = ("groups", "class_counts")  # data-derived inputs, not hyperparameters
+_CONTEXT = ("groups", "class_counts", "student", "teacher")  # data- and model-derived inputs, not hyperparameters
 
 
 def register_loss(name: str) -> Callable[[_LossT], _LossT]:
@@ -87,12 +94,15 @@ def create_loss(
     *,
     groups: ClassGroups | None = None,
     class_counts: Sequence[int] | None = None,
+    student: torch.nn.Module | None = None,
+    teacher: torch.nn.Module | None = None,
     **hyperparameters: object,
 ) -> DistillationLoss:
     """Build the registered loss ``name`` (``available_losses()``) with the given hyperparameters.
 
     ``groups`` and ``class_counts`` go to the losses that take them (LTKD needs groups or class counts,
-    BKD class counts) and are ignored by the others, so a trainer can always pass both. A
+    BKD class counts) and are ignored by the others, so a trainer can always pass both; likewise
+    ``student`` and ``teacher`` (the models) go to the feature losses that size their adapters from them. A
     hyperparameter set to ``None`` counts as not set (the loss's default, and no error for a loss that
     does not take it); one set to a value the loss does not take is an error.
     """
@@ -107,6 +117,6 @@ def create_loss(
             f"loss {name!r} does not take the hyperparameter(s) {unknown}; it accepts {sorted(accepted)}."
         )
     takes = inspect.signature(cls.__init__).parameters
-    context = {"groups": groups, "class_counts": class_counts}
+    context = {"groups": groups, "class_counts": class_counts, "student": student, "teacher": teacher}
     kwargs.update({k: v for k, v in context.items() if k in takes})
     return cls(**kwargs)

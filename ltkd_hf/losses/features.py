@@ -1,0 +1,165 @@
+"""Intermediate features for the feature-based losses, captured with forward hooks during a normal forward.
+
+Under DDP (or any wrapper) the student must run through the wrapped model's own ``forward`` so that the
+gradient synchronisation sees the whole graph; calling ``forward_intermediates`` on the bare model would
+bypass it. ``capture_features`` therefore hooks the bare timm model's modules and records what a normal
+``model(pixel_values=x)`` computes::
+
+    with capture_features(student) as student_features:
+        logits = student(pixel_values=x).logits
+    with torch.no_grad(), capture_features(teacher, preact=True) as teacher_features:
+        teacher_logits = teacher(x)
+    terms = loss_fn(logits, teacher_logits, student_features=student_features,
+                    teacher_features=teacher_features)
+
+The captured dict (the feature contract of ``reviewkd`` and ``catkd``):
+
+* ``"stages"``: the stem's and each stage's output, shallowest first, exactly as
+  ``forward_intermediates(x, intermediates_only=True)`` returns them;
+* ``"preact_stages"`` (only with ``preact=True``): the same features before their closing activation, as
+  the CIFAR KD model zoo's ``preact`` features (see ``preact_points``);
+* ``"final_map"``: the map the classifier head pools, ``forward_features(x)``, (B, num_features, H, W);
+* ``"pooled"``: the pooled pre-logits feature, ``forward_head(final_map, pre_logits=True)``, (B, num_features);
+* ``"classifier_weight"``: the classifier's weight parameter itself, (num_classes, num_features), put in
+  at entry (it is the tensor the forward uses, so a loss's gradient reaches it as the forward's does).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..models import unwrap_timm
+from ..models.cifar_mobilenet import CifarMobileNetV2
+from ..models.cifar_resnet import CifarResNet
+from ..models.cifar_shufflenet import ShuffleNetV1
+from ..models.cifar_vgg import CifarVGG
+from ..models.cifar_wrn import WideResNet
+
+__all__ = ["capture_features", "feature_channels", "preact_points"]
+
+_PREACT_KNOWN = (CifarResNet, WideResNet, CifarVGG, ShuffleNetV1, CifarMobileNetV2)
+# A pre-activation point: the module whose last call's "input" (cloned: the activations run in place)
+# or "output" is the feature.
+PreactPoint = tuple[nn.Module, str]
+
+
+def _feature_modules(model: nn.Module) -> list[nn.Module]:
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, (list, tuple)) or not info or not all(isinstance(i, dict) and "module" in i for i in info):
+        raise ValueError(
+            f"model {type(model).__name__} has no timm feature_info list naming its stem and stage modules; "
+            "capture_features needs a timm model that lists them (the CIFAR architectures of ltkd_hf do)."
+        )
+    return [model.get_submodule(i["module"]) for i in info]
+
+
+def _global_pool(model: nn.Module) -> nn.Module:
+    head = getattr(model, "head", None)
+    pool = getattr(head, "global_pool", None) if isinstance(head, nn.Module) else None
+    pool = pool if pool is not None else getattr(model, "global_pool", None)
+    if not isinstance(pool, nn.Module):
+        raise ValueError(
+            f"model {type(model).__name__} has no global_pool module (model.head.global_pool or "
+            "model.global_pool); capture_features reads the pooled feature and the final map there."
+        )
+    return pool
+
+
+def feature_channels(model: nn.Module) -> list[int]:
+    """Channels of the captured ``"stages"`` (stem first), from the timm model's ``feature_info``."""
+    inner = unwrap_timm(model)
+    _feature_modules(inner)
+    return [int(i["num_chs"]) for i in inner.feature_info]
+
+
+def preact_points(model: nn.Module) -> list[PreactPoint]:
+    """Where each stem/stage feature is read before its closing activation, as the CIFAR KD model zoo does.
+
+    * ResNets: the input of the last block's final ReLU (the block's sum), stem: the input of its ReLU;
+    * WRNs (pre-activation blocks): the stage output after the next block's BN (after ``final``'s BN for
+      the last stage), still without ReLU, as the zoo's ``preact`` WRN features; the stem has no activation;
+    * VGGs: the input of the block's last ReLU (the last BN's output);
+    * ShuffleNetV1: the input of the last unit's final ReLU (its last call), stem: the input of its ReLU;
+    * MobileNetV2: the stages end in linear bottlenecks, so the stage outputs; stem: the input of its ReLU.
+    """
+    inner = unwrap_timm(model)
+    if not isinstance(inner, _PREACT_KNOWN):
+        raise ValueError(
+            f"preact=True knows the pre-activation features of the CIFAR architectures (CifarResNet, WideResNet, "
+            f"CifarVGG, ShuffleNetV1, CifarMobileNetV2) only, got {type(inner).__name__}; capture with "
+            "preact=False (and build ReviewKD with teacher_preact=False)."
+        )
+    stages = list(inner.stages)
+    if isinstance(inner, CifarResNet):
+        last_acts = [s[-1].act3 if hasattr(s[-1], "act3") else s[-1].act2 for s in stages]
+        return [(inner.stem[-1], "input")] + [(act, "input") for act in last_acts]
+    if isinstance(inner, WideResNet):
+        following = [s[0].act1 for s in stages[1:]] + [inner.final[-1]]
+        return [(inner.stem, "output")] + [(act, "input") for act in following]
+    if isinstance(inner, CifarVGG):
+        return [(inner.stem[-1], "input")] + [(s[-1], "input") for s in stages]
+    if isinstance(inner, ShuffleNetV1):
+        return [(inner.stem[-1], "input")] + [(s[-1].act, "input") for s in stages]
+    return [(inner.stem[-1], "input")] + [(s, "output") for s in stages]  # CifarMobileNetV2
+
+
+def _store_output(slots: list | dict, index: int | str, flatten: bool = False):
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        slots[index] = output.flatten(1) if flatten else output
+
+    return hook
+
+
+def _store_input(slots: list | dict, index: int | str, clone: bool):
+    def hook(module: nn.Module, args: tuple) -> None:
+        slots[index] = args[0].clone() if clone else args[0]
+
+    return hook
+
+
+@contextmanager
+def capture_features(model: nn.Module, *, preact: bool = False) -> Iterator[dict[str, Any]]:
+    """Record the features of the forwards run inside the ``with`` block (see the module docstring).
+
+    Args:
+        model: a timm model, or a wrapper around one (transformers TimmWrapper, DDP, torch.compile); the
+            hooks go on the bare timm model, so calling the wrapper's ``forward`` fills the dict.
+        preact: also record ``"preact_stages"`` (``preact_points``); costs one copy of each such feature,
+            because the activations run in place.
+
+    Yields:
+        A dict, filled as the forward runs (a later forward inside the block overwrites it); the hooks
+        are removed on exit, the dict stays valid.
+    """
+    inner = unwrap_timm(model)
+    modules = _feature_modules(inner)
+    pool = _global_pool(inner)
+    classifier = inner.get_classifier()
+    weight = getattr(classifier, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(
+            f"model {type(inner).__name__} has no classifier weight (get_classifier() is "
+            f"{type(classifier).__name__}); build it with num_classes > 0."
+        )
+    features: dict[str, Any] = {"stages": [None] * len(modules), "classifier_weight": weight}
+    handles = [m.register_forward_hook(_store_output(features["stages"], i)) for i, m in enumerate(modules)]
+    handles.append(pool.register_forward_pre_hook(_store_input(features, "final_map", clone=False)))
+    handles.append(pool.register_forward_hook(_store_output(features, "pooled", flatten=True)))
+    try:
+        if preact:
+            points = preact_points(inner)
+            preact_slots: list = [None] * len(points)
+            for i, (module, where) in enumerate(points):
+                if where == "input":
+                    handles.append(module.register_forward_pre_hook(_store_input(preact_slots, i, clone=True)))
+                else:
+                    handles.append(module.register_forward_hook(_store_output(preact_slots, i)))
+            features["preact_stages"] = preact_slots
+        yield features
+    finally:
+        for handle in handles:
+            handle.remove()
