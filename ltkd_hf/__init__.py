@@ -4,13 +4,14 @@ Importing this package registers the paper's CIFAR architectures with timm.
 """
 
 from . import models  # noqa: F401  (registers the CIFAR architectures with timm)
-from .data import get_class_counts, load_image_dataset, long_tailed_counts, make_long_tailed
+from .config import DistillationConfig
+from .data import SplitInfo, get_class_counts, load_image_dataset, long_tailed_counts, make_long_tailed
 from .evaluation import evaluation_report, group_accuracy, load_group_accuracy, write_report
 from .groups import ClassGroups
 from .hub import check_push_to_hub_ready, load_student, push_student, render_model_card, save_student
 from .losses import available_losses, create_loss, kd_loss, ltkd_loss
 from .models import CIFAR_MODEL_NAMES, create_student, load_teacher, unwrap_timm
-from .trainer import DistillationConfig, DistillationTrainer
+from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "ClassGroups",
     "DistillationConfig",
     "DistillationTrainer",
+    "SplitInfo",
     "__version__",
     "available_losses",
     "check_push_to_hub_ready",

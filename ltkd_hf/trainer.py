@@ -1,150 +1,41 @@
-"""`DistillationConfig` and `DistillationTrainer`: LTKD (or any registered loss) on `transformers.Trainer`."""
+"""`DistillationTrainer`: LTKD (or any registered loss) on `transformers.Trainer`, owning its artefacts.
+
+``save_model()`` and every checkpoint write the one folder timm, transformers and ``pipeline`` load;
+``write_report()`` scores student and teacher from one ``predict()`` pass; ``create_model_card()`` writes the
+group card; ``push_to_hub()`` pushes the folder with it.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from safetensors.torch import load_file
+from timm.data import resolve_data_config
+from transformers import EvalPrediction, Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import get_last_checkpoint
 
-from .evaluation.metrics import group_accuracy
-from .groups import ClassGroups
-from .losses import available_losses, create_loss
+from .config import TEACHER_DTYPES, DistillationConfig
+from .data.split_info import SplitInfo
+from .data.transforms import normalization_converter
+from .evaluation.metrics import evaluation_report, group_accuracy, group_mass
+from .evaluation.report import format_group_table, write_report
+from .hub.card import REQUIRED_RESULTS, render_model_card, write_model_card
+from .hub.save import WEIGHTS_NAME, save_student
+from .losses import create_loss
 from .models.loading import check_teacher_matches, unwrap_timm
+from .provenance import check_settings, model_source, read_settings, run_settings
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DistillationConfig", "DistillationTrainer"]
-
-_TEACHER_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class DistillationConfig(TrainingArguments):
-    """`TrainingArguments` plus the distillation objective.
-
-    The student minimises ``ce_weight * CE(student, y) + ramp(epoch) * distill_loss(student, teacher)``, where
-    ``ramp`` grows linearly from 0 to 1 over ``warmup_epochs``. Loss hyperparameters left at ``None`` take the
-    chosen loss's own default (LTKD: T=4, alpha=6, beta=6; DKD: T=4, alpha=1, beta=8; ...), so switching
-    ``distill_loss`` never silently carries another method's weights.
-    """
-
-    distill_loss: str = field(
-        default="ltkd",
-        metadata={"help": "Distillation loss: one of the registered names (ltkd, kd, dkd, dist, bkd, ce)."},
-    )
-    temperature: float | None = field(
-        default=None, metadata={"help": "Softmax temperature T (> 0). Default: the loss's own (LTKD 4.0)."}
-    )
-    alpha: float | None = field(
-        default=None,
-        metadata={"help": "LTKD cross-group weight (DKD: target weight). Default: the loss's own (LTKD 6.0)."},
-    )
-    beta: float | None = field(
-        default=None,
-        metadata={"help": "LTKD within-group weight (DKD: non-target weight). Default: the loss's own (LTKD 6.0)."},
-    )
-    ce_weight: float = field(
-        default=1.0, metadata={"help": "Weight of the student's cross-entropy on the labels (>= 0)."}
-    )
-    num_groups: int = field(
-        default=3,
-        metadata={"help": "K, the number of frequency groups (3 = head/medium/tail, 33%/34%/33% of classes)."},
-    )
-    rebalance: bool | None = field(
-        default=None, metadata={"help": "LTKD: rebalance the teacher's cross-group mass over the batch (default on)."}
-    )
-    reweight: bool | None = field(
-        default=None,
-        metadata={"help": "LTKD: weight every within-group KL by beta instead of the teacher's mass (default on)."},
-    )
-    warmup_epochs: float = field(
-        default=0.0,
-        metadata={
-            "help": "Epochs over which the distillation term ramps linearly from 0 to full weight (CIFAR recipes: 20)."
-        },
-    )
-    sync_group_stats: bool = field(
-        default=True,
-        metadata={"help": "All-reduce LTKD's batch group sums across processes (global-batch rebalancing)."},
-    )
-    teacher_dtype: str = field(
-        default="auto",
-        metadata={
-            "help": "Teacher weights dtype: auto (bf16/fp16 on GPU when mixed precision is on, else float32), "
-            "float32, bfloat16 or float16."
-        },
-    )
-    channels_last: bool = field(
-        default=False, metadata={"help": "Run student and teacher in channels-last memory format."}
-    )
-    check_teacher_finite: bool = field(
-        default=True,
-        metadata={
-            "help": "Stop with the step number when the teacher's logits hold NaN/inf (one host sync per step, "
-            "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."
-        },
-    )
-    lr_decay_epochs: list[float] | None = field(
-        default=None,
-        metadata={
-            "help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
-            "(CIFAR recipes: 150 180 210). Replaces lr_scheduler_type; needs epoch-based training."
-        },
-    )
-    lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate <= 1)."})
-
-    # TrainingArguments defaults that image distillation needs.
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep all dataset columns: image transforms produce pixel_values lazily."}
-    )
-    label_names: list[str] | None = field(
-        default_factory=lambda: ["labels"], metadata={"help": "Input keys that hold the labels."}
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        names = available_losses()
-        if self.distill_loss not in names:
-            raise ValueError(f"distill_loss={self.distill_loss!r} is not a registered loss; choose one of {names}.")
-        if self.temperature is not None and not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-        for name in ("alpha", "beta", "ce_weight", "warmup_epochs"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
-        if not isinstance(self.num_groups, int) or self.num_groups < 1:
-            raise ValueError(f"num_groups must be an integer >= 1, got {self.num_groups!r}.")
-        if self.lr_decay_epochs is not None:
-            if self.max_steps > 0:
-                raise ValueError(
-                    f"lr_decay_epochs={self.lr_decay_epochs} needs epoch-based training, but "
-                    f"max_steps={self.max_steps}; set num_train_epochs instead of max_steps."
-                )
-            if any(not e > 0 for e in self.lr_decay_epochs):
-                raise ValueError(f"lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
-        if not 0 < self.lr_decay_rate <= 1:
-            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
-        if self.teacher_dtype not in _TEACHER_DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {sorted(_TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
-
-    def loss_hyperparameters(self) -> dict[str, Any]:
-        """The loss hyperparameters the user set (``None`` ones are left to the loss's defaults)."""
-        values = {
-            "temperature": self.temperature,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "rebalance": self.rebalance,
-            "reweight": self.reweight,
-        }
-        if self.distill_loss == "ltkd":
-            values["sync_across_processes"] = self.sync_group_stats
-        return {k: v for k, v in values.items() if v is not None}
 
 
 def _num_classes(model: torch.nn.Module) -> int | None:
@@ -163,13 +54,21 @@ def _label_names(model: torch.nn.Module) -> list[str] | None:
     return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
+def _describe_teacher(teacher: torch.nn.Module) -> str:
+    """A teacher's name for the card when the caller gives none: its architecture (where its weights came from
+    is only known to the caller: pass ``teacher_name``)."""
+    return unwrap_timm(teacher).pretrained_cfg.get("architecture") or type(unwrap_timm(teacher)).__name__
+
+
 class DistillationTrainer(Trainer):
-    """`transformers.Trainer` that distills a student from a frozen teacher.
+    """`transformers.Trainer` that distills a student from a frozen teacher and owns the run's artefacts.
 
     The teacher never enters the optimizer or a checkpoint: it is frozen, pinned in eval mode (BatchNorm
     statistics never move), prepared by accelerate for inference only and run under ``no_grad``. The loss is a
     per-batch mean, so Trainer divides it by the gradient-accumulation steps (``loss_is_scaled_for_ga =
-    False``). Evaluation is a student-only pass: cross-entropy plus overall and per-group accuracy.
+    False``). Losses with batch statistics (LTKD's group sums) see the whole optimizer step: the teacher's
+    logits for a gradient-accumulation window are computed first and the statistics summed over the window and
+    all processes. Evaluation is a student-only pass: cross-entropy plus overall and per-group accuracy.
 
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
@@ -177,15 +76,20 @@ class DistillationTrainer(Trainer):
             ``distill_loss="ce"``, which trains the model with cross-entropy alone (the biased teacher, a
             baseline).
         args: a `DistillationConfig`.
-        class_counts: training images per class; with ``args.num_groups`` they define the groups.
-        groups: explicit `ClassGroups` instead of ``class_counts`` (BKD still needs ``class_counts``).
-        teacher_input_transform: maps the student's ``pixel_values`` to the teacher's input when the two
-            normalise differently (see `ltkd_hf.data.normalization_converter`).
+        split_info: the training split's classes, counts and construction (`ltkd_hf.data.SplitInfo`); read
+            from ``train_dataset`` when it is a ``datasets.Dataset`` made by `ltkd_hf.data`.
+        class_counts: training images per class, for a ``train_dataset`` that records none (e.g. a torch
+            Dataset); the class names then come from the student's ``config.id2label``.
+        teacher_name: where the teacher came from, for the card (a Hub id, a folder, "trained here ...");
+            default: its Hub id or architecture.
+        teacher_input_transform: maps the student's ``pixel_values`` to the teacher's input; by default derived
+            from the two models' ``pretrained_cfg`` (mean/std, and size when they differ).
         **kwargs: everything else `transformers.Trainer` takes (datasets, collator, callbacks, ...).
     """
 
     # Our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps.
     loss_is_scaled_for_ga = False
+    _tag_names = ["ltkd_hf", "knowledge-distillation", "long-tailed"]
 
     def __init__(
         self,
@@ -193,8 +97,9 @@ class DistillationTrainer(Trainer):
         teacher_model: torch.nn.Module | None,
         args: DistillationConfig,
         *,
+        split_info: SplitInfo | None = None,
         class_counts: Sequence[int] | None = None,
-        groups: ClassGroups | None = None,
+        teacher_name: str | None = None,
         teacher_input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -205,27 +110,19 @@ class DistillationTrainer(Trainer):
                 f"teacher_model is None but distill_loss={args.distill_loss!r} needs a teacher: pass a frozen timm "
                 "teacher (ltkd_hf.models.load_teacher), or distill_loss='ce' to train with cross-entropy alone."
             )
-        if groups is None and class_counts is None:
-            raise ValueError("Pass class_counts (training images per class) or groups (a ClassGroups).")
-        if groups is None:
-            groups = ClassGroups.from_counts(class_counts, args.num_groups)
-        num_classes = _num_classes(model)
-        sizes = {"class_counts": None if class_counts is None else len(class_counts), "groups": groups.num_classes}
-        for what, n in sizes.items():
-            if n is not None and n != num_classes:
-                raise ValueError(
-                    f"{what} covers {n} classes but the student has {num_classes} outputs; build the student with "
-                    f"num_classes={n} or pass the counts of the dataset it is trained on."
-                )
+        self.split_info = self._resolve_split_info(split_info, class_counts, kwargs.get("train_dataset"), model)
+        self._check_student(model)
         if teacher_model is not None:
-            check_teacher_matches(unwrap_timm(teacher_model), num_classes=num_classes, label_names=_label_names(model))
-
-        self.groups = groups
+            check_teacher_matches(
+                teacher_model, num_classes=self.split_info.num_classes, label_names=list(self.split_info.label_names)
+            )
+        self.groups = self.split_info.groups(args.num_groups)
         self.loss_fn = create_loss(
-            args.distill_loss, groups=groups, class_counts=class_counts, **args.loss_hyperparameters()
+            args.distill_loss, groups=self.groups, class_counts=self.split_info.class_counts, **args.distill_loss_kwargs
         )
+        self.teacher_name = None if teacher_model is None else teacher_name or _describe_teacher(teacher_model)
         kwargs.setdefault("compute_metrics", self._group_metrics)
-        kwargs.setdefault("preprocess_logits_for_metrics", lambda logits, labels: logits.argmax(dim=-1))
+        kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
         super().__init__(model=model, args=args, **kwargs)
         if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.NO:
             raise ValueError(
@@ -238,9 +135,16 @@ class DistillationTrainer(Trainer):
 
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if teacher_model is not None and teacher_input_transform is None:
+            teacher_input_transform = normalization_converter(
+                resolve_data_config(model=unwrap_timm(model)), resolve_data_config(model=unwrap_timm(teacher_model))
+            )
         self.teacher = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.teacher_input_transform = teacher_input_transform
         self.loss_fn.to(self.args.device)
+        self.report: dict[str, dict] | None = None
+        self._report_mode = False
+        self._window_statistics: torch.Tensor | None = None
         self._teacher_finite: torch.Tensor | None = None
         self._component_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._component_counts = {"train": 0, "eval": 0}
@@ -249,9 +153,42 @@ class DistillationTrainer(Trainer):
             args.ce_weight,
             args.warmup_epochs,
             self.loss_fn.describe(),
-            list(groups.names),
-            groups.sizes,
+            list(self.groups.names),
+            self.groups.sizes,
         )
+
+    @staticmethod
+    def _resolve_split_info(
+        split_info: SplitInfo | None, class_counts: Sequence[int] | None, train_dataset: Any, model: torch.nn.Module
+    ) -> SplitInfo:
+        if split_info is not None:
+            if class_counts is not None:
+                raise ValueError("Pass split_info or class_counts, not both: split_info carries the class counts.")
+            return split_info
+        if class_counts is not None:
+            names = _label_names(model)
+            return SplitInfo.from_counts(class_counts, names if names and len(names) == len(class_counts) else None)
+        if hasattr(train_dataset, "features") and hasattr(train_dataset, "info"):
+            return SplitInfo.from_dataset(train_dataset)
+        raise ValueError(
+            "Pass split_info (ltkd_hf.data.SplitInfo.from_dataset(train)) or class_counts (training images per "
+            "class), or a train_dataset made with ltkd_hf.data (it records them)."
+        )
+
+    def _check_student(self, model: torch.nn.Module) -> None:
+        num_classes, info = _num_classes(model), self.split_info
+        if num_classes != info.num_classes:
+            raise ValueError(
+                f"The training split has {info.num_classes} classes but the student has {num_classes} outputs; "
+                f"build the student with num_classes={info.num_classes} or pass the counts of the dataset it is "
+                "trained on."
+            )
+        names = _label_names(model)
+        if names is not None and [str(n) for n in names] != list(info.label_names):
+            raise ValueError(
+                f"The student's label names {names[:5]}... differ from the dataset's {list(info.label_names)[:5]}...; "
+                "build the student with label_names=<the dataset's class names> in class-index order."
+            )
 
     # -- teacher -------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: torch.nn.Module) -> torch.nn.Module:
@@ -269,7 +206,7 @@ class DistillationTrainer(Trainer):
 
     def _teacher_dtype(self) -> torch.dtype | None:
         if self.args.teacher_dtype != "auto":
-            return _TEACHER_DTYPES[self.args.teacher_dtype]
+            return TEACHER_DTYPES[self.args.teacher_dtype]
         # The accelerator's precision, set by --bf16/--fp16 or by `accelerate launch --mixed_precision`.
         half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.accelerator.mixed_precision)
         return half if self.args.device.type == "cuda" else None
@@ -281,12 +218,31 @@ class DistillationTrainer(Trainer):
             self.teacher.eval()
         if self.teacher_input_transform is not None:
             pixel_values = self.teacher_input_transform(pixel_values)
+        if self.args.channels_last:
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         dtype = next(self.teacher.parameters()).dtype
         out = self.teacher(pixel_values.to(dtype))
-        logits = (out.logits if hasattr(out, "logits") else out).float()
-        if self.args.check_teacher_finite:  # a device tensor: read once the step's backward is queued
-            self._teacher_finite = torch.isfinite(logits).all()
-        return logits
+        return (out.logits if hasattr(out, "logits") else out).float()
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The gradient-accumulation window's micro-batches, each with its teacher logits; the loss's batch
+        statistics are summed over the window and (for a syncing loss) all processes before any student step."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.teacher is None or not batches:
+            return batches, num_items
+        logits = [self.teacher_logits(batch["pixel_values"]) for batch in batches]
+        for batch, teacher_logits in zip(batches, logits):
+            batch["teacher_logits"] = teacher_logits
+        if self.args.check_teacher_finite:  # a device tensor: read once the first backward is queued
+            self._teacher_finite = torch.stack([torch.isfinite(t).all() for t in logits]).all()
+        stats = [self.loss_fn.batch_statistics(t) for t in logits]
+        self._window_statistics = None
+        if stats[0] is not None:
+            total = torch.stack(stats).sum(0)
+            if getattr(self.loss_fn, "sync_across_processes", False) and self.accelerator.num_processes > 1:
+                total = self.accelerator.reduce(total, reduction="sum")
+            self._window_statistics = total
+        return batches, num_items
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -295,7 +251,7 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 f"The teacher produced non-finite (NaN/inf) logits at step {self.state.global_step}; training "
                 "stopped before the optimizer used them. Check the teacher checkpoint, its input normalisation "
-                "and teacher_dtype."
+                "and --teacher_dtype."
             )
         return loss
 
@@ -321,18 +277,24 @@ class DistillationTrainer(Trainer):
         ce = F.cross_entropy(student_logits.float(), labels)
         mode = "train" if model.training else "eval"
         terms = {"ce": ce}
+        outputs = {"logits": student_logits}
         if mode == "train" and self.teacher is not None:
-            distill = self.loss_fn(student_logits, self.teacher_logits(pixel_values), labels)
-            ramp = self.distill_ramp()
-            loss = self.args.ce_weight * ce + ramp * distill["loss"]
+            teacher_logits = inputs.get("teacher_logits")
+            if teacher_logits is None:  # called outside the training loop's window
+                teacher_logits = self.teacher_logits(pixel_values)
+            extra = {} if self._window_statistics is None else {"batch_statistics": self._window_statistics}
+            distill = self.loss_fn(student_logits, teacher_logits, labels, **extra)
+            loss = self.args.ce_weight * ce + self.distill_ramp() * distill["loss"]
             terms.update({k: v for k, v in distill.items() if k != "loss"})
             terms["distill"] = distill["loss"]
         elif mode == "train":  # distill_loss="ce": cross-entropy alone
             loss = self.args.ce_weight * ce
         else:  # student-only evaluation: its CE is the eval loss, its logits the only output
             loss = ce
+            if self._report_mode and self.teacher is not None:
+                outputs["teacher_logits"] = self.teacher_logits(pixel_values)
         self._accumulate(mode, terms)
-        return (loss, {"logits": student_logits}) if return_outputs else loss
+        return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
         sums = self._component_sums[mode]
@@ -346,10 +308,9 @@ class DistillationTrainer(Trainer):
         if self.args.lr_decay_epochs is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         steps_per_epoch = num_training_steps / self.args.num_train_epochs
-        milestones = [round(e * steps_per_epoch) for e in self.args.lr_decay_epochs]
-        rate = self.args.lr_decay_rate
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer or self.optimizer, lambda step: rate ** sum(step >= m for m in milestones)
+        milestones = sorted(round(e * steps_per_epoch) for e in self.args.lr_decay_epochs)
+        self.lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer or self.optimizer, milestones=milestones, gamma=self.args.lr_decay_rate
         )
         return self.lr_scheduler
 
@@ -365,8 +326,196 @@ class DistillationTrainer(Trainer):
             self._component_sums[mode], self._component_counts[mode] = {}, 0
         super().log(logs, start_time)
 
+    def _predictions(self, logits, labels):
+        """What evaluation keeps per sample: the student's class, and in a report pass its and the teacher's
+        softmax (for per-class accuracy and the teacher's group mass)."""
+        if isinstance(logits, (tuple, list)):  # report pass: (student, teacher) logits
+            return tuple(torch.softmax(t.float(), dim=-1) for t in logits)
+        if self._report_mode:
+            return torch.softmax(logits.float(), dim=-1)
+        return logits.argmax(dim=-1)
+
     def _group_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        predictions = np.asarray(prediction.predictions)
-        if predictions.ndim == 2:  # logits, when preprocess_logits_for_metrics was replaced
+        predictions = prediction.predictions
+        if isinstance(predictions, (tuple, list)):
+            predictions = predictions[0]
+        predictions = np.asarray(predictions)
+        if predictions.ndim == 2:  # probabilities or logits
             predictions = predictions.argmax(-1)
         return group_accuracy(predictions, np.asarray(prediction.label_ids), self.groups)
+
+    # -- the run's settings, saving and resuming ----------------------------------------------
+    def run_settings(self) -> dict[str, Any]:
+        """The settings that define this run, as recorded in every folder it saves (see `ltkd_hf.provenance`)."""
+        return run_settings(self.args, self.split_info, model=self.model, teacher=self.teacher_name)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Write the canonical folder (timm weights + a config.json timm and transformers both load, with this
+        run's settings under ``"ltkd"``) instead of transformers' TimmWrapper layout."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        timm_model = unwrap_timm(self.model)
+        extra = {"ltkd": {"settings": self.run_settings(), "groups": self.groups.to_dict(), "objective": self.loss_fn.describe()}}
+        save_student(
+            timm_model,
+            output_dir,
+            label_names=self.split_info.label_names,
+            extra_config=extra,
+            data_config=resolve_data_config(model=timm_model),
+        )
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        if read_settings(resume_from_checkpoint) is None:  # a folder in another layout: Trainer's own loading
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        state = load_file(os.path.join(resume_from_checkpoint, WEIGHTS_NAME), device="cpu")
+        unwrap_timm(model if model is not None else self.model).load_state_dict(state)
+
+    def _load_best_model(self) -> None:
+        logger.info("Loading best model from %s (score: %s).", self.state.best_model_checkpoint, self.state.best_metric)
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """`Trainer.train`; a checkpoint is resumed only when the settings it records equal this run's."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"--resume_from_checkpoint true, but {self.args.output_dir} holds no checkpoint-* folder; drop it "
+                    "to start from scratch, or pass the checkpoint folder's path."
+                )
+        if isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            if not os.path.isdir(resume_from_checkpoint):
+                raise FileNotFoundError(
+                    f"--resume_from_checkpoint {str(resume_from_checkpoint)!r} is not a folder; pass a checkpoint-N "
+                    "folder of an earlier run with the same settings."
+                )
+            check_settings(resume_from_checkpoint, self.run_settings(), what="a checkpoint")
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+
+    # -- report, card, push --------------------------------------------------------------------
+    @property
+    def model_label(self) -> str:
+        """The student's row name in reports: "student (LTKD)", "student (CE)", ..."""
+        return f"student ({self.args.distill_loss.upper()})"
+
+    def write_report(
+        self,
+        output_dir: str | None = None,
+        *,
+        eval_dataset: Any = None,
+        name: str | None = None,
+        other_reports: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, dict]:
+        """Score the model (and the teacher) on ``eval_dataset`` (default: the trainer's) from one ``predict()``
+        pass, write report.json, report.md and the plots into ``output_dir`` (default ``args.output_dir``), and
+        return ``{row name: evaluation_report}``.
+
+        ``name`` is the model's row (default `model_label`; "teacher" for a cross-entropy run that trains the
+        teacher, whose own group mass is then plotted); ``other_reports`` adds rows (e.g. the CE student's).
+        """
+        self._report_mode = True
+        try:
+            out = self.predict(eval_dataset if eval_dataset is not None else self.eval_dataset, metric_key_prefix="test")
+        finally:
+            self._report_mode = False
+        probs = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
+        labels = np.asarray(out.label_ids)
+        counts, k = self.split_info.class_counts, self.args.num_groups
+        name = name or self.model_label
+        reports: dict[str, dict] = {}
+        mass = None
+        if self.teacher is not None:
+            reports["teacher"] = evaluation_report(probs[1].argmax(-1), labels, class_counts=counts, num_groups=k)
+            mass = group_mass(probs[1], self.groups)
+        elif name == "teacher":
+            mass = group_mass(probs[0], self.groups)
+        reports.update({key: dict(value) for key, value in (other_reports or {}).items()})
+        reports[name] = evaluation_report(probs[0].argmax(-1), labels, class_counts=counts, num_groups=k)
+        if self.args.should_save:
+            write_report(
+                output_dir or self.args.output_dir,
+                reports,
+                class_counts=counts,
+                groups=self.groups,
+                teacher_group_mass=mass,
+                metadata=self._report_metadata(),
+            )
+        self.report = reports
+        return reports
+
+    def _report_metadata(self) -> dict[str, Any]:
+        info = self.split_info
+        return {
+            "dataset": info.source,
+            "training split": info.describe(),
+            "evaluated on": info.test_split or "the eval dataset",
+            "model": model_source(self.model),
+            "teacher": self.teacher_name,
+            "objective": self.loss_fn.describe(),
+            "training seed": self.args.seed,
+            "evaluated": "last-epoch weights" if not self.args.load_best_model_at_end else "best checkpoint",
+        }
+
+    def _card_results(self) -> dict[str, float]:
+        """The latest evaluation's overall and per-group accuracy (running ``evaluate()`` when there is none)."""
+        for entry in reversed(self.state.log_history):
+            if "eval_accuracy" in entry:
+                metrics = entry
+                break
+        else:
+            metrics = self.evaluate()
+        return {k.removeprefix("eval_"): float(v) for k, v in metrics.items() if k.removeprefix("eval_").startswith("accuracy")}
+
+    def create_model_card(self, model_name: str | None = None, license: str = "apache-2.0", **kwargs: Any) -> None:
+        """Write the group model card into ``args.output_dir/README.md``: ``model-index`` with overall / head /
+        medium / tail accuracy from the latest ``evaluate()``, where each model started, the long-tailed split as
+        it was made, the loss and its settings, the seeds, the report's table and plots when `write_report` ran."""
+        results = self._card_results()
+        if not self.is_world_process_zero():
+            return
+        missing = [key for key in REQUIRED_RESULTS if key not in results]
+        if missing:
+            raise ValueError(f"evaluate() gave no {missing}; the card needs overall and per-group accuracy.")
+        out = Path(self.args.output_dir)
+        plots = [p for p in ("per_class_accuracy.png", "teacher_bias.png") if (out / p).is_file()] if self.report else []
+        source = model_source(self.model)
+        card = render_model_card(
+            model_name=getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name or out.name,
+            architecture=source["architecture"],
+            student_init=source["init"],
+            teacher=self.teacher_name,
+            split_info=self.split_info,
+            groups=self.groups,
+            loss_name=self.args.distill_loss,
+            loss_description=self.loss_fn.describe(),
+            loss_config={
+                **(self.args.loss_settings() if self.args.distill_loss != "ce" else {}),
+                "ce_weight": self.args.ce_weight,
+                "warmup_epochs": self.args.warmup_epochs,
+            },
+            training={
+                "training seed": self.args.seed,
+                "epochs": self.args.num_train_epochs if self.args.max_steps <= 0 else f"{self.args.max_steps} steps",
+                "batch size (per device x accumulation x processes)": (
+                    f"{self.args.per_device_train_batch_size} x {self.args.gradient_accumulation_steps} x "
+                    f"{self.args.world_size}"
+                ),
+                "optimizer": f"{getattr(self.args.optim, 'value', self.args.optim)} {self.args.optim_args or ''}".strip()
+                + f", learning rate {self.args.learning_rate}",
+                "weights evaluated": "last epoch" if not self.args.load_best_model_at_end else "best checkpoint",
+            },
+            results=results,
+            plots=plots,
+            comparison_table=format_group_table(self.report, self.groups.names) if self.report else None,
+            license=license,
+        )
+        write_model_card(out, card)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs):
+        """Push ``args.output_dir`` (the canonical folder and its group card; checkpoints stay home)."""
+        self._card_results()  # every process: evaluate() is collective when the card needs it
+        return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from typing import Callable
 
 import yaml
 from transformers import HfArgumentParser
@@ -13,7 +14,7 @@ from transformers import HfArgumentParser
 
 @dataclass
 class DataArguments:
-    """Which data, and how it is made long-tailed (LTKD.md §4)."""
+    """Which data, and how it is made long-tailed."""
 
     dataset: str = field(
         default="builtin:digits",
@@ -76,6 +77,15 @@ class ModelArguments:
         default=True, metadata={"help": "Also train the student with cross-entropy alone, for the comparison table."}
     )
 
+    def __post_init__(self) -> None:
+        if self.teacher_checkpoint is not None and self.teacher is None:
+            raise ValueError(
+                f"--teacher_checkpoint {self.teacher_checkpoint!r} needs --teacher <architecture name> (the model the "
+                "weights belong to); without --teacher a teacher is trained here and the checkpoint would be ignored."
+            )
+        if self.teacher_epochs <= 0:
+            raise ValueError(f"--teacher_epochs must be > 0, got {self.teacher_epochs}.")
+
     def model_kwargs(self) -> dict:
         """Keyword arguments for timm.create_model shared by teacher and student."""
         if self.input_size is None:
@@ -83,15 +93,65 @@ class ModelArguments:
         return {"pretrained_cfg_overlay": {"input_size": (3, self.input_size, self.input_size)}}
 
 
-DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo.yaml")
+@dataclass
+class RunArguments:
+    """What to do with what an earlier run left in --output_dir, and the checks before training."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train every stage again from scratch, replacing what --output_dir holds. Without it, a finished "
+            "stage is reused and an interrupted one resumed only when its recorded settings equal this command's."
+        },
+    )
+    verify_images: bool = field(
+        default=True,
+        metadata={"help": "Decode every training and test image before training, naming any corrupt file."},
+    )
+
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEMO_CONFIG = os.path.join(CONFIGS, "demo.yaml")
+BASE_CONFIG = os.path.join(CONFIGS, "base.yaml")
+
+
+def default_config(argv: list[str]) -> str:
+    """The config a command without --config starts from: the demo's for the built-in demo data, else the base
+    recipe (recipes/configs/base.yaml), which holds no dataset-specific setting."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--dataset", default=None)
+    dataset = pre.parse_known_args(argv)[0].dataset
+    return DEMO_CONFIG if dataset in (None, "builtin:digits") else BASE_CONFIG
+
+
+def _unset_with_none(argv: list[str], optional: set[str]) -> tuple[list[str], dict]:
+    """``--name none`` for a setting that may be None: drop it from argv and return it as ``{name: None}``."""
+    rest, unset, i = [], {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        name, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name in optional and not value and i + 1 < len(argv) and argv[i + 1].lower() == "none":
+            unset[name], i = None, i + 2
+            continue
+        if name in optional and value.lower() == "none":
+            unset[name], i = None, i + 1
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, unset
 
 
 def parse_with_config(
-    dataclass_types: tuple, argv: list[str] | None = None, default_config: str | None = None
+    dataclass_types: tuple, argv: list[str] | None = None, default_config: str | Callable[[list[str]], str] | None = None
 ) -> tuple:
     """Parse ``--config FILE.yaml`` (flat keys of the dataclasses; ``default_config`` when none is given), then the
-    command line, which overrides it."""
+    command line, which overrides it. ``--name none`` sets a setting that may be None (a list such as
+    ``--lr_decay_epochs``, a config's value) back to None."""
     argv = sys.argv[1:] if argv is None else argv
+    if callable(default_config):
+        default_config = default_config(argv)
+    optional = {f.name for t in dataclass_types for f in fields(t) if f.default is None or "None" in str(f.type)}
+    argv, unset = _unset_with_none(list(argv), optional)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=default_config)
     known, rest = pre.parse_known_args(argv)
@@ -113,4 +173,5 @@ def parse_with_config(
         if unknown:
             raise ValueError(f"--config {known.config!r} has unknown keys {unknown}; see --help for the accepted ones.")
         parser.set_defaults(**values)
+    parser.set_defaults(**unset)
     return tuple(parser.parse_args_into_dataclasses(rest)[: len(dataclass_types)])

@@ -11,70 +11,36 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from accelerate import PartialState  # noqa: E402
 
-from ltkd_hf import ClassGroups, DistillationConfig  # noqa: E402
-from ltkd_hf.evaluation import format_group_table, group_mass, write_report  # noqa: E402
-from ltkd_hf.models import create_student  # noqa: E402
-from recipe_args import DEMO_CONFIG, DataArguments, ModelArguments, parse_with_config  # noqa: E402
-from steps import (  # noqa: E402
-    close_processes,
-    cross_entropy_args,
-    load_long_tailed,
-    save_model_folder,
-    score,
-    train_stage,
-)
+from ltkd_hf import DistillationConfig  # noqa: E402
+from ltkd_hf.evaluation import format_group_table  # noqa: E402
+from recipe_args import DataArguments, ModelArguments, RunArguments, default_config, parse_with_config  # noqa: E402
+from steps import check_data, close_processes, cross_entropy_args, load_long_tailed, new_model, plan_stage, train_stage  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, config = parse_with_config(
-        (DataArguments, ModelArguments, DistillationConfig), argv, default_config=DEMO_CONFIG
+    data_args, model_args, run_args, config = parse_with_config(
+        (DataArguments, ModelArguments, RunArguments, DistillationConfig), argv, default_config=default_config
     )
     with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
         data = load_long_tailed(data_args)
-    groups = ClassGroups.from_counts(data.class_counts, config.num_groups)
-    teacher = create_student(
-        model_args.teacher_architecture,
-        num_classes=len(data.class_counts),
-        label_names=data.label_names,
-        **model_args.model_kwargs(),
+        check_data(data, dataset=data_args.dataset, verify=run_args.verify_images)
+    model = new_model(
+        "--teacher_architecture", model_args.teacher_architecture, data, config.seed, **model_args.model_kwargs()
     )
     lr = model_args.teacher_learning_rate or config.learning_rate
-    trainer = train_stage(
-        teacher,
-        cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr),
-        data,
-    )
-    folder = Path(config.output_dir) / "teacher"
-    save_model_folder(
-        teacher,
-        folder,
-        data.label_names,
-        {"ltkd": {**data.description, "groups": groups.to_dict(), "class_counts": data.class_counts}},
-    )
-    test = trainer.eval_dataset  # the balanced test split with the teacher's transforms
-    report, probs = score(teacher, test, data.class_counts, config.num_groups, config.per_device_eval_batch_size)
+    args = cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr)
+    trainer = train_stage(plan_stage("teacher", args, model, data, None, run_args), data)
+    reports = trainer.write_report(name="teacher")
+    trainer.create_model_card()
     if PartialState().is_main_process:
-        write_report(
-            folder,
-            {"teacher": report},
-            class_counts=data.class_counts,
-            groups=groups,
-            teacher_group_mass=group_mass(probs, groups),
-            metadata={
-                **data.description,
-                "teacher": model_args.teacher_architecture,
-                "evaluated": "last-epoch weights",
-            },
-        )
-        print(format_group_table({"teacher": report}, groups.names))
-        print(f"Teacher folder: {folder}")
-    return report
+        print(format_group_table(reports, trainer.groups.names))
+        print(f"Teacher folder: {args.output_dir}")
+    return reports["teacher"]
 
 
 if __name__ == "__main__":

@@ -1,48 +1,48 @@
-"""The steps the recipes share: long-tailed data, a cross-entropy run, scoring, the student folder."""
+"""The steps the recipes share: the long-tailed data and its checks, models, and stages that never lie.
+
+A stage (the biased teacher, the cross-entropy student, the distilled student) is one `DistillationTrainer` run
+whose ``output_dir`` is ``<output_dir>/<stage>``: its checkpoints (``checkpoint-N``) and, once finished, the
+canonical model folder. Every stage is planned before any trains: a finished stage is reused and an interrupted
+one resumed only when the settings it recorded equal the command's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from accelerate import PartialState
 from datasets import Dataset
+from safetensors.torch import load_file
 from timm.data import resolve_data_config
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ltkd_hf import DistillationConfig, DistillationTrainer
-from ltkd_hf.data import (
-    apply_transforms,
-    collate_fn,
-    get_class_counts,
-    load_image_dataset,
-    make_long_tailed,
-    normalization_converter,
-)
-from ltkd_hf.evaluation import evaluation_report, predict_logits
-from ltkd_hf.hub import save_student
-from ltkd_hf.models import unwrap_timm
+from ltkd_hf import DistillationConfig, DistillationTrainer, SplitInfo
+from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset, make_long_tailed, verify_images
+from ltkd_hf.hub.save import WEIGHTS_NAME
+from ltkd_hf.models import create_student, unwrap_timm
+from ltkd_hf.provenance import check_settings, read_settings, run_settings
 
-from recipe_args import DataArguments
+from recipe_args import DataArguments, RunArguments
 
 logger = logging.getLogger("ltkd_hf.recipes")
 
 
 @dataclass
 class LongTailedData:
-    """The long-tailed training split, the balanced test split, and what describes them."""
+    """The long-tailed training split, the balanced test split, and what describes the training split."""
 
     train: Dataset
     test: Dataset
-    class_counts: list[int]
-    label_names: list[str]
-    description: dict
+    split_info: SplitInfo
 
 
 def source_splits(args: DataArguments) -> str | dict[str, str] | None:
@@ -61,7 +61,6 @@ def load_long_tailed(args: DataArguments) -> LongTailedData:
     splits = load_image_dataset(
         args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
     )
-    test = splits["test"]
     train = make_long_tailed(
         splits["train"],
         args.imbalance_factor,
@@ -70,103 +69,151 @@ def load_long_tailed(args: DataArguments) -> LongTailedData:
         exponent=args.lt_exponent,
         class_order_seed=args.class_order_seed,
     )
-    counts = get_class_counts(train)
-    names = list(train.features["label"].names)
-    description = {
-        "dataset": args.dataset,
-        "imbalance_factor": args.imbalance_factor,
-        "lt_seed": args.lt_seed,
-        "lt_profile": args.lt_profile,
-        "lt_exponent": args.lt_exponent,
-        "class_order_seed": args.class_order_seed,
-        "train_images": int(sum(counts)),
-        "test_images": len(test),
-        "num_classes": len(counts),
-    }
+    info = SplitInfo.from_dataset(train)
     logger.info(
         "Long-tailed train split: %d images, %d classes, counts %d..%d",
-        sum(counts),
-        len(counts),
-        max(counts),
-        min(counts),
+        sum(info.class_counts), info.num_classes, max(info.class_counts), min(info.class_counts),
     )
-    return LongTailedData(train, test, counts, names, description)
+    return LongTailedData(train, splits["test"], info)
 
 
-def with_model_transforms(data: LongTailedData, model: torch.nn.Module) -> tuple[Dataset, Dataset, dict]:
-    """Train/test datasets that yield ``pixel_values`` prepared as ``model``'s pretrained_cfg asks."""
-    data_config = resolve_data_config(model=unwrap_timm(model))
-    prepared = apply_transforms({"train": data.train, "test": data.test}, data_config)
-    return prepared["train"], prepared["test"], data_config
+def check_data(data: LongTailedData, *, dataset: str, verify: bool) -> None:
+    """Every class has training and test images, and (with ``verify``) every image decodes."""
+    info = data.split_info
+    test_counts = np.bincount(np.asarray(data.test["label"]), minlength=info.num_classes)
+    for what, counts in (("training", info.class_counts), ("test", test_counts)):
+        empty = [info.label_names[c] for c in range(info.num_classes) if counts[c] == 0]
+        if empty:
+            raise ValueError(
+                f"--dataset {dataset}: classes {empty[:10]} have no {what} images, so their accuracy cannot be "
+                f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
+            )
+    if verify:
+        verify_images(data.train, split="train")
+        verify_images(data.test, split="test")
+
+
+def new_model(flag: str, source: str, data: LongTailedData, seed: int, **model_kwargs):
+    """A fresh model for a stage, initialised under ``seed`` (the same command gives the same weights)."""
+    set_seed(seed)
+    try:
+        return create_student(
+            source, num_classes=data.split_info.num_classes, label_names=data.split_info.label_names, **model_kwargs
+        )
+    except ValueError as err:
+        raise ValueError(f"{flag} {source}: {err}") from err
 
 
 def stage_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
-    """The run's arguments for one training stage, with its own checkpoint folder; stages are never pushed."""
-    return dataclasses.replace(
-        config, output_dir=os.path.join(config.output_dir, "checkpoints", stage), push_to_hub=False, **changes
-    )
+    """The run's arguments for one stage, in its own folder ``<output_dir>/<stage>``; stages push only on request."""
+    return dataclasses.replace(config, output_dir=os.path.join(config.output_dir, stage), push_to_hub=False, **changes)
 
 
 def cross_entropy_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
     """Arguments of a cross-entropy-only stage (the biased teacher, the CE student): no distillation terms."""
-    none = dict(temperature=None, alpha=None, beta=None, rebalance=None, reweight=None, warmup_epochs=0.0)
-    return stage_args(config, stage, distill_loss="ce", **{**none, **changes})
+    return stage_args(config, stage, distill_loss="ce", distill_loss_kwargs=None, warmup_epochs=0.0, **changes)
 
 
-def last_checkpoint(args: DistillationConfig) -> str | None:
-    """The stage's newest checkpoint, so re-running the same command resumes an interrupted run."""
-    if not os.path.isdir(args.output_dir):
+@dataclass
+class Stage:
+    """A planned stage: its arguments, its fresh model, and what its folder already holds."""
+
+    name: str
+    args: DistillationConfig
+    model: object
+    teacher_name: str | None
+    finished: bool = False
+    resume: str | None = None
+    clear: bool = False
+
+    @property
+    def weights(self) -> Path | None:
+        """Where the stage's final weights already are: the finished folder, or a checkpoint taken at the last
+        step (resuming one would take an extra step in transformers), else None."""
+        if self.finished:
+            return self.folder / WEIGHTS_NAME
+        if self.resume is not None:
+            state = json.loads((Path(self.resume) / "trainer_state.json").read_text())
+            if state["global_step"] >= state["max_steps"] > 0:
+                return Path(self.resume) / WEIGHTS_NAME
         return None
-    return get_last_checkpoint(args.output_dir)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.args.output_dir)
 
 
-def train_stage(model, args: DistillationConfig, data: LongTailedData, teacher=None) -> DistillationTrainer:
-    """Train ``model`` on the long-tailed split: distilled from ``teacher``, or with cross-entropy alone when it is
-    None (the biased teacher, the CE student). Re-running resumes from the stage's last checkpoint. The trainer's
-    ``eval_dataset`` is the balanced test split with ``model``'s transforms, its ``teacher_input_transform`` what
-    the teacher needs on top."""
-    train, test, data_config = with_model_transforms(data, model)
-    to_teacher = None
-    if teacher is not None:
-        to_teacher = normalization_converter(data_config, resolve_data_config(model=unwrap_timm(teacher)))
+def plan_stage(
+    name: str, args: DistillationConfig, model, data: LongTailedData, teacher_name: str | None, run: RunArguments
+) -> Stage:
+    """Decide, before anything trains, whether the stage is reused, resumed or trained from scratch; raise when its
+    folder holds a run with other settings (each difference named) or files this library did not write."""
+    stage = Stage(name, args, model, teacher_name)
+    folder, resume = stage.folder, args.resume_from_checkpoint
+    if run.overwrite_output_dir:
+        stage.clear = folder.is_dir()
+        return stage
+    settings = run_settings(args, data.split_info, model=model, teacher=teacher_name)
+    if name == "student" and resume not in (None, "true", "false"):
+        if not Path(resume).is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
+        check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint")
+        stage.resume = resume
+        return stage
+    if not folder.is_dir() or not any(folder.iterdir()):
+        if name == "student" and resume == "true":
+            raise ValueError(f"--resume_from_checkpoint true, but {folder} holds no checkpoint to resume.")
+        return stage
+    if read_settings(folder) is not None and (folder / WEIGHTS_NAME).is_file():
+        check_settings(folder, settings, what=f"a finished {name} stage")
+        stage.finished = True
+        return stage
+    last = get_last_checkpoint(str(folder))
+    if last is None:
+        raise ValueError(
+            f"{folder} exists and holds files but no finished stage or checkpoint of ltkd_hf; pass "
+            "--overwrite_output_dir true to use it anyway, or choose another --output_dir."
+        )
+    if resume == "false":
+        stage.clear = True  # an explicit fresh start: the old checkpoints would be picked up later otherwise
+    else:
+        check_settings(last, settings, what=f"a checkpoint of the {name} stage")
+        stage.resume = last
+    return stage
+
+
+def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> DistillationTrainer:
+    """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
+    ``eval_dataset`` is the balanced test split with the model's own transforms."""
+    weights = stage.weights
+    if weights is not None:
+        unwrap_timm(stage.model).load_state_dict(load_file(weights))
+    state = PartialState()
+    if stage.clear and state.is_main_process:
+        for old in stage.folder.glob("checkpoint-*"):
+            logger.info("Removing %s (a fresh start was asked for)", old)
+            shutil.rmtree(old)
+    state.wait_for_everyone()
+    prepared = apply_transforms(
+        {"train": data.train, "test": data.test}, resolve_data_config(model=unwrap_timm(stage.model))
+    )
     trainer = DistillationTrainer(
-        model=model,
+        model=stage.model,
         teacher_model=teacher,
-        args=args,
-        train_dataset=train,
-        eval_dataset=test,
-        class_counts=data.class_counts,
-        teacher_input_transform=to_teacher,
+        args=stage.args,
+        train_dataset=prepared["train"],
+        eval_dataset=prepared["test"],
+        split_info=data.split_info,
+        teacher_name=stage.teacher_name,
         data_collator=collate_fn,
     )
-    trainer.train(resume_from_checkpoint=last_checkpoint(args))
+    if weights is not None:
+        logger.info("Stage %s: reusing %s (same settings)", stage.name, weights)
+    else:
+        trainer.train(resume_from_checkpoint=stage.resume)
+    if not stage.finished:
+        trainer.save_model()
     return trainer
-
-
-def score(
-    model, test: Dataset, class_counts, num_groups: int, batch_size: int, input_transform=None
-) -> tuple[dict, np.ndarray]:
-    """The evaluation report of ``model`` on the balanced test split, and its probabilities."""
-    logits, labels = predict_logits(
-        model, test, collate_fn=collate_fn, batch_size=batch_size, input_transform=input_transform
-    )
-    report = evaluation_report(logits.argmax(-1), labels, class_counts=class_counts, num_groups=num_groups)
-    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-    return report, probs
-
-
-def save_model_folder(model, folder: Path, label_names, extra_config: dict) -> None:
-    """Write the canonical student folder on the main process only; every process waits for it."""
-    state = PartialState()
-    if state.is_main_process:
-        save_student(
-            model,
-            folder,
-            label_names=label_names,
-            extra_config=extra_config,
-            data_config=resolve_data_config(model=unwrap_timm(model)),
-        )
-    state.wait_for_everyone()
 
 
 def close_processes() -> None:

@@ -1,4 +1,4 @@
-"""The model card: front matter the Hub accepts, model-index with the four accuracies, a body that says how to use it."""
+"""The model card: front matter the Hub accepts, model-index with the four accuracies, a body that says what ran."""
 
 from __future__ import annotations
 
@@ -9,32 +9,37 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
+from ltkd_hf import ClassGroups, SplitInfo
 from ltkd_hf.hub import render_model_card, write_model_card
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS = {"accuracy": 51.25, "accuracy_head": 70.5, "accuracy_medium": 52.75, "accuracy_tail": 27.125, "nll": 1.875}
+RESULTS = {"accuracy": 0.5125, "accuracy_head": 0.705, "accuracy_medium": 0.5275, "accuracy_tail": 0.27125, "nll": 1.875}
 EXAMPLE_BANNER = (
     "> **EXAMPLE card.** Rendered by `ltkd_hf.hub.render_model_card` to show the layout; every number in it "
     "is made up, not a measured result."
 )
+LT = {"imbalance_factor": 100.0, "seed": 0, "profile": "exp", "exponent": "standard", "class_order_seed": None}
+COUNTS = [500, 300, 200, 120, 70, 40, 20, 10, 5]
+HUB_SPLIT = SplitInfo(COUNTS, [f"class_{i}" for i in range(9)], "uoft-cs/cifar100", "hub", "train", "test", LT)
+GROUPS = ClassGroups.from_counts(COUNTS, 3)
 # The arguments model_cards/EXAMPLE.md was rendered from (test_example_card_is_in_sync keeps them in step).
 EXAMPLE_KWARGS = dict(
     model_name="example-user/EXAMPLE-cifar_resnet8x4-cifar100lt-r100-ltkd",
     architecture="cifar_resnet8x4",
     teacher="example-user/EXAMPLE-cifar_resnet32x4-cifar100lt-r100",
-    dataset="cifar100",
-    imbalance_factor=100,
-    num_groups=3,
-    group_names=["head", "medium", "tail"],
+    split_info=HUB_SPLIT,
+    groups=GROUPS,
     loss_name="ltkd",
+    loss_description="LTKD: T^2*(6.0*KL(rebalanced b_t||b_s) + 6.0*sum_G KL(q_t,G||q_s,G)), T=4.0, K=3",
     loss_config={"alpha": 6.0, "beta": 6.0, "temperature": 4.0, "ce_weight": 1.0, "warmup_epochs": 20},
-    results={"accuracy": 50.0, "accuracy_head": 70.0, "accuracy_medium": 52.0, "accuracy_tail": 27.0},
-    plots=["plots/per_class_accuracy.png", "plots/teacher_bias.png"],
+    training={"training seed": 0, "epochs": 240, "weights evaluated": "last epoch"},
+    results={"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27},
+    plots=["per_class_accuracy.png", "teacher_bias.png"],
     comparison_table=(
-        "| Model (EXAMPLE numbers) | Tail | All |\n|---|---|---|\n"
-        "| Teacher (CE) | 15.0 | 45.0 |\n| Student (CE) | 13.0 | 42.0 |\n| Student (LTKD) | 27.0 | 50.0 |"
+        "| model (EXAMPLE numbers) | head | medium | tail | overall |\n|---|---:|---:|---:|---:|\n"
+        "| teacher | 70.00 | 45.00 | 15.00 | 45.00 |\n| student (CE) | 68.00 | 42.00 | 13.00 | 42.00 |\n"
+        "| student (LTKD) | 70.00 | 52.00 | 27.00 | 50.00 |"
     ),
-    extra={"Note": "EXAMPLE values, made up", "Epochs": 240, "Seed": 0, "Reported epoch": "last"},
 )
 
 
@@ -43,12 +48,11 @@ def _card(**overrides) -> str:
         model_name="alice/resnet8x4-ltkd",
         architecture="cifar_resnet8x4",
         teacher="alice/resnet32x4-lt-teacher",
-        dataset="cifar100",
-        imbalance_factor=20.0,
-        num_groups=3,
-        group_names=["head", "medium", "tail"],
+        split_info=HUB_SPLIT,
+        groups=GROUPS,
         loss_name="ltkd",
         loss_config={"alpha": 6.0, "beta": 6.0, "temperature": 4.0},
+        training={"training seed": 7},
         results=RESULTS,
         plots=["plots/per_class.png"],
     )
@@ -71,20 +75,21 @@ def test_front_matter_holds_hub_metadata_and_model_index() -> None:
     meta = _front_matter(_card())
     assert meta["library_name"] == "timm"
     assert {"image-classification", "knowledge-distillation", "long-tailed", "ltkd", "timm"} <= set(meta["tags"])
-    assert meta["datasets"] == ["cifar100"]
+    assert meta["datasets"] == ["uoft-cs/cifar100"]
     assert meta["base_model"] == "alice/resnet32x4-lt-teacher"
     assert meta["license"] == "apache-2.0"
     (entry,) = meta["model-index"]
     assert entry["name"] == "alice/resnet8x4-ltkd"
     (result,) = entry["results"]
     assert result["task"]["type"] == "image-classification"
-    assert result["dataset"] == {"name": "cifar100", "type": "cifar100", "split": "test"}
+    assert result["dataset"] == {"name": "uoft-cs/cifar100", "type": "uoft-cs/cifar100", "split": "test"}
     metrics = {m["type"]: m["value"] for m in result["metrics"]}
     assert metrics == RESULTS  # one entry per metric, the four accuracies included, values unchanged
 
 
 def test_huggingface_hub_model_card_reads_the_four_accuracies() -> None:
-    card = ModelCard(_card(dataset_split="validation"))
+    card = ModelCard(_card(split_info=SplitInfo(COUNTS, HUB_SPLIT.label_names, "ILSVRC/imagenet-1k", "hub",
+                                                "train", "validation", LT)))
     by_metric = {r.metric_type: r for r in card.data.eval_results}
     for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
         assert by_metric[key].metric_value == RESULTS[key]
@@ -101,11 +106,11 @@ def test_body_has_usage_setup_results_plots_and_citation() -> None:
     assert 'pipeline("image-classification", model="alice/resnet8x4-ltkd")' in body
     assert 'timm.create_model("local-dir:path/to/resnet8x4-ltkd", pretrained=True)' in body
     assert body.count("import ltkd_hf") >= 2
-    assert "imbalance factor ρ = 20" in body
-    assert "| Distillation loss | ltkd |" in body
+    assert "n_c = int(N_c * 100^(-c / (C - 1))), imbalance factor 100" in body and "LT seed 0" in body
+    assert "| Training seed | 7 |" in body
     for key, value in {"alpha": 6.0, "beta": 6.0, "temperature": 4.0}.items():
         assert f"| `{key}` | `{value}` |" in body
-    for row in ("| head | 70.5 |", "| medium | 52.75 |", "| tail | 27.12 |", "| Top-1 accuracy (all classes) | 51.25 |",
+    for row in ("| head | 70.50 |", "| medium | 52.75 |", "| tail | 27.12 |", "| Top-1 accuracy (all classes) | 51.25 |",
                 "| nll | 1.875 |"):
         assert row in body
     assert "![plots/per_class.png](plots/per_class.png)" in body
@@ -113,35 +118,43 @@ def test_body_has_usage_setup_results_plots_and_citation() -> None:
     assert "{{" not in text and "{%" not in text
 
 
-def test_local_teacher_is_named_in_body_not_as_base_model(tmp_path: Path) -> None:
+def test_card_states_what_ran_for_a_local_dataset_and_teacher(tmp_path: Path) -> None:
     teacher = tmp_path / "teacher"
     teacher.mkdir()
-    text = _card(teacher=str(teacher), model_name="resnet8x4-ltkd")
-    assert "base_model" not in _front_matter(text)
-    assert f"`{teacher}` (not on the Hub)" in text
+    step = dict(LT, profile="step", imbalance_factor=10.0, seed=3)
+    local = SplitInfo(COUNTS, HUB_SPLIT.label_names, str(tmp_path / "birds"), "local", "train", "val", step)
+    text = _card(teacher=str(teacher), model_name="resnet8x4-ltkd", split_info=local, student_init="local-dir:/ckpt")
+    meta = _front_matter(text)
+    assert "base_model" not in meta and "datasets" not in meta  # neither is on the Hub
+    assert meta["model-index"][0]["results"][0]["dataset"]["split"] == "val"
+    assert f"| Teacher | `{teacher}` |" in text
+    assert "started from `local-dir:/ckpt`" in text
+    assert "step profile: the first C // 2 classes keep all images, the others n_c / 10" in text and "LT seed 3" in text
+    assert "split `val` (balanced)" in text and "the balanced `val` split" in text
     # a model name that is not a repo id gets a placeholder namespace in the usage snippets
     assert 'hf-hub:<your-username>/resnet8x4-ltkd"' in text
 
 
+def test_student_checkpoint_on_the_hub_is_the_base_model() -> None:
+    meta = _front_matter(_card(student_init="hf-hub:timm/resnet18.a1_in1k"))
+    assert meta["base_model"] == "timm/resnet18.a1_in1k"
+
+
 def test_other_group_counts_render_their_own_rows() -> None:
-    names = [f"group_{g}" for g in range(5)]
-    results = {**RESULTS, "accuracy_group_0": 80.0, "accuracy_group_4": 10.0}
-    text = _card(num_groups=5, group_names=names, results=results)
-    assert "| group_0 | 80 |" in text and "| group_4 | 10 |" in text and "| group_2 | n/a |" in text
+    groups = ClassGroups.from_counts(COUNTS, 5)
+    results = {**RESULTS, "accuracy_group_0": 0.8, "accuracy_group_4": 0.1}
+    text = _card(groups=groups, results=results)
+    assert "| group_0 | 80.00 |" in text and "| group_4 | 10.00 |" in text and "| group_2 | n/a |" in text
     assert "| Top-1 accuracy (tail classes) | 27.12 |" in text
 
 
 def test_bad_inputs_are_explained() -> None:
     with pytest.raises(ValueError, match=r"results is missing \['accuracy_tail'\]"):
         _card(results={k: v for k, v in RESULTS.items() if k != "accuracy_tail"})
-    with pytest.raises(ValueError, match="group_names has 2 names .* num_groups=3"):
-        _card(group_names=["head", "tail"])
     with pytest.raises(ValueError, match="plots entry '/abs/plot.png' must be a path relative"):
         _card(plots=["/abs/plot.png"])
     with pytest.raises(ValueError, match="plots entry 'https://x/y.png'"):
         _card(plots=["https://x/y.png"])
-    with pytest.raises(ValueError, match="imbalance_factor must be >= 1"):
-        _card(imbalance_factor=0.5)
     with pytest.raises(ValueError, match="results values must be finite numbers"):
         _card(results={**RESULTS, "accuracy": float("nan")})
 
@@ -161,7 +174,7 @@ def test_example_card_is_in_sync() -> None:
     example = (REPO_ROOT / "model_cards" / "EXAMPLE.md").read_text(encoding="utf-8")
     assert example == _example_text()
     assert EXAMPLE_BANNER in example
-    assert ModelCard(example).data.eval_results[3].metric_value == 27.0
+    assert ModelCard(example).data.eval_results[3].metric_value == 0.27
 
 
 if __name__ == "__main__":  # regenerate model_cards/EXAMPLE.md: python3 tests/test_hub_card.py

@@ -13,6 +13,7 @@ import torch
 from huggingface_hub import constants
 
 from hub_server import FakeHub  # the fake_hub fixture lives in conftest.py
+from ltkd_hf import ClassGroups, SplitInfo
 from ltkd_hf.hub import check_push_to_hub_ready, load_student, push_student, render_model_card, save_student
 from ltkd_hf.hub import write_model_card
 
@@ -23,11 +24,11 @@ def _student_folder(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(3)
     model = timm.create_model("test_vit", num_classes=len(LABELS)).eval()
     folder = save_student(model, tmp_path / "student", label_names=LABELS, extra_config={"ltkd": {"loss": "ltkd"}})
+    info = SplitInfo([30, 20, 10], LABELS, "uoft-cs/cifar100", "hub", "train", "test")
     card = render_model_card(
-        model_name="alice/tiny-ltkd", architecture="test_vit", teacher="alice/teacher", dataset="cifar100",
-        imbalance_factor=100, num_groups=3, group_names=["head", "medium", "tail"], loss_name="ltkd",
-        loss_config={"alpha": 6.0, "beta": 6.0}, results={"accuracy": 1.0, "accuracy_head": 2.0,
-        "accuracy_medium": 3.0, "accuracy_tail": 4.0},
+        model_name="alice/tiny-ltkd", architecture="test_vit", teacher="alice/teacher", split_info=info,
+        groups=ClassGroups.from_counts(info.class_counts), loss_name="ltkd",
+        results={"accuracy": 0.1, "accuracy_head": 0.2, "accuracy_medium": 0.3, "accuracy_tail": 0.4},
     )
     write_model_card(folder, card)
     (folder / "checkpoint-5").mkdir()

@@ -48,7 +48,7 @@ def _wrapper_student(steps: int = 2) -> TimmWrapperForImageClassification:
     return model.eval()
 
 
-def _assert_three_loaders_agree(folder: Path, reference: torch.nn.Module) -> None:
+def assert_three_loaders_agree(folder: Path, reference: torch.nn.Module, labels: list[str] = LABELS) -> None:
     """timm local-dir, AutoModelForImageClassification and pipeline all reproduce ``reference``'s outputs."""
     x = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -59,7 +59,7 @@ def _assert_three_loaders_agree(folder: Path, reference: torch.nn.Module) -> Non
         assert torch.equal(auto(pixel_values=x).logits, expected)
         assert torch.equal(load_student(str(folder))(x), expected)
         assert not load_student(str(folder)).training
-    assert auto.config.id2label == dict(enumerate(LABELS))
+    assert auto.config.id2label == dict(enumerate(labels))
 
     # pipeline: its scores are the softmax of the logits timm gives on timm's own eval transform of the image
     image = _image()
@@ -67,9 +67,9 @@ def _assert_three_loaders_agree(folder: Path, reference: torch.nn.Module) -> Non
     with torch.no_grad():
         probs = from_timm(transform(image).unsqueeze(0)).softmax(-1)[0]
     classifier = transformers.pipeline("image-classification", model=str(folder))
-    scores = {row["label"]: row["score"] for row in classifier(image, top_k=len(LABELS))}
-    assert set(scores) == set(LABELS)
-    for index, label in enumerate(LABELS):
+    scores = {row["label"]: row["score"] for row in classifier(image, top_k=len(labels))}
+    assert set(scores) == set(labels)
+    for index, label in enumerate(labels):
         assert scores[label] == pytest.approx(probs[index].item(), abs=1e-6)
 
 
@@ -88,7 +88,7 @@ def test_timm_model_folder_loads_identically_everywhere(tmp_path: Path) -> None:
     assert "num_classes" not in config.get("model_args", {})  # lesson 6: transformers passes it itself
     assert config["pretrained_cfg"]["input_size"] == [3, 48, 48]
     assert config["pretrained_cfg"]["mean"] == list(DATA_CONFIG["mean"])
-    _assert_three_loaders_agree(folder, model)
+    assert_three_loaders_agree(folder, model)
 
 
 def test_trained_wrapper_folder_loads_identically_everywhere(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_trained_wrapper_folder_loads_identically_everywhere(tmp_path: Path) -> 
     stored = load_file(folder / "model.safetensors")
     assert not any(k.startswith("timm_model.") for k in stored)  # timm key names, not the wrapper's
     assert json.loads((folder / "config.json").read_text())["ltkd"]["alpha"] == 6.0
-    _assert_three_loaders_agree(folder, wrapper.timm_model)
+    assert_three_loaders_agree(folder, wrapper.timm_model)
 
 
 def test_folder_written_by_transformers_save_pretrained_converts(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_folder_written_by_transformers_save_pretrained_converts(tmp_path: Path)
     wrapper.save_pretrained(tmp_path / "hf")
     reloaded = AutoModelForImageClassification.from_pretrained(str(tmp_path / "hf")).eval()
     folder = save_student(reloaded, tmp_path / "student", label_names=LABELS, data_config=DATA_CONFIG)
-    _assert_three_loaders_agree(folder, wrapper.timm_model)
+    assert_three_loaders_agree(folder, wrapper.timm_model)
 
 
 def test_cifar_architecture_folder_loads_identically_everywhere(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_cifar_architecture_folder_loads_identically_everywhere(tmp_path: Path) 
     model = timm.create_model("cifar_resnet8x4", num_classes=len(LABELS)).eval()
     folder = save_student(model, tmp_path / "student", label_names=LABELS, data_config=DATA_CONFIG)
     assert json.loads((folder / "config.json").read_text())["architecture"] == "cifar_resnet8x4"
-    _assert_three_loaders_agree(folder, model)
+    assert_three_loaders_agree(folder, model)
 
 
 @pytest.mark.parametrize("failing", ["weights", "config"])

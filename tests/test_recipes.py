@@ -64,6 +64,11 @@ def test_demo_writes_folder_card_report_and_plots(demo, capsys):
     for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
         assert metrics[key] == pytest.approx(ltkd[key])
     assert "import ltkd_hf" in card.text
+    # the card states what ran: where the teacher came from, the split as made, the seeds, the real split name
+    assert f"| Teacher | `{out / 'teacher'} (cifar_resnet8x4, trained here with cross-entropy on this split)` |" in card.text
+    assert "n_c = int(N_c * 10^(-c / (C - 1))), imbalance factor 10" in card.text and "LT seed 0" in card.text
+    assert "| Training seed | 0 |" in card.text and "split `test` (balanced)" in card.text
+    assert card.data.datasets is None  # builtin:digits is not a Hub dataset
 
     # Independent check of the reported accuracy: reload the saved folder with timm and score the test split.
     model = timm.create_model(f"local-dir:{student}", pretrained=True).eval()
@@ -85,6 +90,21 @@ def test_run_eval_reproduces_the_report(demo, tmp_path):
     for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
         assert report[key] == pytest.approx(reports["student (LTKD)"][key])
     assert json.loads((tmp_path / "report.json").read_text())["models"]
+
+
+def test_other_settings_in_the_same_folder_stop_before_training(demo):
+    """The README's pair of commands (a config, then the same with --distill_loss dkd) must not relabel the old
+    student: the run stops before any training and names each difference."""
+    out, argv, _ = demo
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"(?s)student holds a finished student stage made with other settings.*"
+                       r"distill_loss \(objective.distill_loss\): \"ltkd\" in .*, \"dkd\" now.*--overwrite_output_dir true"):
+        run_distill.main([*argv, "--distill_loss", "dkd"])
+    with pytest.raises(ValueError, match=r"imbalance_factor \(data.long_tail.imbalance_factor\): 10.0 in .*teacher, 5.0 now"):
+        run_distill.main([*argv, "--imbalance_factor", "5"])
+    with pytest.raises(ValueError, match=r"seed \(data.long_tail.seed\): 0 in .*teacher, 1 now"):
+        run_distill.main([*argv, "--lt_seed", "1"])
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # nothing written
 
 
 def test_same_command_resumes_instead_of_retraining(demo):
@@ -177,7 +197,7 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((out / "student" / "report.json").read_text())
     assert {m["num_samples"] for m in report["models"].values()} == {300}  # 30 per class, none lost or doubled
-    state = json.loads(next((out / "checkpoints" / "teacher").glob("checkpoint-*/trainer_state.json")).read_text())
+    state = json.loads(next((out / "teacher").glob("checkpoint-*/trainer_state.json")).read_text())
     assert state["global_step"] == math.ceil(sum(report["class_counts"]) / (64 * 2))  # one epoch, batch 64 x 2
 
 
@@ -230,4 +250,5 @@ def test_run_teacher_trains_saves_and_reports_the_biased_teacher(tmp_path):
     assert set(written["models"]) == {"teacher"} and written["models"]["teacher"]["accuracy"] == report["accuracy"]
     assert sum(written["teacher_group_mass"]) == pytest.approx(1.0)  # mean softmax mass over the three groups
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    assert model.num_classes == 10 and json.loads((folder / "config.json").read_text())["ltkd"]["class_counts"]
+    settings = json.loads((folder / "config.json").read_text())["ltkd"]["settings"]
+    assert model.num_classes == 10 and settings["data"]["class_counts"] == written["class_counts"]

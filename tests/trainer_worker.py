@@ -1,7 +1,10 @@
 """Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
 
 python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume]
-python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N
+python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
+
+first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
+16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from tiny_setup import SyntheticImages, make_config, make_student, make_trainer  # noqa: E402
+from tiny_setup import SyntheticImages, make_config, make_student, make_teacher, make_trainer  # noqa: E402
+from ltkd_hf.models import unwrap_timm  # noqa: E402
 
 
 class KillAfterSave(TrainerCallback):
@@ -40,7 +45,9 @@ def main() -> None:
     parser.add_argument("--kill-at-save", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--accumulation", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--no-use-cpu", action="store_true", help="leave use_cpu off: accelerate sets up no DDP on CPU")
     opts = parser.parse_args()
 
@@ -63,16 +70,24 @@ def main() -> None:
         config = make_config(
             opts.output_dir,
             max_steps=1,
-            learning_rate=0.0,
+            learning_rate=opts.lr,
             per_device_train_batch_size=opts.batch,
+            gradient_accumulation_steps=opts.accumulation,
             ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
             use_cpu=not opts.no_use_cpu,
         )
-        trainer = make_trainer(config, train_dataset=SyntheticImages(opts.samples))
+        teacher = make_teacher()
+        with torch.no_grad():  # a teacher that piles its mass on the two head classes
+            teacher.get_classifier().weight.mul_(10.0)
+            teacher.get_classifier().bias[:2] += 4.0
+        student = make_student()
+        trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(opts.samples))
         trainer.train()
         if trainer.is_world_process_zero():
             with open(opts.result, "w") as f:
                 json.dump(trainer.state.log_history[0], f)
+            weights = {k: v.contiguous() for k, v in unwrap_timm(student).state_dict().items()}
+            save_file(weights, opts.result + ".safetensors")
         accelerator = trainer.accelerator
         accelerator.wait_for_everyone()
         # Free the DDP model (its gloo reducer) while the process group is alive, then close the group: in the

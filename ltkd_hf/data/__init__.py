@@ -3,6 +3,8 @@
 from .columns import detect_columns
 from .long_tail import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
 from .sources import load_image_dataset
+from .split_info import SplitInfo
+from .verify import verify_images
 from .transforms import (
     ImageClassificationTransform,
     NormalizationConverter,
@@ -13,6 +15,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "SplitInfo",
     "ImageClassificationTransform",
     "NormalizationConverter",
     "apply_transforms",
@@ -25,4 +28,5 @@ __all__ = [
     "long_tailed_counts",
     "make_long_tailed",
     "normalization_converter",
+    "verify_images",
 ]

@@ -59,7 +59,8 @@ def _looks_like_path(source: str) -> bool:
 
 def _pick_splits(
     loaded: DatasetDict, source: str, split: str | Mapping[str, str] | None, label_column: str | None
-) -> dict[str, Dataset]:
+) -> tuple[dict[str, Dataset], dict[str, str]]:
+    """The ``train`` and ``test`` datasets, and the source's names of those splits."""
     if isinstance(split, Mapping):
         wanted = dict(split)
         if set(wanted) != {"train", "test"}:
@@ -78,7 +79,7 @@ def _pick_splits(
             f"{[v for v in missing.values() if v] or list(EVAL_SPLIT_NAMES)}). Pass split=<the held-out split "
             "name> or split={'train': ..., 'test': ...}; an image folder needs train/ and test/ subfolders."
         )
-    return {k: loaded[v] for k, v in wanted.items()}
+    return {k: loaded[v] for k, v in wanted.items()}, wanted
 
 
 def _is_labelled(split: Dataset, label_column: str | None) -> bool:
@@ -116,9 +117,9 @@ def load_image_dataset(
     if source.startswith("builtin:"):
         if source not in BUILTIN_SOURCES:
             raise ValueError(f"source={source!r} is not a built-in dataset; built-in: {BUILTIN_SOURCES}.")
-        loaded = load_digits_dataset()
+        loaded, kind = load_digits_dataset(), "builtin"
     elif Path(source).expanduser().is_dir():
-        loaded = _load_local(Path(source).expanduser())
+        loaded, kind = _load_local(Path(source).expanduser()), "local"
     elif _looks_like_path(source) or Path(source).exists():
         raise FileNotFoundError(
             f"source={source!r} looks like a local path but is not a directory. Pass an image folder with "
@@ -126,8 +127,10 @@ def load_image_dataset(
             f"{BUILTIN_SOURCES}."
         )
     else:
-        loaded = _load_hub(source)
-    standard = standardize_columns(
-        _pick_splits(loaded, source, split, label_column), image_column=image_column, label_column=label_column
-    )
-    return DatasetDict({name: with_record(ds, source=source) for name, ds in standard.items()})
+        loaded, kind = _load_hub(source), "hub"
+    picked, split_names = _pick_splits(loaded, source, split, label_column)
+    standard = standardize_columns(picked, image_column=image_column, label_column=label_column)
+    # Where the rows came from travels with them: the model card names a Hub dataset only for a Hub
+    # source, and the held-out split by its real name.
+    record = {"source": source, "source_kind": kind, "splits": split_names}
+    return DatasetDict({name: with_record(ds, **record) for name, ds in standard.items()})

@@ -1,4 +1,4 @@
-"""The model card: Hub metadata with per-group accuracy in ``model-index``, and a body rendered from Jinja."""
+"""The model card: Hub metadata with per-group accuracy in ``model-index``, rendered with ``ModelCard.from_template``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
-import jinja2
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._atomic import atomic_write_files
+from ..data.split_info import SplitInfo
+from ..groups import ClassGroups
 from .save import is_repo_id
 
 __all__ = ["render_model_card", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]
@@ -27,44 +28,29 @@ _METRIC_NAMES = {
 }
 
 
-def _hub_id(name: str) -> str | None:
+def _hub_id(name: str | None) -> str | None:
     """``name`` as a Hub repo id when it is one (``owner/name``, optionally ``hf-hub:``-prefixed), else None."""
-    name = name.removeprefix("hf-hub:")
+    if not name:
+        return None
+    name = name.removeprefix("hf-hub:").split("@", 1)[0]
     return name if is_repo_id(name) else None
 
 
-def _format_value(value: float) -> str:
-    # 4 significant digits reads right for both percentages (62.54) and fractions (0.6254).
-    return f"{value:.4g}"
+def _format_result(key: str, value: float) -> str:
+    """Accuracies (fractions) as percentages with 2 decimals, as in the report; other metrics to 4 digits."""
+    return f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.4g}"
 
 
-def _eval_results(dataset: str, split: str, results: Mapping[str, float]) -> list[EvalResult]:
-    """One EvalResult per metric, so model-index carries overall, head, medium and tail accuracy."""
-    return [
-        EvalResult(
-            task_type="image-classification",
-            task_name="Image Classification",
-            dataset_type=dataset,
-            dataset_name=dataset,
-            dataset_split=split,
-            metric_type=key,
-            metric_name=_METRIC_NAMES.get(key, key),
-            metric_value=float(value),
-        )
-        for key, value in results.items()
-    ]
+def _table(rows: Mapping[str, Any] | Sequence[tuple[str, Any]], header: tuple[str, str] = ("", "")) -> str:
+    items = rows.items() if isinstance(rows, Mapping) else rows
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {key} | {str(value).replace('|', chr(92) + '|')} |" for key, value in items]
+    return "\n".join(lines)
 
 
-def _check_inputs(
-    num_groups: int, group_names: Sequence[str], results: Mapping[str, Any], plots: Sequence[str], rho: float
-) -> None:
-    if len(group_names) != num_groups:
-        raise ValueError(
-            f"group_names has {len(group_names)} names ({list(group_names)}) but num_groups={num_groups}; "
-            "pass one name per group."
-        )
+def _check_inputs(groups: ClassGroups, results: Mapping[str, Any], plots: Sequence[str]) -> None:
     missing = [key for key in REQUIRED_RESULTS if key not in results]
-    if missing:
+    if missing and groups.names == ("head", "medium", "tail"):
         raise ValueError(
             f"results is missing {missing}; the card's model-index needs {list(REQUIRED_RESULTS)} "
             f"(got keys {sorted(results)})."
@@ -75,88 +61,103 @@ def _check_inputs(
     for plot in plots:
         if urlparse(plot).scheme or os.path.isabs(plot) or ".." in Path(plot).parts:
             raise ValueError(
-                f"plots entry {plot!r} must be a path relative to the model folder (e.g. 'plots/per_class.png') "
+                f"plots entry {plot!r} must be a path relative to the model folder (e.g. 'per_class_accuracy.png') "
                 "so the link works on the Hub."
             )
-    if not rho >= 1:
-        raise ValueError(f"imbalance_factor must be >= 1 (n_max / n_min of the training split), got {rho}.")
 
 
 def render_model_card(
     *,
     model_name: str,
     architecture: str,
-    teacher: str,
-    dataset: str,
-    imbalance_factor: float,
-    num_groups: int,
-    group_names: Sequence[str],
+    split_info: SplitInfo,
+    groups: ClassGroups,
     loss_name: str,
-    loss_config: Mapping[str, Any],
     results: Mapping[str, float],
-    dataset_split: str = "test",
-    license: str = "apache-2.0",
+    teacher: str | None = None,
+    student_init: str | None = None,
+    loss_description: str | None = None,
+    loss_config: Mapping[str, Any] | None = None,
+    training: Mapping[str, Any] | None = None,
     plots: Sequence[str] = (),
     comparison_table: str | None = None,
-    extra: Mapping[str, Any] | None = None,
+    license: str = "apache-2.0",
 ) -> str:
-    """The README.md model card of a distilled student, as text.
+    """The README.md model card of a trained student, as text.
 
-    YAML front matter: ``library_name: timm``, tags (image-classification, knowledge-distillation, long-tailed,
-    ltkd, timm), ``datasets``, ``base_model`` (the teacher, when it is a Hub id ``owner/name`` and not an existing local path), ``license`` and a
-    ``model-index`` with one entry per metric in ``results`` (overall, head, medium and tail accuracy are
-    required). The body: usage with timm, transformers and ``pipeline``; the training setup (long-tailed
-    split, imbalance factor, groups, loss and weights, teacher); the per-group results table; ``plots``
-    (paths relative to the model folder); an optional ``comparison_table`` (Markdown); ``extra`` details;
-    and the citation of the LTKD paper.
+    Front matter (``huggingface_hub.ModelCardData``): ``library_name: timm``, tags, ``datasets`` (only for a
+    Hub dataset), ``base_model`` (the checkpoint the student started from, else the teacher, when either is a Hub
+    id), the license and a ``model-index`` with one entry per metric in ``results`` (overall, head, medium and
+    tail accuracy are required for the 3 paper groups). The body, rendered from the package's Jinja template with
+    ``ModelCard.from_template``: usage with timm, transformers and ``pipeline``; where the student and the teacher
+    came from; the long-tailed split as it was made (``split_info.describe()``) and the held-out split's real
+    name; the loss and its settings; ``training`` facts (seeds, schedule); per-group results; an optional
+    ``comparison_table`` (Markdown) and ``plots`` (paths relative to the folder); the LTKD citation.
     """
     results = dict(results)
-    _check_inputs(num_groups, group_names, results, plots, imbalance_factor)
-    base_model = _hub_id(teacher)
+    _check_inputs(groups, results, plots)
+    dataset = split_info.source or "the training data"
+    test_split = split_info.test_split or "held-out"
+    base_model = _hub_id(student_init) or _hub_id(teacher)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="timm",
         pipeline_tag="image-classification",
         tags=list(CARD_TAGS),
-        datasets=[dataset],
+        datasets=[split_info.hub_dataset_id] if split_info.hub_dataset_id else None,
         base_model=base_model,
         license=license,
-        eval_results=_eval_results(dataset, dataset_split, results),
+        eval_results=[
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=split_info.hub_dataset_id or split_info.source_kind or "imagefolder",
+                dataset_name=dataset,
+                dataset_split=test_split,
+                metric_type=key,
+                metric_name=_METRIC_NAMES.get(key, key),
+                metric_value=float(value),
+            )
+            for key, value in results.items()
+        ],
     )
-    repo_id = model_name if _hub_id(model_name) else f"<your-username>/{model_name}"
-    group_rows = [
-        (name, _format_value(results[f"accuracy_{name}"]) if f"accuracy_{name}" in results else "n/a")
-        for name in group_names
-    ]
-    group_keys = {f"accuracy_{name}" for name in group_names}
-    other_results = {key: value for key, value in results.items() if key not in group_keys}
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True
-    )
-    env.filters["value"] = _format_value
-    template = env.from_string(resources.files("ltkd_hf").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8"))
-    return template.render(
-        front_matter=card_data.to_yaml(),
-        model_name=model_name,
+    repo_id = _hub_id(model_name) or f"<your-username>/{Path(model_name).name}"
+    teacher_text = "none (cross-entropy training)"
+    if teacher:
+        teacher_text = f"[`{teacher}`](https://huggingface.co/{_hub_id(teacher)})" if _hub_id(teacher) else f"`{teacher}`"
+    setup = {
+        "Student": f"`{architecture}`, started from " + (f"`{student_init}`" if student_init else "random initialisation"),
+        "Teacher": teacher_text,
+        "Training data": f"`{dataset}`, split `{split_info.train_split or 'train'}`: {split_info.describe()}",
+        "Evaluation data": f"`{dataset}`, split `{test_split}` (balanced)",
+        "Class groups": f"{groups.num_groups} by training-set frequency: "
+        + ", ".join(f"{n} ({s} classes)" for n, s in zip(groups.names, groups.sizes)),
+        "Loss": loss_description or loss_name,
+        **{key[:1].upper() + key[1:]: value for key, value in (training or {}).items()},
+    }
+    group_keys = [f"accuracy_{name}" for name in groups.names]
+    group_rows = [(name, _format_result(key, results[key]) if key in results else "n/a")
+                  for name, key in zip(groups.names, group_keys)]
+    group_rows += [(_METRIC_NAMES.get(k, k), _format_result(k, v)) for k, v in results.items() if k not in group_keys]
+    template = resources.files("ltkd_hf").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8")
+    card = ModelCard.from_template(
+        card_data,
+        template_str=template,
+        title=model_name,
         repo_id=repo_id,
         folder_name=Path(model_name).name,
         architecture=architecture,
-        teacher=teacher,
-        teacher_is_hub_id=base_model is not None,
         dataset=dataset,
-        dataset_split=dataset_split,
-        imbalance_factor=imbalance_factor,
-        num_groups=num_groups,
-        group_names=list(group_names),
+        is_ltkd=loss_name.lower() == "ltkd",
         loss_name=loss_name,
-        loss_config=dict(loss_config),
-        other_results=other_results,
-        metric_names=_METRIC_NAMES,
-        group_rows=group_rows,
+        setup_table=_table(setup),
+        loss_table=_table({f"`{k}`": f"`{v}`" for k, v in (loss_config or {}).items()}, ("Setting", "Value")),
+        results_table=_table(group_rows, ("Classes", "Top-1 accuracy (%)")),
+        test_split=test_split,
+        comparison_table=comparison_table.strip() if comparison_table else None,
         plots=list(plots),
-        comparison_table=comparison_table,
-        extra=dict(extra or {}),
     )
+    return str(card)
 
 
 def write_model_card(output_dir: str | os.PathLike, card_text: str) -> Path:

@@ -125,7 +125,7 @@ class _LTKDFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, class_to_group, num_groups, temperature, alpha, beta,
-                rebalance, reweight, sync_across_processes):
+                rebalance, reweight, sync_across_processes, group_sums):
         batch = student_logits.shape[0]
         dtype = compute_dtype(student_logits, teacher_logits)
         x, e, group_max, group_sum = _grouped_exp2(
@@ -146,7 +146,9 @@ class _LTKDFunction(torch.autograd.Function):
         # = delta_G + log s_G - log norm + lse_s - lse_t and sum_G b̂_G = 1.
         cross = lse[:batch] - lse[batch:]
         if rebalance:
-            target, log2_scales, log2_norm = _rebalance(b_t, _batch_group_sums(b_t, 1, sync_across_processes))
+            if group_sums is None:
+                group_sums = _batch_group_sums(b_t, 1, sync_across_processes)
+            target, log2_scales, log2_norm = _rebalance(b_t, group_sums.to(b_t.dtype))
             cross.sub_(log2_norm).add_((delta + log2_scales).mul_(target).sum(0))
         else:
             target = b_t
@@ -172,7 +174,7 @@ class _LTKDFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss, grad_cross, grad_within):
         if not ctx.needs_input_grad[0]:
-            return (None,) * 10
+            return (None,) * 11
         class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
         cross_weight, within_weight, out_dtype = ctx.hyper
         batch = mass_gap.shape[1]
@@ -192,7 +194,7 @@ class _LTKDFunction(torch.autograd.Function):
         terms = factor.mul_(inv_sum).index_select(0, class_to_group).mul_(e)
         grad = terms[:, :batch].sub_(terms[:, batch:])
         # A transposed view, not a copy: matmul-based backward steps consume it as is.
-        return (grad.t().to(out_dtype),) + (None,) * 9
+        return (grad.t().to(out_dtype),) + (None,) * 10
 
 
 def _singleton_group_terms(
@@ -202,16 +204,18 @@ def _singleton_group_terms(
     alpha: float,
     rebalance: bool,
     sync_across_processes: bool,
+    class_sums: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """K = C ("continuous reweighting"): each group is one class, so ``b = p``, every within-group KL is
     exactly 0 and LTKD is KD towards the rebalanced teacher. KL is invariant to relabelling the classes,
-    so the class -> group permutation never needs applying."""
+    so the class -> group permutation never needs applying (``class_sums``, given, are per class)."""
     dtype = compute_dtype(student_logits, teacher_logits)
     log_p_s = torch.log_softmax(student_logits.to(dtype) / temperature, dim=1)
     log_target = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
     if rebalance:
-        group_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
-        log_target = torch.log_softmax(log_target + rebalance_log_scales(group_sums), dim=1)
+        if class_sums is None:
+            class_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
+        log_target = torch.log_softmax(log_target + rebalance_log_scales(class_sums.to(dtype)), dim=1)
     cross = torch.nn.functional.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
     return {"loss": temperature**2 * alpha * cross, "cross_group": cross, "within_group": torch.zeros_like(cross)}
 
@@ -228,17 +232,22 @@ def ltkd_terms(
     rebalance: bool,
     reweight: bool,
     sync_across_processes: bool,
+    group_sums: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``ltkd_loss`` for a ``class_to_group`` already validated against ``num_groups`` (no device sync)."""
+    """``ltkd_loss`` for a ``class_to_group`` already validated against ``num_groups`` (no device sync).
+
+    ``group_sums``: the rebalancing sums ``S_G`` when the caller computed them over more than this batch
+    (a gradient-accumulation window, all processes); by default this batch's, all-reduced when syncing."""
     check_logits(student_logits, teacher_logits)
-    if num_groups == student_logits.shape[1]:
-        return _singleton_group_terms(
-            student_logits, teacher_logits, temperature, alpha, rebalance, sync_across_processes
-        )
     class_to_group = class_to_group.to(student_logits.device, non_blocking=True)
+    if num_groups == student_logits.shape[1]:
+        class_sums = None if group_sums is None else group_sums.index_select(0, class_to_group)
+        return _singleton_group_terms(
+            student_logits, teacher_logits, temperature, alpha, rebalance, sync_across_processes, class_sums
+        )
     loss, cross, within = _LTKDFunction.apply(
         student_logits, teacher_logits, class_to_group, num_groups, temperature, alpha, beta,
-        rebalance, reweight, sync_across_processes,
+        rebalance, reweight, sync_across_processes, group_sums,
     )
     return {"loss": loss, "cross_group": cross, "within_group": within}
 
@@ -333,7 +342,17 @@ class LTKDLoss(DistillationLoss):
         self.num_groups = check_class_to_group(class_to_group, groups.num_classes, groups.num_groups)
         self.register_buffer("class_to_group", class_to_group, persistent=False)
 
-    def forward(self, student_logits, teacher_logits, labels=None, *, student_features=None, teacher_features=None):
+    @torch.no_grad()
+    def batch_statistics(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """``S_G = sum_x b_t,G(x)`` over ``teacher_logits``' rows, unreduced across processes: sum it over the
+        micro-batches of a gradient-accumulation window (and all-reduce it) and pass the total to ``forward``
+        as ``batch_statistics``, so the window rebalances as one batch."""
+        probs = torch.softmax(teacher_logits.detach().to(compute_dtype(teacher_logits)) / self.temperature, dim=1)
+        sums = probs.new_zeros(self.num_groups)
+        return sums.index_add_(0, self.class_to_group.to(probs.device), probs.sum(0))
+
+    def forward(self, student_logits, teacher_logits, labels=None, *, student_features=None, teacher_features=None,
+                batch_statistics=None):
         check_logits(student_logits, teacher_logits)
         if student_logits.shape[1] != self.class_to_group.numel():
             raise ValueError(
@@ -343,7 +362,7 @@ class LTKDLoss(DistillationLoss):
         return ltkd_terms(
             student_logits, teacher_logits, self.class_to_group, self.num_groups,
             temperature=self.temperature, alpha=self.alpha, beta=self.beta, rebalance=self.rebalance,
-            reweight=self.reweight, sync_across_processes=self.sync_across_processes,
+            reweight=self.reweight, sync_across_processes=self.sync_across_processes, group_sums=batch_statistics,
         )
 
     def describe(self) -> str:

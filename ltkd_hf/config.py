@@ -1,0 +1,203 @@
+"""`DistillationConfig`: `TrainingArguments` plus the distillation objective, each loss's settings in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import inspect
+
+import torch
+from transformers import TrainingArguments
+
+from .groups import ClassGroups
+from .losses import LOSSES, available_losses, create_loss
+from .losses.registry import hyperparameters_of
+
+__all__ = ["DistillationConfig", "TEACHER_DTYPES", "loss_settings_help", "parse_loss_kwargs"]
+
+TEACHER_DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Settings a loss class takes that the config owns elsewhere (the groups come from --num_groups).
+_NOT_LOSS_KWARGS = {"num_groups": "--num_groups"}
+
+
+def loss_settings_help() -> str:
+    """Every registered loss's own settings and defaults, for --help and error messages."""
+    parts = []
+    for name in available_losses():
+        settings = {k: v for k, v in hyperparameters_of(LOSSES[name]).items() if k not in _NOT_LOSS_KWARGS}
+        listed = ", ".join(f"{k}={v}" for k, v in settings.items()) or "none"
+        parts.append(f"{name}: {listed}")
+    return "; ".join(parts)
+
+
+def _convert(loss: str, key: str, text: Any, default: Any) -> Any:
+    """A ``key=value`` value as the type of the setting's default (bool, int, float)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return lowered in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ValueError(
+            f"--distill_loss_kwargs {key}={text!r}: {loss}'s {key} takes a {type(default).__name__} "
+            f"(default {default})."
+        ) from None
+    return text
+
+
+def parse_loss_kwargs(loss: str, kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
+    """Check ``kwargs`` (a mapping, or ``"key=value,key=value"`` as on the command line) against the settings
+    ``loss`` takes and return them typed; an unknown or inapplicable setting names what ``loss`` accepts."""
+    if kwargs is None or kwargs == "":
+        return {}
+    if isinstance(kwargs, str):
+        pairs = {}
+        for item in kwargs.split(","):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(
+                    f"--distill_loss_kwargs {kwargs!r}: write key=value pairs separated by commas, e.g. "
+                    "'alpha=6,beta=6,temperature=4'."
+                )
+            pairs[key.strip()] = value.strip()
+        kwargs = pairs
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--distill_loss_kwargs must be a mapping or 'key=value,...', got {kwargs!r}.")
+    accepted = {k: v for k, v in hyperparameters_of(LOSSES[loss]).items() if k not in _NOT_LOSS_KWARGS}
+    for key in kwargs:
+        if key in _NOT_LOSS_KWARGS:
+            raise ValueError(f"--distill_loss_kwargs {key}: set it with {_NOT_LOSS_KWARGS[key]} instead.")
+        if key not in accepted:
+            settings = ", ".join(f"{k} (default {v})" for k, v in accepted.items()) or "no settings"
+            raise ValueError(
+                f"--distill_loss_kwargs {key}={kwargs[key]!r}: --distill_loss {loss} does not take {key!r}; "
+                f"it accepts {settings}."
+            )
+    return {k: _convert(loss, k, v, accepted[k]) for k, v in kwargs.items()}
+
+
+def _check_loss_values(loss: str, kwargs: dict[str, Any], num_groups: int) -> None:
+    """Build the loss once on stand-in classes so an out-of-range value fails now, not after earlier stages
+    trained. Losses sized from the models (feature losses) are checked when the trainer builds them."""
+    takes = inspect.signature(LOSSES[loss].__init__).parameters
+    if "student" in takes or "teacher" in takes:
+        return
+    counts = list(range(num_groups, 0, -1))
+    try:
+        create_loss(loss, groups=ClassGroups.from_counts(counts, num_groups), class_counts=counts, **kwargs)
+    except ValueError as err:
+        settings = ",".join(f"{k}={v}" for k, v in kwargs.items())
+        raise ValueError(f"--distill_loss {loss} --distill_loss_kwargs {settings}: {err}") from None
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    """`TrainingArguments` plus the distillation objective.
+
+    The student minimises ``ce_weight * CE(student, y) + ramp(epoch) * distill_loss(student, teacher)``, where
+    ``ramp`` grows linearly from 0 to 1 over ``warmup_epochs``. The loss's own settings go in
+    ``distill_loss_kwargs`` and are checked against the chosen loss when the config is built; the ones left
+    out take that loss's defaults (LTKD: T=4, alpha=6, beta=6; DKD: T=4, alpha=1, beta=8; ...), so switching
+    ``distill_loss`` never silently carries another method's weights.
+    """
+
+    distill_loss: str = field(
+        default="ltkd",
+        metadata={"help": f"Distillation loss: one of {', '.join(available_losses())} (ce: cross-entropy alone)."},
+    )
+    distill_loss_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Settings of the chosen loss as key=value pairs separated by commas (a mapping in YAML), "
+            "e.g. --distill_loss_kwargs alpha=6,beta=6,temperature=4; the ones left out take the loss's "
+            f"defaults. Settings and defaults per loss: {loss_settings_help()}."
+        },
+    )
+    ce_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the student's cross-entropy on the labels (>= 0)."}
+    )
+    num_groups: int = field(
+        default=3,
+        metadata={"help": "K, the number of frequency groups (3 = head/medium/tail, 33/34/33 percent of classes)."},
+    )
+    warmup_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": "Epochs over which the distillation term ramps linearly from 0 to full weight (CIFAR recipes: 20)."
+        },
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Teacher weights dtype: auto (bf16/fp16 on GPU when mixed precision is on, else float32), "
+            "float32, bfloat16 or float16."
+        },
+    )
+    channels_last: bool = field(
+        default=False, metadata={"help": "Run student and teacher in channels-last memory format."}
+    )
+    check_teacher_finite: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop with the step number when the teacher's logits hold NaN/inf (one host sync per step, "
+            "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."
+        },
+    )
+    lr_decay_epochs: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
+            "(CIFAR recipes: 150 180 210; 'none' unsets it). Replaces lr_scheduler_type; needs epoch-based training."
+        },
+    )
+    lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate <= 1)."})
+
+    # TrainingArguments defaults that image distillation needs.
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep all dataset columns: image transforms produce pixel_values lazily."}
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"], metadata={"help": "Input keys that hold the labels."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        names = available_losses()
+        if self.distill_loss not in names:
+            raise ValueError(f"--distill_loss {self.distill_loss!r} is not a registered loss; choose one of {names}.")
+        self.distill_loss_kwargs = parse_loss_kwargs(self.distill_loss, self.distill_loss_kwargs)
+        for name in ("ce_weight", "warmup_epochs"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"--{name} must be >= 0, got {value}.")
+        if not isinstance(self.num_groups, int) or self.num_groups < 1:
+            raise ValueError(f"--num_groups must be an integer >= 1, got {self.num_groups!r}.")
+        _check_loss_values(self.distill_loss, self.distill_loss_kwargs, self.num_groups)
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.lr_decay_epochs is not None:
+            if self.max_steps > 0:
+                raise ValueError(
+                    f"--lr_decay_epochs {self.lr_decay_epochs} needs epoch-based training, but "
+                    f"--max_steps {self.max_steps}; set --num_train_epochs instead, or --lr_decay_epochs none."
+                )
+            if any(not e > 0 for e in self.lr_decay_epochs):
+                raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"--lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"--teacher_dtype must be one of {sorted(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
+
+    def loss_settings(self) -> dict[str, Any]:
+        """Every setting of the chosen loss: its defaults updated with ``distill_loss_kwargs``."""
+        defaults = {k: v for k, v in hyperparameters_of(LOSSES[self.distill_loss]).items() if k not in _NOT_LOSS_KWARGS}
+        return {**defaults, **self.distill_loss_kwargs}

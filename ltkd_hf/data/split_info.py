@@ -1,0 +1,126 @@
+"""``SplitInfo``: what a long-tailed training split is — its classes, their counts and how it was made.
+
+Built once from the data (``SplitInfo.from_dataset``) and handed to the trainer, which records it in every
+saved folder and renders it in the report and the model card; nothing downstream rebuilds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from datasets import Dataset
+
+from ..groups import ClassGroups
+from .long_tail import get_class_counts, get_long_tail_info
+from .metadata import read_record
+
+__all__ = ["SplitInfo"]
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """The training split's classes and construction.
+
+    Attributes:
+        class_counts: training images per class, class-index order.
+        label_names: class names, class-index order.
+        source: the ``load_image_dataset`` source (Hub id, folder, ``builtin:...``), when known.
+        source_kind: ``"hub"``, ``"local"`` or ``"builtin"``, when known.
+        train_split, test_split: the source's own names of the training and held-out splits.
+        long_tail: how ``make_long_tailed`` built the split (``imbalance_factor``, ``seed``, ``profile``,
+            ``exponent``, ``class_order_seed``), or ``None`` when the training rows are used as they are.
+    """
+
+    class_counts: tuple[int, ...]
+    label_names: tuple[str, ...]
+    source: str | None = None
+    source_kind: str | None = None
+    train_split: str | None = None
+    test_split: str | None = None
+    long_tail: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "class_counts", tuple(int(c) for c in self.class_counts))
+        object.__setattr__(self, "label_names", tuple(str(n) for n in self.label_names))
+        if not self.class_counts or len(self.label_names) != len(self.class_counts):
+            raise ValueError(
+                f"SplitInfo needs one label name per class: {len(self.class_counts)} class counts, "
+                f"{len(self.label_names)} label names."
+            )
+
+    @classmethod
+    def from_counts(cls, class_counts: Sequence[int], label_names: Sequence[str] | None = None) -> "SplitInfo":
+        """A split known only by its counts (names ``"0"``, ``"1"``, ... when none are given)."""
+        names = [str(i) for i in range(len(class_counts))] if label_names is None else label_names
+        return cls(tuple(class_counts), tuple(names))
+
+    @classmethod
+    def from_dataset(cls, train: Dataset, label_column: str = "label") -> "SplitInfo":
+        """Read the split from a ``datasets.Dataset`` (``load_image_dataset`` + ``make_long_tailed`` record
+        the source and the construction; the counts are recounted when the record no longer fits the rows)."""
+        feature = train.features.get(label_column)
+        if feature is None or not hasattr(feature, "names"):
+            raise ValueError(
+                f"train_dataset's {label_column!r} column must be a datasets.ClassLabel with class names "
+                f"(it has {train.features}); load it with ltkd_hf.data.load_image_dataset."
+            )
+        record = read_record(train)
+        long_tail = get_long_tail_info(train)
+        construction = None
+        if long_tail is not None:
+            keys = ("imbalance_factor", "seed", "profile", "exponent", "class_order_seed")
+            construction = {k: long_tail.get(k) for k in keys}
+        splits = record.get("splits") or {}
+        return cls(
+            class_counts=tuple(get_class_counts(train, label_column)),
+            label_names=tuple(feature.names),
+            source=record.get("source"),
+            source_kind=record.get("source_kind"),
+            train_split=splits.get("train"),
+            test_split=splits.get("test"),
+            long_tail=construction,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+    @property
+    def hub_dataset_id(self) -> str | None:
+        """The Hub dataset id, only when the data came from the Hub."""
+        return self.source if self.source_kind == "hub" else None
+
+    def groups(self, num_groups: int = 3) -> ClassGroups:
+        """The ``num_groups`` frequency groups of these classes (head / medium / tail for 3)."""
+        return ClassGroups.from_counts(self.class_counts, num_groups)
+
+    def describe(self) -> str:
+        """How the training split was made, in one line (the formula actually used)."""
+        if self.long_tail is None:
+            return "the training split as it is (no long-tailed subsampling)"
+        lt = self.long_tail
+        rho = lt["imbalance_factor"]
+        if lt["profile"] == "step":
+            formula = f"step profile: the first C // 2 classes keep all images, the others n_c / {rho:g}"
+        else:
+            exponent = "c / (C - 1)" if lt["exponent"] == "standard" else "c / C"
+            formula = f"n_c = int(N_c * {rho:g}^(-{exponent}))"
+        order = (
+            "class 0 is the head"
+            if lt.get("class_order_seed") is None
+            else f"frequency ranks drawn with class_order_seed {lt['class_order_seed']}"
+        )
+        return (
+            f"{formula}, imbalance factor {rho:g}, {order}; rows chosen LDAM-DRW style with LT seed {lt['seed']} "
+            "(each class's indices shuffled in class order, the first n_c kept)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["class_counts"], data["label_names"] = list(self.class_counts), list(self.label_names)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SplitInfo":
+        return cls(**data)

@@ -1,0 +1,188 @@
+"""Runs you can trust: reproducible seeds, resume/overwrite as the transformers examples, every mistake caught
+before training, --help, run_eval refusing a model of other classes, and the demo config only for the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+from PIL import Image
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes"))
+
+import run_distill  # noqa: E402
+import run_eval  # noqa: E402
+import run_teacher  # noqa: E402
+from recipe_args import DataArguments, ModelArguments, RunArguments, default_config, parse_with_config  # noqa: E402
+
+from ltkd_hf import DistillationConfig  # noqa: E402
+from ltkd_hf.hub import save_student  # noqa: E402
+
+# Two optimizer steps per stage on the demo data: enough to make weights depend on the seed.
+FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
+        "--save_steps", "1", "--per_device_train_batch_size", "16"]
+TYPES = (DataArguments, ModelArguments, RunArguments, DistillationConfig)
+
+
+def write_folder(root: Path, test_classes=("heron", "kingfisher", "osprey")) -> None:
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", {"heron": 6, "kingfisher": 4, "osprey": 3}), ("test", dict.fromkeys(test_classes, 2))):
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(root / split / name / f"{i}.png")
+
+
+def teacher_weights(out: Path) -> dict:
+    return load_file(out / "teacher" / "model.safetensors")
+
+
+def test_the_same_command_gives_bit_identical_weights(tmp_path):
+    for run in ("a", "b"):
+        run_teacher.main([*FAST, "--output_dir", str(tmp_path / run)])
+    a, b = teacher_weights(tmp_path / "a"), teacher_weights(tmp_path / "b")
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    run_teacher.main([*FAST, "--output_dir", str(tmp_path / "c"), "--seed", "1"])
+    c = teacher_weights(tmp_path / "c")
+    assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # the seed is what decides
+
+
+def test_resume_false_path_and_overwrite(tmp_path):
+    out = tmp_path / "run"
+    run_teacher.main([*FAST, "--output_dir", str(out)])
+    finished = teacher_weights(out)
+    # An interrupted stage: only its checkpoints are left.
+    (out / "teacher" / "model.safetensors").unlink()
+    (out / "teacher" / "config.json").unlink()
+    state = out / "teacher" / "checkpoint-2" / "trainer_state.json"
+    stamp = state.stat().st_mtime_ns
+    run_teacher.main([*FAST, "--output_dir", str(out)])  # default: resume the matching checkpoint (no new step)
+    assert state.stat().st_mtime_ns == stamp
+    resumed = teacher_weights(out)
+    assert all(np.array_equal(finished[k].numpy(), resumed[k].numpy()) for k in finished)
+
+    (out / "teacher" / "model.safetensors").unlink()
+    (out / "teacher" / "config.json").unlink()
+    run_teacher.main([*FAST, "--output_dir", str(out), "--resume_from_checkpoint", "false"])  # a fresh start
+    assert state.stat().st_mtime_ns != stamp
+
+    with pytest.raises(ValueError, match=r"learning_rate \(schedule.learning_rate\): 0.05 in .*teacher, 0.1 now"):
+        run_teacher.main([*FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1"])
+    run_teacher.main([*FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1", "--overwrite_output_dir", "true"])
+    settings = json.loads((out / "teacher" / "config.json").read_text())["ltkd"]["settings"]
+    assert settings["schedule"]["learning_rate"] == 0.1
+
+    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint '.*nowhere' is not a folder"):
+        run_distill.main([*FAST, "--output_dir", str(out), "--resume_from_checkpoint", str(tmp_path / "nowhere"),
+                          "--teacher", str(out / "teacher")])
+
+
+def test_a_foreign_folder_is_not_overwritten(tmp_path):
+    (tmp_path / "run" / "teacher").mkdir(parents=True)
+    (tmp_path / "run" / "teacher" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files but no finished stage or checkpoint of ltkd_hf"):
+        run_teacher.main([*FAST, "--output_dir", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "teacher" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "flags,error,match",
+    [
+        (["--distill_loss", "kd", "--distill_loss_kwargs", "rebalance=false"], ValueError,
+         "--distill_loss kd does not take 'rebalance'; it accepts temperature"),
+        (["--distill_loss", "dist", "--distill_loss_kwargs", "temperature=2"], ValueError,
+         "--distill_loss dist does not take 'temperature'; it accepts beta .*gamma .*tau"),
+        (["--distill_loss_kwargs", "alpha"], ValueError, "write key=value pairs"),
+        (["--student", "not_a_model"], ValueError, "--student not_a_model: .*not a .*timm"),
+        (["--per_device_eval_batch_size", "0"], ValueError, "--per_device_eval_batch_size must be >= 1, got 0"),
+        (["--teacher_checkpoint", "t.safetensors"], ValueError, "--teacher_checkpoint 't.safetensors' needs --teacher"),
+    ],
+)
+def test_mistakes_fail_before_any_training(tmp_path, flags, error, match):
+    with pytest.raises(error, match=match):
+        run_distill.main([*FAST, "--output_dir", str(tmp_path / "out"), *flags])
+    assert not list((tmp_path / "out").glob("*/checkpoint-*"))
+
+
+@pytest.mark.parametrize(
+    "classes,match",
+    [
+        (11, "--teacher .*: The teacher predicts 11 classes but the dataset has num_classes=10"),
+        (10, "--teacher .*: The teacher's label names differ from the dataset's"),
+    ],
+)
+def test_a_teacher_of_other_classes_fails_before_training(tmp_path, classes, match):
+    names = [f"digit_{i}" for i in range(classes)]
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=classes), tmp_path / "teacher", label_names=names)
+    with pytest.raises(ValueError, match=match):
+        run_distill.main([*FAST, "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "teacher")])
+    assert not (tmp_path / "out" / "student").exists()
+
+
+def test_a_class_without_test_images_fails_before_training(tmp_path):
+    write_folder(tmp_path / "birds", test_classes=("heron", "kingfisher"))
+    with pytest.raises(ValueError, match=r"classes \['osprey'\] have no test images"):
+        run_distill.main([*FAST, "--dataset", str(tmp_path / "birds"), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "teacher").exists()
+
+
+def test_a_corrupt_image_is_named_before_training(tmp_path):
+    write_folder(tmp_path / "birds")
+    broken = tmp_path / "birds" / "train" / "osprey" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated PNG
+    with pytest.raises(ValueError, match=f"image at file '{broken}' cannot be decoded"):
+        run_distill.main([*FAST, "--dataset", str(tmp_path / "birds"), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / "teacher").exists()
+
+
+@pytest.mark.parametrize("recipe", ["run_distill.py", "run_teacher.py", "run_eval.py"])
+def test_help_works(recipe):
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / recipe), "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--output_dir" in proc.stdout
+
+
+def test_run_eval_refuses_a_model_of_other_classes(tmp_path):
+    names = [f"digit_{i}" for i in range(10)]
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "named", label_names=names)
+    with pytest.raises(ValueError, match=r"predicts 10 classes \['digit_0'.*--dataset builtin:digits has 10 classes \['0'"):
+        run_eval.main(["--model", str(tmp_path / "named"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path)])
+    write_folder(tmp_path / "birds")
+    four = ["heron", "kingfisher", "osprey", "puffin"]
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=4), tmp_path / "four", label_names=four)
+    with pytest.raises(ValueError, match=r"predicts 4 classes .* has 3 classes"):
+        run_eval.main(["--model", str(tmp_path / "four"), "--dataset", str(tmp_path / "birds"), "--output_dir",
+                       str(tmp_path)])
+
+
+def test_the_demo_config_applies_only_to_the_demo():
+    data, _, _, config = parse_with_config(TYPES, ["--dataset", "my_images"], default_config=default_config)
+    assert data.imbalance_factor == 1 and config.lr_decay_epochs is None  # the base recipe, not the demo's
+    assert "ltkd-demo" not in config.output_dir
+    data, _, _, config = parse_with_config(TYPES, [], default_config=default_config)
+    assert data.imbalance_factor == 20 and config.lr_decay_epochs == [20, 25]  # the demo
+    _, _, _, config = parse_with_config(TYPES, ["--lr_decay_epochs", "none", "--max_steps", "5"],
+                                        default_config=default_config)
+    assert config.lr_decay_epochs is None and config.max_steps == 5
+
+
+def test_loss_settings_from_yaml_and_the_command_line(tmp_path):
+    path = tmp_path / "dist.yaml"
+    path.write_text("distill_loss: dist\ndistill_loss_kwargs: {gamma: 2, tau: 3.0}\noutput_dir: out\n")
+    *_, config = parse_with_config(TYPES, ["--config", str(path)])
+    assert config.distill_loss_kwargs == {"gamma": 2, "tau": 3.0}
+    assert config.loss_settings() == {"beta": 1.0, "gamma": 2, "tau": 3.0}
+    *_, config = parse_with_config(TYPES, ["--config", str(path), "--distill_loss", "bkd", "--distill_loss_kwargs",
+                                           "effective_number_beta=0.99,temperature=3"])
+    assert config.distill_loss_kwargs == {"effective_number_beta": 0.99, "temperature": 3.0}
+    path.write_text("distill_loss: ltkd\ndistill_loss_kwargs: {gamma: 2}\n")
+    with pytest.raises(ValueError, match="--distill_loss ltkd does not take 'gamma'; it accepts temperature"):
+        parse_with_config(TYPES, ["--config", str(path)])

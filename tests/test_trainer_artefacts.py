@@ -1,0 +1,113 @@
+"""The trainer owns its artefacts: the README's Python API block end to end (save, report, card, push to a fake Hub
+on 127.0.0.1), and the teacher's input conversion derived from the two models' configs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import transformers.utils.hub
+from huggingface_hub import ModelCard, hf_hub_download
+
+import ltkd_hf
+from ltkd_hf.hub import save_student
+from ltkd_hf.models import unwrap_timm
+
+from test_hub_save import assert_three_loaders_agree
+from tiny_setup import SyntheticImages, make_config, make_student, make_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def readme_python_api_block() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Python API") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, monkeypatch):
+    code = readme_python_api_block()
+    # The only changes: a teacher made here instead of the demo's, 2 steps, and the fake Hub's repo and token.
+    teacher_dir = tmp_path / "teacher"
+    names = [str(i) for i in range(10)]
+    torch.manual_seed(0)
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), teacher_dir, label_names=names)
+    replacements = {
+        '"outputs/ltkd-demo/teacher"': repr(str(teacher_dir)),
+        '"outputs/api-student"': repr(str(tmp_path / "student")),
+        "num_train_epochs=30": "max_steps=2, report_to='none', use_cpu=True",
+        "lr_decay_epochs=[20, 25]": "lr_scheduler_type='constant'",
+        '"your-user/wrn40-1-digits-ltkd"': f"'alice/wrn40-1-digits-ltkd', hub_token={fake_hub.token!r}",
+    }
+    for old, new in replacements.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # transformers caches its HfApi (and endpoint)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Python API)", "exec"), namespace)
+    trainer, student_dir = namespace["trainer"], tmp_path / "student"
+
+    # The card's model-index holds evaluate()'s four accuracies; the card says how the run was made.
+    evaluated = trainer.evaluate()
+    card = ModelCard.load(student_dir / "README.md")
+    metrics = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    for key in ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail"):
+        assert metrics[key] == evaluated[f"eval_{key}"], key
+    assert card.data.datasets is None  # builtin:digits is not a Hub dataset
+    assert "imbalance factor 20" in card.text and "| Training seed | 42 |" in card.text
+    assert "| Teacher | `cifar_resnet8x4` |" in card.text and "| student (LTKD) |" in card.text
+
+    # What went up is the folder with its card and report, without checkpoints; it loads everywhere alike.
+    repo = fake_hub.repos["alice/wrn40-1-digits-ltkd"]
+    assert {"model.safetensors", "config.json", "README.md", "report.json", "teacher_bias.png"} <= set(repo.files)
+    assert not any(name.startswith("checkpoint-") for name in repo.files)
+    downloaded = Path(hf_hub_download("alice/wrn40-1-digits-ltkd", "config.json")).parent
+    hf_hub_download("alice/wrn40-1-digits-ltkd", "model.safetensors")  # into the same snapshot folder
+    assert (downloaded / "model.safetensors").read_bytes() == (student_dir / "model.safetensors").read_bytes()
+    assert_three_loaders_agree(downloaded, unwrap_timm(trainer.model).eval(), labels=names)
+
+
+def test_teacher_gets_its_own_normalisation_without_a_transform(tmp_path):
+    student = make_student()
+    student_cfg = timm.data.resolve_data_config(model=unwrap_timm(student))
+    teacher = timm.create_model(
+        "test_resnet",
+        num_classes=6,
+        pretrained_cfg_overlay={"mean": (0.5, 0.25, 0.125), "std": (0.2, 0.4, 0.8), "input_size": student_cfg["input_size"]},
+    )
+    seen = []
+    teacher.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    data = SyntheticImages(8)
+    trainer = make_trainer(make_config(tmp_path, max_steps=1, learning_rate=0.0), model=student, teacher_model=teacher,
+                           train_dataset=data)
+    trainer.train()
+    # Independent computation: back to raw pixels with the student's statistics, forward with the teacher's.
+    mean_s, std_s = (torch.tensor(student_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    mean_t, std_t = torch.tensor([0.5, 0.25, 0.125]).view(1, 3, 1, 1), torch.tensor([0.2, 0.4, 0.8]).view(1, 3, 1, 1)
+    expected = (data.images * std_s + mean_s - mean_t) / std_t
+    (received,) = seen
+    # the loader shuffles: match each input the teacher got to the batch image it came from
+    order = [int(torch.cdist(r.flatten()[None], expected.flatten(1)).argmin()) for r in received]
+    assert sorted(order) == list(range(8))
+    torch.testing.assert_close(received, expected[order], rtol=1e-6, atol=1e-6)
+
+
+def test_save_model_writes_the_folder_every_loader_reads(tmp_path):
+    trainer = make_trainer(make_config(tmp_path, max_steps=1))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    labels = [f"c{i}" for i in range(6)]
+    assert_three_loaders_agree(tmp_path / "saved", unwrap_timm(trainer.model).eval(), labels=labels)
+    assert ltkd_hf.load_student(str(tmp_path / "saved")).num_classes == 6
+
+
+def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
+    make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
+    changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))
+    with pytest.raises(ValueError, match=r"ce_weight \(objective.ce_weight\): 1.0 in .*checkpoint-2, 0.5 now"):
+        changed.train(resume_from_checkpoint=True)
+    with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint '.*nowhere' is not a folder"):
+        changed.train(resume_from_checkpoint=str(tmp_path / "nowhere"))
