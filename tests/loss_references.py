@@ -24,7 +24,7 @@ def _kl(p: list[torch.Tensor], q: list[torch.Tensor]) -> torch.Tensor:
 
 
 def ltkd_reference(zs, zt, class_to_group, *, temperature, alpha, beta, rebalance, reweight):
-    """LTKD.md §3, loop by loop: returns (loss, cross, within) as float64 0-dim tensors."""
+    """LTKD as the paper defines it, loop by loop: returns (loss, cross, within) as float64 0-dim tensors."""
     zs, zt = zs.double(), zt.double().detach()
     groups = sorted(set(int(g) for g in class_to_group))
     members = {g: [c for c, gc in enumerate(class_to_group) if int(gc) == g] for g in groups}

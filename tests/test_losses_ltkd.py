@@ -28,7 +28,7 @@ def test_equals_kd_with_both_switches_off(num_classes, groups):
     out = ltkd_loss(zs, zt, class_to_group, alpha=1.0, beta=1.0, rebalance=False, reweight=False)
     kd = kd_loss(zs, zt)
     torch.testing.assert_close(out["loss"], kd["loss"], rtol=1e-5, atol=0)
-    # The KL decomposition (LTKD.md §2) itself, term by term.
+    # The KL decomposition itself, term by term.
     torch.testing.assert_close(out["cross_group"] + out["within_group"], kd["kl"], rtol=1e-5, atol=0)
 
 

@@ -1,4 +1,4 @@
-"""Long-tailed training splits: the per-class counts of LTKD.md §4 and the LDAM-DRW row selection."""
+"""Long-tailed training splits: the per-class counts ``n_c = int(N_c * rho^(-c/(C-1)))`` and the LDAM-DRW row selection."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .metrics import evaluation_report, group_accuracy, group_mass, per_class_accuracy, top1_accuracy
-from .predict import predict_logits
 from .report import format_group_table, plot_per_class_accuracy, plot_teacher_bias, write_report
 
 if TYPE_CHECKING:
@@ -39,7 +38,6 @@ __all__ = [
     "per_class_accuracy",
     "plot_per_class_accuracy",
     "plot_teacher_bias",
-    "predict_logits",
     "top1_accuracy",
     "write_report",
 ]

@@ -69,7 +69,7 @@ def rebalance_group_mass(
     *,
     sync_across_processes: bool = True,
 ) -> torch.Tensor:
-    """The rebalanced cross-group target ``b̂_t`` (LTKD.md §3.1) from the teacher's group masses.
+    """The rebalanced cross-group target ``b̂_t`` from the teacher's group masses.
 
     Args:
         teacher_group_mass: ``(batch, K)`` group masses ``b_t`` of the teacher (rows sum to 1).
@@ -265,7 +265,7 @@ def ltkd_loss(
     sync_across_processes: bool = True,
     num_groups: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Long-Tailed Knowledge Distillation loss (LTKD.md §3).
+    """Long-Tailed Knowledge Distillation loss (Kim, CVPR 2026, Eq. 14).
 
     ``loss = T^2 * (alpha * cross_group + beta * within_group)`` where, averaged over the batch,
     ``cross_group = KL(b̂_t || b_s)`` (``b̂_t`` the rebalanced teacher group mass, or ``b_t`` with

@@ -230,7 +230,7 @@ def load_teacher(
         if folder is not None:
             _check_folder(folder, "source", source, allow_unsafe_pickle)
         if folder is not None and json.loads((folder / "config.json").read_text()).get("model_type") == "timm_wrapper":
-            # transformers' layout: timm cannot read its config.json (lesson 6 of DESIGN.md).
+            # transformers' layout: timm cannot read its config.json.
             if not (folder / "model.safetensors").is_file():
                 raise ValueError(f"source={source!r}: a transformers folder must hold model.safetensors.")
             model = _load_wrapper_folder(folder)
