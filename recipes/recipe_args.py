@@ -54,6 +54,21 @@ class ModelArguments:
         },
     )
     teacher_checkpoint: str | None = field(default=None, metadata={"help": "A .safetensors state dict for --teacher."})
+    teacher_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Fine-tune the biased teacher from this checkpoint (timm name with a pretrained tag such as "
+            "resnet50.a1_in1k, hf-hub:org/name or local-dir:/path; safetensors only): its backbone, a new head for "
+            "the dataset's classes. Replaces --teacher_architecture."
+        },
+    )
+    student_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the student (and the cross-entropy student) from this checkpoint, as --teacher_init. "
+            "Replaces --student."
+        },
+    )
     teacher_architecture: str = field(
         default="cifar_resnet8x4",
         metadata={"help": "timm architecture of the teacher trained when --teacher is not given."},
@@ -83,8 +98,21 @@ class ModelArguments:
                 f"--teacher_checkpoint {self.teacher_checkpoint!r} needs --teacher <architecture name> (the model the "
                 "weights belong to); without --teacher a teacher is trained here and the checkpoint would be ignored."
             )
+        if self.teacher_init is not None and self.teacher is not None:
+            raise ValueError(
+                f"--teacher_init {self.teacher_init!r} fine-tunes a teacher here, but --teacher {self.teacher!r} gives "
+                "a finished one; pass one of them."
+            )
         if self.teacher_epochs <= 0:
             raise ValueError(f"--teacher_epochs must be > 0, got {self.teacher_epochs}.")
+
+    def teacher_source(self) -> tuple[str, bool]:
+        """What the teacher stage builds: (timm source, start from its weights)."""
+        return (self.teacher_init, True) if self.teacher_init else (self.teacher_architecture, False)
+
+    def student_source(self) -> tuple[str, bool]:
+        """What the student stages build: (timm source, start from its weights)."""
+        return (self.student_init, True) if self.student_init else (self.student, False)
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for timm.create_model shared by teacher and student."""

@@ -100,15 +100,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher_stage = ce_stage = None
     if teacher is None:
-        teacher_model = new_model("--teacher_architecture", model_args.teacher_architecture, data, config.seed, **model_kwargs)
+        source, pretrained = model_args.teacher_source()
+        flag = "--teacher_init" if pretrained else "--teacher_architecture"
+        teacher_model = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
         lr = model_args.teacher_learning_rate or config.learning_rate
         teacher_args = cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr)
         teacher_stage = plan_stage("teacher", teacher_args, teacher_model, data, None, run_args)
-        teacher_name = f"{out / 'teacher'} ({model_args.teacher_architecture}, trained here with cross-entropy on this split)"
+        how = f"{source} fine-tuned" if pretrained else f"{source}, trained"
+        teacher_name = f"{out / 'teacher'} ({how} here with cross-entropy on this split)"
+    source, pretrained = model_args.student_source()
+    flag = "--student_init" if pretrained else "--student"
     if model_args.compare_ce_student:
-        ce_model = new_model("--student", model_args.student, data, config.seed, **model_kwargs)
+        ce_model = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
         ce_stage = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), ce_model, data, None, run_args)
-    student = new_model("--student", model_args.student, data, config.seed, **model_kwargs)
+    student = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
     student_args = stage_args(config, "student", hub_model_id=repo_id)
     student_stage = plan_stage("student", student_args, student, data, teacher_name, run_args)
 

@@ -93,15 +93,20 @@ def check_data(data: LongTailedData, *, dataset: str, verify: bool) -> None:
         verify_images(data.test, split="test")
 
 
-def new_model(flag: str, source: str, data: LongTailedData, seed: int, **model_kwargs):
-    """A fresh model for a stage, initialised under ``seed`` (the same command gives the same weights)."""
+def new_model(flag: str, source: str, data: LongTailedData, seed: int, pretrained: bool = False, **model_kwargs):
+    """A model for a stage: fresh, initialised under ``seed`` (the same command gives the same weights), or
+    ``pretrained`` from the checkpoint ``source`` with a new head for the dataset's classes."""
     set_seed(seed)
     try:
         return create_student(
-            source, num_classes=data.split_info.num_classes, label_names=data.split_info.label_names, **model_kwargs
+            source,
+            num_classes=data.split_info.num_classes,
+            label_names=data.split_info.label_names,
+            pretrained=pretrained,
+            **model_kwargs,
         )
-    except ValueError as err:
-        raise ValueError(f"{flag} {source}: {err}") from err
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"{flag} {source}: {err}") from err
 
 
 def stage_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
