@@ -16,12 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from ._atomic import atomic_write_files
 from .config import TEACHER_DTYPES, DistillationConfig
 from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
@@ -29,13 +30,16 @@ from .evaluation.metrics import evaluation_report, group_accuracy, group_mass
 from .evaluation.report import format_group_table, write_report
 from .hub.card import REQUIRED_RESULTS, render_model_card, write_model_card
 from .hub.save import WEIGHTS_NAME, save_student
-from .losses import create_loss
+from .losses import capture_features, create_loss, log_class_prior, logit_adjusted_cross_entropy
 from .models.loading import check_teacher_matches, unwrap_timm
 from .provenance import check_settings, model_source, read_settings, run_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistillationConfig", "DistillationTrainer"]
+__all__ = ["DistillationConfig", "DistillationTrainer", "LOSS_STATE_NAME"]
+
+# The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
+LOSS_STATE_NAME = "distill_loss.safetensors"
 
 
 def _num_classes(model: torch.nn.Module) -> int | None:
@@ -69,6 +73,17 @@ class DistillationTrainer(Trainer):
     False``). Losses with batch statistics (LTKD's group sums) see the whole optimizer step: the teacher's
     logits for a gradient-accumulation window are computed first and the statistics summed over the window and
     all processes. Evaluation is a student-only pass: cross-entropy plus overall and per-group accuracy.
+
+    Feature losses (``requires_features``: ``reviewkd``, ``catkd``) read both models' stage features, recorded
+    by `ltkd_hf.losses.capture_features` during the student's normal (DDP-wrapped) forward and a teacher
+    forward run with it in `compute_loss` for each micro-batch (no window precompute: they have no batch
+    statistics). A loss's trainable modules (ReviewKD's ABFs) are initialised from ``args.seed`` (the same in
+    every process), trained by the same optimizer in their own parameter groups (the student's weight-decay
+    rule), clipped together with the student, follow its train/eval mode, have their gradients averaged across
+    processes once per optimizer step (they are outside the DDP model), and are saved in each checkpoint as
+    ``distill_loss.safetensors`` (restored on resume). The model folder and its Hub upload hold the student only
+    (a checkpoint pushed with ``hub_strategy`` checkpoint / all_checkpoints carries the file, as it carries
+    optimizer.pt).
 
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
@@ -117,9 +132,18 @@ class DistillationTrainer(Trainer):
                 teacher_model, num_classes=self.split_info.num_classes, label_names=list(self.split_info.label_names)
             )
         self.groups = self.split_info.groups(args.num_groups)
-        self.loss_fn = create_loss(
-            args.distill_loss, groups=self.groups, class_counts=self.split_info.class_counts, **args.distill_loss_kwargs
-        )
+        # Feature losses size their modules from the models; with the seed fixed here, trainable parts start alike
+        # in every process and run, whatever the models' construction drew from the global generator.
+        models = {} if teacher_model is None else {"student": unwrap_timm(model), "teacher": unwrap_timm(teacher_model)}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            self.loss_fn = create_loss(
+                args.distill_loss,
+                groups=self.groups,
+                class_counts=self.split_info.class_counts,
+                **models,
+                **args.distill_loss_kwargs,
+            )
         self.teacher_name = None if teacher_model is None else teacher_name or _describe_teacher(teacher_model)
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
@@ -132,6 +156,14 @@ class DistillationTrainer(Trainer):
             )
         # Older transformers decide the GA scaling from this flag alone; our loss takes no loss kwargs.
         self.model_accepts_loss_kwargs = False
+        self._loss_parameters = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        unsupported = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+        if self._loss_parameters and self.accelerator.distributed_type in unsupported:
+            raise ValueError(
+                f"--distill_loss {args.distill_loss} trains modules of its own outside the model, which "
+                f"{self.accelerator.distributed_type.value} does not shard or synchronise; train it with DDP "
+                "(accelerate launch --multi_gpu, or torchrun) or on one device."
+            )
 
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -142,6 +174,9 @@ class DistillationTrainer(Trainer):
         self.teacher = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.teacher_input_transform = teacher_input_transform
         self.loss_fn.to(self.args.device)
+        self._log_prior = None
+        if args.ce_logit_adjustment:
+            self._log_prior = log_class_prior(self.split_info.class_counts).to(self.args.device)
         self.report: dict[str, dict] | None = None
         self._report_mode = False
         self._window_statistics: torch.Tensor | None = None
@@ -149,8 +184,9 @@ class DistillationTrainer(Trainer):
         self._component_sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._component_counts = {"train": 0, "eval": 0}
         logger.info(
-            "Objective: %s * CE + ramp(%s warmup epochs) * [%s]; groups %s sizes %s",
+            "Objective: %s * CE%s + ramp(%s warmup epochs) * [%s]; groups %s sizes %s",
             args.ce_weight,
+            f" (logit-adjusted, tau={args.ce_logit_adjustment})" if args.ce_logit_adjustment else "",
             args.warmup_epochs,
             self.loss_fn.describe(),
             list(self.groups.names),
@@ -214,6 +250,13 @@ class DistillationTrainer(Trainer):
     @torch.no_grad()
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's float32 logits for the student's inputs."""
+        return self._teacher_forward(pixel_values)[0]
+
+    @torch.no_grad()
+    def _teacher_forward(
+        self, pixel_values: torch.Tensor, capture: Mapping[str, Any] | None = None
+    ) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        """The teacher's float32 logits, and with ``capture`` (``capture_features`` keywords) its features."""
         if self.teacher.training:  # something called .train() on the teacher: pin it back
             self.teacher.eval()
         if self.teacher_input_transform is not None:
@@ -221,14 +264,23 @@ class DistillationTrainer(Trainer):
         if self.args.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         dtype = next(self.teacher.parameters()).dtype
-        out = self.teacher(pixel_values.to(dtype))
-        return (out.logits if hasattr(out, "logits") else out).float()
+        features = None
+        if capture is None:
+            out = self.teacher(pixel_values.to(dtype))
+        else:
+            with capture_features(self.teacher, **capture) as features:
+                out = self.teacher(pixel_values.to(dtype))
+        return (out.logits if hasattr(out, "logits") else out).float(), features
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The gradient-accumulation window's micro-batches, each with its teacher logits; the loss's batch
         statistics are summed over the window and (for a syncing loss) all processes before any student step."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if self.teacher is None or not batches:
+        # A new optimizer step: the loss's own gradients start from zero (Trainer zeroes the model's only).
+        for p in self._loss_parameters:
+            p.grad = None
+        # Feature losses run the teacher with its features in compute_loss, micro-batch by micro-batch.
+        if self.teacher is None or not batches or self.loss_fn.requires_features:
             return batches, num_items
         logits = [self.teacher_logits(batch["pixel_values"]) for batch in batches]
         for batch, teacher_logits in zip(batches, logits):
@@ -253,7 +305,49 @@ class DistillationTrainer(Trainer):
                 "stopped before the optimizer used them. Check the teacher checkpoint, its input normalisation "
                 "and --teacher_dtype."
             )
+        if self._loss_parameters and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
+            self._average_loss_gradients()
         return loss
+
+    def _average_loss_gradients(self) -> None:
+        """Average the loss's own gradients over the processes (DDP averages the model's only), once per optimizer
+        step: after the window's last backward, before clipping and the step."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._loss_parameters]
+        flat = self.accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+        for p, g in zip(self._loss_parameters, flat.split([g.numel() for g in grads])):
+            p.grad = g.view_as(p).to(p.dtype)
+
+    def _clip_grad_norm(self, model):
+        """Clip the student's and the loss's own gradients together (one norm over everything the step trains)."""
+        if not self._loss_parameters:
+            return super()._clip_grad_norm(model)
+        return self.accelerator.clip_grad_norm_([*model.parameters(), *self._loss_parameters], self.args.max_grad_norm)
+
+    def create_optimizer(self, model=None):
+        """Trainer's optimizer, plus parameter groups for the loss's own trainable modules (ReviewKD's ABFs), with
+        the student's weight-decay rule (``args.weight_decay``, none on biases and norms)."""
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [p for p in self._loss_parameters if id(p) not in present]
+        if not missing:
+            return optimizer
+        if not created:
+            raise ValueError(
+                f"--distill_loss {self.args.distill_loss} trains modules of its own (trainer.loss_fn.parameters()), "
+                "but the optimizer passed in optimizers=(...) does not hold them; let the trainer build the optimizer "
+                "(optimizer_cls_and_kwargs=...), or add them before train(): "
+                "optimizer.add_param_group({'params': list(trainer.loss_fn.parameters())})."
+            )
+        decay = set(self.get_decay_parameter_names(self.loss_fn))
+        named = [(n, p) for n, p in self.loss_fn.named_parameters() if p.requires_grad]
+        for params, weight_decay in (
+            ([p for n, p in named if n in decay], self.args.weight_decay),
+            ([p for n, p in named if n not in decay], 0.0),
+        ):
+            if params:
+                optimizer.add_param_group({"params": params, "weight_decay": weight_decay})
+        return optimizer
 
     # -- loss ----------------------------------------------------------------------------------
     def distill_ramp(self) -> float:
@@ -272,17 +366,33 @@ class DistillationTrainer(Trainer):
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if self.args.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        out = model(pixel_values=pixel_values)
-        student_logits = out.logits if hasattr(out, "logits") else out
-        ce = F.cross_entropy(student_logits.float(), labels)
         mode = "train" if model.training else "eval"
+        if self.loss_fn.training != model.training:  # trainable loss modules (BatchNorm) follow the model's mode
+            self.loss_fn.train(model.training)
+        features = mode == "train" and self.teacher is not None and self.loss_fn.requires_features
+        if features:  # through the wrapped model's own forward, so that DDP sees the whole graph
+            with capture_features(model, **self.loss_fn.student_capture) as student_features:
+                out = model(pixel_values=pixel_values)
+        else:
+            out = model(pixel_values=pixel_values)
+        student_logits = out.logits if hasattr(out, "logits") else out
+        if mode == "train" and self._log_prior is not None:  # a balanced objective; evaluation stays plain CE
+            ce = logit_adjusted_cross_entropy(student_logits, labels, self._log_prior, self.args.ce_logit_adjustment)
+        else:
+            ce = F.cross_entropy(student_logits.float(), labels)
         terms = {"ce": ce}
         outputs = {"logits": student_logits}
         if mode == "train" and self.teacher is not None:
-            teacher_logits = inputs.get("teacher_logits")
-            if teacher_logits is None:  # called outside the training loop's window
-                teacher_logits = self.teacher_logits(pixel_values)
-            extra = {} if self._window_statistics is None else {"batch_statistics": self._window_statistics}
+            if features:
+                teacher_logits, teacher_features = self._teacher_forward(pixel_values, self.loss_fn.teacher_capture)
+                if self.args.check_teacher_finite:  # read after the backward is queued, as for the window's logits
+                    self._teacher_finite = torch.isfinite(teacher_logits).all()
+                extra = {"student_features": student_features, "teacher_features": teacher_features}
+            else:
+                teacher_logits = inputs.get("teacher_logits")
+                if teacher_logits is None:  # called outside the training loop's window
+                    teacher_logits = self.teacher_logits(pixel_values)
+                extra = {} if self._window_statistics is None else {"batch_statistics": self._window_statistics}
             distill = self.loss_fn(student_logits, teacher_logits, labels, **extra)
             loss = self.args.ce_weight * ce + self.distill_ramp() * distill["loss"]
             terms.update({k: v for k, v in distill.items() if k != "loss"})
@@ -366,11 +476,36 @@ class DistillationTrainer(Trainer):
         )
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
+    def _save_checkpoint(self, model: torch.nn.Module, trial) -> None:
+        """Trainer's checkpoint, plus the loss's own state (ReviewKD's ABFs) as ``distill_loss.safetensors``, written
+        first: the folder is complete once Trainer's files (trainer_state.json last) are there."""
+        state = self.loss_fn.state_dict()
+        if state and self.args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"  # the folder Trainer's checkpoint goes to
+            folder = os.path.join(self._get_output_dir(trial=trial), name)
+            tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+            atomic_write_files(folder, {LOSS_STATE_NAME: lambda path: save_file(tensors, str(path))})
+        super()._save_checkpoint(model, trial)
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        self._load_loss_state(resume_from_checkpoint)
         if read_settings(resume_from_checkpoint) is None:  # a folder in another layout: Trainer's own loading
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         state = load_file(os.path.join(resume_from_checkpoint, WEIGHTS_NAME), device="cpu")
         unwrap_timm(model if model is not None else self.model).load_state_dict(state)
+
+    def _load_loss_state(self, checkpoint: str) -> None:
+        """Restore the loss's own state (in place: the optimizer keeps its parameters) from a checkpoint folder."""
+        if not self.loss_fn.state_dict():
+            return
+        path = os.path.join(checkpoint, LOSS_STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{checkpoint} holds no {LOSS_STATE_NAME}, but --distill_loss {self.args.distill_loss} trains modules "
+                "of its own whose state an exact resume needs; resume from a checkpoint-N folder written by "
+                "DistillationTrainer with this loss, or start from scratch."
+            )
+        self.loss_fn.load_state_dict(load_file(path, device=str(self.args.device)))
 
     def _load_best_model(self) -> None:
         logger.info("Loading best model from %s (score: %s).", self.state.best_model_checkpoint, self.state.best_metric)
@@ -487,6 +622,7 @@ class DistillationTrainer(Trainer):
             model_name=getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name or out.name,
             architecture=source["architecture"],
             student_init=source["init"],
+            base_model=getattr(getattr(self.model, "config", None), "base_model", None),
             teacher=self.teacher_name,
             split_info=self.split_info,
             groups=self.groups,

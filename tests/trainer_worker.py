@@ -1,10 +1,14 @@
 """Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
 
-python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume]
-python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
+python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume] [--reviewkd]
+python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR] [--reviewkd]
 
 first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
 16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters.
+
+--reviewkd: the ReviewKD setup instead (small CIFAR ResNets with BatchNorm, `reviewkd_setup`, SGD momentum and
+weight decay); RESULT.safetensors then also holds the loss's state as "distill_loss.<key>", and first-step writes
+every process's as RESULT.rank<i>.safetensors.
 """
 
 from __future__ import annotations
@@ -18,12 +22,55 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import timm  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from tiny_setup import SyntheticImages, make_config, make_student, make_teacher, make_trainer  # noqa: E402
-from ltkd_hf.models import unwrap_timm  # noqa: E402
+from tiny_setup import (  # noqa: E402
+    NUM_CLASSES,
+    SyntheticImages,
+    make_config,
+    make_student,
+    make_teacher,
+    make_trainer,
+)
+from ltkd_hf.models import create_student, unwrap_timm  # noqa: E402
+
+
+def feature_student(seed: int = 0):
+    """A small CIFAR ResNet8x4 (widths 16/32/64, BatchNorm) student, built through create_student."""
+    torch.manual_seed(seed)
+    return create_student(
+        "cifar_resnet8x4",
+        num_classes=NUM_CLASSES,
+        label_names=[f"c{i}" for i in range(NUM_CLASSES)],
+        planes=(16, 32, 64),
+        stem_width=16,
+    )
+
+
+def feature_teacher(seed: int = 1):
+    """A small CIFAR ResNet teacher (widths 32/64/128) whose BatchNorm statistics have seen data."""
+    torch.manual_seed(seed)
+    teacher = timm.create_model("cifar_resnet8x4", num_classes=NUM_CLASSES, planes=(32, 64, 128), stem_width=16)
+    with torch.no_grad():
+        teacher.train()(SyntheticImages(16, seed=7).images)
+    return teacher.eval()
+
+
+def reviewkd_setup(output_dir, **overrides):
+    """(student, teacher, config) of the ReviewKD runs: SGD with momentum and weight decay, batch 4."""
+    values = dict(distill_loss="reviewkd", per_device_train_batch_size=4, optim_args="momentum=0.9", weight_decay=5e-4)
+    values.update(overrides)
+    return feature_student(), feature_teacher(), make_config(output_dir, **values)
+
+
+def trained_state(trainer) -> dict[str, torch.Tensor]:
+    """The student's tensors (timm names) and the loss's state as "distill_loss.<key>", on the CPU."""
+    state = {k: v for k, v in unwrap_timm(trainer.model).state_dict().items()}
+    state.update({f"distill_loss.{k}": v for k, v in trainer.loss_fn.state_dict().items()})
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
 
 
 class KillAfterSave(TrainerCallback):
@@ -49,9 +96,12 @@ def main() -> None:
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--no-use-cpu", action="store_true", help="leave use_cpu off: accelerate sets up no DDP on CPU")
+    parser.add_argument("--reviewkd", action="store_true", help="the ReviewKD setup (reviewkd_setup)")
     opts = parser.parse_args()
 
-    if opts.mode == "run":
+    if opts.reviewkd:
+        run_reviewkd(opts)
+    elif opts.mode == "run":
         config = make_config(
             opts.output_dir,
             max_steps=6,
@@ -95,6 +145,42 @@ def main() -> None:
         del trainer
         gc.collect()
         accelerator.end_training()
+
+
+def run_reviewkd(opts) -> None:
+    if opts.mode == "run":  # as the default run: 6 steps, checkpoints every 2, warm-up ramp, a possible kill
+        student, teacher, config = reviewkd_setup(
+            opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, full_determinism=True, warmup_epochs=2.0
+        )
+    else:
+        student, teacher, config = reviewkd_setup(
+            opts.output_dir,
+            max_steps=1,
+            learning_rate=opts.lr,
+            per_device_train_batch_size=opts.batch,
+            gradient_accumulation_steps=opts.accumulation,
+            max_grad_norm=0.0,
+            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+        )
+    callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
+    samples = 24 if opts.mode == "run" else opts.samples
+    trainer = make_trainer(
+        config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(samples), callbacks=callbacks
+    )
+    trainer.train(resume_from_checkpoint=True if opts.resume else None)
+    state = trained_state(trainer)
+    if opts.mode == "first-step":
+        save_file(state, f"{opts.result}.rank{trainer.args.process_index}.safetensors")
+    if trainer.is_world_process_zero():
+        if opts.mode == "first-step":
+            with open(opts.result, "w") as f:
+                json.dump(trainer.state.log_history[0], f)
+        save_file(state, opts.result if opts.mode == "run" else opts.result + ".safetensors")
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    del trainer
+    gc.collect()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
