@@ -124,6 +124,14 @@ class DistillationConfig(TrainingArguments):
     ce_weight: float = field(
         default=1.0, metadata={"help": "Weight of the student's cross-entropy on the labels (>= 0)."}
     )
+    ce_logit_adjustment: float = field(
+        default=0.0,
+        metadata={
+            "help": "tau of logit-adjusted cross-entropy, CE(z + tau * log(class prior), y) with the training split's "
+            "class frequencies (Menon et al., ICLR 2021): 0 = plain CE (the biased teacher), 1 = balanced softmax "
+            "(Ren et al., NeurIPS 2020), the 'fix the teacher' baseline. Predictions use the raw logits."
+        },
+    )
     num_groups: int = field(
         default=3,
         metadata={"help": "K, the number of frequency groups (3 = head/medium/tail, 33/34/33 percent of classes)."},
@@ -174,7 +182,7 @@ class DistillationConfig(TrainingArguments):
         if self.distill_loss not in names:
             raise ValueError(f"--distill_loss {self.distill_loss!r} is not a registered loss; choose one of {names}.")
         self.distill_loss_kwargs = parse_loss_kwargs(self.distill_loss, self.distill_loss_kwargs)
-        for name in ("ce_weight", "warmup_epochs"):
+        for name in ("ce_weight", "warmup_epochs", "ce_logit_adjustment"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"--{name} must be >= 0, got {value}.")

@@ -54,6 +54,7 @@ def run_settings(
             "distill_loss": args.distill_loss,
             "loss_settings": args.loss_settings() if args.distill_loss != "ce" else {},
             "ce_weight": args.ce_weight,
+            "ce_logit_adjustment": args.ce_logit_adjustment,
             "num_groups": args.num_groups,
             "warmup_epochs": args.warmup_epochs,
         },

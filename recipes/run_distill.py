@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +34,7 @@ from recipe_args import (  # noqa: E402
 )
 from steps import (  # noqa: E402
     check_data,
+    check_output_dir,
     close_processes,
     cross_entropy_args,
     load_long_tailed,
@@ -45,18 +45,6 @@ from steps import (  # noqa: E402
 )
 
 logger = logging.getLogger("ltkd_hf.recipes")
-
-
-def check_output_dir(path: str) -> None:
-    """Fail before any training when the output folder cannot be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # one per process: no race
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"--output_dir {path!r} cannot be written ({err.strerror}); pass a folder you can write to."
-        ) from err
 
 
 def given_teacher(model_args: ModelArguments):

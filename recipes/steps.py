@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,18 @@ def check_data(data: LongTailedData, *, dataset: str, verify: bool) -> None:
     if verify:
         verify_images(data.train, split="train")
         verify_images(data.test, split="test")
+
+
+def check_output_dir(path: str) -> None:
+    """Fail before any training when the output folder cannot be written."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # one per process: no race
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"--output_dir {path!r} cannot be written ({err.strerror}); pass a folder you can write to."
+        ) from err
 
 
 def new_model(flag: str, source: str, data: LongTailedData, seed: int, pretrained: bool = False, **model_kwargs):

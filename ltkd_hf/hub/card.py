@@ -76,6 +76,7 @@ def render_model_card(
     results: Mapping[str, float],
     teacher: str | None = None,
     student_init: str | None = None,
+    base_model: str | None = None,
     loss_description: str | None = None,
     loss_config: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
@@ -86,8 +87,8 @@ def render_model_card(
     """The README.md model card of a trained student, as text.
 
     Front matter (``huggingface_hub.ModelCardData``): ``library_name: timm``, tags, ``datasets`` (only for a
-    Hub dataset), ``base_model`` (the checkpoint the student started from, else the teacher, when either is a Hub
-    id), the license and a ``model-index`` with one entry per metric in ``results`` (overall, head, medium and
+    Hub dataset), ``base_model`` (the Hub checkpoint the student started from: ``base_model``, or ``student_init``
+    when it is a Hub id; else the teacher when it is one), the license and a ``model-index`` with one entry per metric in ``results`` (overall, head, medium and
     tail accuracy are required for the 3 paper groups). The body, rendered from the package's Jinja template with
     ``ModelCard.from_template``: usage with timm, transformers and ``pipeline``; where the student and the teacher
     came from; the long-tailed split as it was made (``split_info.describe()``) and the held-out split's real
@@ -98,7 +99,7 @@ def render_model_card(
     _check_inputs(groups, results, plots)
     dataset = split_info.source or "the training data"
     test_split = split_info.test_split or "held-out"
-    base_model = _hub_id(student_init) or _hub_id(teacher)
+    base_model = _hub_id(base_model) or _hub_id(student_init) or _hub_id(teacher)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="timm",

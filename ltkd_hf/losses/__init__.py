@@ -8,7 +8,7 @@ builds the matching ``DistillationLoss`` module the trainer calls. The feature l
 
 from .bkd import BKDLoss, bkd_loss, effective_number_weights
 from .catkd import CATKD_AUTHOR_SETTINGS, CATKDLoss, catkd_loss, class_activation_maps
-from .ce import NoDistillation
+from .ce import NoDistillation, log_class_prior, logit_adjusted_cross_entropy
 from .dist import DISTLoss, dist_loss
 from .dkd import DKDLoss, dkd_loss
 from .features import capture_features, feature_channels, preact_points
@@ -42,6 +42,8 @@ __all__ = [
     "feature_channels",
     "hcl_loss",
     "kd_loss",
+    "log_class_prior",
+    "logit_adjusted_cross_entropy",
     "ltkd_loss",
     "preact_points",
     "rebalance_group_mass",

@@ -1,12 +1,32 @@
-"""The no-distillation baseline: the student trains on cross-entropy alone."""
+"""The no-distillation baseline (cross-entropy alone), and the logit-adjusted cross-entropy of a balanced teacher."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
+import torch.nn.functional as F
 
 from .registry import DistillationLoss, register_loss
 
-__all__ = ["NoDistillation"]
+__all__ = ["NoDistillation", "log_class_prior", "logit_adjusted_cross_entropy"]
+
+
+def log_class_prior(class_counts: Sequence[int]) -> torch.Tensor:
+    """``log(n_c / sum n)``, the training split's log class frequencies, float32 ``(C,)``."""
+    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+    if counts.ndim != 1 or counts.numel() == 0 or bool((counts <= 0).any()):
+        raise ValueError(f"class_counts must be positive training counts per class, got {counts.tolist()[:10]}.")
+    return (counts / counts.sum()).log().float()
+
+
+def logit_adjusted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, tau: float = 1.0
+) -> torch.Tensor:
+    """``CE(z + tau * log pi, y)``, mean over the batch, in float32 (Menon et al., "Long-tail learning via logit
+    adjustment", ICLR 2021). ``tau = 1`` is the balanced softmax of Ren et al. (NeurIPS 2020); the model's own
+    logits ``z`` then estimate the balanced posterior, so predictions use ``z`` unadjusted."""
+    return F.cross_entropy(logits.float() + tau * log_prior.to(logits.device), labels)
 
 
 @register_loss("ce")
