@@ -235,10 +235,8 @@ class DistillationTrainer(Trainer):
             teacher.to(dtype)
         if self.args.channels_last:
             teacher.to(memory_format=torch.channels_last)
-        teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
-        if self.args.torch_compile:
-            teacher = torch.compile(teacher, backend=self.args.torch_compile_backend, mode=self.args.torch_compile_mode)
-        return teacher
+        # With torch_compile on, accelerate compiles it here too, with the student's backend and mode.
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
     def _teacher_dtype(self) -> torch.dtype | None:
         if self.args.teacher_dtype != "auto":
