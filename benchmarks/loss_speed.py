@@ -29,16 +29,8 @@ import torch.nn.functional as F
 
 from ltkd_hf import ClassGroups
 from ltkd_hf.losses import capture_features, create_loss, kd_loss
+from ltkd_hf.models import CIFAR_PAIRS
 
-FEATURE_PAIRS = (
-    ("cifar_resnet32x4", "cifar_resnet8x4"),
-    ("cifar_vgg13", "cifar_vgg8"),
-    ("cifar_wrn_40_2", "cifar_shufflenet_v1"),
-    ("cifar_resnet50", "cifar_mobilenet_v2"),
-    ("cifar_resnet32x4", "cifar_shufflenet_v1"),
-    ("cifar_vgg13", "cifar_mobilenet_v2"),
-    ("cifar_wrn_40_2", "cifar_wrn_40_1"),
-)
 
 
 def naive_ltkd(student_logits, teacher_logits, one_hot, temperature=4.0, alpha=6.0, beta=6.0):
@@ -121,7 +113,7 @@ def run_features(device: torch.device, batch: int, repeats: int) -> list[dict[st
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, 100, (batch,), generator=gen).to(device)
-    for teacher_name, student_name in FEATURE_PAIRS:
+    for teacher_name, student_name in CIFAR_PAIRS:
         student = timm.create_model(student_name, num_classes=100).to(device).train()
         teacher = timm.create_model(teacher_name, num_classes=100).to(device).eval().requires_grad_(False)
         review = create_loss("reviewkd", student=student, teacher=teacher).to(device)

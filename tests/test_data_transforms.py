@@ -67,14 +67,7 @@ def test_small_eval_resizes_other_sizes_with_the_config_interpolation():
 
 def test_small_train_is_a_padded_random_crop_with_flip():
     image = random_image()
-    padded = np.zeros((40, 40, 3), dtype=np.uint8)
-    padded[4:36, 4:36] = np.asarray(image)
-    candidates = {}
-    for dy in range(9):
-        for dx in range(9):
-            crop = padded[dy : dy + 32, dx : dx + 32]
-            candidates[(dy, dx, False)] = normalise(crop, CIFAR["mean"], CIFAR["std"])
-            candidates[(dy, dx, True)] = normalise(crop[:, ::-1], CIFAR["mean"], CIFAR["std"])
+    candidates = padded_crop_candidates(np.asarray(image))
     transform = build_transforms(CIFAR, train=True)
     torch.manual_seed(0)
     seen = set()

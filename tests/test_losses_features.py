@@ -21,17 +21,9 @@ from ltkd_hf.losses import (
     hcl_loss,
     reviewkd_channels,
 )
-from ltkd_hf.models import CIFAR_MODEL_NAMES, create_student, unwrap_timm
+from ltkd_hf.models import CIFAR_MODEL_NAMES, CIFAR_PAIRS, create_student, unwrap_timm
 
-PAIRS = [  # (teacher, student): the paper's seven CIFAR pairs
-    ("cifar_resnet32x4", "cifar_resnet8x4"),
-    ("cifar_vgg13", "cifar_vgg8"),
-    ("cifar_wrn_40_2", "cifar_shufflenet_v1"),
-    ("cifar_resnet50", "cifar_mobilenet_v2"),
-    ("cifar_resnet32x4", "cifar_shufflenet_v1"),
-    ("cifar_vgg13", "cifar_mobilenet_v2"),
-    ("cifar_wrn_40_2", "cifar_wrn_40_1"),
-]
+PAIRS = list(CIFAR_PAIRS)  # (teacher, student): the paper's seven CIFAR pairs
 # (channels, side) of the ReviewKD levels: stages after the stem, then the pooled feature.
 LEVELS = {
     "cifar_resnet8x4": [(64, 32), (128, 16), (256, 8), (256, 1)],

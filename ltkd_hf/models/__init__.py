@@ -15,4 +15,15 @@ CIFAR_MODEL_NAMES = (
     "cifar_resnet50",
 )
 
-__all__ = ["CIFAR_MODEL_NAMES", "check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]
+# The paper's seven CIFAR (teacher, student) pairs.
+CIFAR_PAIRS = (
+    ("cifar_resnet32x4", "cifar_resnet8x4"),
+    ("cifar_vgg13", "cifar_vgg8"),
+    ("cifar_wrn_40_2", "cifar_shufflenet_v1"),
+    ("cifar_resnet50", "cifar_mobilenet_v2"),
+    ("cifar_resnet32x4", "cifar_shufflenet_v1"),
+    ("cifar_vgg13", "cifar_mobilenet_v2"),
+    ("cifar_wrn_40_2", "cifar_wrn_40_1"),
+)
+
+__all__ = ["CIFAR_MODEL_NAMES", "CIFAR_PAIRS", "check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]
