@@ -32,7 +32,6 @@ from ltkd_hf.losses import capture_features, create_loss, kd_loss
 from ltkd_hf.models import CIFAR_PAIRS
 
 
-
 def naive_ltkd(student_logits, teacher_logits, one_hot, temperature=4.0, alpha=6.0, beta=6.0):
     """The obvious vectorised LTKD, for comparison only: group masses by a one-hot matmul."""
     p_s = F.softmax(student_logits / temperature, dim=1)
