@@ -1,45 +1,20 @@
 """MobileNetV2 of the CIFAR KD model zoo (width 0.5, expansion 6, CIFAR strides).
 
 Layer for layer the definition of CRD / mdistiller (``mobilenetv2.py``, ``mobile_half``): a stride-2
-3x3 stem, inverted residuals whose first (t = 1) block still has its 1x1 expansion conv, stride 1 in
-the second setting, a 1x1 conv to 1280 channels, global average pooling and one linear layer.
+3x3 stem, timm's inverted residuals (the first, t = 1, block still has its 1x1 expansion conv), stride 1
+in the second setting, a 1x1 conv to 1280 channels, global average pooling and one linear layer.
 """
 
 from typing import Any
 
-import torch
 from torch import nn
+from timm.layers import ConvNormAct, make_divisible
 from timm.models import generate_default_cfgs, register_model
+from timm.models._efficientnet_blocks import InvertedResidual
 
 from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
 
 __all__ = ["CifarMobileNetV2"]
-
-
-def _conv_bn_relu(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_chs),
-        nn.ReLU(inplace=True),
-    ]
-
-
-class InvertedResidual(nn.Module):
-    """1x1 expand, 3x3 depthwise, linear 1x1 project; residual when stride 1 and widths match."""
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int, expand_ratio: int) -> None:
-        super().__init__()
-        mid_chs = in_chs * expand_ratio
-        self.use_residual = stride == 1 and in_chs == out_chs
-        self.conv = nn.Sequential(
-            *_conv_bn_relu(in_chs, mid_chs, 1),
-            *_conv_bn_relu(mid_chs, mid_chs, 3, stride, groups=mid_chs),
-            nn.Conv2d(mid_chs, out_chs, 1, bias=False),
-            nn.BatchNorm2d(out_chs),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
 # (expansion, channels, blocks, stride) per setting; None = the model's expand_ratio.
@@ -70,7 +45,8 @@ class CifarMobileNetV2(CifarClassifier):
     ) -> None:
         """
         Args:
-            width_mult: channel multiplier of the stem and blocks (the 1280-channel head conv only grows).
+            width_mult: channel multiplier of the stem and blocks (the 1280-channel head conv only grows); each
+                block's expanded width must be a multiple of 8 (as with 0.5 and 1.0).
             expand_ratio: expansion of every setting after the first.
             num_classes: classifier outputs (0: no classifier).
             in_chans: input channels.
@@ -79,23 +55,30 @@ class CifarMobileNetV2(CifarClassifier):
         """
         super().__init__()
         in_chs = int(32 * width_mult)
-        self.stem = nn.Sequential(*_conv_bn_relu(in_chans, in_chs, 3, stride=2))
+        self.stem = nn.Sequential(  # conv, BN, ReLU as separate modules: the preact feature is the BN output
+            nn.Conv2d(in_chans, in_chs, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(in_chs),
+            nn.ReLU(inplace=True),
+        )
         self.feature_info = [{"num_chs": in_chs, "reduction": 2, "module": "stem"}]
         reduction, stages = 2, []
         for stage_index, setting_indices in enumerate(_STAGE_SETTINGS):
             blocks = []
             for setting_index in setting_indices:
                 ratio, channels, depth, stride = _SETTINGS[setting_index]
-                out_chs = int(channels * width_mult)
+                ratio, out_chs = ratio or expand_ratio, int(channels * width_mult)
                 for i in range(depth):
-                    blocks.append(InvertedResidual(in_chs, out_chs, stride if i == 0 else 1, ratio or expand_ratio))
+                    mid_chs = in_chs * ratio  # timm's InvertedResidual rounds it to a multiple of 8: keep it exact
+                    if make_divisible(mid_chs) != mid_chs:
+                        raise ValueError(f"width_mult={width_mult}: expanded width {mid_chs} is not a multiple of 8.")
+                    blocks.append(InvertedResidual(in_chs, out_chs, stride=stride if i == 0 else 1, exp_ratio=ratio))
                     in_chs = out_chs
                 reduction *= stride
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{stage_index}"})
         self.stages = nn.ModuleList(stages)
         head_chs = int(1280 * width_mult) if width_mult > 1.0 else 1280
-        self.final = nn.Sequential(*_conv_bn_relu(in_chs, head_chs, 1))
+        self.final = ConvNormAct(in_chs, head_chs, 1)
         self._init_head(head_chs, num_classes, global_pool, drop_rate)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from timm.layers import BatchNormAct2d, create_conv2d
 from timm.models import generate_default_cfgs, register_model
 
 from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
@@ -24,19 +25,19 @@ class ShuffleUnit(nn.Module):
         super().__init__()
         mid_chs = out_chs // 4
         self.stride = stride
-        self.conv1 = nn.Conv2d(in_chs, mid_chs, kernel_size=1, groups=first_groups, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.conv1 = create_conv2d(in_chs, mid_chs, 1, groups=first_groups)
+        self.bn1 = BatchNormAct2d(mid_chs)
         self.shuffle = nn.ChannelShuffle(first_groups)
-        self.conv2 = nn.Conv2d(mid_chs, mid_chs, kernel_size=3, stride=stride, padding=1, groups=mid_chs, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid_chs)
-        self.conv3 = nn.Conv2d(mid_chs, out_chs, kernel_size=1, groups=groups, bias=False)
+        self.conv2 = create_conv2d(mid_chs, mid_chs, 3, stride=stride, depthwise=True)
+        self.bn2 = BatchNormAct2d(mid_chs)
+        self.conv3 = create_conv2d(mid_chs, out_chs, 1, groups=groups)
         self.bn3 = nn.BatchNorm2d(out_chs)
-        self.act = nn.ReLU(inplace=True)
+        self.act = nn.ReLU(inplace=True)  # after the residual sum / concatenation
         self.shortcut = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.shuffle(self.act(self.bn1(self.conv1(x))))
-        out = self.bn3(self.conv3(self.act(self.bn2(self.conv2(out)))))
+        out = self.shuffle(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(self.bn2(self.conv2(out))))
         shortcut = self.shortcut(x)
         return self.act(torch.cat([out, shortcut], 1) if self.stride == 2 else out + shortcut)
 

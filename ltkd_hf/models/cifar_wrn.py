@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from timm.layers import BatchNormAct2d, create_conv2d
 from timm.models import generate_default_cfgs, register_model
 
 from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
@@ -20,20 +21,17 @@ class PreActBlock(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int, drop_rate: float = 0.0) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_chs)
+        self.bn1 = nn.BatchNorm2d(in_chs)  # apart from its ReLU: the zoo's preact features read the BN output
         self.act1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
-        self.act2 = nn.ReLU(inplace=True)
+        self.conv1 = create_conv2d(in_chs, out_chs, 3, stride=stride)
+        self.bn2 = BatchNormAct2d(out_chs)
         self.drop = nn.Dropout(drop_rate)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel_size=3, padding=1, bias=False)
-        self.shortcut = None
-        if in_chs != out_chs:
-            self.shortcut = nn.Conv2d(in_chs, out_chs, kernel_size=1, stride=stride, bias=False)
+        self.conv2 = create_conv2d(out_chs, out_chs, 3)
+        self.shortcut = create_conv2d(in_chs, out_chs, 1, stride=stride) if in_chs != out_chs else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.act1(self.bn1(x))
-        out = self.conv2(self.drop(self.act2(self.bn2(self.conv1(activated)))))
+        out = self.conv2(self.drop(self.bn2(self.conv1(activated))))
         # As in the reference: an identity shortcut carries the raw input, a projection the activated one.
         return out + (x if self.shortcut is None else self.shortcut(activated))
 
