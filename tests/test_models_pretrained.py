@@ -149,6 +149,18 @@ def test_fresh_vit_at_another_img_size_reports_it():
     assert student.config.pretrained_cfg["input_size"] == (3, 32, 32)
 
 
+def test_a_checkpoint_saved_at_another_img_size_reports_the_size_it_takes(tmp_path):
+    """save_for_hf keeps the registered 160-px input_size in pretrained_cfg even for a ViT built at 32 px (its
+    model_args say so): the student must report 32 px, or its transforms and the teacher's conversion would
+    prepare 160-px images for it."""
+    vit = timm.create_model("test_vit", img_size=32, patch_size=8, num_classes=3)
+    assert vit.pretrained_cfg["input_size"] == (3, 160, 160)
+    save_for_hf(vit, tmp_path / "vit", safe_serialization=True, model_args={"img_size": 32, "patch_size": 8})
+    student = create_student(f"local-dir:{tmp_path / 'vit'}", num_classes=4, pretrained=True)
+    assert timm.data.resolve_data_config(model=unwrap_timm(student))["input_size"] == (3, 32, 32)
+    assert student(pixel_values=torch.zeros(1, 3, 32, 32)).logits.shape == (1, 4)
+
+
 def test_transformers_wrapper_folder_round_trip(tmp_path):
     """A student saved with save_pretrained (a Trainer checkpoint's layout) starts another one."""
     first = create_student("cifar_wrn_40_1", num_classes=4, label_names=NAMES[:4])

@@ -609,11 +609,12 @@ def create_student(
             model.reset_classifier(num_classes)
         elif label_names is None and found is not None:
             label_names = found
-    cfg = _student_pretrained_cfg(model, num_classes, label_names, new_head, model_kwargs)
-    model.pretrained_cfg = model.default_cfg = cfg
-
+    # The checkpoint's own model_args (e.g. a ViT saved at img_size=32) count as much as the call's.
     model_args = {k: v for k, v in ((start.config or {}).get("model_args") or {}).items() if k != "num_classes"}
     model_args.update(model_kwargs)
+    cfg = _student_pretrained_cfg(model, num_classes, label_names, new_head, model_args)
+    model.pretrained_cfg = model.default_cfg = cfg
+
     labels = {}
     if label_names is not None:
         labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
