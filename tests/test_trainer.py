@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from timm.models import save_for_hf
 
 from ltkd_hf import ClassGroups, DistillationConfig
 from ltkd_hf.losses import ltkd_loss
@@ -18,6 +20,7 @@ from ltkd_hf.models import unwrap_timm
 
 from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher, make_trainer
+from trainer_worker import biased_teacher, first_step, pretrained_student
 
 HERE = Path(__file__).parent
 WORKER = HERE / "trainer_worker.py"
@@ -25,6 +28,23 @@ WORKER = HERE / "trainer_worker.py"
 
 def weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def vit_checkpoint(tmp_path_factory):
+    """A "pretrained" ViT folder as timm.models.save_for_hf writes a Hub checkpoint: timm's test_vit (LayerNorm
+    only) at 32 px with 8-px patches (16 tokens + the class token), 3 classes (so the student gets a new
+    6-class head); its model_args say 32 px (save_for_hf keeps the registered 160 px in pretrained_cfg)."""
+    folder = tmp_path_factory.mktemp("vit-start")
+    torch.manual_seed(5)
+    vit = timm.create_model("test_vit", img_size=32, patch_size=8, num_classes=3)
+    save_for_hf(vit, folder, safe_serialization=True, model_args={"img_size": 32, "patch_size": 8})
+    return folder
+
+
+def student_init(request, kind: str) -> list:
+    """The worker arguments for the student `kind`: the default one, or the ViT started from vit_checkpoint."""
+    return [] if kind == "default" else ["--student-init", request.getfixturevalue("vit_checkpoint")]
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
@@ -135,44 +155,77 @@ def run_worker(*args, env=None, check=True):
     return proc
 
 
-def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
-    run_worker("run", tmp_path / "straight", tmp_path / "straight.safetensors")
-    killed = run_worker("run", tmp_path / "killed", tmp_path / "unused.safetensors", "--kill-at-save", 4, check=False)
+STUDENTS = pytest.mark.parametrize("student", ["default", "pretrained-vit"])
+
+
+@STUDENTS
+def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, request, student):
+    """default: a test_resnet student (BatchNorm buffers must resume too); pretrained-vit: a ViT started from a
+    checkpoint folder, whose 32-px batches the trainer resizes for the 160-px teacher."""
+    init = student_init(request, student)
+    run_worker("run", tmp_path / "straight", tmp_path / "straight.safetensors", *init)
+    killed = run_worker(
+        "run", tmp_path / "killed", tmp_path / "unused.safetensors", "--kill-at-save", 4, *init, check=False
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (tmp_path / "killed" / "checkpoint-4").is_dir() and not (tmp_path / "unused.safetensors").exists()
-    run_worker("run", tmp_path / "killed", tmp_path / "resumed.safetensors", "--resume")
+    run_worker("run", tmp_path / "killed", tmp_path / "resumed.safetensors", "--resume", *init)
     straight, resumed = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
     assert set(straight) == set(resumed)
+    if student == "pretrained-vit":  # the run trained the ViT that started from the folder
+        start = load_file(request.getfixturevalue("vit_checkpoint") / "model.safetensors")
+        assert {k.removeprefix("timm_model.") for k in straight} == set(start)
+        assert not torch.equal(straight["timm_model.blocks.0.attn.qkv.weight"], start["blocks.0.attn.qkv.weight"])
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path):
+@STUDENTS
+def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, request, student):
     """16 x GA 1 == 8 x GA 2 == torchrun 2 x 8: LTKD's group sums cover the whole optimizer step (a strongly
     head-biased teacher makes per-micro-batch sums differ; a BatchNorm-free student keeps the forward
-    independent of how the batch is split)."""
+    independent of how the batch is split). Students: the default test_convnext, and a (LayerNorm-only) ViT
+    started from a checkpoint folder, whose 32-px batches the trainer resizes for the 160-px teacher. The
+    single-process runs train here, torchrun's in two worker processes."""
+    init = student_init(request, student)
+    folder = init[-1] if init else None
     runs = {}
     for name, batch, accumulation in (("full", 16, 1), ("accumulated", 8, 2)):
         result = tmp_path / f"{name}.json"
-        run_worker("first-step", tmp_path / name, result, "--batch", batch, "--accumulation", accumulation, "--lr", 0.5)
+        first_step(tmp_path / name, result, batch=batch, accumulation=accumulation, lr=0.5, student_init=folder)
         runs[name] = result
     result = tmp_path / "two.json"
-    proc = torchrun(WORKER, "first-step", tmp_path / "two", result, "--batch", 8, "--lr", 0.5)
+    proc = torchrun(WORKER, "first-step", tmp_path / "two", result, "--batch", 8, "--lr", 0.5, *init)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs["two processes"] = result
     logs = {name: json.loads(path.read_text()) for name, path in runs.items()}
     weights_after = {name: load_file(f"{path}.safetensors") for name, path in runs.items()}
-    # The check has power: rebalancing each half of the batch on its own moves the cross-group term far more.
-    teacher, student, images = make_teacher(), make_student(), SyntheticImages(16).images
+    # Independent reference of the first step: the student as it starts, the teacher on the batch it must see (for
+    # the ViT, the 32-px batch resized to the teacher's 160 px, bilinear as its pretrained_cfg says; both models
+    # normalise with mean = std = 0.5, so nothing else changes).
+    model = make_student() if folder is None else pretrained_student(folder)
+    teacher, images = biased_teacher().eval(), SyntheticImages(16).images
+    if folder is not None:
+        images_t = F.interpolate(images, size=(160, 160), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        images_t = images
     with torch.no_grad():
-        teacher.get_classifier().weight.mul_(10.0)
-        teacher.get_classifier().bias[:2] += 4.0
-        t, s = teacher.eval()(images), student(pixel_values=images).logits
+        t = teacher(images_t)
     index = ClassGroups.from_counts(CLASS_COUNTS, 3).index()
-    whole = ltkd_loss(s, t, index)["cross_group"].item()
-    halves = sum(ltkd_loss(s[i : i + 8], t[i : i + 8], index)["cross_group"].item() for i in (0, 8)) / 2
-    assert logs["full"]["cross_group"] == pytest.approx(whole, rel=1e-4)
-    assert abs(halves - whole) > 100 * 1e-6
+    s = model(pixel_values=images).logits
+    whole = ltkd_loss(s, t, index)
+    assert logs["full"]["cross_group"] == pytest.approx(whole["cross_group"].item(), rel=1e-4)
+    # The checks have power: rebalancing each half of the batch on its own (a per-micro-batch or per-process
+    # loss) moves the step's weights far beyond their 1e-6 tolerance below, and, for the default student, the
+    # cross-group term far beyond its own.
+    halves = [ltkd_loss(s[i : i + 8], t[i : i + 8], index) for i in (0, 8)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_whole = torch.autograd.grad(whole["loss"], params, retain_graph=True)
+    grad_halves = torch.autograd.grad((halves[0]["loss"] + halves[1]["loss"]) / 2, params)
+    assert max((0.5 * (a - b)).abs().max().item() for a, b in zip(grad_whole, grad_halves)) > 100 * 1e-6
+    if student == "default":
+        halves_cross = sum(h["cross_group"].item() for h in halves) / 2
+        assert abs(halves_cross - whole["cross_group"].item()) > 100 * 1e-6
     # Tolerances from float32 rounding: every term is built from log-sum-exps of O(1-10) logits, so summing in
     # another order (two micro-batches, or an all-reduce) moves it by a few eps (1.2e-7) times those magnitudes,
     # however small the term itself is: an absolute 1e-6 bound on terms, and 1e-6 on weights after one step
@@ -182,8 +235,8 @@ def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path):
             assert logs[name][key] == pytest.approx(logs["full"][key], rel=1e-5, abs=1e-6), (name, key)
         for key, value in weights_after["full"].items():
             torch.testing.assert_close(weights_after[name][key], value, rtol=1e-5, atol=1e-6, msg=(name, key))
-    changed = load_file(f"{runs['full']}.safetensors")
-    assert any(not torch.equal(v, unwrap_timm(make_student()).state_dict()[k]) for k, v in changed.items())
+    initial = unwrap_timm(model).state_dict()
+    assert any(not torch.equal(v, initial[k]) for k, v in weights_after["full"].items())
 
 
 def test_several_processes_without_distributed_setup_are_refused(tmp_path):

@@ -1,10 +1,16 @@
 """Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
 
-python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume] [--reviewkd]
-python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR] [--reviewkd]
+python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume] [--reviewkd | --student-init DIR]
+python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
+    [--reviewkd | --student-init DIR]
 
 first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
-16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters.
+16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters (`first_step` runs it
+in the calling process).
+
+--student-init DIR: the student starts from the checkpoint folder DIR (config.json + model.safetensors, e.g.
+timm.models.save_for_hf's): `pretrained_student`, its backbone loaded and a new 6-class head, instead of the
+default students (a test_convnext for first-step, a test_resnet for run).
 
 --reviewkd: the ReviewKD setup instead (small CIFAR ResNets with BatchNorm, `reviewkd_setup`, SGD momentum and
 weight decay); RESULT.safetensors then also holds the loss's state as "distill_loss.<key>", and first-step writes
@@ -59,6 +65,27 @@ def feature_teacher(seed: int = 1):
     return teacher.eval()
 
 
+def pretrained_student(folder, seed: int = 0):
+    """The student started from the checkpoint `folder` (create_student's "local-dir:" with pretrained=True): the
+    folder's backbone weights, a new NUM_CLASSES head drawn with `seed`, the class names of make_student."""
+    torch.manual_seed(seed)
+    return create_student(
+        f"local-dir:{folder}",
+        num_classes=NUM_CLASSES,
+        label_names=[f"c{i}" for i in range(NUM_CLASSES)],
+        pretrained=True,
+    )
+
+
+def biased_teacher():
+    """make_teacher's, with its mass piled on the two head classes (first-step's teacher)."""
+    teacher = make_teacher()
+    with torch.no_grad():
+        teacher.get_classifier().weight.mul_(10.0)
+        teacher.get_classifier().bias[:2] += 4.0
+    return teacher
+
+
 def reviewkd_setup(output_dir, **overrides):
     """(student, teacher, config) of the ReviewKD runs: SGD with momentum and weight decay, batch 4."""
     values = dict(distill_loss="reviewkd", per_device_train_batch_size=4, optim_args="momentum=0.9", weight_decay=5e-4)
@@ -97,7 +124,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.0)
     parser.add_argument("--no-use-cpu", action="store_true", help="leave use_cpu off: accelerate sets up no DDP on CPU")
     parser.add_argument("--reviewkd", action="store_true", help="the ReviewKD setup (reviewkd_setup)")
+    parser.add_argument("--student-init", default=None, help="start the student from this checkpoint folder")
     opts = parser.parse_args()
+
+    if opts.reviewkd and opts.student_init:
+        parser.error("--student-init does not apply to the --reviewkd setup")
 
     if opts.reviewkd:
         run_reviewkd(opts)
@@ -112,39 +143,65 @@ def main() -> None:
             warmup_epochs=2.0,
         )
         callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
-        student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
+        if opts.student_init:
+            student = pretrained_student(opts.student_init)
+        else:
+            student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
         trainer = make_trainer(config, model=student, train_dataset=SyntheticImages(24), callbacks=callbacks)
         trainer.train(resume_from_checkpoint=True if opts.resume else None)
         save_file({k: v.contiguous() for k, v in student.state_dict().items()}, opts.result)
     else:
-        config = make_config(
+        first_step(
             opts.output_dir,
-            max_steps=1,
-            learning_rate=opts.lr,
-            per_device_train_batch_size=opts.batch,
-            gradient_accumulation_steps=opts.accumulation,
-            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+            opts.result,
+            batch=opts.batch,
+            samples=opts.samples,
+            accumulation=opts.accumulation,
+            lr=opts.lr,
             use_cpu=not opts.no_use_cpu,
+            student_init=opts.student_init,
         )
-        teacher = make_teacher()
-        with torch.no_grad():  # a teacher that piles its mass on the two head classes
-            teacher.get_classifier().weight.mul_(10.0)
-            teacher.get_classifier().bias[:2] += 4.0
-        student = make_student()
-        trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(opts.samples))
-        trainer.train()
-        if trainer.is_world_process_zero():
-            with open(opts.result, "w") as f:
-                json.dump(trainer.state.log_history[0], f)
-            weights = {k: v.contiguous() for k, v in unwrap_timm(student).state_dict().items()}
-            save_file(weights, opts.result + ".safetensors")
-        accelerator = trainer.accelerator
-        accelerator.wait_for_everyone()
-        # Free the DDP model (its gloo reducer) while the process group is alive, then close the group: in the
-        # other order the exit can abort ("terminate called without an active exception").
-        del trainer
-        gc.collect()
-        accelerator.end_training()
+
+
+def first_step(
+    output_dir,
+    result,
+    *,
+    batch: int = 4,
+    samples: int = 16,
+    accumulation: int = 1,
+    lr: float = 0.0,
+    use_cpu: bool = True,
+    student_init=None,
+) -> None:
+    """One optimizer step of LTKD with the head-biased teacher; writes `result` (the step's logged terms, JSON,
+    from process 0) and `result`.safetensors (the student after the step, timm names). In a torchrun process
+    (LOCAL_RANK set) the processes train together over gloo."""
+    config = make_config(
+        output_dir,
+        max_steps=1,
+        learning_rate=lr,
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+        use_cpu=use_cpu,
+    )
+    teacher = biased_teacher()
+    student = make_student() if student_init is None else pretrained_student(student_init)
+    trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(samples))
+    trainer.train()
+    if trainer.is_world_process_zero():
+        with open(result, "w") as f:
+            json.dump(trainer.state.log_history[0], f)
+        weights = {k: v.contiguous() for k, v in unwrap_timm(student).state_dict().items()}
+        save_file(weights, f"{result}.safetensors")
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    # Free the DDP model (its gloo reducer) while the process group is alive, then close the group: in the
+    # other order the exit can abort ("terminate called without an active exception").
+    del trainer
+    gc.collect()
+    accelerator.end_training()
 
 
 def run_reviewkd(opts) -> None:
