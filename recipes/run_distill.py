@@ -42,6 +42,7 @@ from steps import (  # noqa: E402
     plan_stage,
     stage_args,
     train_stage,
+    use_all_cpu_cores,
 )
 
 logger = logging.getLogger("ltkd_hf.recipes")
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if state.is_main_process else logging.WARNING,
     )
+    use_all_cpu_cores()
 
     # Everything that can be wrong with the command fails here, before any training.
     check_output_dir(config.output_dir)

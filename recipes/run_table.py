@@ -45,6 +45,7 @@ from steps import (  # noqa: E402
     plan_stage,
     stage_args,
     train_stage,
+    use_all_cpu_cores,
 )
 
 logger = logging.getLogger("ltkd_hf.recipes")
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         (DataArguments, ModelArguments, RunArguments, TableArguments, DistillationConfig), argv,
         default_config=default_config,
     )
+    use_all_cpu_cores()
     state = PartialState()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO if state.is_main_process else logging.WARNING)

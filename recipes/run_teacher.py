@@ -19,13 +19,23 @@ from accelerate import PartialState  # noqa: E402
 from ltkd_hf import DistillationConfig  # noqa: E402
 from ltkd_hf.evaluation import format_group_table  # noqa: E402
 from recipe_args import DataArguments, ModelArguments, RunArguments, default_config, parse_with_config  # noqa: E402
-from steps import check_data, close_processes, cross_entropy_args, load_long_tailed, new_model, plan_stage, train_stage  # noqa: E402
+from steps import (  # noqa: E402
+    check_data,
+    close_processes,
+    cross_entropy_args,
+    load_long_tailed,
+    new_model,
+    plan_stage,
+    train_stage,
+    use_all_cpu_cores,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, run_args, config = parse_with_config(
         (DataArguments, ModelArguments, RunArguments, DistillationConfig), argv, default_config=default_config
     )
+    use_all_cpu_cores()
     with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
         data = load_long_tailed(data_args)
         check_data(data, dataset=data_args.dataset, verify=run_args.verify_images)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from accelerate import PartialState
 from datasets import Dataset
 from safetensors.torch import load_file
@@ -92,6 +93,19 @@ def check_data(data: LongTailedData, *, dataset: str, verify: bool) -> None:
     if verify:
         verify_images(data.train, split="train")
         verify_images(data.test, split="test")
+
+
+def use_all_cpu_cores() -> None:
+    """Give a lone CPU process every core it may run on. ``accelerate launch`` without a config sets
+    OMP_NUM_THREADS=1 for each process (it sizes threads only with ``--cpu``), which halves a one-process run on
+    a 2-core laptop; a run of several processes keeps what the launcher chose."""
+    state = PartialState()
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # set by accelerate launch for every process
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if launched and state.device.type == "cpu" and state.num_processes == 1 and os.environ.get("OMP_NUM_THREADS") == "1":
+        if torch.get_num_threads() < cores:
+            torch.set_num_threads(cores)
+            logger.info("accelerate launch set OMP_NUM_THREADS=1; this single CPU process uses its %d cores", cores)
 
 
 def check_output_dir(path: str) -> None:
