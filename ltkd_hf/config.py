@@ -152,6 +152,16 @@ class DistillationConfig(TrainingArguments):
     channels_last: bool = field(
         default=False, metadata={"help": "Run student and teacher in channels-last memory format."}
     )
+    device_augmentation: bool = field(
+        default=False,
+        metadata={
+            "help": "Turn batches of uint8 'images' (ltkd_hf.data.InMemoryImages + collate_images) into "
+            "pixel_values on the device: in training the small-input recipe's random crop (4-px zero padding) and "
+            "horizontal flip per sample, then the student's mean/std, before the teacher runs (teacher and student "
+            "see the same batch); in evaluation the normalisation only. Batches that already carry pixel_values "
+            "pass unchanged. The recipes' --in_memory_data true sets it."
+        },
+    )
     check_teacher_finite: bool = field(
         default=True,
         metadata={

@@ -24,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from ._atomic import atomic_write_files
 from .config import TEACHER_DTYPES, DistillationConfig
+from .data.in_memory import BatchAugmentation, InMemoryImages
 from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
 from .evaluation.metrics import evaluation_report, group_accuracy, group_mass
@@ -85,6 +86,13 @@ class DistillationTrainer(Trainer):
     (a checkpoint pushed with ``hub_strategy`` checkpoint / all_checkpoints carries the file, as it carries
     optimizer.pt).
 
+    With ``args.device_augmentation``, batches of uint8 ``images`` (`ltkd_hf.data.InMemoryImages`) become
+    ``pixel_values`` on the device (`ltkd_hf.data.BatchAugmentation` of the student's ``pretrained_cfg``): each
+    training window's micro-batches are augmented (random crop with zero padding, flip, per sample) and
+    normalised in `get_batch_samples`, before the teacher's logits are computed, so teacher and student see the
+    same augmented batch; evaluation and predict batches are normalised only, before the forward pass. The
+    augmentation draws from the device's default generator (seeded by ``args.seed``, saved in checkpoints).
+
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
         teacher_model: a timm model (e.g. from `ltkd_hf.models.load_teacher`); ``None`` only with
@@ -145,6 +153,7 @@ class DistillationTrainer(Trainer):
                 **args.distill_loss_kwargs,
             )
         self.teacher_name = None if teacher_model is None else teacher_name or _describe_teacher(teacher_model)
+        self._check_in_memory_datasets(args, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
         super().__init__(model=model, args=args, **kwargs)
@@ -167,10 +176,17 @@ class DistillationTrainer(Trainer):
 
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        student_cfg = resolve_data_config(model=unwrap_timm(model))
         if teacher_model is not None and teacher_input_transform is None:
             teacher_input_transform = normalization_converter(
-                resolve_data_config(model=unwrap_timm(model)), resolve_data_config(model=unwrap_timm(teacher_model))
+                student_cfg, resolve_data_config(model=unwrap_timm(teacher_model))
             )
+        self.batch_augmentation = BatchAugmentation.from_data_config(student_cfg) if args.device_augmentation else None
+        if self.batch_augmentation is not None:  # a split decoded for another input size fails now, not mid-run
+            evaluation = self.eval_dataset.values() if isinstance(self.eval_dataset, Mapping) else [self.eval_dataset]
+            for dataset in (self.train_dataset, *evaluation):
+                if isinstance(dataset, InMemoryImages):
+                    self.batch_augmentation.check(dataset.images[:1])
         self.teacher = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.teacher_input_transform = teacher_input_transform
         self.loss_fn.to(self.args.device)
@@ -226,6 +242,54 @@ class DistillationTrainer(Trainer):
                 "build the student with label_names=<the dataset's class names> in class-index order."
             )
 
+    @staticmethod
+    def _check_in_memory_datasets(args: DistillationConfig, train_dataset: Any, eval_dataset: Any) -> None:
+        evaluation = eval_dataset.values() if isinstance(eval_dataset, Mapping) else [eval_dataset]
+        if not args.device_augmentation and any(isinstance(d, InMemoryImages) for d in [train_dataset, *evaluation]):
+            raise ValueError(
+                "The datasets hold uint8 images (ltkd_hf.data.InMemoryImages), which become the model's "
+                "pixel_values on the device only with device_augmentation=True; pass device_augmentation=True "
+                "(--device_augmentation true), or datasets that yield pixel_values (ltkd_hf.data.apply_transforms)."
+            )
+        if args.remove_unused_columns and any(isinstance(d, InMemoryImages) for d in [train_dataset, *evaluation]):
+            raise ValueError(
+                "remove_unused_columns=True drops the in-memory batches' 'images' (the model's forward takes "
+                "pixel_values, made from them on the device); set remove_unused_columns=False (the default of "
+                "DistillationConfig)."
+            )
+        if isinstance(train_dataset, InMemoryImages) and not train_dataset.train:
+            raise ValueError(
+                "train_dataset holds the evaluation decoding (InMemoryImages.from_dataset(..., train=False)); decode "
+                "the training split with train=True (the resize the training transform applies before its random "
+                "crop), e.g. with ltkd_hf.data.in_memory_datasets."
+            )
+
+    # -- in-memory batches ---------------------------------------------------------------------
+    def _device_inputs(self, inputs: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """Replace a batch's uint8 ``images`` by ``pixel_values`` on the device, in place: augmented and
+        normalised for training, normalised for evaluation. Batches without ``images`` pass unchanged."""
+        if "images" not in inputs:
+            return inputs
+        if self.batch_augmentation is None:
+            raise ValueError(
+                "The batch carries uint8 'images' (ltkd_hf.data.InMemoryImages) but device_augmentation is off, so "
+                "nothing turns them into pixel_values; pass device_augmentation=True (--device_augmentation true), "
+                "or datasets that yield pixel_values (ltkd_hf.data.apply_transforms)."
+            )
+        if "pixel_values" in inputs:
+            raise ValueError(
+                "The batch carries both uint8 'images' and 'pixel_values'; a dataset should yield one of them "
+                "(InMemoryImages yields images, apply_transforms pixel_values)."
+            )
+        images = inputs.pop("images").to(self.args.device, non_blocking=True)
+        inputs["pixel_values"] = self.batch_augmentation(images, train=train)
+        return inputs
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Trainer's evaluation step; a batch of uint8 ``images`` is normalised on the device first."""
+        inputs = self._device_inputs(inputs, train=False)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
     # -- teacher -------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: torch.nn.Module) -> torch.nn.Module:
         teacher.requires_grad_(False)
@@ -274,6 +338,8 @@ class DistillationTrainer(Trainer):
         """The gradient-accumulation window's micro-batches, each with its teacher logits; the loss's batch
         statistics are summed over the window and (for a syncing loss) all processes before any student step."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        for batch in batches:  # uint8 images -> augmented pixel_values, before the teacher sees them
+            self._device_inputs(batch, train=True)
         # A new optimizer step: the loss's own gradients start from zero (Trainer zeroes the model's only).
         for p in self._loss_parameters:
             p.grad = None
@@ -361,6 +427,7 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
+        inputs = self._device_inputs(inputs, train=model.training)  # a call outside the training loop's window
         pixel_values, labels = inputs["pixel_values"], inputs["labels"]
         if self.args.channels_last:
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)

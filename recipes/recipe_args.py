@@ -136,6 +136,29 @@ class RunArguments:
         default=True,
         metadata={"help": "Decode every training and test image before training, naming any corrupt file."},
     )
+    in_memory_data: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode the training and test splits once into uint8 tensors at each model's input size and "
+            "augment (random crop, flip) and normalise the batches on the device (sets --device_augmentation): no "
+            "per-image work in the data loader, for datasets that fit in memory and models of input size <= 64. "
+            "Each training process holds its own copy; see --in_memory_max_gib."
+        },
+    )
+    in_memory_max_gib: float = field(
+        default=8.0,
+        metadata={
+            "help": "With --in_memory_data: refuse to decode when the splits would take more than this many GiB "
+            "as uint8 (N x 3 x H x W bytes); raise it if the machine has the memory."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not self.in_memory_max_gib > 0:
+            raise ValueError(
+                f"--in_memory_max_gib must be > 0, got {self.in_memory_max_gib}; it is the most GiB the in-memory "
+                "splits may take (default 8)."
+            )
 
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -178,7 +201,14 @@ def parse_with_config(
     argv = sys.argv[1:] if argv is None else argv
     if callable(default_config):
         default_config = default_config(argv)
-    optional = {f.name for t in dataclass_types for f in fields(t) if f.default is None or "None" in str(f.type)}
+    # Settings that may be None and take no text ("--report_to none" is a value, not an unset). HfArgumentParser
+    # rewrites field types in place (Optional[list[float]] becomes list[float]), so the default says it too.
+    optional = {
+        f.name
+        for t in dataclass_types
+        for f in fields(t)
+        if (f.default is None or "None" in str(f.type)) and "str" not in str(f.type)
+    }
     argv, unset = _unset_with_none(list(argv), optional)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=default_config)

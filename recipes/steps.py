@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,19 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from ltkd_hf import DistillationConfig, DistillationTrainer, SplitInfo
-from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset, make_long_tailed, verify_images
+from ltkd_hf.data import (
+    BatchAugmentation,
+    InMemoryImages,
+    apply_transforms,
+    collate_fn,
+    collate_images,
+    in_memory_bytes,
+    in_memory_datasets,
+    load_image_dataset,
+    make_long_tailed,
+    verify_images,
+)
+from ltkd_hf.data.transforms import SMALL_INPUT_MAX
 from ltkd_hf.hub.save import WEIGHTS_NAME
 from ltkd_hf.models import create_student, unwrap_timm
 from ltkd_hf.provenance import check_settings, read_settings, run_settings
@@ -45,6 +57,23 @@ class LongTailedData:
     train: Dataset
     test: Dataset
     split_info: SplitInfo
+    # The splits decoded once per data config (--in_memory_data), shared by the stages whose models take the same.
+    in_memory: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def in_memory_splits(self, data_config: dict, max_gib: float) -> dict[str, InMemoryImages]:
+        """``{"train", "test"}`` as `InMemoryImages` at ``data_config``'s input size, decoded on first use."""
+        key = json.dumps(data_config, sort_keys=True, default=str)
+        if key not in self.in_memory:
+            try:
+                splits = in_memory_datasets(
+                    {"train": self.train, "test": self.test}, data_config, max_bytes=int(max_gib * 2**30)
+                )
+            except ValueError as err:
+                raise ValueError(f"--in_memory_data true: {err}") from None
+            logger.info("In memory: %s", ", ".join(f"{name} {split}" for name, split in splits.items()))
+            self.in_memory.clear()  # one decoding at a time: the stages run one after the other
+            self.in_memory[key] = splits
+        return self.in_memory[key]
 
 
 def source_splits(args: DataArguments) -> str | dict[str, str] | None:
@@ -157,6 +186,8 @@ class Stage:
     finished: bool = False
     resume: str | None = None
     clear: bool = False
+    in_memory_data: bool = False
+    in_memory_max_gib: float = 8.0
 
     @property
     def weights(self) -> Path | None:
@@ -175,12 +206,38 @@ class Stage:
         return Path(self.args.output_dir)
 
 
+def check_in_memory(data: LongTailedData, model, run: RunArguments) -> None:
+    """With --in_memory_data, what would stop the stage's decoding, raised before anything trains: a model whose
+    training recipe is not the small-input one, splits above --in_memory_max_gib."""
+    data_config = resolve_data_config(model=unwrap_timm(model))
+    size = tuple(data_config["input_size"])
+    if BatchAugmentation.from_data_config(data_config).padding is None:
+        raise ValueError(
+            f"--in_memory_data true: the model takes input_size {size}, above {SMALL_INPUT_MAX} px, whose training "
+            "transform is timm's random-resized crop of the original image, which the in-memory copy cannot "
+            "reproduce; drop --in_memory_data (or set --input_size to at most 64)."
+        )
+    needed = in_memory_bytes(len(data.train) + len(data.test), data_config)
+    if needed > run.in_memory_max_gib * 2**30:
+        raise ValueError(
+            f"--in_memory_data true: the train and test splits ({len(data.train):,} + {len(data.test):,} images) "
+            f"take {needed / 2**30:.3g} GiB as uint8 at input_size {size}, above --in_memory_max_gib "
+            f"{run.in_memory_max_gib}; raise --in_memory_max_gib if the machine has the memory (each training "
+            "process holds its own copy), or drop --in_memory_data."
+        )
+
+
 def plan_stage(
     name: str, args: DistillationConfig, model, data: LongTailedData, teacher_name: str | None, run: RunArguments
 ) -> Stage:
     """Decide, before anything trains, whether the stage is reused, resumed or trained from scratch; raise when its
     folder holds a run with other settings (each difference named) or files this library did not write."""
-    stage = Stage(name, args, model, teacher_name)
+    if run.in_memory_data:
+        check_in_memory(data, model, run)
+        args = dataclasses.replace(args, device_augmentation=True)
+    stage = Stage(
+        name, args, model, teacher_name, in_memory_data=run.in_memory_data, in_memory_max_gib=run.in_memory_max_gib
+    )
     folder, resume = stage.folder, args.resume_from_checkpoint
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
@@ -216,7 +273,8 @@ def plan_stage(
 
 def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> DistillationTrainer:
     """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
-    ``eval_dataset`` is the balanced test split with the model's own transforms."""
+    ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_data``
+    both splits are uint8 tensors at the model's input size, augmented and normalised on the device."""
     weights = stage.weights
     if weights is not None:
         unwrap_timm(stage.model).load_state_dict(load_file(weights))
@@ -226,9 +284,11 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
             logger.info("Removing %s (a fresh start was asked for)", old)
             shutil.rmtree(old)
     state.wait_for_everyone()
-    prepared = apply_transforms(
-        {"train": data.train, "test": data.test}, resolve_data_config(model=unwrap_timm(stage.model))
-    )
+    data_config = resolve_data_config(model=unwrap_timm(stage.model))
+    if stage.in_memory_data:
+        prepared, collate = data.in_memory_splits(data_config, stage.in_memory_max_gib), collate_images
+    else:
+        prepared, collate = apply_transforms({"train": data.train, "test": data.test}, data_config), collate_fn
     trainer = DistillationTrainer(
         model=stage.model,
         teacher_model=teacher,
@@ -237,7 +297,7 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
         eval_dataset=prepared["test"],
         split_info=data.split_info,
         teacher_name=stage.teacher_name,
-        data_collator=collate_fn,
+        data_collator=collate,
     )
     if weights is not None:
         logger.info("Stage %s: reusing %s (same settings)", stage.name, weights)

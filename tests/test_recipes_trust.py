@@ -172,6 +172,8 @@ def test_the_demo_config_applies_only_to_the_demo():
     _, _, _, config = parse_with_config(TYPES, ["--lr_decay_epochs", "none", "--max_steps", "5"],
                                         default_config=default_config)
     assert config.lr_decay_epochs is None and config.max_steps == 5
+    _, _, _, config = parse_with_config(TYPES, ["--report_to", "none"], default_config=default_config)
+    assert config.report_to in ([], ["none"], "none")  # a value of its own, not an unset setting
 
 
 def test_loss_settings_from_yaml_and_the_command_line(tmp_path):

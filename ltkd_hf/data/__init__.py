@@ -1,6 +1,17 @@
-"""Long-tailed image-classification data: sources, the long-tailed split, transforms and collate."""
+"""Long-tailed image-classification data: sources, the long-tailed split, transforms and collate, and the
+in-memory uint8 dataset with its batched on-device augmentation."""
 
 from .columns import detect_columns
+from .in_memory import (
+    DEFAULT_MAX_BYTES,
+    BatchAugmentation,
+    InMemoryImages,
+    collate_images,
+    in_memory_bytes,
+    in_memory_datasets,
+    normalize_images,
+    random_crop_flip,
+)
 from .long_tail import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
 from .sources import load_image_dataset
 from .split_info import SplitInfo
@@ -15,18 +26,26 @@ from .transforms import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "BatchAugmentation",
+    "InMemoryImages",
     "SplitInfo",
     "ImageClassificationTransform",
     "NormalizationConverter",
     "apply_transforms",
     "build_transforms",
     "collate_fn",
+    "collate_images",
     "detect_columns",
     "get_class_counts",
     "get_long_tail_info",
+    "in_memory_bytes",
+    "in_memory_datasets",
     "load_image_dataset",
     "long_tailed_counts",
     "make_long_tailed",
     "normalization_converter",
+    "normalize_images",
+    "random_crop_flip",
     "verify_images",
 ]
