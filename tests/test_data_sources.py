@@ -226,6 +226,20 @@ def test_builtin_digits_long_tail_and_record(digits):
     assert get_long_tail_info(lt)["source"] == "builtin:digits"
 
 
+def test_builtin_digits_never_hash_their_arrow_table(monkeypatch):
+    """Hashing a whole Arrow table (Dataset.from_dict's fingerprint) pickles pyarrow types with dill, which fails on
+    some pyarrow/dill/Python combinations: the demo must build its data, split and transform without it."""
+    import datasets.arrow_dataset
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a table was hashed")
+
+    monkeypatch.setattr(datasets.arrow_dataset, "generate_fingerprint", refuse)
+    splits = load_image_dataset("builtin:digits")
+    lt = make_long_tailed(splits["train"], 20)
+    assert len(splits["test"]) == 300 and sum(get_class_counts(lt)) == len(lt) == 505
+
+
 # -- errors for the source itself ---------------------------------------------------------------------
 def test_hub_id_offline_fails_with_a_message_naming_the_dataset_and_the_fix():
     assert datasets.config.HF_HUB_OFFLINE  # conftest.py: the real load_dataset path, offline

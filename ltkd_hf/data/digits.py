@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
+from datasets.table import InMemoryTable
 from PIL import Image as PILImage
 
 __all__ = ["DIGITS_TEST_PER_CLASS", "DIGITS_SPLIT_SEED", "load_digits_dataset"]
@@ -39,11 +40,14 @@ def load_digits_dataset() -> DatasetDict:
         is_test[rows[:DIGITS_TEST_PER_CLASS]] = True
     features = Features({"image": Image(), "label": ClassLabel(names=[str(c) for c in range(10)])})
 
-    def split(mask: np.ndarray) -> Dataset:
+    def split(mask: np.ndarray, name: str) -> Dataset:
         rows = np.flatnonzero(mask)
-        return Dataset.from_dict(
-            {"image": [_to_image(bunch.data[r]) for r in rows], "label": targets[rows].tolist()},
-            features=features,
+        encoded = features.encode_batch(
+            {"image": [_to_image(bunch.data[r]) for r in rows], "label": targets[rows].tolist()}
         )
+        table = InMemoryTable.from_pydict(encoded, schema=features.arrow_schema)
+        # A fixed fingerprint: the data never changes, and hashing the Arrow table (what from_dict does) pickles
+        # pyarrow types with dill, which fails on some pyarrow/dill/Python combinations.
+        return Dataset(table, info=DatasetInfo(features=features), fingerprint=f"ltkd_hf-builtin-digits-{name}-v1")
 
-    return DatasetDict(train=split(~is_test), test=split(is_test))
+    return DatasetDict(train=split(~is_test, "train"), test=split(is_test, "test"))
