@@ -25,6 +25,7 @@ from ltkd_hf import DistillationConfig  # noqa: E402
 from ltkd_hf.evaluation import format_group_table  # noqa: E402
 from ltkd_hf.hub import check_push_to_hub_ready  # noqa: E402
 from ltkd_hf.models import check_teacher_matches, load_teacher  # noqa: E402
+from ltkd_hf.provenance import model_source  # noqa: E402
 from recipe_args import (  # noqa: E402
     DataArguments,
     ModelArguments,
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
         ce_model = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
         ce_stage = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), ce_model, data, None, run_args)
     student = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
+    architecture = model_source(student)["architecture"]
+    if pretrained and architecture != model_args.student:
+        logger.warning("The student is a %s from --student_init %s; --student %s is not used.", architecture, source,
+                       model_args.student)
     student_args = stage_args(config, "student", hub_model_id=repo_id)
     student_stage = plan_stage("student", student_args, student, data, teacher_name, run_args)
 
