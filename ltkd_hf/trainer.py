@@ -19,8 +19,9 @@ from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
-from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from ._atomic import atomic_write_files
 from .config import TEACHER_DTYPES, DistillationConfig
@@ -592,6 +593,14 @@ class DistillationTrainer(Trainer):
                     "folder of an earlier run with the same settings."
                 )
             check_settings(resume_from_checkpoint, self.run_settings(), what="a checkpoint")
+            state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            if state.global_step >= state.max_steps > 0:
+                # A checkpoint of the finished run: transformers would resume it for one more step when max_steps
+                # ends mid-epoch, so load it and train no further.
+                logger.info("%s is the run's last step: loaded, not trained further.", resume_from_checkpoint)
+                self._load_from_checkpoint(resume_from_checkpoint)
+                self.state = state
+                return TrainOutput(state.global_step, float("nan"), {})
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
         )

@@ -190,18 +190,6 @@ class Stage:
     in_memory_max_gib: float = 8.0
 
     @property
-    def weights(self) -> Path | None:
-        """Where the stage's final weights already are: the finished folder, or a checkpoint taken at the last
-        step (resuming one would take an extra step in transformers), else None."""
-        if self.finished:
-            return self.folder / WEIGHTS_NAME
-        if self.resume is not None:
-            state = json.loads((Path(self.resume) / "trainer_state.json").read_text())
-            if state["global_step"] >= state["max_steps"] > 0:
-                return Path(self.resume) / WEIGHTS_NAME
-        return None
-
-    @property
     def folder(self) -> Path:
         return Path(self.args.output_dir)
 
@@ -275,9 +263,8 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
     ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_data``
     both splits are uint8 tensors at the model's input size, augmented and normalised on the device."""
-    weights = stage.weights
-    if weights is not None:
-        unwrap_timm(stage.model).load_state_dict(load_file(weights))
+    if stage.finished:
+        unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
     state = PartialState()
     if stage.clear and state.is_main_process:
         for old in stage.folder.glob("checkpoint-*"):
@@ -299,11 +286,10 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
         teacher_name=stage.teacher_name,
         data_collator=collate,
     )
-    if weights is not None:
-        logger.info("Stage %s: reusing %s (same settings)", stage.name, weights)
+    if stage.finished:
+        logger.info("Stage %s: reusing %s (same settings)", stage.name, stage.folder)
     else:
         trainer.train(resume_from_checkpoint=stage.resume)
-    if not stage.finished:
         trainer.save_model()
     return trainer
 

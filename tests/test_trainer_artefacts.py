@@ -11,6 +11,7 @@ import timm
 import torch
 import transformers.utils.hub
 from huggingface_hub import ModelCard, hf_hub_download
+from safetensors.torch import load_file
 
 import ltkd_hf
 from ltkd_hf.hub import save_student
@@ -111,3 +112,17 @@ def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
         changed.train(resume_from_checkpoint=True)
     with pytest.raises(FileNotFoundError, match="--resume_from_checkpoint '.*nowhere' is not a folder"):
         changed.train(resume_from_checkpoint=str(tmp_path / "nowhere"))
+
+
+def test_resuming_the_last_checkpoint_trains_no_further(tmp_path):
+    """transformers resumes a checkpoint taken at max_steps in the middle of an epoch for one more step; a finished
+    run's last checkpoint is loaded and nothing else happens."""
+    data = SyntheticImages(32)  # 4 steps an epoch: max_steps 2 ends mid-epoch
+    config = make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)
+    make_trainer(config, train_dataset=data).train()
+    saved = load_file(tmp_path / "checkpoint-2" / "model.safetensors")
+    again = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1), train_dataset=data)
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == 2 and not (tmp_path / "checkpoint-3").exists()
+    weights = unwrap_timm(again.model).state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in saved.items())
