@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import yaml
 from transformers import HfArgumentParser
@@ -39,6 +39,14 @@ class DataArguments:
     )
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+
+
+class ModelSource(NamedTuple):
+    """A model to build: the flag that named it (for messages), its timm source, and whether to load its weights."""
+
+    flag: str
+    source: str
+    pretrained: bool
 
 
 @dataclass
@@ -106,13 +114,17 @@ class ModelArguments:
         if self.teacher_epochs <= 0:
             raise ValueError(f"--teacher_epochs must be > 0, got {self.teacher_epochs}.")
 
-    def teacher_source(self) -> tuple[str, bool]:
-        """What the teacher stage builds: (timm source, start from its weights)."""
-        return (self.teacher_init, True) if self.teacher_init else (self.teacher_architecture, False)
+    def teacher_source(self) -> ModelSource:
+        """What the teacher stage builds: a checkpoint with --teacher_init, else --teacher_architecture."""
+        if self.teacher_init:
+            return ModelSource("--teacher_init", self.teacher_init, pretrained=True)
+        return ModelSource("--teacher_architecture", self.teacher_architecture, pretrained=False)
 
-    def student_source(self) -> tuple[str, bool]:
-        """What the student stages build: (timm source, start from its weights)."""
-        return (self.student_init, True) if self.student_init else (self.student, False)
+    def student_source(self) -> ModelSource:
+        """What the student stages build: a checkpoint with --student_init, else --student."""
+        if self.student_init:
+            return ModelSource("--student_init", self.student_init, pretrained=True)
+        return ModelSource("--student", self.student, pretrained=False)
 
     def model_kwargs(self) -> dict:
         """Keyword arguments for timm.create_model shared by teacher and student."""

@@ -91,23 +91,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     teacher_stage = ce_stage = None
     if teacher is None:
-        source, pretrained = model_args.teacher_source()
-        flag = "--teacher_init" if pretrained else "--teacher_architecture"
-        teacher_model = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
+        spec = model_args.teacher_source()
+        teacher_model = new_model(spec, data, config.seed, **model_kwargs)
         lr = model_args.teacher_learning_rate or config.learning_rate
         teacher_args = cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr)
         teacher_stage = plan_stage("teacher", teacher_args, teacher_model, data, None, run_args)
-        how = f"{source} fine-tuned" if pretrained else f"{source}, trained"
+        how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
         teacher_name = f"{out / 'teacher'} ({how} here with cross-entropy on this split)"
-    source, pretrained = model_args.student_source()
-    flag = "--student_init" if pretrained else "--student"
+    spec = model_args.student_source()
     if model_args.compare_ce_student:
-        ce_model = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
+        ce_model = new_model(spec, data, config.seed, **model_kwargs)
         ce_stage = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), ce_model, data, None, run_args)
-    student = new_model(flag, source, data, config.seed, pretrained, **model_kwargs)
+    student = new_model(spec, data, config.seed, **model_kwargs)
     architecture = model_source(student)["architecture"]
-    if pretrained and architecture != model_args.student:
-        logger.warning("The student is a %s from --student_init %s; --student %s is not used.", architecture, source,
+    if spec.pretrained and architecture != model_args.student:
+        logger.warning("The student is a %s from --student_init %s; --student %s is not used.", architecture, spec.source,
                        model_args.student)
     student_args = stage_args(config, "student", hub_model_id=repo_id)
     student_stage = plan_stage("student", student_args, student, data, teacher_name, run_args)

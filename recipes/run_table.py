@@ -184,19 +184,19 @@ def main(argv: list[str] | None = None) -> dict:
         teachers = {}
         for teacher_loss in table_args.teacher_losses:
             name = "teacher" if teacher_loss == "ce" else f"teacher-{teacher_loss}"
-            source, pretrained = model_args.teacher_source()
-            model = new_model("--teacher_architecture", source, data, seed, pretrained, **kwargs)
+            spec = model_args.teacher_source()
+            model = new_model(spec, data, seed, **kwargs)
             args = cross_entropy_args(
                 seed_config, name, num_train_epochs=model_args.teacher_epochs,
                 learning_rate=model_args.teacher_learning_rate or config.learning_rate,
                 ce_logit_adjustment=TEACHER_LOSSES[teacher_loss],
             )
             stage = plan_stage(name, args, model, data, None, run_args)
-            teachers[teacher_loss] = (stage, f"{stage.folder} ({source}, trained here with {teacher_loss} on this split)")
+            teachers[teacher_loss] = (stage, f"{stage.folder} ({spec.source}, trained here with {teacher_loss} on this split)")
         stages = []
-        source, pretrained = model_args.student_source()
+        spec = model_args.student_source()
         for cell in cells:
-            model = new_model("--student", source, data, seed, pretrained, **kwargs)
+            model = new_model(spec, data, seed, **kwargs)
             teacher_name = None if cell.loss == "ce" else teachers[cell.teacher_loss][1]
             stages.append((cell, plan_stage(cell.folder, cell_args(seed_config, cell), model, data, teacher_name, run_args)))
         plans.append((seed, teachers, stages))

@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
         data = load_long_tailed(data_args)
         check_data(data, dataset=data_args.dataset, verify=run_args.verify_images)
-    source, pretrained = model_args.teacher_source()
-    flag = "--teacher_init" if pretrained else "--teacher_architecture"
-    model = new_model(flag, source, data, config.seed, pretrained, **model_args.model_kwargs())
+    model = new_model(model_args.teacher_source(), data, config.seed, **model_args.model_kwargs())
     lr = model_args.teacher_learning_rate or config.learning_rate
     args = cross_entropy_args(config, "teacher", num_train_epochs=model_args.teacher_epochs, learning_rate=lr)
     trainer = train_stage(plan_stage("teacher", args, model, data, None, run_args), data)

@@ -45,7 +45,7 @@ from ltkd_hf.hub.save import WEIGHTS_NAME
 from ltkd_hf.models import create_student, unwrap_timm
 from ltkd_hf.provenance import check_settings, read_settings, run_settings
 
-from recipe_args import DataArguments, RunArguments
+from recipe_args import DataArguments, ModelSource, RunArguments
 
 logger = logging.getLogger("ltkd_hf.recipes")
 
@@ -149,20 +149,20 @@ def check_output_dir(path: str) -> None:
         ) from err
 
 
-def new_model(flag: str, source: str, data: LongTailedData, seed: int, pretrained: bool = False, **model_kwargs):
+def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs):
     """A model for a stage: fresh, initialised under ``seed`` (the same command gives the same weights), or
-    ``pretrained`` from the checkpoint ``source`` with a new head for the dataset's classes."""
+    ``pretrained`` from the checkpoint ``spec.source`` with a new head for the dataset's classes."""
     set_seed(seed)
     try:
         return create_student(
-            source,
+            spec.source,
             num_classes=data.split_info.num_classes,
             label_names=data.split_info.label_names,
-            pretrained=pretrained,
+            pretrained=spec.pretrained,
             **model_kwargs,
         )
     except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"{flag} {source}: {err}") from err
+        raise type(err)(f"{spec.flag} {spec.source}: {err}") from err
 
 
 def stage_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
