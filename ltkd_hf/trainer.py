@@ -143,7 +143,11 @@ class DistillationTrainer(RunArtefactsMixin, Trainer):
                 **args.distill_loss_kwargs,
             )
         self.teacher_name = None if teacher_model is None else teacher_name or _describe_teacher(teacher_model)
-        self._check_in_memory_datasets(args, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
+        student_cfg = resolve_data_config(model=unwrap_timm(model))
+        self.batch_augmentation = BatchAugmentation.from_data_config(student_cfg) if args.device_augmentation else None
+        evaluation = kwargs.get("eval_dataset")
+        evaluation = list(evaluation.values()) if isinstance(evaluation, Mapping) else [evaluation]
+        self._check_in_memory_datasets(args, [kwargs.get("train_dataset"), *evaluation], self.batch_augmentation)
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
         super().__init__(model=model, args=args, **kwargs)
@@ -166,17 +170,10 @@ class DistillationTrainer(RunArtefactsMixin, Trainer):
 
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        student_cfg = resolve_data_config(model=unwrap_timm(model))
         if teacher_model is not None and teacher_input_transform is None:
             teacher_input_transform = normalization_converter(
                 student_cfg, resolve_data_config(model=unwrap_timm(teacher_model))
             )
-        self.batch_augmentation = BatchAugmentation.from_data_config(student_cfg) if args.device_augmentation else None
-        if self.batch_augmentation is not None:  # a split decoded for another input size fails now, not mid-run
-            evaluation = self.eval_dataset.values() if isinstance(self.eval_dataset, Mapping) else [self.eval_dataset]
-            for dataset in (self.train_dataset, *evaluation):
-                if isinstance(dataset, InMemoryImages):
-                    self.batch_augmentation.check(dataset.images[:1])
         self.teacher = None if teacher_model is None else self._prepare_teacher(teacher_model)
         self.teacher_input_transform = teacher_input_transform
         self.loss_fn.to(self.args.device)
@@ -233,26 +230,33 @@ class DistillationTrainer(RunArtefactsMixin, Trainer):
             )
 
     @staticmethod
-    def _check_in_memory_datasets(args: DistillationConfig, train_dataset: Any, eval_dataset: Any) -> None:
-        evaluation = eval_dataset.values() if isinstance(eval_dataset, Mapping) else [eval_dataset]
-        if not args.device_augmentation and any(isinstance(d, InMemoryImages) for d in [train_dataset, *evaluation]):
+    def _check_in_memory_datasets(
+        args: DistillationConfig, datasets: list[Any], augmentation: BatchAugmentation | None
+    ) -> None:
+        """In-memory uint8 datasets (train first) that this trainer could not turn into pixel_values fail now."""
+        in_memory = [d for d in datasets if isinstance(d, InMemoryImages)]
+        if not in_memory:
+            return
+        if augmentation is None:
             raise ValueError(
                 "The datasets hold uint8 images (ltkd_hf.data.InMemoryImages), which become the model's "
                 "pixel_values on the device only with device_augmentation=True; pass device_augmentation=True "
                 "(--device_augmentation true), or datasets that yield pixel_values (ltkd_hf.data.apply_transforms)."
             )
-        if args.remove_unused_columns and any(isinstance(d, InMemoryImages) for d in [train_dataset, *evaluation]):
+        if args.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns=True drops the in-memory batches' 'images' (the model's forward takes "
                 "pixel_values, made from them on the device); set remove_unused_columns=False (the default of "
                 "DistillationConfig)."
             )
-        if isinstance(train_dataset, InMemoryImages) and not train_dataset.train:
+        if isinstance(datasets[0], InMemoryImages) and not datasets[0].train:
             raise ValueError(
                 "train_dataset holds the evaluation decoding (InMemoryImages.from_dataset(..., train=False)); decode "
                 "the training split with train=True (the resize the training transform applies before its random "
                 "crop), e.g. with ltkd_hf.data.in_memory_datasets."
             )
+        for dataset in in_memory:  # a split decoded for another input size fails now, not mid-run
+            augmentation.check(dataset.images[:1])
 
     # -- in-memory batches ---------------------------------------------------------------------
     def _device_inputs(self, inputs: dict[str, Any], *, train: bool) -> dict[str, Any]:

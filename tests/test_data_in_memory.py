@@ -358,31 +358,21 @@ def test_clear_errors_for_wrong_inputs():
 def test_trainer_refuses_in_memory_data_it_cannot_use(tmp_path):
     split = split_of([PILImage.fromarray(random_pixels(32, 32, seed=i)) for i in range(4)], [0, 1, 2, 3])
     train = InMemoryImages.from_dataset(split, CIFAR, train=True)
+
+    def build(dataset, **config):
+        return make_trainer(make_config(tmp_path, **config), model=cifar_student(), teacher_model=cifar_teacher(),
+                            train_dataset=dataset)
+
     with pytest.raises(ValueError, match=r"uint8 images .* only with device_augmentation=True"):
-        make_trainer(make_config(tmp_path), model=cifar_student(), teacher_model=cifar_teacher(), train_dataset=train)
+        build(train)
     evaluation = InMemoryImages.from_dataset(split, CIFAR, train=False)
     with pytest.raises(ValueError, match=r"train_dataset holds the evaluation decoding.*train=True"):
-        make_trainer(
-            make_config(tmp_path, device_augmentation=True),
-            model=cifar_student(),
-            teacher_model=cifar_teacher(),
-            train_dataset=evaluation,
-        )
+        build(evaluation, device_augmentation=True)
     with pytest.raises(ValueError, match=r"remove_unused_columns=True drops .* set remove_unused_columns=False"):
-        make_trainer(
-            make_config(tmp_path, device_augmentation=True, remove_unused_columns=True),
-            model=cifar_student(),
-            teacher_model=cifar_teacher(),
-            train_dataset=train,
-        )
+        build(train, device_augmentation=True, remove_unused_columns=True)
     small = InMemoryImages.from_dataset(split, dict(CIFAR, input_size=(3, 24, 24)), train=True)
     with pytest.raises(ValueError, match=r"images are \(24, 24\) but the model takes \(32, 32\)"):
-        make_trainer(
-            make_config(tmp_path, device_augmentation=True),
-            model=cifar_student(),
-            teacher_model=cifar_teacher(),
-            train_dataset=small,
-        )
+        build(small, device_augmentation=True)
     # a uint8 batch reaching a trainer without the flag (e.g. through compute_loss) names the fix
     trainer = make_trainer(make_config(tmp_path), model=cifar_student(), teacher_model=cifar_teacher())
     batch = {"images": train.images, "labels": train.labels}
