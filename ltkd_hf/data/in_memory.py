@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import create_transform
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from .transforms import SMALL_INPUT_MAX, _check_config, _eval_transform_kwargs, build_transforms
 
@@ -270,10 +271,7 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     ``(images / 255 - mean) / std``, with torchvision's operations in its order (so the values equal the CPU
     transform's)."""
     _check_images(images)
-    kwargs = {"dtype": torch.float32, "device": images.device}
-    mean_t = torch.as_tensor(tuple(mean), **kwargs).view(1, 3, 1, 1)
-    std_t = torch.as_tensor(tuple(std), **kwargs).view(1, 3, 1, 1)
-    return images.to(torch.float32).div(255).sub(mean_t).div(std_t)
+    return TF.normalize(images.to(torch.float32).div(255), list(mean), list(std))
 
 
 @dataclass(frozen=True)
