@@ -186,8 +186,7 @@ class Stage:
     finished: bool = False
     resume: str | None = None
     clear: bool = False
-    in_memory_data: bool = False
-    in_memory_max_gib: float = 8.0
+    in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
 
     @property
     def folder(self) -> Path:
@@ -223,9 +222,7 @@ def plan_stage(
     if run.in_memory_data:
         check_in_memory(data, model, run)
         args = dataclasses.replace(args, device_augmentation=True)
-    stage = Stage(
-        name, args, model, teacher_name, in_memory_data=run.in_memory_data, in_memory_max_gib=run.in_memory_max_gib
-    )
+    stage = Stage(name, args, model, teacher_name, in_memory_max_gib=run.in_memory_max_gib if run.in_memory_data else None)
     folder, resume = stage.folder, args.resume_from_checkpoint
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
@@ -261,7 +258,7 @@ def plan_stage(
 
 def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> DistillationTrainer:
     """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
-    ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_data``
+    ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_max_gib`` set
     both splits are uint8 tensors at the model's input size, augmented and normalised on the device."""
     if stage.finished:
         unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
@@ -272,7 +269,7 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
             shutil.rmtree(old)
     state.wait_for_everyone()
     data_config = resolve_data_config(model=unwrap_timm(stage.model))
-    if stage.in_memory_data:
+    if stage.in_memory_max_gib is not None:
         prepared, collate = data.in_memory_splits(data_config, stage.in_memory_max_gib), collate_images
     else:
         prepared, collate = apply_transforms({"train": data.train, "test": data.test}, data_config), collate_fn

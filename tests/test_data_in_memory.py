@@ -295,7 +295,7 @@ def test_recipe_flag_trains_a_stage_from_in_memory_splits(tmp_path):
         )
 
     stage = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), model(), data, None, run_args)
-    assert stage.args.device_augmentation and stage.in_memory_data
+    assert stage.args.device_augmentation and stage.in_memory_max_gib is not None
     trainer = train_stage(stage, data)
     assert isinstance(trainer.train_dataset, InMemoryImages) and trainer.train_dataset.train
     assert isinstance(trainer.eval_dataset, InMemoryImages) and not trainer.eval_dataset.train
