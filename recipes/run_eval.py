@@ -47,9 +47,9 @@ def recorded_config(model: str) -> dict:
     return json.loads(path.read_text())
 
 
-def recorded_class_counts(model: str) -> list[int] | None:
-    """The training class counts a folder saved by ltkd_hf recorded, if any."""
-    settings = recorded_config(model).get("ltkd", {}).get("settings") or {}
+def recorded_class_counts(config: dict) -> list[int] | None:
+    """The training class counts recorded in the config.json of a folder saved by ltkd_hf, if any."""
+    settings = config.get("ltkd", {}).get("settings") or {}
     return settings.get("data", {}).get("class_counts")
 
 
@@ -64,14 +64,15 @@ def main(argv: list[str] | None = None) -> dict:
         label_column=data_args.label_column,
     )["test"]
     names = list(test.features["label"].names)
-    model_names = recorded_config(eval_args.model).get("label_names")
+    recorded = recorded_config(eval_args.model)
+    model_names = recorded.get("label_names")
     if model_names is not None and [str(n) for n in model_names] != names:
         raise ValueError(
             f"--model {eval_args.model} predicts {len(model_names)} classes {model_names[:10]}, but --dataset "
             f"{data_args.dataset} has {len(names)} classes {names[:10]} (names in class-index order must be equal); "
             "evaluate the model on the dataset it was trained for."
         )
-    counts = recorded_class_counts(eval_args.model) or list(load_long_tailed(data_args).split_info.class_counts)
+    counts = recorded_class_counts(recorded) or list(load_long_tailed(data_args).split_info.class_counts)
     model = AutoModelForImageClassification.from_pretrained(eval_args.model).eval()
     if model.config.num_labels != len(names):
         raise ValueError(

@@ -181,7 +181,7 @@ def test_push_to_hub_without_a_token(tmp_path, monkeypatch):
 
 def test_class_counts_recorded_for_run_eval(demo):
     out, _, _ = demo
-    counts = run_eval.recorded_class_counts(str(out / "student"))
+    counts = run_eval.recorded_class_counts(run_eval.recorded_config(str(out / "student")))
     report = json.loads((out / "student" / "report.json").read_text())
     assert counts == report["class_counts"] and np.argmax(counts) == 0
 
