@@ -1,13 +1,30 @@
-"""Evaluation of long-tailed classifiers: overall, per-group and per-class accuracy, the teacher's group
-mass, the `evaluate` module that wraps them, and the JSON / Markdown / PNG report."""
+"""Evaluation of long-tailed classifiers: overall, per-group, many / medium / few-shot and per-class accuracy,
+expected calibration error, each model's group probability mass, the `evaluate` module for the accuracies,
+and the JSON / Markdown / PNG report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .metrics import evaluation_report, group_accuracy, group_mass, per_class_accuracy, top1_accuracy
-from .report import format_group_table, plot_per_class_accuracy, plot_teacher_bias, write_report
+from .metrics import (
+    ECE_BINS,
+    SHOT_GROUPS,
+    evaluation_report,
+    expected_calibration_error,
+    group_accuracy,
+    group_mass,
+    per_class_accuracy,
+    top1_accuracy,
+)
+from .report import (
+    balanced_group_mass,
+    format_group_table,
+    format_report_tables,
+    plot_group_mass,
+    plot_per_class_accuracy,
+    write_report,
+)
 
 if TYPE_CHECKING:
     import evaluate
@@ -29,15 +46,20 @@ def load_group_accuracy(**load_kwargs: Any) -> "evaluate.EvaluationModule":
 
 
 __all__ = [
+    "ECE_BINS",
     "GROUP_ACCURACY_PATH",
+    "SHOT_GROUPS",
+    "balanced_group_mass",
     "evaluation_report",
+    "expected_calibration_error",
     "format_group_table",
+    "format_report_tables",
     "group_accuracy",
     "group_mass",
     "load_group_accuracy",
     "per_class_accuracy",
+    "plot_group_mass",
     "plot_per_class_accuracy",
-    "plot_teacher_bias",
     "top1_accuracy",
     "write_report",
 ]

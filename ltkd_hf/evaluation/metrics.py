@@ -1,7 +1,9 @@
-"""Top-1 accuracy overall, per class and per frequency group, and the teacher's group probability mass.
+"""Top-1 accuracy overall, per class and per frequency group, expected calibration error, and the
+probability mass a model puts on each group.
 
-Plain numpy on predicted class indices (the argmax of the logits) and reference labels, so the same
-numbers come out of the trainer's ``compute_metrics``, the ``evaluate`` module and the recipes.
+Plain numpy on predicted class indices (the argmax of the logits), softmax probabilities and reference
+labels, so the same numbers come out of the trainer's ``compute_metrics``, the ``evaluate`` module and the
+recipes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,23 @@ import numpy as np
 
 from ..groups import ClassGroups
 
-__all__ = ["top1_accuracy", "group_accuracy", "per_class_accuracy", "evaluation_report", "group_mass"]
+__all__ = [
+    "ECE_BINS",
+    "SHOT_GROUPS",
+    "evaluation_report",
+    "expected_calibration_error",
+    "group_accuracy",
+    "group_mass",
+    "per_class_accuracy",
+    "top1_accuracy",
+]
+
+ECE_BINS = 15
+"""Confidence bins of the reports' expected calibration error (Guo et al., 2017)."""
+
+SHOT_GROUPS = ("many", "medium", "few")
+"""The threshold groups of the long-tail literature, most training images first; each model's report holds
+``accuracy_<name>_shot`` for each."""
 
 
 def _as_labels(values: Any, name: str, num_classes: int | None) -> np.ndarray:
@@ -40,6 +58,25 @@ def _as_labels(values: Any, name: str, num_classes: int | None) -> np.ndarray:
             f"check that the model's classes match the dataset's."
         )
     return array.astype(np.int64)
+
+
+def _as_probabilities(values: Any, num_classes: int | None) -> np.ndarray:
+    """``values`` as an ``(N, C)`` float array of softmax rows (float32 stays float32: the arrays can be large),
+    or a ValueError for a person."""
+    probs = np.asarray(values)
+    if probs.dtype.kind != "f":
+        probs = probs.astype(np.float64)
+    width = "C >= 1" if num_classes is None else f"C = {num_classes} (the number of classes in groups)"
+    if probs.ndim != 2 or 0 in probs.shape or (num_classes is not None and probs.shape[1] != num_classes):
+        raise ValueError(f"probabilities must be an (N, C) array with N >= 1 and {width}, got shape {probs.shape}.")
+    row_sums = probs.sum(axis=1, dtype=np.float64)
+    # A NaN or inf anywhere makes its row sum non-finite, so the sums check finiteness without an (N, C) mask.
+    if not np.all(np.isfinite(row_sums)) or probs.min() < 0 or not np.allclose(row_sums, 1.0, atol=1e-3):
+        raise ValueError(
+            f"probabilities must be finite, non-negative rows that sum to 1 (row sums seen: "
+            f"{row_sums[:5].round(4).tolist()}); pass softmax(logits / T), not logits."
+        )
+    return probs
 
 
 def _check_pair(predictions: Any, references: Any, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -92,9 +129,65 @@ def per_class_accuracy(
     return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
 
 
+def expected_calibration_error(
+    probabilities: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray, bins: int = 15
+) -> float:
+    """Expected calibration error of the top-label confidence (Guo et al., 2017), a fraction in [0, 1].
+
+    Each sample's confidence is its largest probability and its prediction that class. Samples fall into
+    ``bins`` equal-width confidence bins, bin ``m`` holding confidences in ``((m-1)/bins, m/bins]``, and
+    ``ECE = sum_m |B_m| / N * |acc(B_m) - conf(B_m)|``: the sample-weighted gap between each bin's accuracy
+    and its mean confidence. 0 is perfectly calibrated. ``probabilities`` is ``(N, C)``, each row a softmax;
+    ``labels`` the ``N`` true classes.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer (15 in Guo et al., 2017), got {bins!r}.")
+    probs = _as_probabilities(probabilities, None)
+    refs = _as_labels(labels, "labels", probs.shape[1])
+    if refs.size != probs.shape[0]:
+        raise ValueError(
+            f"probabilities and labels must have the same length, got {probs.shape[0]} rows and {refs.size} labels."
+        )
+    confidence = probs.max(axis=1).astype(np.float64)
+    correct = (probs.argmax(axis=1) == refs).astype(np.float64)
+    # right=True puts a confidence equal to an edge in the bin it closes: Guo et al.'s ((m-1)/M, m/M].
+    index = np.digitize(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True)
+    # |B_m| / N * |acc - conf| = |sum over B_m of (correct - confidence)| / N
+    gaps = np.bincount(index, weights=correct - confidence, minlength=bins)
+    return float(np.abs(gaps).sum() / refs.size)
+
+
 def _finite_or_none(value: float) -> float | None:
     # JSON has no NaN: a group or class without test samples is reported as null.
     return float(value) if math.isfinite(value) else None
+
+
+def _calibration(
+    probabilities: Any, predictions: np.ndarray, references: np.ndarray, groups: ClassGroups
+) -> dict[str, Any]:
+    """``ece``, ``ece_<group>`` (samples grouped by their true label) and ``group_mass`` of one model."""
+    probs = _as_probabilities(probabilities, groups.num_classes)
+    if probs.shape[0] != references.size:
+        raise ValueError(
+            f"probabilities has {probs.shape[0]} rows but there are {references.size} references; pass the "
+            "softmax of the same test samples."
+        )
+    differ = int(np.count_nonzero(probs.argmax(axis=1) != predictions))
+    if differ:
+        raise ValueError(
+            f"predictions differ from probabilities.argmax(-1) at {differ} of {references.size} samples; pass "
+            "one model's probabilities and predictions=probabilities.argmax(-1), so that accuracy and calibration "
+            "describe the same predictions."
+        )
+    label_group = np.asarray(groups.class_to_group, dtype=np.int64)[references]
+    out: dict[str, Any] = {"ece": expected_calibration_error(probs, references, ECE_BINS)}
+    for g, name in enumerate(groups.names):
+        in_group = label_group == g
+        out[f"ece_{name}"] = (
+            expected_calibration_error(probs[in_group], references[in_group], ECE_BINS) if in_group.any() else None
+        )
+    out["group_mass"] = group_mass(probs, groups).tolist()
+    return out
 
 
 def evaluation_report(
@@ -105,32 +198,35 @@ def evaluation_report(
     num_groups: int = 3,
     many: int = 100,
     few: int = 20,
+    probabilities: Sequence[Sequence[float]] | np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The full, JSON-serialisable accuracy report of one model on a test split.
+    """The full, JSON-serialisable report of one model on a test split.
 
     Keys: ``accuracy`` (overall top-1); ``accuracy_<name>`` for the paper's frequency groups
     (``ClassGroups.from_counts(class_counts, num_groups)``: head / medium / tail for K = 3);
-    ``threshold_accuracy`` with ``accuracy_many`` / ``accuracy_medium`` / ``accuracy_few``
-    (``ClassGroups.by_threshold(class_counts, many, few)``: more than ``many``, ``few``..``many``, fewer than
-    ``few`` training images); ``per_class`` (one accuracy per class, ``None`` where the class has no test
-    sample); ``num_samples``; ``class_counts``; and the group definitions ``groups`` and
-    ``threshold_groups`` (``ClassGroups.to_dict()`` plus ``sizes``; the thresholds too). Accuracies are
-    fractions in [0, 1]; a group without test samples is ``None``.
+    ``accuracy_many_shot`` / ``accuracy_medium_shot`` / ``accuracy_few_shot``, the literature's threshold groups
+    (``ClassGroups.by_threshold(class_counts, many, few)``: more than ``many``, ``few`` to ``many``, fewer than
+    ``few`` training images; ``None`` for a group without classes); ``per_class`` (one accuracy per class,
+    ``None`` where the class has no test sample); ``num_samples``; ``class_counts``; and the group definitions
+    ``groups`` and ``threshold_groups`` (``ClassGroups.to_dict()`` plus ``sizes``; the thresholds too).
+
+    With ``probabilities`` (the ``(N, C)`` softmax whose argmax is ``predictions``) it adds ``ece`` and
+    ``ece_<name>`` per paper group (``expected_calibration_error`` with 15 bins, over the samples whose *true*
+    label is in the group) and ``group_mass`` (``group_mass``: the mean probability the model puts on each
+    paper group, group id order). Accuracies and ECE are fractions in [0, 1]; a group without test samples
+    is ``None``.
     """
     paper = ClassGroups.from_counts(class_counts, num_groups)
     threshold = ClassGroups.by_threshold(class_counts, many=many, few=few)
-    report: dict[str, Any] = {
-        k: _finite_or_none(v) for k, v in group_accuracy(predictions, references, paper).items()
-    }
-    report["threshold_accuracy"] = {
-        k: _finite_or_none(v)
-        for k, v in group_accuracy(predictions, references, threshold).items()
-        if k != "accuracy"
-    }
-    report["per_class"] = [
-        _finite_or_none(v) for v in per_class_accuracy(predictions, references, paper.num_classes).tolist()
-    ]
-    report["num_samples"] = int(np.asarray(references).size)
+    preds, refs = _check_pair(predictions, references, paper.num_classes)
+    report: dict[str, Any] = {k: _finite_or_none(v) for k, v in group_accuracy(preds, refs, paper).items()}
+    shots = group_accuracy(preds, refs, threshold)
+    for name in SHOT_GROUPS:
+        report[f"accuracy_{name}_shot"] = _finite_or_none(shots.get(f"accuracy_{name}", math.nan))
+    if probabilities is not None:
+        report.update(_calibration(probabilities, preds, refs, paper))
+    report["per_class"] = [_finite_or_none(v) for v in per_class_accuracy(preds, refs, paper.num_classes).tolist()]
+    report["num_samples"] = int(refs.size)
     report["class_counts"] = [int(c) for c in class_counts]
     report["groups"] = {**paper.to_dict(), "sizes": paper.sizes}
     report["threshold_groups"] = {**threshold.to_dict(), "sizes": threshold.sizes, "many": many, "few": few}
@@ -147,20 +243,10 @@ def group_mass(
     With ``batch_size`` the result is the expected sum over a batch of that many samples (the mean times
     ``batch_size``), the scale the paper prints (``batch_size=64``: [27.88, 19.28, 16.83] on CIFAR-100-LT).
     """
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] != groups.num_classes:
-        raise ValueError(
-            f"probabilities must be an (N, C) array with N >= 1 and C = {groups.num_classes} (the number of "
-            f"classes in groups), got shape {probs.shape}."
-        )
-    row_sums = probs.sum(axis=1)
-    if not np.all(np.isfinite(probs)) or np.any(probs < 0) or not np.allclose(row_sums, 1.0, atol=1e-3):
-        raise ValueError(
-            f"probabilities must be finite, non-negative rows that sum to 1 (row sums seen: "
-            f"{row_sums[:5].round(4).tolist()}); pass softmax(logits / T), not logits."
-        )
+    probs = _as_probabilities(probabilities, groups.num_classes)
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    one_hot = np.eye(groups.num_groups)[np.asarray(groups.class_to_group)]  # (C, K)
-    mass = (probs @ one_hot).mean(axis=0)
+    # In the probabilities' own dtype: a float64 copy of an ImageNet-size (N, C) array would double the memory.
+    one_hot = np.eye(groups.num_groups, dtype=probs.dtype)[np.asarray(groups.class_to_group)]  # (C, K)
+    mass = (probs @ one_hot).mean(axis=0, dtype=np.float64)
     return mass * batch_size if batch_size is not None else mass

@@ -1,4 +1,4 @@
-"""The evaluation report on disk: report.json, report.md (per-group table) and PNG plots.
+"""The evaluation report on disk: report.json, report.md (per-group tables) and PNG plots.
 
 Plots are drawn on a bare ``Figure`` with the Agg canvas, so no display is needed and the caller's
 pyplot backend is left alone. Every file is written atomically: an interrupted run keeps the last
@@ -19,10 +19,16 @@ from matplotlib.figure import Figure
 
 from .._atomic import atomic_write_files
 from ..groups import ClassGroups
+from .metrics import ECE_BINS, SHOT_GROUPS
 
-__all__ = ["format_group_table", "plot_per_class_accuracy", "plot_teacher_bias", "write_report"]
-
-_GROUP_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+__all__ = [
+    "balanced_group_mass",
+    "format_group_table",
+    "format_report_tables",
+    "plot_group_mass",
+    "plot_per_class_accuracy",
+    "write_report",
+]
 
 
 def _percent(value: float | None) -> str:
@@ -32,17 +38,21 @@ def _percent(value: float | None) -> str:
 
 
 def format_group_table(
-    rows: Mapping[str, Mapping[str, float | None]], group_names: Sequence[str] = ("head", "medium", "tail")
+    rows: Mapping[str, Mapping[str, float | None]],
+    group_names: Sequence[str] = ("head", "medium", "tail"),
+    *,
+    metric: str = "accuracy",
+    suffix: str = "",
 ) -> str:
-    """A Markdown table of top-1 accuracy (%, 2 decimals): one row per model, one column per group, then
-    overall.
+    """A Markdown table of one metric (%, 2 decimals): one row per model, one column per group, then overall.
 
-    Each row maps ``accuracy`` and ``accuracy_<group>`` to a fraction in [0, 1], as returned by
-    ``group_accuracy`` or ``evaluation_report``; ``None``/``nan`` prints as ``n/a``.
+    Each row maps ``<metric>`` and ``<metric>_<group><suffix>`` to a fraction in [0, 1], as in
+    ``group_accuracy`` or ``evaluation_report`` (``metric="ece"`` for calibration, ``suffix="_shot"`` with
+    ``group_names=SHOT_GROUPS`` for many / medium / few-shot); ``None``/``nan`` prints as ``n/a``.
     """
     if not rows:
         raise ValueError("rows is empty; pass {model name: group_accuracy(...) or evaluation_report(...)}.")
-    keys = [f"accuracy_{name}" for name in group_names] + ["accuracy"]
+    keys = [f"{metric}_{name}{suffix}" for name in group_names] + [metric]
     lines = [
         "| model | " + " | ".join([*group_names, "overall"]) + " |",
         "|---|" + "---:|" * len(keys),
@@ -51,12 +61,64 @@ def format_group_table(
         missing = [k for k in keys if k not in metrics]
         if missing:
             raise ValueError(
-                f"rows[{model!r}] lacks {missing} (has {sorted(metrics)}); each row needs 'accuracy' and "
-                f"'accuracy_<group>' for group_names={list(group_names)}."
+                f"rows[{model!r}] lacks {missing} (has {sorted(metrics)}); each row needs {metric!r} and "
+                f"'{metric}_<group>{suffix}' for group_names={list(group_names)}."
             )
         cells = [_percent(metrics[k]) for k in keys]
         lines.append(f"| {str(model).replace('|', '/')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def balanced_group_mass(groups: ClassGroups) -> np.ndarray:
+    """The balanced target of the group-mass plot: each group's share of the classes, ``|G| / C``.
+
+    On a balanced test split (as many images per class) a fraction ``|G| / C`` of the images belong to group
+    ``G``, so a model whose mean predicted distribution equals the test labels' distribution (a perfect
+    classifier, or one with no preference among classes) puts on average ``|G| / C`` of its probability on
+    ``G``. Mass above it on the head and below it on the tail is the head bias."""
+    return np.asarray(groups.sizes, dtype=np.float64) / groups.num_classes
+
+
+def format_report_tables(reports: Mapping[str, Mapping[str, Any]], groups: ClassGroups) -> str:
+    """The report's tables in Markdown, each with a one-line caption: head / medium / tail top-1 accuracy; many /
+    medium / few-shot accuracy; expected calibration error per group; and the mean group probability mass against
+    the balanced target. ``reports`` maps a model name to its ``evaluation_report``; a table lists the rows that
+    hold its keys (calibration and group mass need the ``probabilities`` of ``evaluation_report``)."""
+    parts = [
+        "Top-1 accuracy (%) on the balanced test split; a group's accuracy is over the test images of its classes.",
+        format_group_table(reports, groups.names),
+    ]
+    shot = {m: r for m, r in reports.items() if "accuracy_many_shot" in r}
+    if shot:
+        bounds = next(iter(shot.values()))["threshold_groups"]
+        parts += [
+            f"Top-1 accuracy (%) by training images per class (many-shot: more than {bounds['many']}, medium-shot: "
+            f"{bounds['few']} to {bounds['many']}, few-shot: fewer than {bounds['few']}; n/a: no such class or no "
+            "test image):",
+            format_group_table(shot, SHOT_GROUPS, suffix="_shot"),
+        ]
+    calibrated = {m: r for m, r in reports.items() if "ece" in r}
+    if calibrated:
+        parts += [
+            f"Expected calibration error (%, top-label confidence in {ECE_BINS} equal-width bins; lower is better); "
+            "a group's is over the test images of its classes.",
+            format_group_table(calibrated, groups.names, metric="ece"),
+        ]
+    masses = {m: r["group_mass"] for m, r in reports.items() if r.get("group_mass") is not None}
+    if masses:
+        target = balanced_group_mass(groups)
+        lines = [
+            "| model | " + " | ".join(groups.names) + " |",
+            "|---|" + "---:|" * groups.num_groups,
+            *(f"| {str(m).replace('|', '/')} | " + " | ".join(f"{v:.3f}" for v in mass) + " |" for m, mass in masses.items()),
+            "| balanced target | " + " | ".join(f"{v:.3f}" for v in target) + " |",
+        ]
+        parts += [
+            "Mean predicted probability mass per group on the balanced test split; the balanced target is each "
+            "group's share of the classes. More than the target on the head is the head bias.",
+            "\n".join(lines) + "\n",
+        ]
+    return "\n".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
 
 def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -142,41 +204,56 @@ def plot_per_class_accuracy(
     return _save_figure(fig, path)
 
 
-def plot_teacher_bias(
-    mass: Sequence[float],
-    group_names: Sequence[str],
-    path: str | os.PathLike,
-    *,
-    reference: Sequence[float] | None = None,
-) -> Path:
-    """Bar chart of the teacher's probability mass per group on the balanced test set against the mass a
-    balanced model would give (``reference``; the paper's Fig. 3). ``reference`` defaults to an equal share
-    of the total per group; pass ``sum(mass) * group size / C`` for unequal groups."""
-    values = np.asarray(mass, dtype=np.float64)
-    if values.ndim != 1 or values.size != len(group_names) or values.size == 0:
+def _mass_arrays(masses: Mapping[str, Sequence[float]], groups: ClassGroups) -> dict[str, np.ndarray]:
+    """``masses`` as float arrays, checked: one finite value per group, the same total for every model."""
+    if not masses:
+        raise ValueError("masses is empty; pass {model name: group_mass(probabilities, groups)}.")
+    values = {}
+    for model, mass in masses.items():
+        array = np.asarray(mass, dtype=np.float64)
+        if array.shape != (groups.num_groups,) or not np.all(np.isfinite(array)):
+            raise ValueError(
+                f"masses[{model!r}] must hold one finite value per group ({list(groups.names)}), got {array.tolist()}."
+            )
+        values[model] = array
+    totals = {m: float(v.sum()) for m, v in values.items()}
+    if not all(math.isclose(t, next(iter(totals.values())), rel_tol=1e-3) for t in totals.values()):
         raise ValueError(
-            f"mass must hold one value per group name ({list(group_names)}), got shape {values.shape}."
+            f"masses have different totals {totals}; pass every model's group_mass on the same scale (all means "
+            "per test image, or all with the same batch_size)."
         )
-    total = float(values.sum())
-    ref = np.full(values.size, total / values.size) if reference is None else np.asarray(reference, np.float64)
-    if ref.shape != values.shape:
-        raise ValueError(f"reference must hold one value per group ({values.size}), got shape {ref.shape}.")
-    fig = Figure(figsize=(6, 4.2))
+    return values
+
+
+def plot_group_mass(masses: Mapping[str, Sequence[float]], groups: ClassGroups, path: str | os.PathLike) -> Path:
+    """Bars of the probability mass each model puts on each group on the balanced test set, beside the balanced
+    target (dashed; ``balanced_group_mass`` scaled to the masses' total): the paper's Fig. 3 with the students
+    added, so whether a student inherited the teacher's head bias is one picture.
+
+    ``masses`` maps a model name to its ``group_mass`` (one value per group of ``groups``), all with the same
+    total (1 for the mean per test image, or a batch size for ``group_mass(..., batch_size=...)``)."""
+    values = _mass_arrays(masses, groups)
+    total = float(next(iter(values.values())).sum())
+    target = total * balanced_group_mass(groups)
+    fig = Figure(figsize=(7, 4.4))
     ax = fig.add_subplot()
-    x = np.arange(values.size)
-    bars = ax.bar(x, values, width=0.6, color=[_GROUP_COLOURS[g % len(_GROUP_COLOURS)] for g in x],
-                  label="teacher")
-    ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=2, fontsize=9)
-    ax.hlines(ref, x - 0.4, x + 0.4, colors="black", linestyles="--", lw=1.5, label="uniform (balanced model)")
-    ax.set_xticks(x, [str(n) for n in group_names])
-    ax.set_ylim(0, 1.2 * max(values.max(), ref.max()))
-    if math.isclose(total, 1.0, abs_tol=1e-6):
-        ax.set_ylabel("mean group probability mass per test image")
+    x = np.arange(groups.num_groups)
+    width = 0.8 / len(values)
+    for i, (model, array) in enumerate(values.items()):
+        bars = ax.bar(x - 0.4 + (i + 0.5) * width, array, width=width * 0.92, color=f"C{i}", label=str(model))
+        for text in ax.bar_label(bars, labels=[f"{v:.3g}" for v in array], padding=2, fontsize=7):
+            text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})  # readable on the line
+    ax.hlines(target, x - 0.45, x + 0.45, colors="black", linestyles="--", lw=1.5, zorder=1.5,
+              label="balanced target (share of classes)")
+    ax.set_xticks(x, [f"{name} ({size} classes)" for name, size in zip(groups.names, groups.sizes)])
+    ax.set_ylim(0, 1.2 * max(max(v.max() for v in values.values()), target.max()))
+    if math.isclose(total, 1.0, abs_tol=1e-3):
+        ax.set_ylabel("mean predicted probability mass per test image")
     else:
         ax.set_ylabel(f"group probability mass (sum over a batch of {total:g} images)")
     ax.set_xlabel("class group (by training frequency)")
-    ax.set_title("Teacher bias on the balanced test set")
-    ax.legend(loc="upper right", fontsize=9)
+    ax.set_title("Predicted group mass on the balanced test set")
+    ax.legend(loc="best", fontsize=8)
     return _save_figure(fig, path)
 
 
@@ -226,24 +303,10 @@ def _markdown(
         f"- **groups**: {', '.join(f'{n} ({s} classes)' for n, s in zip(groups.names, groups.sizes))}, "
         f"by training frequency",
         "",
-        "Top-1 accuracy (%) on the balanced test split; a group's accuracy is over the test images of its "
-        "classes.",
-        "",
-        format_group_table(reports, groups.names),
+        format_report_tables(reports, groups),
     ]
-    threshold = {m: r["threshold_accuracy"] for m, r in reports.items() if "threshold_accuracy" in r}
-    if len(threshold) == len(reports):
-        first = next(iter(reports.values()))["threshold_groups"]
-        names = first["names"]
-        rows = {m: {**t, "accuracy": reports[m]["accuracy"]} for m, t in threshold.items()}
-        lines += [
-            f"By training-count thresholds (many: > {first['many']}, medium: {first['few']}..{first['many']}, "
-            f"few: < {first['few']} images):",
-            "",
-            format_group_table(rows, names),
-        ]
-    lines += [f"![{title}]({name})" for title, name in images.items()]
-    return "\n".join(lines) + "\n"
+    lines += [f"![{title}]({name})\n" for title, name in images.items()]
+    return "\n".join(lines)
 
 
 def write_report(
@@ -252,23 +315,40 @@ def write_report(
     *,
     class_counts: Sequence[int],
     groups: ClassGroups,
-    teacher_group_mass: Sequence[float] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    teacher_group_mass: Sequence[float] | None = None,
 ) -> dict[str, Path]:
-    """Write report.json, report.md, per_class_accuracy.png and (with ``teacher_group_mass``)
-    teacher_bias.png into ``output_dir``, each atomically; returns ``{"json", "markdown",
-    "per_class_plot", "teacher_bias_plot"}`` -> path.
+    """Write report.json, report.md, per_class_accuracy.png and (when a report holds ``group_mass``)
+    teacher_bias.png into ``output_dir``, each atomically; returns ``{"json", "markdown", "per_class_plot",
+    "teacher_bias_plot"}`` -> path.
 
     ``reports`` maps a model name ("teacher", "student (CE)", "student (LTKD)", ...) to its
-    ``evaluation_report``; ``groups`` are the frequency groups of the table and the plot shading;
-    ``teacher_group_mass`` is ``group_mass`` of the teacher on the test set; ``metadata`` (dataset, ρ, loss,
-    seed, which checkpoint was evaluated, ...) goes into both files.
+    ``evaluation_report``; built with ``probabilities`` it carries the model's ECE and ``group_mass``, and
+    teacher_bias.png shows the group mass of every such model beside the balanced target
+    (``plot_group_mass``). ``groups`` are the frequency groups of the tables and plots (those the reports were
+    built with); ``metadata`` (dataset, ρ, loss, seed, which checkpoint was evaluated, ...) goes into both files.
+    ``teacher_group_mass`` is deprecated: it sets the "teacher" row's ``group_mass``; pass the teacher's
+    ``probabilities`` to ``evaluation_report`` instead.
     """
     if not reports:
         raise ValueError("reports is empty; pass {model name: evaluation_report(...)}.")
     missing = [m for m, r in reports.items() if "per_class" not in r]
     if missing:
         raise ValueError(f"reports for {missing} lack 'per_class'; build each with evaluation_report(...).")
+    if teacher_group_mass is not None:
+        if "teacher" not in reports:
+            raise ValueError(f"teacher_group_mass was given but reports has no 'teacher' row (rows: {list(reports)}).")
+        reports = {**reports, "teacher": {**reports["teacher"], "group_mass": list(teacher_group_mass)}}
+    # The tables and the plot label each row's per-group numbers with these groups' names.
+    other = [m for m, r in reports.items() if "groups" in r and r["groups"]["class_to_group"] != list(groups.class_to_group)]
+    if other:
+        raise ValueError(
+            f"reports for {other} were built with other groups than groups={groups.names} (class_to_group differs); "
+            "build every evaluation_report with the class_counts and num_groups that made groups."
+        )
+    masses = {m: r["group_mass"] for m, r in reports.items() if r.get("group_mass") is not None}
+    if masses:
+        _mass_arrays(masses, groups)  # before any file is written
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     metadata = dict(metadata or {})
@@ -278,23 +358,22 @@ def write_report(
         "per_class_plot": out / "per_class_accuracy.png",
     }
     images = {"per-class accuracy vs training count": paths["per_class_plot"].name}
-    mass = None
-    if teacher_group_mass is not None:
-        mass = np.asarray(teacher_group_mass, dtype=np.float64)
+    if masses:
         paths["teacher_bias_plot"] = out / "teacher_bias.png"
-        images["teacher group mass"] = paths["teacher_bias_plot"].name
+        images["predicted group mass: teacher and students against the balanced target"] = (
+            paths["teacher_bias_plot"].name
+        )
     payload = {
         "metadata": metadata,
         "groups": {**groups.to_dict(), "sizes": groups.sizes},
         "class_counts": [int(c) for c in class_counts],
-        "teacher_group_mass": mass,
+        "balanced_group_mass": balanced_group_mass(groups),
         "models": reports,
     }
     _write_json(_jsonable(payload), paths["json"])
     _write_text(_markdown(reports, groups, metadata, images), paths["markdown"])
     plot_per_class_accuracy({m: r["per_class"] for m, r in reports.items()}, class_counts, groups,
                             paths["per_class_plot"])
-    if mass is not None:
-        uniform = mass.sum() * np.asarray(groups.sizes, dtype=np.float64) / groups.num_classes
-        plot_teacher_bias(mass, groups.names, paths["teacher_bias_plot"], reference=uniform)
+    if masses:
+        plot_group_mass(masses, groups, paths["teacher_bias_plot"])
     return paths
