@@ -9,8 +9,12 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
+import numpy as np
+
 from ltkd_hf import ClassGroups, SplitInfo
+from ltkd_hf.evaluation import evaluation_report, format_report_tables
 from ltkd_hf.hub import render_model_card, write_model_card
+from ltkd_hf.hub.card import results_from_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = {"accuracy": 0.5125, "accuracy_head": 0.705, "accuracy_medium": 0.5275, "accuracy_tail": 0.27125, "nll": 1.875}
@@ -22,6 +26,22 @@ LT = {"imbalance_factor": 100.0, "seed": 0, "profile": "exp", "exponent": "stand
 COUNTS = [500, 300, 200, 120, 70, 40, 20, 10, 5]
 HUB_SPLIT = SplitInfo(COUNTS, [f"class_{i}" for i in range(9)], "uoft-cs/cifar100", "hub", "train", "test", LT)
 GROUPS = ClassGroups.from_counts(COUNTS, 3)
+SHOTS_AND_ECE = {"accuracy_many_shot": 0.68, "accuracy_medium_shot": 0.49, "accuracy_few_shot": 0.22,
+                 "ece": 0.08, "ece_head": 0.04, "ece_medium": 0.085, "ece_tail": 0.13}
+THRESHOLDS = {"many": 100, "few": 20}
+# Made-up evaluation_report rows (only the keys the tables read) for the EXAMPLE card's comparison.
+EXAMPLE_ROWS = {
+    "teacher": {"accuracy": 0.45, "accuracy_head": 0.70, "accuracy_medium": 0.45, "accuracy_tail": 0.15,
+                "accuracy_many_shot": 0.72, "accuracy_medium_shot": 0.40, "accuracy_few_shot": 0.10,
+                "threshold_groups": THRESHOLDS, "ece": 0.15, "ece_head": 0.05, "ece_medium": 0.16, "ece_tail": 0.31,
+                "group_mass": [0.52, 0.31, 0.17]},
+    "student (CE)": {"accuracy": 0.42, "accuracy_head": 0.68, "accuracy_medium": 0.42, "accuracy_tail": 0.13,
+                     "accuracy_many_shot": 0.70, "accuracy_medium_shot": 0.37, "accuracy_few_shot": 0.08,
+                     "threshold_groups": THRESHOLDS, "ece": 0.13, "ece_head": 0.06, "ece_medium": 0.14,
+                     "ece_tail": 0.26, "group_mass": [0.50, 0.32, 0.18]},
+    "student (LTKD)": {"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27,
+                       **SHOTS_AND_ECE, "threshold_groups": THRESHOLDS, "group_mass": [0.38, 0.33, 0.29]},
+}
 # The arguments model_cards/EXAMPLE.md was rendered from (test_example_card_is_in_sync keeps them in step).
 EXAMPLE_KWARGS = dict(
     model_name="example-user/EXAMPLE-cifar_resnet8x4-cifar100lt-r100-ltkd",
@@ -33,13 +53,9 @@ EXAMPLE_KWARGS = dict(
     loss_description="LTKD: T^2*(6.0*KL(rebalanced b_t||b_s) + 6.0*sum_G KL(q_t,G||q_s,G)), T=4.0, K=3",
     loss_config={"alpha": 6.0, "beta": 6.0, "temperature": 4.0, "ce_weight": 1.0, "warmup_epochs": 20},
     training={"training seed": 0, "epochs": 240, "weights evaluated": "last epoch"},
-    results={"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27},
+    results={"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27, **SHOTS_AND_ECE},
     plots=["per_class_accuracy.png", "teacher_bias.png"],
-    comparison_table=(
-        "| model (EXAMPLE numbers) | head | medium | tail | overall |\n|---|---:|---:|---:|---:|\n"
-        "| teacher | 70.00 | 45.00 | 15.00 | 45.00 |\n| student (CE) | 68.00 | 42.00 | 13.00 | 42.00 |\n"
-        "| student (LTKD) | 70.00 | 52.00 | 27.00 | 50.00 |"
-    ),
+    comparison_table=format_report_tables(EXAMPLE_ROWS, GROUPS),
 )
 
 
@@ -110,12 +126,45 @@ def test_body_has_usage_setup_results_plots_and_citation() -> None:
     assert "| Training seed | 7 |" in body
     for key, value in {"alpha": 6.0, "beta": 6.0, "temperature": 4.0}.items():
         assert f"| `{key}` | `{value}` |" in body
-    for row in ("| head | 70.50 |", "| medium | 52.75 |", "| tail | 27.12 |", "| Top-1 accuracy (all classes) | 51.25 |",
+    for row in ("| head | 70.50 |", "| medium | 52.75 |", "| tail | 27.12 |", "| all classes | 51.25 |",
                 "| nll | 1.875 |"):
         assert row in body
+    assert "ECE" not in body and "many-shot" not in body  # neither was given
     assert "![plots/per_class.png](plots/per_class.png)" in body
     assert "Distilling Balanced Knowledge from a Biased Teacher" in body and "2506.18496" in body
     assert "{{" not in text and "{%" not in text
+
+
+def test_shot_accuracy_and_calibration_in_body_and_model_index() -> None:
+    text = _card(results={**RESULTS, **SHOTS_AND_ECE})
+    body = text.split("\n---\n", 1)[1]
+    assert "| Classes | Top-1 accuracy (%) | ECE (%) |" in body
+    for row in ("| head | 70.50 | 4.00 |", "| medium | 52.75 | 8.50 |", "| tail | 27.12 | 13.00 |",
+                "| all classes | 51.25 | 8.00 |", "| many-shot | 68.00 |", "| medium-shot | 49.00 |",
+                "| few-shot | 22.00 |", "| nll | 1.875 |"):
+        assert row in body, row
+    assert "many-shot: more than 100,\nmedium-shot: 20 to 100, few-shot: fewer than 20" in body
+    card = ModelCard(text)
+    by_metric = {r.metric_type: r for r in card.data.eval_results}
+    assert {k: by_metric[k].metric_value for k in SHOTS_AND_ECE} == SHOTS_AND_ECE
+    assert by_metric["ece_tail"].metric_name == "Expected calibration error (tail classes, 15 bins)"
+    assert by_metric["accuracy_few_shot"].metric_name == (
+        "Top-1 accuracy (few-shot classes: fewer than 20 training images)")
+
+
+def test_results_from_report_keeps_the_finite_accuracies_and_ece() -> None:
+    rng = np.random.default_rng(0)
+    refs = np.repeat(np.arange(9), 4)
+    probs = rng.dirichlet(np.ones(9), size=refs.size)
+    report = evaluation_report(probs.argmax(1), refs, class_counts=[500, 300, 200, 120, 70, 40, 30, 25, 20],
+                               probabilities=probs)
+    results = results_from_report(report)
+    assert report["accuracy_few_shot"] is None  # no class under 20 images: left out of the card
+    assert set(results) == {"accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail", "accuracy_many_shot",
+                            "accuracy_medium_shot", "ece", "ece_head", "ece_medium", "ece_tail"}
+    assert all(results[k] == report[k] for k in results)
+    text = _card(results=results)
+    assert "| few-shot | n/a |" in text and f"| all classes | {100 * report['accuracy']:.2f} | " in text
 
 
 def test_card_states_what_ran_for_a_local_dataset_and_teacher(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""The model card: Hub metadata with per-group accuracy in ``model-index``, rendered with ``ModelCard.from_template``."""
+"""The model card: Hub metadata with per-group accuracy and calibration in ``model-index``, rendered with
+``ModelCard.from_template``."""
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -12,20 +14,40 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._atomic import atomic_write_files
 from ..data.split_info import SplitInfo
+from ..evaluation.metrics import ECE_BINS, SHOT_GROUPS
 from ..groups import ClassGroups
 from .save import is_repo_id
 
-__all__ = ["render_model_card", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]
+__all__ = ["render_model_card", "results_from_report", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]
 
 TEMPLATE_NAME = "model_card.md.jinja"
 REQUIRED_RESULTS = ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail")
 CARD_TAGS = ("image-classification", "knowledge-distillation", "long-tailed", "ltkd", "timm")
+_SHOTS = {
+    "many": "many-shot classes: more than 100 training images",
+    "medium": "medium-shot classes: 20 to 100 training images",
+    "few": "few-shot classes: fewer than 20 training images",
+}
 _METRIC_NAMES = {
     "accuracy": "Top-1 accuracy (all classes)",
-    "accuracy_head": "Top-1 accuracy (head classes)",
-    "accuracy_medium": "Top-1 accuracy (medium classes)",
-    "accuracy_tail": "Top-1 accuracy (tail classes)",
+    **{f"accuracy_{g}": f"Top-1 accuracy ({g} classes)" for g in ("head", "medium", "tail")},
+    **{f"accuracy_{g}_shot": f"Top-1 accuracy ({text})" for g, text in _SHOTS.items()},
+    "ece": f"Expected calibration error (all classes, {ECE_BINS} bins)",
+    **{f"ece_{g}": f"Expected calibration error ({g} classes, {ECE_BINS} bins)" for g in ("head", "medium", "tail")},
 }
+
+
+def results_from_report(report: Mapping[str, Any]) -> dict[str, float]:
+    """The card's ``results`` from one model's ``evaluation_report``: its finite accuracies (overall, per group,
+    many / medium / few-shot) and expected calibration errors; a group without classes or test images is left out."""
+    return {
+        key: float(value)
+        for key, value in report.items()
+        if key.startswith(("accuracy", "ece"))
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
 
 
 def _hub_id(name: str | None) -> str | None:
@@ -36,16 +58,44 @@ def _hub_id(name: str | None) -> str | None:
     return name if is_repo_id(name) else None
 
 
-def _format_result(key: str, value: float) -> str:
-    """Accuracies (fractions) as percentages with 2 decimals, as in the report; other metrics to 4 digits."""
-    return f"{100 * value:.2f}" if key.startswith("accuracy") else f"{value:.4g}"
+def _format_result(key: str, value: float | None) -> str:
+    """Accuracies and calibration errors (fractions) as percentages with 2 decimals, as in the report; other
+    metrics to 4 digits; a missing one as n/a."""
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f}" if key.startswith(("accuracy", "ece")) else f"{value:.4g}"
 
 
-def _table(rows: Mapping[str, Any] | Sequence[tuple[str, Any]], header: tuple[str, str] = ("", "")) -> str:
-    items = rows.items() if isinstance(rows, Mapping) else rows
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {key} | {str(value).replace('|', chr(92) + '|')} |" for key, value in items]
+def _table(rows: Mapping[str, Any] | Sequence[Sequence[Any]], header: Sequence[str] = ("", "")) -> str:
+    """A Markdown table: ``rows`` as ``{first cell: second}`` or as sequences of cells, one per column of ``header``."""
+    items = [(key, value) for key, value in rows.items()] if isinstance(rows, Mapping) else rows
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell).replace("|", chr(92) + "|") for cell in row) + " |" for row in items]
     return "\n".join(lines)
+
+
+def _results_tables(results: Mapping[str, float], groups: ClassGroups) -> dict[str, Any]:
+    """The card's results as Markdown: per frequency group and overall (with an ECE column when there is one),
+    many / medium / few-shot, and the other metrics; ``None`` for a table without rows. ``with_ece`` says
+    whether there is an ECE column."""
+
+    def cell(key: str) -> str:
+        return _format_result(key, results.get(key))
+
+    with_ece = any(key.startswith("ece") for key in results)
+    suffixes = [(name, f"_{name}") for name in groups.names] + [("all classes", "")]
+    header = ["Classes", "Top-1 accuracy (%)"] + (["ECE (%)"] if with_ece else [])
+    rows = [[label, cell(f"accuracy{suffix}")] + ([cell(f"ece{suffix}")] if with_ece else []) for label, suffix in suffixes]
+    shot_keys = {group: f"accuracy_{group}_shot" for group in SHOT_GROUPS}
+    shots = [[f"{group}-shot", cell(key)] for group, key in shot_keys.items()]
+    shown = {f"{metric}{suffix}" for metric in ("accuracy", "ece") for _, suffix in suffixes} | set(shot_keys.values())
+    others = [[_METRIC_NAMES.get(key, key), _format_result(key, value)] for key, value in results.items() if key not in shown]
+    return {
+        "with_ece": with_ece,
+        "results_table": _table(rows, header),
+        "shot_table": _table(shots, ("Classes", "Top-1 accuracy (%)")) if set(shot_keys.values()) & set(results) else None,
+        "other_results_table": _table(others, ("Metric", "Value")) if others else None,
+    }
 
 
 def _check_inputs(groups: ClassGroups, results: Mapping[str, Any], plots: Sequence[str]) -> None:
@@ -88,12 +138,16 @@ def render_model_card(
 
     Front matter (``huggingface_hub.ModelCardData``): ``library_name: timm``, tags, ``datasets`` (only for a
     Hub dataset), ``base_model`` (the Hub checkpoint the student started from: ``base_model``, or ``student_init``
-    when it is a Hub id; else the teacher when it is one), the license and a ``model-index`` with one entry per metric in ``results`` (overall, head, medium and
-    tail accuracy are required for the 3 paper groups). The body, rendered from the package's Jinja template with
-    ``ModelCard.from_template``: usage with timm, transformers and ``pipeline``; where the student and the teacher
-    came from; the long-tailed split as it was made (``split_info.describe()``) and the held-out split's real
-    name; the loss and its settings; ``training`` facts (seeds, schedule); per-group results; an optional
-    ``comparison_table`` (Markdown) and ``plots`` (paths relative to the folder); the LTKD citation.
+    when it is a Hub id; else the teacher when it is one), the license and a ``model-index`` with one entry per
+    metric in ``results`` (overall, head, medium and tail accuracy are required for the 3 paper groups; many /
+    medium / few-shot accuracy ``accuracy_<many|medium|few>_shot`` and expected calibration error ``ece``,
+    ``ece_<group>`` are shown when given: ``results_from_report(evaluation_report(...))`` gives them all). The
+    body, rendered from the package's Jinja template with ``ModelCard.from_template``: usage with timm,
+    transformers and ``pipeline``; where the student and the teacher came from; the long-tailed split as it was
+    made (``split_info.describe()``) and the held-out split's real name; the loss and its settings; ``training``
+    facts (seeds, schedule); per-group accuracy and ECE, many / medium / few-shot accuracy and any other metric;
+    an optional ``comparison_table`` (Markdown, e.g. ``format_report_tables``) and ``plots`` (paths relative to
+    the folder); the LTKD citation.
     """
     results = dict(results)
     _check_inputs(groups, results, plots)
@@ -136,10 +190,6 @@ def render_model_card(
         "Loss": loss_description or loss_name,
         **{key[:1].upper() + key[1:]: value for key, value in (training or {}).items()},
     }
-    group_keys = [f"accuracy_{name}" for name in groups.names]
-    group_rows = [(name, _format_result(key, results[key]) if key in results else "n/a")
-                  for name, key in zip(groups.names, group_keys)]
-    group_rows += [(_METRIC_NAMES.get(k, k), _format_result(k, v)) for k, v in results.items() if k not in group_keys]
     template = resources.files("ltkd_hf").joinpath("model_cards", TEMPLATE_NAME).read_text("utf-8")
     card = ModelCard.from_template(
         card_data,
@@ -153,7 +203,8 @@ def render_model_card(
         loss_name=loss_name,
         setup_table=_table(setup),
         loss_table=_table({f"`{k}`": f"`{v}`" for k, v in (loss_config or {}).items()}, ("Setting", "Value")),
-        results_table=_table(group_rows, ("Classes", "Top-1 accuracy (%)")),
+        ece_bins=ECE_BINS,
+        **_results_tables(results, groups),
         test_split=test_split,
         comparison_table=comparison_table.strip() if comparison_table else None,
         plots=list(plots),
