@@ -1,5 +1,5 @@
-"""Long-tailed image-classification data: sources, the long-tailed split, transforms and collate, and the
-in-memory uint8 dataset with its batched on-device augmentation."""
+"""Long-tailed image-classification data: sources, the long-tailed split, the benchmarks' published splits
+(manifests), transforms and collate, and the in-memory uint8 dataset with its batched on-device augmentation."""
 
 from .columns import detect_columns
 from .in_memory import (
@@ -13,6 +13,7 @@ from .in_memory import (
     random_crop_flip,
 )
 from .long_tail import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
+from .manifest import load_split_manifest
 from .sources import load_image_dataset
 from .split_info import SplitInfo
 from .verify import verify_images
@@ -42,6 +43,7 @@ __all__ = [
     "in_memory_bytes",
     "in_memory_datasets",
     "load_image_dataset",
+    "load_split_manifest",
     "long_tailed_counts",
     "make_long_tailed",
     "normalization_converter",
