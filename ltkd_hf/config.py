@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import inspect
@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 from .groups import ClassGroups
 from .losses import LOSSES, available_losses, create_loss
 from .losses.registry import hyperparameters_of
+from .training_fields import UNSUPPORTED_FIELDS
 
 __all__ = ["DistillationConfig", "TEACHER_DTYPES", "loss_settings_help", "parse_loss_kwargs"]
 
@@ -188,6 +189,7 @@ class DistillationConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._refuse_unsupported()
         names = available_losses()
         if self.distill_loss not in names:
             raise ValueError(f"--distill_loss {self.distill_loss!r} is not a registered loss; choose one of {names}.")
@@ -214,6 +216,31 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"--lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"--teacher_dtype must be one of {sorted(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ValueError(
+                f"--num_train_epochs {self.num_train_epochs} (and no --max_steps) trains nothing; pass a number of "
+                "epochs > 0 or --max_steps N."
+            )
+        if self.distill_loss != "ce" and self.max_steps <= 0 and self.warmup_epochs >= self.num_train_epochs:
+            raise ValueError(
+                f"--warmup_epochs {self.warmup_epochs} is not shorter than --num_train_epochs {self.num_train_epochs}: "
+                "the distillation term would never reach its full weight; pass a shorter warm-up (0 for none)."
+            )
+
+    def _refuse_unsupported(self) -> None:
+        """A `TrainingArguments` field that `DistillationTrainer` cannot honour must stay at its default."""
+        defaults = {f.name: f for f in fields(self) if f.name in UNSUPPORTED_FIELDS}
+        for name, reason in UNSUPPORTED_FIELDS.items():
+            f = defaults[name]
+            default = f.default_factory() if f.default is MISSING else f.default
+            if name == "do_eval":  # TrainingArguments turns it on itself when eval_strategy evaluates
+                default = self.eval_strategy != "no"
+            value = getattr(self, name)
+            if value != default and not (not value and not default):
+                raise ValueError(
+                    f"--{name} {value!r} is not supported by DistillationTrainer: {reason}. Leave it at its default "
+                    f"({default!r})."
+                )
 
     def loss_settings(self) -> dict[str, Any]:
         """Every setting of the chosen loss: its defaults updated with ``distill_loss_kwargs``."""

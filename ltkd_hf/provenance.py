@@ -10,6 +10,7 @@ difference.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,15 +19,11 @@ from torch import nn
 from .config import DistillationConfig
 from .data.split_info import SplitInfo
 from .models.loading import unwrap_timm
+from .training_fields import OBJECTIVE_FIELDS, WEIGHT_FIELDS
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["StaleOutputError", "check_settings", "model_source", "read_settings", "run_settings"]
-
-_SCHEDULE_FIELDS = (
-    "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "optim", "optim_args", "weight_decay", "max_grad_norm", "lr_scheduler_type", "warmup_steps",
-    "lr_decay_epochs", "lr_decay_rate",
-)
-
 
 class StaleOutputError(ValueError):
     """A folder holds a run made with other settings than the command's."""
@@ -46,21 +43,21 @@ def run_settings(
     args: DistillationConfig, split_info: SplitInfo, *, model: nn.Module, teacher: str | None
 ) -> dict[str, Any]:
     """The settings that define a run of ``model`` on ``split_info`` with ``args`` (JSON-ready)."""
+    data = split_info.to_dict()
+    data.pop("test_split")  # where the run is evaluated: the weights do not depend on it
+    if args.distill_loss == "ce":  # cross-entropy alone: the distillation settings do not reach the weights
+        objective = {name: getattr(args, name) for name in ("distill_loss", "ce_weight", "ce_logit_adjustment",
+                                                            "label_smoothing_factor")}
+    else:
+        objective = {name: getattr(args, name) for name in OBJECTIVE_FIELDS}
+        objective["distill_loss_kwargs"] = args.loss_settings()  # every setting, the defaults included
     settings = {
-        "data": split_info.to_dict(),
+        "data": data,
         "model": model_source(model),
         "teacher": teacher,
-        "objective": {
-            "distill_loss": args.distill_loss,
-            "loss_settings": args.loss_settings() if args.distill_loss != "ce" else {},
-            "ce_weight": args.ce_weight,
-            "ce_logit_adjustment": args.ce_logit_adjustment,
-            "num_groups": args.num_groups,
-            "warmup_epochs": args.warmup_epochs,
-        },
-        "schedule": {name: getattr(args, name) for name in _SCHEDULE_FIELDS},
+        "objective": objective,
+        "schedule": {name: getattr(args, name) for name in WEIGHT_FIELDS if name not in OBJECTIVE_FIELDS},
         "world_size": args.world_size,
-        "seed": args.seed,
     }
     return json.loads(json.dumps(settings, default=str))
 
@@ -99,6 +96,8 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
     """Raise `StaleOutputError` naming every setting in which ``folder``'s recorded run differs from ``current``.
 
     A folder without recorded settings (not written by this library) is refused too: nothing says what it holds.
+    The data is identified by its content: when the recorded fingerprint equals the current one, another path to
+    the same files is a cosmetic difference, logged and not refused.
     """
     recorded = read_settings(folder)
     fixes = "pass --overwrite_output_dir true to train it again, or choose another --output_dir"
@@ -108,6 +107,13 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
             f"another command; {fixes}."
         )
     old, new = _flatten(recorded), _flatten(dict(current))
+    fingerprint = old.get("data.fingerprint")
+    if fingerprint is not None and fingerprint == new.get("data.fingerprint") and old.get("data.source") != new.get(
+        "data.source"
+    ):
+        logger.info("%s was made from the same data files at %s (now %s): same data.", folder,
+                    old.get("data.source"), new.get("data.source"))
+        old.pop("data.source"), new.pop("data.source")
     differences = [
         f"{key.rsplit('.', 1)[-1]} ({key}): {_short(old.get(key, _ABSENT))} in {folder}, "
         f"{_short(new.get(key, _ABSENT))} now"
@@ -115,7 +121,15 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
         if old.get(key, _ABSENT) != new.get(key, _ABSENT)
     ]
     if differences:
+        only_data_files = [key for key in set(old) | set(new) if old.get(key, _ABSENT) != new.get(key, _ABSENT)] == [
+            "data.fingerprint"
+        ]
+        why = (
+            "the dataset's files changed since (edited, added, removed or renamed images)"
+            if only_data_files
+            else "other settings than this command"
+        )
         raise StaleOutputError(
-            f"{folder} holds {what} made with other settings than this command:\n  " + "\n  ".join(differences)
-            + f"\nIt was not reused. To replace it, {fixes}."
+            f"{folder} holds {what} made with {why}: " + "; ".join(differences) + f". It was not reused. To replace "
+            f"it, {fixes}."
         )

@@ -1,0 +1,85 @@
+"""What each `DistillationConfig` field does to a run: changes the trained weights, changes none, or is not honoured.
+
+Every field is in exactly one of the three tables below (a test enumerates `DistillationConfig`'s fields against
+them, so a field a new `transformers` adds fails the suite until it is classified):
+
+* `WEIGHT_FIELDS`: the trained weights depend on it; it is recorded in every saved folder (see
+  `ltkd_hf.provenance`) and a finished run is reused only when it is equal;
+* `OUTPUT_FIELDS`: where and how the run logs, evaluates, saves, pushes and runs; the weights do not depend on it;
+* `UNSUPPORTED_FIELDS`: `DistillationTrainer` cannot honour it (its ``compute_loss`` replaces Trainer's, or the
+  models are image classifiers, not language models); `DistillationConfig` refuses a value other than the default.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OBJECTIVE_FIELDS", "OUTPUT_FIELDS", "UNSUPPORTED_FIELDS", "WEIGHT_FIELDS"]
+
+# The student's objective: recorded under "objective" (the rest of WEIGHT_FIELDS under "schedule").
+OBJECTIVE_FIELDS = (
+    "distill_loss", "distill_loss_kwargs", "ce_weight", "ce_logit_adjustment", "label_smoothing_factor",
+    "num_groups", "warmup_epochs", "teacher_dtype",
+)
+
+WEIGHT_FIELDS = OBJECTIVE_FIELDS + (
+    # schedule and optimizer
+    "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
+    "lr_decay_epochs", "lr_decay_rate", "optim", "optim_args", "weight_decay", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
+    # what the batches are: their order, their augmentation draws (workers draw their own), and the seeds
+    "seed", "data_seed", "full_determinism", "train_sampling_strategy", "dataloader_drop_last",
+    "dataloader_num_workers", "device_augmentation",
+    # the arithmetic
+    "bf16", "fp16", "tf32", "channels_last", "torch_compile", "torch_compile_backend", "torch_compile_mode",
+    # which weights are kept at the end
+    "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
+)
+
+OUTPUT_FIELDS = (
+    "output_dir", "resume_from_checkpoint", "check_teacher_finite",
+    # evaluation
+    "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps", "bf16_full_eval",
+    "fp16_full_eval", "per_device_eval_batch_size",
+    # logging
+    "logging_strategy", "logging_steps", "logging_first_step", "log_on_each_node", "logging_nan_inf_filter",
+    "log_level", "log_level_replica", "disable_tqdm", "report_to", "run_name", "project", "trackio_space_id",
+    "trackio_bucket_id", "trackio_static_space_id", "skip_memory_metrics", "debug",
+    # saving and the Hub
+    "save_strategy", "save_steps", "save_total_limit", "save_only_model", "save_on_each_node", "enable_jit_checkpoint",
+    "restore_callback_states_from_checkpoint", "push_to_hub", "hub_token", "hub_private_repo", "hub_model_id",
+    "hub_strategy", "hub_always_push", "hub_revision",
+    # where and how it runs
+    "use_cpu", "local_rank", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
+    "ddp_static_graph", "ddp_backend", "ddp_timeout", "fsdp", "fsdp_config", "deepspeed", "accelerator_config",
+    "torch_empty_cache_steps", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "dataloader_multiprocessing_context", "dataloader_in_order",
+)
+
+# field -> why it is refused (the message names the field and its value before this).
+UNSUPPORTED_FIELDS = {
+    "do_train": "Trainer itself never reads it; the recipes decide what trains",
+    "do_eval": "Trainer itself never reads it; set eval_strategy to evaluate during training",
+    "do_predict": "Trainer itself never reads it; the report scores the test split after training",
+    "prediction_loss_only": "evaluation needs the predictions for overall and per-group accuracy",
+    "batch_eval_metrics": "the per-group accuracy is computed over the whole evaluation set, not per batch",
+    "include_for_metrics": "the per-group metrics take predictions and labels only",
+    "eval_do_concat_batches": "the per-group metrics need the predictions of all batches concatenated",
+    "eval_use_gather_object": "predictions are tensors, gathered as tensors",
+    "remove_unused_columns": "the image transforms read the 'image' column that this would drop (keep False)",
+    "label_names": "the image datasets yield 'labels' (keep ['labels'])",
+    "average_tokens_across_devices": "the loss is a per-sample mean; there are no tokens to count",
+    "include_num_input_tokens_seen": "image batches have no input tokens",
+    "length_column_name": "only for text batches grouped by length",
+    "neftune_noise_alpha": "NEFTune adds noise to a language model's token embeddings",
+    "use_liger_kernel": "Liger kernels are for language models",
+    "liger_kernel_config": "Liger kernels are for language models",
+    "use_cache": "a generation cache of language models",
+    "optim_target_modules": "GaLore/APOLLO target the linear layers of language models",
+    "gradient_checkpointing": "transformers' TimmWrapper models do not support activation checkpointing",
+    "gradient_checkpointing_kwargs": "transformers' TimmWrapper models do not support activation checkpointing",
+    "activation_checkpointing": "transformers' TimmWrapper models do not support activation checkpointing",
+    "activation_checkpointing_kwargs": "transformers' TimmWrapper models do not support activation checkpointing",
+    "auto_find_batch_size": "it would change the batch size, and with it LTKD's batch statistics, behind the run's "
+    "back; set per_device_train_batch_size and gradient_accumulation_steps",
+    "ignore_data_skip": "a resumed run would see other batches than the uninterrupted one; resuming is exact",
+    "parallelism_config": "tensor/context parallelism is for language models",
+}
