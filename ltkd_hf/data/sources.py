@@ -13,6 +13,7 @@ from datasets import Dataset, DatasetDict
 
 from .columns import LABEL_COLUMNS, standardize_columns
 from .digits import load_digits_dataset
+from .fingerprint import canonical_source, dataset_fingerprint
 from .metadata import with_record
 
 __all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "load_image_dataset"]
@@ -132,5 +133,10 @@ def load_image_dataset(
     standard = standardize_columns(picked, image_column=image_column, label_column=label_column)
     # Where the rows came from travels with them: the model card names a Hub dataset only for a Hub
     # source, and the held-out split by its real name.
-    record = {"source": source, "source_kind": kind, "splits": split_names}
+    record = {
+        "source": canonical_source(source, kind),
+        "source_kind": kind,
+        "splits": split_names,
+        "fingerprint": dataset_fingerprint(loaded, source, kind),
+    }
     return DatasetDict({name: with_record(ds, **record) for name, ds in standard.items()})

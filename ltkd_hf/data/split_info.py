@@ -28,6 +28,8 @@ class SplitInfo:
         source: the ``load_image_dataset`` source (Hub id, folder, ``builtin:...``), when known.
         source_kind: ``"hub"``, ``"local"`` or ``"builtin"``, when known.
         train_split, test_split: the source's own names of the training and held-out splits.
+        fingerprint: what the source's content is (its files' names, sizes and modification times, or the
+            ``datasets`` fingerprints of a Hub dataset), so that an edited dataset is never taken for the same one.
         long_tail: how ``make_long_tailed`` built the split (``imbalance_factor``, ``seed``, ``profile``,
             ``exponent``, ``class_order_seed``), or ``None`` when the training rows are used as they are.
     """
@@ -39,6 +41,7 @@ class SplitInfo:
     train_split: str | None = None
     test_split: str | None = None
     long_tail: dict[str, Any] | None = None
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_counts", tuple(int(c) for c in self.class_counts))
@@ -79,6 +82,7 @@ class SplitInfo:
             source_kind=record.get("source_kind"),
             train_split=splits.get("train"),
             test_split=splits.get("test"),
+            fingerprint=record.get("fingerprint"),
             long_tail=construction,
         )
 
