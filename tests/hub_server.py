@@ -169,6 +169,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._resolve(head=True)
 
     def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/api/whoami-v2":
+            self._record()
+            if not self._authorized():
+                return
+            return self._json(200, {"type": "user", "name": self.server.user, "orgs": [{"name": "ltkd-org"}],
+                                    "auth": {"type": "access_token", "accessToken": {"role": self.server.role}}})
         self._resolve(head=False)
 
 
@@ -178,6 +184,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, token: str):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.token = token
+        self.user = "ltkd-user"  # the token's owner, and one organisation it belongs to (whoami-v2)
+        self.role = "write"  # the token's role: "read" tokens cannot push
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.lock = threading.Lock()
@@ -200,6 +208,10 @@ class FakeHub:
     @property
     def token(self) -> str:
         return self._server.token
+
+    @property
+    def server(self) -> _Server:
+        return self._server
 
     @property
     def repos(self) -> dict[str, FakeRepo]:

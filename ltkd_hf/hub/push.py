@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .save import CONFIG_NAME, WEIGHTS_NAME
@@ -18,10 +18,18 @@ PUSH_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", ".ltkd-tmp-*", ".ltkd
 
 
 def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
-    """Check, before training, that ``repo_id`` is a valid Hub repo id and that a token exists; return the token.
+    """Check, before training, that a push to ``repo_id`` can happen; return the token.
 
-    The token is ``token`` if given, else ``HF_TOKEN``, else the one saved by ``hf auth login``.
+    ``repo_id`` must be a valid Hub repo id, offline mode must be off, and the token (``token`` if given, else
+    ``HF_TOKEN``, else the one saved by ``hf auth login``) must be accepted by the endpoint in use (``HF_ENDPOINT``)
+    with write access to the repo's namespace (the token's user or one of its organisations). A fine-grained token
+    is accepted as it is: its per-repo permissions are checked by the upload itself.
     """
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            f"--push_to_hub true (repo {repo_id!r}), but offline mode is on (HF_HUB_OFFLINE=1), so the upload "
+            "cannot happen; unset HF_HUB_OFFLINE, or drop --push_to_hub and push the folder later."
+        )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -35,6 +43,34 @@ def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
             f"Pushing to the Hub (repo_id={repo_id!r}) needs a token and none was found: pass --hub_token, "
             "set HF_TOKEN, or run `hf auth login` once. Checked before training so the run does not end "
             "without its upload."
+        )
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    try:
+        me = HfApi(endpoint=endpoint).whoami(token=resolved)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        raise ValueError(
+            f"--hub_token: {endpoint} refused the token (HTTP {status}); pass a valid token with --hub_token, set "
+            "HF_TOKEN, or run `hf auth login`. Checked before training so the run does not end without its upload."
+        ) from None
+    except (OSError, ConnectionError) as err:  # requests/httpx connection errors derive from OSError
+        raise ConnectionError(
+            f"--push_to_hub true: cannot reach {endpoint} to check the token ({type(err).__name__}); check the "
+            "network or HF_ENDPOINT, or drop --push_to_hub and push the folder later."
+        ) from None
+    access = (me.get("auth") or {}).get("accessToken") or {}
+    if access.get("role") == "read":
+        raise ValueError(
+            f"--hub_token: the token of {me.get('name')!r} is read-only, so it cannot push to {repo_id!r}; pass a "
+            "token with write access."
+        )
+    namespace = repo_id.split("/")[0] if "/" in repo_id else me.get("name")
+    allowed = {me.get("name")} | {org.get("name") for org in me.get("orgs") or []}
+    if namespace not in allowed:
+        raise ValueError(
+            f"--hub_model_id {repo_id}: the token belongs to {me.get('name')!r} (organisations "
+            f"{sorted(allowed - {me.get('name')})}), which cannot create a repo under {namespace!r}; pass a repo id "
+            "in one of those namespaces or a token of that namespace."
         )
     return resolved
 
