@@ -171,7 +171,8 @@ def test_student_forward_with_labels(architecture):
     pixels, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 3, 1])
     out = student(pixel_values=pixels, labels=labels)
     assert out.logits.shape == (3, 4)
-    assert out.loss.item() == pytest.approx(ce_by_hand(out.logits, labels), rel=1e-5)
+    # float32 CE of O(1) logits against a float64 loop: a few eps (1.2e-7) apart, hence the 1e-6 floor
+    assert out.loss.item() == pytest.approx(ce_by_hand(out.logits, labels), rel=1e-5, abs=1e-6)
     out.loss.backward()
     assert all(p.grad is not None for p in student.parameters())
     bare = unwrap_timm(student)

@@ -21,4 +21,5 @@ def test_compiled_student_and_teacher_match_eager(tmp_path):
             assert type(trainer.model_wrapped).__name__ == "OptimizedModule" or hasattr(trainer.model_wrapped, "_orig_mod")
         logs[compiled] = trainer.state.log_history[0]
     for key in ("ce", "cross_group", "within_group", "distill", "loss"):
-        assert logs[True][key] == pytest.approx(logs[False][key], rel=1e-5, abs=1e-7), key
+        # traced graphs may decompose ops: float32 terms of O(1-10) logits move by a few eps (1.2e-7) of those
+        assert logs[True][key] == pytest.approx(logs[False][key], rel=1e-5, abs=1e-6), key
