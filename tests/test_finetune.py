@@ -4,7 +4,6 @@ with --teacher_init / --student_init on an image folder, from checkpoints the te
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,9 @@ from ltkd_hf.models import create_student, unwrap_timm
 from test_hub_save import assert_three_loaders_agree
 from tiny_setup import NUM_CLASSES, SyntheticImages, make_config, make_trainer
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
+from ltkd_hf.cli import distill as run_distill
 
-import run_distill  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_vit_student_feeds_a_cnn_teacher_its_own_inputs(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,18 @@ import yaml
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
+from ltkd_hf.cli import distill as run_distill
+from ltkd_hf.cli import evaluate as run_eval
+from ltkd_hf.cli import teacher as run_teacher
+from ltkd_hf.cli.arguments import DataArguments
+from ltkd_hf.cli.parsing import parse_args
+from ltkd_hf.cli.stages import source_splits
+
+from launch import torchrun
+
+from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
-
-import run_distill  # noqa: E402
-import run_eval  # noqa: E402
-import run_teacher  # noqa: E402
-from recipe_args import DataArguments, ModelArguments, parse_with_config  # noqa: E402
-
-from launch import torchrun  # noqa: E402
-
-from ltkd_hf import DistillationConfig  # noqa: E402
-from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset  # noqa: E402
 
 # The demo as shipped, made short: 1 epoch per stage, a milder imbalance so every class has a few images.
 QUICK = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5"]
@@ -118,11 +117,19 @@ def test_same_command_resumes_instead_of_retraining(demo):
     assert again["student (LTKD)"]["accuracy"] == reports["student (LTKD)"]["accuracy"]
 
 
+def parsed_values(argv):
+    """The command's settings as ltkd-distill parses them, every dataclass merged."""
+    merged = {}
+    for obj in parse_args("ltkd-distill", run_distill.ARGUMENTS, argv).values:
+        merged.update(vars(obj))
+    return merged
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(str(REPO / "recipes" / "configs" / "*.yaml"))), ids=os.path.basename)
 def test_every_config_parses_into_the_dataclasses(path):
-    data, model, config = parse_with_config((DataArguments, ModelArguments, DistillationConfig), ["--config", path])
+    parsed = parsed_values(["--config", path])
     values = yaml.safe_load(Path(path).read_text())
-    parsed = {**vars(data), **vars(model), **vars(config)}
+    values.pop("defaults", None)  # the layer under it: resolved in tests/test_cli_configs.py
     for key, value in values.items():
         got = getattr(parsed[key], "value", parsed[key])  # TrainingArguments turns strategies into enums
         if key == "report_to":  # and "none" into no integration
@@ -132,14 +139,12 @@ def test_every_config_parses_into_the_dataclasses(path):
 
 def test_command_line_overrides_the_config(tmp_path):
     path = REPO / "recipes" / "configs" / "cifar100_lt_r100_resnet32x4_resnet8x4.yaml"
-    data, model, config = parse_with_config(
-        (DataArguments, ModelArguments, DistillationConfig), ["--config", str(path), "--distill_loss", "dkd"]
-    )
-    assert config.distill_loss == "dkd" and data.imbalance_factor == 100 and model.student == "cifar_resnet8x4"
+    parsed = parsed_values(["--config", str(path), "--distill_loss", "dkd"])
+    assert parsed["distill_loss"] == "dkd" and parsed["imbalance_factor"] == 100 and parsed["student"] == "cifar_resnet8x4"
     bad = tmp_path / "bad.yaml"
     bad.write_text("imbalance_factr: 10\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['imbalance_factr'\]"):
-        parse_with_config((DataArguments, ModelArguments, DistillationConfig), ["--config", str(bad)])
+    with pytest.raises(ValueError, match=r"unknown settings \['imbalance_factr'\]"):
+        parsed_values(["--config", str(bad)])
 
 
 # -- bad input fails before any training ----------------------------------------------------------
@@ -231,8 +236,6 @@ def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp
 
 
 def test_split_names_from_the_command_line():
-    from steps import source_splits
-
     assert source_splits(DataArguments()) is None  # detected: test / validation / valid / val
     assert source_splits(DataArguments(test_split="validation")) == "validation"
     assert source_splits(DataArguments(train_split="training", test_split="eval")) == {

@@ -14,21 +14,18 @@ import timm
 from PIL import Image
 from safetensors.torch import load_file
 
+from ltkd_hf.cli import distill as run_distill
+from ltkd_hf.cli import evaluate as run_eval
+from ltkd_hf.cli import teacher as run_teacher
+from ltkd_hf.cli.parsing import default_config, parse_args
+
+from ltkd_hf.hub import save_student
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
-
-import run_distill  # noqa: E402
-import run_eval  # noqa: E402
-import run_teacher  # noqa: E402
-from recipe_args import DataArguments, ModelArguments, RunArguments, default_config, parse_with_config  # noqa: E402
-
-from ltkd_hf import DistillationConfig  # noqa: E402
-from ltkd_hf.hub import save_student  # noqa: E402
 
 # Two optimizer steps per stage on the demo data: enough to make weights depend on the seed.
 FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
         "--save_steps", "1", "--per_device_train_batch_size", "16"]
-TYPES = (DataArguments, ModelArguments, RunArguments, DistillationConfig)
 
 
 def write_folder(root: Path, test_classes=("heron", "kingfisher", "osprey")) -> None:
@@ -163,28 +160,31 @@ def test_run_eval_refuses_a_model_of_other_classes(tmp_path):
                        str(tmp_path)])
 
 
+def parse(argv):
+    return parse_args("ltkd-distill", run_distill.ARGUMENTS, argv, default=default_config).values
+
+
 def test_the_demo_config_applies_only_to_the_demo():
-    data, _, _, config = parse_with_config(TYPES, ["--dataset", "my_images"], default_config=default_config)
+    data, *_, config = parse(["--dataset", "my_images"])
     assert data.imbalance_factor == 1 and config.lr_decay_epochs is None  # the base recipe, not the demo's
     assert "ltkd-demo" not in config.output_dir
-    data, _, _, config = parse_with_config(TYPES, [], default_config=default_config)
+    data, *_, config = parse([])
     assert data.imbalance_factor == 20 and config.lr_decay_epochs == [20, 25]  # the demo
-    _, _, _, config = parse_with_config(TYPES, ["--lr_decay_epochs", "none", "--max_steps", "5"],
-                                        default_config=default_config)
+    *_, config = parse(["--lr_decay_epochs", "none", "--max_steps", "5"])
     assert config.lr_decay_epochs is None and config.max_steps == 5
-    _, _, _, config = parse_with_config(TYPES, ["--report_to", "none"], default_config=default_config)
+    *_, config = parse(["--report_to", "none"])
     assert config.report_to in ([], ["none"], "none")  # a value of its own, not an unset setting
 
 
 def test_loss_settings_from_yaml_and_the_command_line(tmp_path):
     path = tmp_path / "dist.yaml"
     path.write_text("distill_loss: dist\ndistill_loss_kwargs: {gamma: 2, tau: 3.0}\noutput_dir: out\n")
-    *_, config = parse_with_config(TYPES, ["--config", str(path)])
+    *_, config = parse(["--config", str(path)])
     assert config.distill_loss_kwargs == {"gamma": 2, "tau": 3.0}
     assert config.loss_settings() == {"beta": 1.0, "gamma": 2, "tau": 3.0}
-    *_, config = parse_with_config(TYPES, ["--config", str(path), "--distill_loss", "bkd", "--distill_loss_kwargs",
-                                           "effective_number_beta=0.99,temperature=3"])
+    *_, config = parse(["--config", str(path), "--distill_loss", "bkd", "--distill_loss_kwargs",
+                        "effective_number_beta=0.99,temperature=3"])
     assert config.distill_loss_kwargs == {"effective_number_beta": 0.99, "temperature": 3.0}
     path.write_text("distill_loss: ltkd\ndistill_loss_kwargs: {gamma: 2}\n")
     with pytest.raises(ValueError, match="--distill_loss ltkd does not take 'gamma'; it accepts temperature"):
-        parse_with_config(TYPES, ["--config", str(path)])
+        parse(["--config", str(path)])

@@ -27,8 +27,8 @@ from timm.data import resolve_data_config
 from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from ltkd_hf import DistillationConfig, DistillationTrainer, SplitInfo
-from ltkd_hf.data import (
+from ..config import DistillationConfig
+from ..data import (
     BatchAugmentation,
     InMemoryImages,
     apply_transforms,
@@ -40,14 +40,16 @@ from ltkd_hf.data import (
     make_long_tailed,
     verify_images,
 )
-from ltkd_hf.data.transforms import SMALL_INPUT_MAX
-from ltkd_hf.hub.save import WEIGHTS_NAME
-from ltkd_hf.models import create_student, unwrap_timm
-from ltkd_hf.provenance import check_settings, read_settings, run_settings
+from ..data.split_info import SplitInfo
+from ..data.transforms import SMALL_INPUT_MAX
+from ..hub.push import check_push_to_hub_ready
+from ..hub.save import WEIGHTS_NAME
+from ..models import create_student, load_teacher, unwrap_timm
+from ..provenance import check_settings, read_settings, run_settings
+from ..trainer import DistillationTrainer
+from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
 
-from recipe_args import DataArguments, ModelSource, RunArguments
-
-logger = logging.getLogger("ltkd_hf.recipes")
+logger = logging.getLogger("ltkd_hf.cli")
 
 
 @dataclass
@@ -87,11 +89,31 @@ def source_splits(args: DataArguments) -> str | dict[str, str] | None:
     return {"train": args.train_split, "test": args.test_split}
 
 
-def load_long_tailed(args: DataArguments) -> LongTailedData:
-    """Load ``args.dataset`` and build its long-tailed training split; the test split stays balanced."""
-    splits = load_image_dataset(
-        args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
-    )
+def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
+    """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
+    every image decodes), and build its long-tailed training split; the test split stays balanced."""
+    try:
+        splits = load_image_dataset(
+            args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
+        )
+    except (ValueError, FileNotFoundError) as err:
+        hint = ""
+        if "label column" in str(err) and Path(args.dataset).expanduser().is_dir():
+            hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
+        raise type(err)(f"--dataset {args.dataset}{hint}: {err}".replace("label_column=", "--label_column ").replace(
+            "image_column=", "--image_column ")) from None
+    names = splits["train"].features["label"].names
+    for what, split in (("training", splits["train"]), ("test", splits["test"])):
+        counts = np.bincount(np.asarray(split["label"]), minlength=len(names))
+        empty = [names[c] for c in range(len(names)) if counts[c] == 0]
+        if empty:
+            raise ValueError(
+                f"--dataset {args.dataset}: classes {empty[:10]} have no {what} images, so their accuracy cannot be "
+                f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
+            )
+    if verify:
+        verify_images(splits["train"], split="train")
+        verify_images(splits["test"], split="test")
     train = make_long_tailed(
         splits["train"],
         args.imbalance_factor,
@@ -108,20 +130,24 @@ def load_long_tailed(args: DataArguments) -> LongTailedData:
     return LongTailedData(train, splits["test"], info)
 
 
-def check_data(data: LongTailedData, *, dataset: str, verify: bool) -> None:
-    """Every class has training and test images, and (with ``verify``) every image decodes."""
-    info = data.split_info
-    test_counts = np.bincount(np.asarray(data.test["label"]), minlength=info.num_classes)
-    for what, counts in (("training", info.class_counts), ("test", test_counts)):
-        empty = [info.label_names[c] for c in range(info.num_classes) if counts[c] == 0]
-        if empty:
-            raise ValueError(
-                f"--dataset {dataset}: classes {empty[:10]} have no {what} images, so their accuracy cannot be "
-                f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
-            )
-    if verify:
-        verify_images(data.train, split="train")
-        verify_images(data.test, split="test")
+def setup_logging() -> None:
+    """INFO logs on the main process, warnings on the others."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO if PartialState().is_main_process else logging.WARNING,
+    )
+
+
+def check_push(config: DistillationConfig, repo_id: str) -> str:
+    """The Hub token, once the push to ``repo_id`` is known to be possible (checked before any training)."""
+    return check_push_to_hub_ready(repo_id, config.hub_token)
+
+
+def print_plan(stages) -> None:
+    """``--dry_run``: every stage, what would happen to it, and its fully resolved settings."""
+    if PartialState().is_main_process:
+        for stage in stages:
+            print(stage.describe())
 
 
 def use_all_cpu_cores() -> None:
@@ -165,32 +191,120 @@ def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs
         raise type(err)(f"{spec.flag} {spec.source}: {err}") from err
 
 
-def stage_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
-    """The run's arguments for one stage, in its own folder ``<output_dir>/<stage>``; stages push only on request."""
-    return dataclasses.replace(config, output_dir=os.path.join(config.output_dir, stage), push_to_hub=False, **changes)
+def stage_args(config: DistillationConfig, folder: str, **changes) -> DistillationConfig:
+    """The run's arguments for one stage, in its own folder ``<output_dir>/<folder>``; stages push only on request."""
+    return dataclasses.replace(config, output_dir=os.path.join(config.output_dir, folder), push_to_hub=False, **changes)
 
 
-def cross_entropy_args(config: DistillationConfig, stage: str, **changes) -> DistillationConfig:
-    """Arguments of a cross-entropy-only stage (the biased teacher, the CE student): no distillation terms."""
-    return stage_args(config, stage, distill_loss="ce", distill_loss_kwargs=None, warmup_epochs=0.0, **changes)
+def cross_entropy_args(config: DistillationConfig, folder: str, **changes) -> DistillationConfig:
+    """Arguments of a cross-entropy stage: none of the distilled student's objective (its loss, loss settings,
+    warm-up, CE weight, logit adjustment, label smoothing) reaches it; ``changes`` set its own."""
+    objective = dict(distill_loss="ce", distill_loss_kwargs=None, warmup_epochs=0.0, ce_weight=1.0,
+                     ce_logit_adjustment=0.0, label_smoothing_factor=0.0, teacher_dtype="auto")
+    return stage_args(config, folder, **{**objective, **changes})
+
+
+def teacher_args(config: DistillationConfig, teacher: TeacherArguments, folder: str = "teacher") -> DistillationConfig:
+    """Arguments of the biased teacher's stage: cross-entropy (logit-adjusted with --teacher_logit_adjustment) for
+    --teacher_epochs at --teacher_learning_rate (default --learning_rate)."""
+    return cross_entropy_args(
+        config,
+        folder,
+        num_train_epochs=teacher.teacher_epochs,
+        learning_rate=teacher.teacher_learning_rate or config.learning_rate,
+        ce_logit_adjustment=teacher.teacher_logit_adjustment,
+    )
+
+
+def describe_teacher_stage(folder: Path, spec: ModelSource, teacher: TeacherArguments) -> str:
+    """How the card and report name a teacher trained here: its folder, its start and its objective."""
+    how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
+    tau = teacher.teacher_logit_adjustment
+    objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
+    return f"{folder} ({how} here with {objective} on this split)"
+
+
+def given_teacher(args: GivenTeacherArguments):
+    """The teacher named by --teacher (frozen) and how the card names it."""
+    try:
+        teacher = load_teacher(args.teacher, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"--teacher {args.teacher}: {err}") from err
+    name = args.teacher
+    if args.teacher_checkpoint:
+        name = f"{args.teacher} with the weights of {args.teacher_checkpoint}"
+    return teacher, name
 
 
 @dataclass
 class Stage:
-    """A planned stage: its arguments, its fresh model, and what its folder already holds."""
+    """A planned stage: its arguments, its fresh model, the settings it records, and what its folder holds."""
 
     name: str
     args: DistillationConfig
     model: object
     teacher_name: str | None
+    settings: dict = field(default_factory=dict, repr=False)
     finished: bool = False
     resume: str | None = None
     clear: bool = False
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
+    description: str | None = None  # how a teacher stage is named as the students' teacher
 
     @property
     def folder(self) -> Path:
         return Path(self.args.output_dir)
+
+    @property
+    def status(self) -> str:
+        """What running the plan does to this stage: reuse, resume, retrain (overwrite) or train."""
+        return "reuse" if self.finished else "resume" if self.resume else "retrain" if self.clear else "train"
+
+    def describe(self) -> str:
+        """The stage for ``--dry_run``: its status, folder and every setting it records."""
+        lines = [f"{self.name}: {self.status} {self.folder}"]
+        flat = _flatten_settings(self.settings)
+        lines += [f"    {key} = {json.dumps(value)}" for key, value in flat.items() if not key.startswith("data.class_counts")
+                  and not key.startswith("data.label_names")]
+        return "\n".join(lines)
+
+
+def _flatten_settings(value, prefix: str = "") -> dict:
+    if isinstance(value, dict) and value:
+        out = {}
+        for key, inner in value.items():
+            out.update(_flatten_settings(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def stage_steps(args: DistillationConfig, num_train: int) -> tuple[int, float]:
+    """The optimizer steps and epochs a stage of ``args`` makes over ``num_train`` training images (as Trainer
+    counts them: whole accumulation windows per epoch)."""
+    per_step = args.per_device_train_batch_size * args.world_size
+    batches = num_train // per_step if args.dataloader_drop_last else -(-num_train // per_step)
+    steps_per_epoch = batches // args.gradient_accumulation_steps
+    if args.max_steps > 0:
+        epochs = args.max_steps / steps_per_epoch if steps_per_epoch else float("inf")
+        return args.max_steps, epochs
+    return int(steps_per_epoch * args.num_train_epochs + 0.999999), args.num_train_epochs
+
+
+def check_degenerate(name: str, args: DistillationConfig, num_train: int) -> None:
+    """Refuse a stage that would make no optimizer step, or whose distillation warm-up never ends."""
+    steps, epochs = stage_steps(args, num_train)
+    if steps <= 0:
+        raise ValueError(
+            f"stage {name}: {num_train} training images in batches of --per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} x {args.world_size} processes with --gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps} make no optimizer step; lower the batch size or the accumulation."
+        )
+    if args.distill_loss != "ce" and args.warmup_epochs >= epochs:
+        raise ValueError(
+            f"stage {name}: --warmup_epochs {args.warmup_epochs:g} is not shorter than the stage ({epochs:.3g} epochs, "
+            f"{steps} steps): the distillation term would stay below full weight throughout (the students of "
+            "different losses would barely differ); pass --warmup_epochs 0 or a shorter warm-up, or train longer."
+        )
 
 
 def check_in_memory(data: LongTailedData, model, run: RunArguments) -> None:
@@ -222,12 +336,18 @@ def plan_stage(
     if run.in_memory_data:
         check_in_memory(data, model, run)
         args = dataclasses.replace(args, device_augmentation=True)
-    stage = Stage(name, args, model, teacher_name, in_memory_max_gib=run.in_memory_max_gib if run.in_memory_data else None)
+    check_degenerate(name, args, len(data.train))
+    try:
+        data.split_info.groups(args.num_groups)
+    except ValueError as err:
+        raise ValueError(f"--num_groups {args.num_groups}: {err}") from None
+    settings = run_settings(args, data.split_info, model=model, teacher=teacher_name)
+    stage = Stage(name, args, model, teacher_name, settings,
+                  in_memory_max_gib=run.in_memory_max_gib if run.in_memory_data else None)
     folder, resume = stage.folder, args.resume_from_checkpoint
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
         return stage
-    settings = run_settings(args, data.split_info, model=model, teacher=teacher_name)
     if name == "student" and resume not in (None, "true", "false"):
         if not Path(resume).is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
@@ -254,6 +374,33 @@ def plan_stage(
         check_settings(last, settings, what=f"a checkpoint of the {name} stage")
         stage.resume = last
     return stage
+
+
+def plan_teacher(
+    config: DistillationConfig,
+    teacher: TeacherArguments,
+    data: LongTailedData,
+    run: RunArguments,
+    *,
+    folder: str = "teacher",
+    **model_kwargs,
+) -> Stage:
+    """The biased teacher's stage, the one way every program builds it: a model from --teacher_init or
+    --teacher_architecture initialised under the run's seed, trained with `teacher_args`."""
+    spec = teacher.teacher_source()
+    model = new_model(spec, data, config.seed, **model_kwargs)
+    args = teacher_args(config, teacher, folder)
+    stage = plan_stage("teacher", args, model, data, None, run)
+    stage.teacher_name = None
+    stage.description = describe_teacher_stage(stage.folder, spec, teacher)
+    return stage
+
+
+def train_teacher(stage: Stage, data: LongTailedData):
+    """Train (or reuse) the teacher stage, write its report, and return it frozen with the name the card gives it."""
+    trainer = train_stage(stage, data)
+    report = trainer.write_report(name="teacher")["teacher"]
+    return load_teacher(str(stage.folder)), stage.description, trainer, report
 
 
 def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> DistillationTrainer:

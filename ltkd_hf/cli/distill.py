@@ -1,0 +1,132 @@
+"""``ltkd-distill``: distill a balanced student from a biased teacher, the paper's protocol end to end.
+
+    accelerate launch recipes/run_distill.py                  # the offline digits demo (or: ltkd-distill)
+    accelerate launch recipes/run_distill.py --config recipes/configs/cifar100_lt_r100_resnet32x4_resnet8x4.yaml
+    accelerate launch recipes/run_distill.py --config ... --distill_loss dkd   # flags override the config
+
+Steps: parse -> data (long-tailed split, checks) -> plan every stage -> teacher (the one given, or a
+cross-entropy teacher trained on the same split: the biased teacher) -> [cross-entropy student, for comparison]
+-> distill -> report, card -> --push_to_hub. Re-running the same command reuses finished stages and resumes an
+interrupted one; a folder made with other settings stops the run before any training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from accelerate import PartialState
+
+from ..config import DistillationConfig
+from ..evaluation import format_group_table
+from ..models import check_teacher_matches
+from ..provenance import model_source
+from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
+from .parsing import default_config, parse_args, run_program
+from .settings import SETTINGS, TEACHER
+from .stages import (
+    check_output_dir,
+    check_push,
+    cross_entropy_args,
+    given_teacher,
+    load_long_tailed,
+    new_model,
+    plan_stage,
+    plan_teacher,
+    print_plan,
+    setup_logging,
+    stage_args,
+    train_stage,
+    train_teacher,
+    use_all_cpu_cores,
+)
+
+PROGRAM = "ltkd-distill"
+ARGUMENTS = (DataArguments, StudentArguments, TeacherArguments, GivenTeacherArguments, InputArguments, RunArguments,
+             DistillationConfig)
+logger = logging.getLogger("ltkd_hf.cli")
+
+
+def plan(argv: list[str] | None = None):
+    """Parse the command and plan every stage (nothing trains): ``(arguments, data, stages, teacher)``."""
+    parsed = parse_args(PROGRAM, ARGUMENTS, argv, default=default_config)
+    data_args, student_args, teacher_args, given_args, input_args, run_args, config = parsed.values
+    if given_args.teacher is not None:  # a finished teacher: the teacher stage's own flags reach nothing
+        unused = sorted(name for name in parsed.given if name in _teacher_stage_flags())
+        if unused:
+            raise ValueError(
+                f"--{unused[0]}: sets how the teacher is trained here, but --teacher {given_args.teacher} gives a "
+                "finished teacher; drop one of them."
+            )
+    setup_logging()
+    use_all_cpu_cores()
+    check_output_dir(config.output_dir)
+    repo_id = config.hub_model_id or Path(config.output_dir).name
+    hub_token = check_push(config, repo_id) if config.push_to_hub else None
+    teacher, teacher_name = given_teacher(given_args) if given_args.teacher else (None, None)
+    with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
+        data = load_long_tailed(data_args, verify=run_args.verify_images)
+    info, kwargs = data.split_info, input_args.model_kwargs()
+    if teacher is not None:
+        try:
+            check_teacher_matches(teacher, num_classes=info.num_classes, label_names=list(info.label_names))
+        except ValueError as err:
+            raise ValueError(f"--teacher {given_args.teacher}: {err}") from err
+
+    stages = {}
+    if teacher is None:
+        stages["teacher"] = plan_teacher(config, teacher_args, data, run_args, **kwargs)
+        teacher_name = stages["teacher"].description
+    spec = student_args.student_source()
+    if student_args.compare_ce_student:
+        model = new_model(spec, data, config.seed, **kwargs)
+        stages["student_ce"] = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), model, data, None, run_args)
+    student = new_model(spec, data, config.seed, **kwargs)
+    architecture = model_source(student)["architecture"]
+    if spec.pretrained and "student" in parsed.given and architecture != student_args.student:
+        raise ValueError(
+            f"--student {student_args.student}: the student is a {architecture} from --student_init {spec.source}; "
+            "drop --student (the checkpoint decides the architecture)."
+        )
+    stages["student"] = plan_stage("student", stage_args(config, "student", hub_model_id=repo_id), student, data,
+                                   teacher_name, run_args)
+    return parsed, data, stages, teacher, hub_token
+
+
+def _teacher_stage_flags() -> set[str]:
+    return {name for name, s in SETTINGS.items() if s.stages == frozenset({TEACHER})}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run ``ltkd-distill`` with ``argv`` (default: the command line); return the report rows."""
+    parsed, data, stages, teacher, hub_token = plan(argv)
+    data_args, *_, run_args, config = parsed.values
+    if run_args.dry_run:
+        print_plan(stages.values())
+        return {}
+    if "teacher" in stages:  # the biased teacher: plain cross-entropy on the same long-tailed split
+        teacher, _, _, _ = train_teacher(stages["teacher"], data)
+    others = {}
+    if "student_ce" in stages:
+        others = train_stage(stages["student_ce"], data).write_report(name="student (CE)")
+    trainer = train_stage(stages["student"], data, teacher)
+    # Evaluation on the balanced test split: last-epoch weights (no best-checkpoint selection).
+    reports = trainer.write_report(other_reports=others)
+    trainer.create_model_card()
+    if config.push_to_hub:
+        trainer.push_to_hub(token=hub_token)
+        logger.info("Pushed %s to the Hub as %s", stages["student"].folder, trainer.args.hub_model_id)
+    if PartialState().is_main_process:
+        print(f"\nBalanced test split, top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
+        print(format_group_table(reports, trainer.groups.names))
+        print(f"Student folder, card and report: {stages['student'].folder}")
+    return reports
+
+
+def cli() -> None:
+    """The ``ltkd-distill`` console command."""
+    run_program(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    cli()

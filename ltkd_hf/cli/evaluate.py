@@ -1,0 +1,136 @@
+"""``ltkd-eval``: evaluate any saved student (a folder or a Hub id) on any split: overall, per-group and per-class.
+
+    python recipes/run_eval.py --model outputs/ltkd-demo/student --dataset builtin:digits --output_dir eval-out
+
+The groups come from the training class counts recorded in the folder's config.json; for a model trained
+elsewhere, they are rebuilt from --dataset/--imbalance_factor/--lt_seed as in training. The report states how the
+model was trained only from what its folder records ("not recorded" otherwise). A model whose classes (count or
+names, in order) differ from the dataset's is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
+from timm.data import resolve_data_config
+from transformers import AutoModelForImageClassification
+
+from ..config import DistillationConfig
+from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset
+from ..evaluation import format_group_table
+from ..models import unwrap_timm
+from ..trainer import DistillationTrainer
+from .arguments import DataArguments
+from .parsing import parse_args, run_program
+from .stages import load_long_tailed, source_splits
+
+PROGRAM = "ltkd-eval"
+NOT_RECORDED = "not recorded"
+
+
+@dataclass
+class EvalArguments:
+    model: str = field(default=None, metadata={"help": "Student folder or Hub id (required)."})
+    output_dir: str = field(default="eval-report", metadata={"help": "Where report.json/report.md and plots go."})
+    num_groups: int = field(default=3, metadata={"help": "K frequency groups of the report."})
+    batch_size: int = field(default=256, metadata={"help": "Evaluation batch size."})
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            raise ValueError("--model is required: a student folder (e.g. outputs/ltkd-demo/student) or a Hub id.")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}.")
+        if self.num_groups < 1:
+            raise ValueError(f"--num_groups must be >= 1, got {self.num_groups}.")
+
+
+def recorded_config(model: str) -> dict:
+    """The config.json of a student folder or Hub id."""
+    if Path(model).is_dir():
+        path = Path(model) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"--model {model}: the folder holds no config.json; pass a saved student folder.")
+    elif Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"--model {model}: no such folder; pass a saved student folder or a Hub model id.")
+    else:
+        try:
+            path = Path(hf_hub_download(model, "config.json"))
+        except (HFValidationError, EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+            raise FileNotFoundError(
+                f"--model {model}: neither a folder nor a reachable Hub model ({type(err).__name__}); pass a saved "
+                "student folder or a Hub model id (offline mode needs it in the local cache)."
+            ) from None
+    return json.loads(path.read_text())
+
+
+def training_facts(config: dict) -> dict[str, object]:
+    """What the model's folder records about its training, for the report; ``not recorded`` where it says nothing."""
+    ltkd = config.get("ltkd") or {}
+    settings = ltkd.get("settings") or {}
+    data = settings.get("data") or {}
+    schedule = settings.get("schedule") or {}
+    split = NOT_RECORDED
+    if data.get("class_counts"):
+        split = SplitInfo.from_dict({k: v for k, v in data.items() if k in SplitInfo.__dataclass_fields__}).describe()
+    return {
+        "trained on": data.get("source") or NOT_RECORDED,
+        "training split": split,
+        "model": settings.get("model") or NOT_RECORDED,
+        "teacher": settings.get("teacher") if "teacher" in settings else NOT_RECORDED,
+        "objective": ltkd.get("objective") or NOT_RECORDED,
+        "training seed": schedule.get("seed", NOT_RECORDED),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run ``ltkd-eval`` with ``argv`` (default: the command line); return the model's report."""
+    data_args, eval_args = parse_args(PROGRAM, (DataArguments, EvalArguments), argv).values
+    recorded = recorded_config(eval_args.model)
+    try:
+        test = load_image_dataset(data_args.dataset, split=source_splits(data_args), image_column=data_args.image_column,
+                                  label_column=data_args.label_column)["test"]
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"--dataset {data_args.dataset}: {err}") from None
+    names = list(test.features["label"].names)
+    model_names = recorded.get("label_names")
+    if model_names is not None and [str(n) for n in model_names] != names:
+        raise ValueError(
+            f"--model {eval_args.model} predicts {len(model_names)} classes {model_names[:10]}, but --dataset "
+            f"{data_args.dataset} has {len(names)} classes {names[:10]} (names in class-index order must be equal); "
+            "evaluate the model on the dataset it was trained for."
+        )
+    counts = ((recorded.get("ltkd") or {}).get("settings") or {}).get("data", {}).get("class_counts")
+    counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
+    model = AutoModelForImageClassification.from_pretrained(eval_args.model).eval()
+    if model.config.num_labels != len(names):
+        raise ValueError(
+            f"--model {eval_args.model} has {model.config.num_labels} outputs but --dataset {data_args.dataset} has "
+            f"{len(names)} classes; evaluate the model on the dataset it was trained for."
+        )
+    held_out = SplitInfo.from_dataset(test)  # the source and the held-out split's real name
+    info = SplitInfo(counts, names, held_out.source, held_out.source_kind, held_out.train_split, held_out.test_split)
+    prepared = apply_transforms({"test": test}, resolve_data_config(model=unwrap_timm(model)))["test"]
+    config = DistillationConfig(
+        output_dir=eval_args.output_dir,
+        distill_loss="ce",
+        num_groups=eval_args.num_groups,
+        per_device_eval_batch_size=eval_args.batch_size,
+        report_to="none",
+    )
+    trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
+    reports = trainer.write_report(name=eval_args.model, metadata=training_facts(recorded))
+    print(format_group_table(reports, trainer.groups.names))
+    return reports[eval_args.model]
+
+
+def cli() -> None:
+    """The ``ltkd-eval`` console command."""
+    run_program(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    cli()

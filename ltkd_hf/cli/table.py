@@ -1,0 +1,294 @@
+"""``ltkd-table``: the paper's table in one command, methods x seeds (x sweeps of a method's settings) on one setting.
+
+    python recipes/run_table.py --config recipes/configs/cifar100_lt_r100_resnet32x4_resnet8x4.yaml \\
+        --losses ce kd dkd dist bkd ltkd --seeds 0 1 2 --output_dir outputs/table-cifar100-r100
+    python recipes/run_table.py --losses kd ltkd --seeds 0 1 2 --sweep alpha=1,6 beta=1,6   # on the demo data
+    python recipes/run_table.py ... --teacher_losses ce logit_adjusted    # + KD from a balanced ("fixed") teacher
+    python recipes/run_table.py ... --teacher outputs/my-teacher/teacher  # every seed distils from this teacher
+    python recipes/run_table.py ... --dry_run                             # every run, its status and settings
+
+Each seed trains its teachers once (``<output_dir>/seed<s>/teacher*``) and every cell distils from them
+(``<output_dir>/seed<s>/<cell>``); finished cells are reused and stale ones refused, as in ``ltkd-distill``. Every
+cell is planned, and its settings checked, before anything trains. ``table.md`` / ``table.json`` hold tail and
+overall accuracy (%), mean ± sample std over the seeds, of the last-epoch weights, with the teacher rows first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from accelerate import PartialState
+
+from .._atomic import atomic_write_files
+from ..config import DistillationConfig, parse_loss_kwargs
+from ..losses import available_losses
+from ..models import check_teacher_matches
+from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
+from .parsing import default_config, parse_args, run_program
+from .stages import (
+    check_output_dir,
+    cross_entropy_args,
+    given_teacher,
+    load_long_tailed,
+    new_model,
+    plan_stage,
+    plan_teacher,
+    print_plan,
+    setup_logging,
+    stage_args,
+    train_stage,
+    train_teacher,
+    use_all_cpu_cores,
+)
+
+PROGRAM = "ltkd-table"
+logger = logging.getLogger("ltkd_hf.cli")
+TEACHER_LOSSES = {"ce": 0.0, "logit_adjusted": 1.0}  # the teacher's --teacher_logit_adjustment (tau)
+
+
+@dataclass
+class TableArguments:
+    """What the table holds."""
+
+    losses: list[str] = field(
+        default_factory=lambda: ["ce", "kd", "ltkd"],
+        metadata={"help": "Methods, one row each (ce: the student trained with cross-entropy alone)."},
+    )
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Training seeds: mean ± std over them."})
+    sweep: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Loss settings to sweep, SETTING=V1,V2,...: every combination is a row, for each loss that takes "
+            "all of them (e.g. alpha=1,3,6 beta=1,6 for ltkd); num_groups=3,10 sweeps K for every distillation loss."
+        },
+    )
+    teacher_losses: list[str] = field(
+        default_factory=lambda: ["ce"],
+        metadata={
+            "help": "Teachers per seed: ce (the biased teacher) and/or logit_adjusted (balanced softmax, the "
+            "'fix the teacher' baseline); every distillation row is run from each."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.losses) - set(available_losses()))
+        if unknown:
+            raise ValueError(f"--losses {unknown} are not registered losses; choose from {available_losses()}.")
+        bad = sorted(set(self.teacher_losses) - set(TEACHER_LOSSES))
+        if bad:
+            raise ValueError(f"--teacher_losses {bad}: choose from {sorted(TEACHER_LOSSES)}.")
+        for name, values in (("seeds", self.seeds), ("losses", self.losses), ("teacher_losses", self.teacher_losses)):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"--{name} {' '.join(map(str, values))}: {repeated} given twice; list each once.")
+        for item in self.sweep:
+            key, sep, values = item.partition("=")
+            if not sep or not key or not values:
+                raise ValueError(f"--sweep {item!r}: write SETTING=V1,V2,... (e.g. alpha=1,3,6).")
+
+    def swept(self) -> dict[str, list[str]]:
+        return {key: values.split(",") for key, _, values in (s.partition("=") for s in self.sweep)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the table: a loss, its swept settings, the teacher it distils from."""
+
+    loss: str
+    settings: tuple[tuple[str, Any], ...] = ()
+    teacher_loss: str = "ce"
+
+    @property
+    def folder(self) -> str:
+        parts = [self.loss, *(f"{k}={v}" for k, v in self.settings)]
+        return "-".join(parts) + ("" if self.teacher_loss == "ce" else f"@{self.teacher_loss}-teacher")
+
+    @property
+    def row(self) -> str:
+        text = self.loss.upper() if self.loss != "ce" else "student (CE)"
+        if self.settings:
+            text += " (" + ", ".join(f"{k}={v}" for k, v in self.settings) + ")"
+        return text + ("" if self.teacher_loss == "ce" else f", {self.teacher_loss.replace('_', '-')} teacher")
+
+
+def table_cells(args: TableArguments) -> list[Cell]:
+    """Every row: each loss, with each combination of the swept settings it takes, from each teacher. A swept
+    setting that no selected loss takes is refused (a typo, or a training setting: sweep those with separate runs)."""
+    sweep = args.swept()
+    own = {k: v for k, v in sweep.items() if k != "num_groups"}
+    takes = {}
+    for loss in args.losses:
+        takes[loss] = set()
+        if loss == "ce":
+            continue
+        for key, values in own.items():
+            try:
+                parse_loss_kwargs(loss, {key: values[0]})
+                takes[loss].add(key)
+            except ValueError:
+                pass
+    untaken = sorted(set(own) - set().union(*takes.values()))
+    if untaken:
+        raise ValueError(
+            f"--sweep {untaken[0]}=...: none of --losses {' '.join(args.losses)} takes {untaken[0]!r}; sweep a "
+            "setting of a selected loss (see --help for each loss's settings) or num_groups. Training settings "
+            "(learning_rate, ...) are one run each: run the table once per value with its own --output_dir."
+        )
+    cells = []
+    for loss in args.losses:
+        if loss == "ce":
+            cells.append(Cell("ce"))
+            continue
+        # a loss that takes every swept setting is swept over all of them; the others over num_groups only
+        keys = list(sweep) if takes[loss] == set(own) else [k for k in sweep if k == "num_groups"]
+        for teacher_loss in args.teacher_losses:
+            for values in itertools.product(*(sweep[k] for k in keys)):
+                cells.append(Cell(loss, tuple(zip(keys, values)), teacher_loss))
+    return cells
+
+
+def cell_args(config: DistillationConfig, cell: Cell) -> DistillationConfig:
+    """The cell's arguments; a value out of its loss's range is refused naming the cell."""
+    if cell.loss == "ce":
+        return cross_entropy_args(config, cell.folder)
+    settings = dict(cell.settings)
+    try:
+        num_groups = int(settings.pop("num_groups", config.num_groups))
+        kwargs = {**config.distill_loss_kwargs, **settings} if cell.loss == config.distill_loss else settings
+        return stage_args(config, cell.folder, distill_loss=cell.loss, distill_loss_kwargs=kwargs, num_groups=num_groups)
+    except ValueError as err:
+        raise ValueError(f"--sweep, cell {cell.row!r}: {err}") from None
+
+
+def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
+    """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std."""
+    summary = {}
+    for row, reports in per_seed.items():
+        entry = {"seeds": len(reports)}
+        for key in ("accuracy_tail", "accuracy"):
+            values = np.array([100.0 * r[key] for r in reports])
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": std}
+        summary[row] = entry
+    return summary
+
+
+def format_table(summary: dict[str, dict], title: str) -> str:
+    lines = [title, "", "| model | tail | all | seeds |", "|---|---:|---:|---:|"]
+    for row, entry in summary.items():
+        cells = [f"{entry[k]['mean']:.2f} ± {entry[k]['std']:.2f}" for k in ("accuracy_tail", "accuracy")]
+        lines.append(f"| {row} | {cells[0]} | {cells[1]} | {entry['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+ARGUMENTS = (DataArguments, StudentArguments, TeacherArguments, GivenTeacherArguments, InputArguments, RunArguments,
+             TableArguments, DistillationConfig)
+
+
+def plan(argv: list[str] | None = None):
+    """Parse the command and plan every stage of every seed (nothing trains)."""
+    parsed = parse_args(PROGRAM, ARGUMENTS, argv, default=default_config)
+    data_args, student_args, teacher_args, given_args, input_args, run_args, table_args, config = parsed.values
+    if given_args.teacher is not None and table_args.teacher_losses != ["ce"]:
+        raise ValueError(
+            f"--teacher_losses {' '.join(table_args.teacher_losses)}: trains teachers here, but --teacher "
+            f"{given_args.teacher} gives the one teacher every seed distils from; drop one of them."
+        )
+    if "compare_ce_student" in parsed.given:
+        raise ValueError("--compare_ce_student: the table's rows are --losses; add or drop ce there.")
+    setup_logging()
+    use_all_cpu_cores()
+    check_output_dir(config.output_dir)
+    teacher, given_name = given_teacher(given_args) if given_args.teacher else (None, None)
+    with config.main_process_first(desc="loading the dataset"):
+        data = load_long_tailed(data_args, verify=run_args.verify_images)
+    if teacher is not None:
+        try:
+            check_teacher_matches(teacher, num_classes=data.split_info.num_classes,
+                                  label_names=list(data.split_info.label_names))
+        except ValueError as err:
+            raise ValueError(f"--teacher {given_args.teacher}: {err}") from err
+    out, kwargs, cells = Path(config.output_dir), input_args.model_kwargs(), table_cells(table_args)
+    distilled = any(cell.loss != "ce" for cell in cells)
+    plans = []
+    for seed in table_args.seeds:
+        seed_config = dataclasses.replace(config, seed=seed, output_dir=str(out / f"seed{seed}"))
+        teachers = {}
+        if teacher is None and distilled:
+            for teacher_loss in table_args.teacher_losses:
+                own = dataclasses.replace(teacher_args, teacher_logit_adjustment=TEACHER_LOSSES[teacher_loss])
+                folder = "teacher" if teacher_loss == "ce" else f"teacher-{teacher_loss}"
+                teachers[teacher_loss] = plan_teacher(seed_config, own, data, run_args, folder=folder, **kwargs)
+        stages = []
+        for cell in cells:
+            model = new_model(student_args.student_source(), data, seed, **kwargs)
+            name = None if cell.loss == "ce" else given_name or teachers[cell.teacher_loss].description
+            try:
+                stage = plan_stage(cell.folder, cell_args(seed_config, cell), model, data, name, run_args)
+            except ValueError as err:
+                raise type(err)(f"seed {seed}, cell {cell.row!r}: {err}") from None
+            stages.append((cell, stage))
+        plans.append((seed, teachers, stages))
+    return parsed, data, plans, teacher
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run ``ltkd-table`` with ``argv`` (default: the command line); return the table's rows."""
+    parsed, data, plans, given = plan(argv)
+    data_args, *_, run_args, table_args, config = parsed.values
+    if run_args.dry_run:
+        for seed, teachers, stages in plans:
+            print(f"# seed {seed}")
+            print_plan([*teachers.values(), *(stage for _, stage in stages)])
+        return {}
+    per_seed: dict[str, list[dict]] = {}
+    for seed, teachers, stages in plans:
+        loaded = {}
+        for teacher_loss, stage in teachers.items():
+            row = "teacher" if teacher_loss == "ce" else f"teacher ({teacher_loss.replace('_', '-')})"
+            loaded[teacher_loss], _, _, report = train_teacher(stage, data)
+            per_seed.setdefault(row, []).append(report)
+        for cell, stage in stages:
+            teacher = None if cell.loss == "ce" else given if given is not None else loaded[cell.teacher_loss]
+            trainer = train_stage(stage, data, teacher)
+            per_seed.setdefault(cell.row, []).append(trainer.write_report(name=trainer.model_label)[trainer.model_label])
+    summary = summarise(per_seed)
+    teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
+    title = (f"Top-1 accuracy (%) on the balanced test split of {data_args.dataset}, {data.split_info.describe()}; "
+             f"{teacher_note}last-epoch weights, mean ± sample std over seeds {table_args.seeds}.")
+    out = Path(config.output_dir)
+    if PartialState().is_main_process:
+        _say_what_is_replaced(out, summary)
+        atomic_write_files(out, {
+            "table.md": lambda p: p.write_text(format_table(summary, title), encoding="utf-8"),
+            "table.json": lambda p: p.write_text(json.dumps({"title": title, "rows": summary}, indent=2) + "\n"),
+        })
+        print(format_table(summary, title))
+    return summary
+
+
+def _say_what_is_replaced(out: Path, summary: dict) -> None:
+    """A table written into a folder that holds another command's table replaces it: say which rows go."""
+    previous = out / "table.json"
+    if not previous.is_file():
+        return
+    gone = [row for row in json.loads(previous.read_text()).get("rows", {}) if row not in summary]
+    if gone:
+        logger.warning("Replacing %s: its rows %s are not in this command's table (their cells' folders stay in %s).",
+                       previous, gone, out)
+
+
+def cli() -> None:
+    """The ``ltkd-table`` console command."""
+    run_program(PROGRAM, main)
+
+
+if __name__ == "__main__":
+    cli()
