@@ -68,7 +68,7 @@ def _format_result(key: str, value: float | None) -> str:
 
 def _table(rows: Mapping[str, Any] | Sequence[Sequence[Any]], header: Sequence[str] = ("", "")) -> str:
     """A Markdown table: ``rows`` as ``{first cell: second}`` or as sequences of cells, one per column of ``header``."""
-    items = [(key, value) for key, value in rows.items()] if isinstance(rows, Mapping) else rows
+    items = list(rows.items()) if isinstance(rows, Mapping) else rows
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell).replace("|", chr(92) + "|") for cell in row) + " |" for row in items]
     return "\n".join(lines)
