@@ -1,9 +1,10 @@
 """Distillation losses: LTKD, the paper's logit baselines and its feature baselines, plus the loss registry.
 
 Pure functions (``ltkd_loss``, ``kd_loss``, ``dkd_loss``, ``dist_loss``, ``bkd_loss``, ``catkd_loss``)
-return dicts of named float32 terms whose ``"loss"`` entry is the weighted total; ``create_loss(name, ...)``
-builds the matching ``DistillationLoss`` module the trainer calls. The feature losses (``reviewkd``,
-``catkd``) read the features ``capture_features`` records during the models' normal forwards.
+return dicts of named float32 terms (float64 for float64 inputs) whose ``"loss"`` entry is the weighted total;
+``create_loss(name, ...)`` builds the matching ``DistillationLoss`` module the trainer calls. The feature
+losses (``reviewkd``, ``catkd``) read the features ``capture_features`` records during the models' normal
+forwards, where the models' timm ``feature_info`` says they are.
 """
 
 from .bkd import BKDLoss, bkd_loss, effective_number_weights

@@ -91,8 +91,11 @@ class BKDLoss(DistillationLoss):
             )
         self.temperature = check_positive("temperature", temperature)
         self.effective_number_beta = effective_number_beta
-        weights = effective_number_weights(class_counts, effective_number_beta)
-        self.register_buffer("log_weights", weights.log().float(), persistent=False)
+        log_weights = effective_number_weights(class_counts, effective_number_beta).log()
+        # float32 on the model's device for float32 math; the float64 copy stays on the host (not every
+        # accelerator has float64) for float64 inputs, whose math runs in float64 (compute_dtype).
+        self.register_buffer("log_weights", log_weights.float(), persistent=False)
+        self._log_weights_float64 = log_weights
 
     def forward(self, student_logits, teacher_logits, labels=None, *, student_features=None, teacher_features=None):
         check_logits(student_logits, teacher_logits)
@@ -101,7 +104,9 @@ class BKDLoss(DistillationLoss):
                 f"the logits have {student_logits.shape[1]} classes but BKD was built from "
                 f"{self.log_weights.numel()} class counts; build it from the counts of the same classes."
             )
-        return balanced_kd_terms(student_logits, teacher_logits, self.log_weights, self.temperature)
+        wide = compute_dtype(student_logits, teacher_logits) == torch.float64
+        log_weights = self._log_weights_float64 if wide else self.log_weights
+        return balanced_kd_terms(student_logits, teacher_logits, log_weights, self.temperature)
 
     def describe(self) -> str:
         return (
