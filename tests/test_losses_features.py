@@ -5,7 +5,9 @@ as sums of shifted products, nearest resizing and adaptive pooling by index arit
 moments, CAMs class by class), in float64, sharing no code with ``ltkd_hf.losses``.
 """
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 import timm
@@ -19,6 +21,7 @@ from ltkd_hf.losses import (
     catkd_loss,
     create_loss,
     hcl_loss,
+    preact_points,
     reviewkd_channels,
 )
 from ltkd_hf.models import CIFAR_MODEL_NAMES, CIFAR_PAIRS, create_student, unwrap_timm
@@ -236,6 +239,94 @@ def test_capture_generic_timm_model_and_preact_errors():
     with pytest.raises(ValueError, match="has no classifier weight .*build it with num_classes > 0"):
         with capture_features(headless):
             pass
+
+
+def _declare_resnet_preact(model):
+    """A timm ResNet declaring its pre-activation features the way ltkd_hf's CIFAR models do."""
+    model.feature_info[0]["preact"] = ("act1", "input")
+    for info in model.feature_info[1:]:
+        last = model.get_submodule(info["module"])[-1]
+        act = "act3" if hasattr(last, "act3") else "act2"
+        info["preact"] = (f"{info['module']}.{len(model.get_submodule(info['module'])) - 1}.{act}", "input")
+    return model
+
+
+def test_preact_is_read_from_the_models_declaration_not_its_class():
+    """A plain timm ResNet (not a CIFAR class) that declares "preact" in its feature_info gets preact features:
+    the input of each closing ReLU, so ReLU(preact) is the post-activation feature itself."""
+    # zero_init_last=False: with timm's zeroed last BN each block would add nothing to its (non-negative) input
+    model = _declare_resnet_preact(timm.create_model("test_resnet", num_classes=10, zero_init_last=False)).eval()
+    x = _images()
+    with torch.no_grad():
+        with capture_features(model, preact=True) as feats:
+            model(x)
+        _, stages = model.forward_intermediates(x)
+        torch.testing.assert_close(feats["preact_stages"][0], model.bn1(model.conv1(x)), rtol=0, atol=0)
+    assert len(feats["preact_stages"]) == len(stages) == 5
+    for got, post in zip(feats["preact_stages"], stages):
+        torch.testing.assert_close(torch.relu(got), post, rtol=0, atol=0)
+        assert got.min() < 0  # cloned before the in-place ReLU ran
+    assert _no_hooks(model)
+
+
+def test_preact_declaration_errors_name_the_model_and_the_entry():
+    model = timm.create_model("test_resnet", num_classes=10)
+    model.feature_info[0]["preact"] = ("act1", "input")
+    with pytest.raises(ValueError, match=r"the feature_info of ResNet declares 'preact' for entries \[0\] of 5; "
+                       r"declare it for every entry \(the stem and each stage\) or for none"):
+        with capture_features(model, preact=True):
+            pass
+    _declare_resnet_preact(model)
+    model.feature_info[2]["preact"] = ("layer2.0.act2", "before")
+    with pytest.raises(ValueError, match=r"the feature_info of ResNet, entry 2: 'preact' is \('layer2.0.act2', "
+                       r"'before'\), expected \(submodule name, 'input' or 'output'\)"):
+        preact_points(model)
+    model.feature_info[2]["preact"] = ("layer2.0.act9", "input")
+    with pytest.raises(ValueError, match=r"the feature_info of ResNet, entry 2: 'preact' names no submodule"):
+        preact_points(model)
+    assert _no_hooks(model)
+
+
+def test_reviewkd_post_activation_on_plain_timm_models():
+    """A timm model without preact declarations: ReviewKD with teacher_preact=False reads the stage outputs
+    after their activation (forward_intermediates') and the pooled feature, as the authors' code does."""
+    student = timm.create_model("test_resnet", num_classes=10).train()
+    torch.manual_seed(1)
+    teacher = timm.create_model("test_resnet", num_classes=10).eval()
+    loss_fn = create_loss("reviewkd", student=student, teacher=teacher, teacher_preact=False, mid_channels=8).double()
+    assert reviewkd_channels(teacher) == [i["num_chs"] for i in teacher.feature_info[1:]] + [teacher.num_features]
+    x = _images(3)
+    with capture_features(student, **loss_fn.student_capture) as sf:
+        zs = student(x)
+    with torch.no_grad(), capture_features(teacher, **loss_fn.teacher_capture) as tf:
+        zt = teacher(x)
+        _, t_stages = teacher.forward_intermediates(x)
+    assert "preact_stages" not in tf
+    out = loss_fn(zs, zt, student_features=sf, teacher_features=tf)
+    with torch.no_grad():
+        _, s_stages = student.forward_intermediates(x)
+        s_pooled, t_pooled = student.forward_head(student.forward_features(x), pre_logits=True), tf["pooled"]
+    s_levels = [f.double() for f in s_stages[1:]] + [s_pooled.double()[:, :, None, None]]
+    t_levels = [f.double() for f in t_stages[1:]] + [t_pooled.double()[:, :, None, None]]
+    reviewed = ref_review(loss_fn.abfs, s_levels, [f.shape[-2:] for f in t_levels], training=True)
+    # float64 from float32 features on both sides: only float64 rounding apart (the HCL is O(1))
+    torch.testing.assert_close(out["hcl"], ref_hcl(reviewed, t_levels), rtol=1e-10, atol=1e-12)
+
+
+def test_losses_import_nothing_from_the_models_package():
+    """The feature contract (feature_info, "preact") is all the losses know of a model."""
+    package = Path(ltkd_hf.losses.__file__).parent
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):  # made absolute: level 1 is ltkd_hf.losses, level 2 ltkd_hf
+                parent = ".".join(["ltkd_hf", "losses"][: 3 - node.level] if node.level else [])
+                source = ".".join(filter(None, [parent, node.module]))
+                names = [source] + [f"{source}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n == "ltkd_hf.models" or n.startswith("ltkd_hf.models.") for n in names), (path.name, names)
 
 
 # ---------------------------------------------------------------------------------------------

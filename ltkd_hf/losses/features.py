@@ -17,7 +17,7 @@ The captured dict (the feature contract of ``reviewkd`` and ``catkd``):
 * ``"stages"``: the stem's and each stage's output, shallowest first, exactly as
   ``forward_intermediates(x, intermediates_only=True)`` returns them;
 * ``"preact_stages"`` (only with ``preact=True``): the same features before their closing activation, as
-  the CIFAR KD model zoo's ``preact`` features (see ``preact_points``);
+  the CIFAR KD model zoo's ``preact`` features, where the model declares them (see ``preact_points``);
 * ``"final_map"``: the map the classifier head pools, ``forward_features(x)``, (B, num_features, H, W);
 * ``"pooled"``: the pooled pre-logits feature, ``forward_head(final_map, pre_logits=True)``, (B, num_features);
 * ``"classifier_weight"``: the classifier's weight parameter itself, (num_classes, num_features), put in
@@ -30,21 +30,20 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
+from accelerate.utils import extract_model_from_parallel
 from torch import nn
-
-from ..models import unwrap_timm
-from ..models.cifar_mobilenet import CifarMobileNetV2
-from ..models.cifar_resnet import CifarResNet
-from ..models.cifar_shufflenet import ShuffleNetV1
-from ..models.cifar_vgg import CifarVGG
-from ..models.cifar_wrn import WideResNet
 
 __all__ = ["capture_features", "feature_channels", "preact_points"]
 
-_PREACT_KNOWN = (CifarResNet, WideResNet, CifarVGG, ShuffleNetV1, CifarMobileNetV2)
 # A pre-activation point: the module whose last call's "input" (cloned: the activations run in place)
 # or "output" is the feature.
 PreactPoint = tuple[nn.Module, str]
+
+
+def timm_model(model: nn.Module) -> nn.Module:
+    """The bare timm model inside a transformers TimmWrapper model (and any DDP / torch.compile wrapper)."""
+    inner = extract_model_from_parallel(model)
+    return getattr(inner, "timm_model", inner)
 
 
 def _feature_modules(model: nn.Module) -> list[nn.Module]:
@@ -71,40 +70,50 @@ def _global_pool(model: nn.Module) -> nn.Module:
 
 def feature_channels(model: nn.Module) -> list[int]:
     """Channels of the captured ``"stages"`` (stem first), from the timm model's ``feature_info``."""
-    inner = unwrap_timm(model)
+    inner = timm_model(model)
     _feature_modules(inner)
     return [int(i["num_chs"]) for i in inner.feature_info]
 
 
 def preact_points(model: nn.Module) -> list[PreactPoint]:
-    """Where each stem/stage feature is read before its closing activation, as the CIFAR KD model zoo does.
+    """Where each stem/stage feature is read before its closing activation, as the model declares it.
 
-    * ResNets: the input of the last block's final ReLU (the block's sum), stem: the input of its ReLU;
-    * WRNs (pre-activation blocks): the stage output after the next block's BN (after ``final``'s BN for
-      the last stage), still without ReLU, as the zoo's ``preact`` WRN features; the stem has no activation;
-    * VGGs: the input of the block's last ReLU (the last BN's output);
-    * ShuffleNetV1: the input of the last unit's final ReLU (its last call), stem: the input of its ReLU;
-    * MobileNetV2: the stages end in linear bottlenecks, so the stage outputs; stem: the input of its ReLU.
+    A model declares them in its timm ``feature_info``: every entry (stem, then each stage) holds
+    ``"preact": (submodule name, "input" | "output")``, the module whose last call's input or output is
+    that feature before its activation. The CIFAR architectures of ltkd_hf declare the CIFAR KD model zoo's
+    ``preact`` features; other timm models declare none and give post-activation features only.
     """
-    inner = unwrap_timm(model)
-    if not isinstance(inner, _PREACT_KNOWN):
+    inner = timm_model(model)
+    _feature_modules(inner)
+    name = type(inner).__name__
+    declared = [i for i, info in enumerate(inner.feature_info) if "preact" in info]
+    if not declared:
         raise ValueError(
-            f"preact=True knows the pre-activation features of the CIFAR architectures (CifarResNet, WideResNet, "
-            f"CifarVGG, ShuffleNetV1, CifarMobileNetV2) only, got {type(inner).__name__}; capture with "
-            "preact=False (and build ReviewKD with teacher_preact=False)."
+            "preact=True knows the pre-activation features of the CIFAR architectures of ltkd_hf and of any model "
+            "whose feature_info entries declare them ('preact': (submodule name, 'input' or 'output')), got "
+            f"{name}; capture with preact=False (and build ReviewKD with teacher_preact=False), or declare them in "
+            f"its feature_info."
         )
-    stages = list(inner.stages)
-    if isinstance(inner, CifarResNet):
-        last_acts = [s[-1].act3 if hasattr(s[-1], "act3") else s[-1].act2 for s in stages]
-        return [(inner.stem[-1], "input")] + [(act, "input") for act in last_acts]
-    if isinstance(inner, WideResNet):
-        following = [s[0].act1 for s in stages[1:]] + [inner.final[-1]]
-        return [(inner.stem, "output")] + [(act, "input") for act in following]
-    if isinstance(inner, CifarVGG):
-        return [(inner.stem[-1], "input")] + [(s[-1], "input") for s in stages]
-    if isinstance(inner, ShuffleNetV1):
-        return [(inner.stem[-1], "input")] + [(s[-1].act, "input") for s in stages]
-    return [(inner.stem[-1], "input")] + [(s, "output") for s in stages]  # CifarMobileNetV2
+    if len(declared) != len(inner.feature_info):
+        raise ValueError(
+            f"the feature_info of {name} declares 'preact' for entries {declared} of {len(inner.feature_info)}; "
+            "declare it for every entry (the stem and each stage) or for none."
+        )
+    points = []
+    for index, info in enumerate(inner.feature_info):
+        preact = info["preact"]
+        if not (isinstance(preact, (tuple, list)) and len(preact) == 2 and preact[1] in ("input", "output")):
+            raise ValueError(
+                f"the feature_info of {name}, entry {index}: 'preact' is {preact!r}, expected (submodule name, "
+                "'input' or 'output')."
+            )
+        try:
+            points.append((inner.get_submodule(preact[0]), preact[1]))
+        except AttributeError as error:
+            raise ValueError(
+                f"the feature_info of {name}, entry {index}: 'preact' names no submodule ({error})."
+            ) from None
+    return points
 
 
 def _store_output(slots: list | dict, index: int | str, flatten: bool = False):
@@ -135,7 +144,7 @@ def capture_features(model: nn.Module, *, preact: bool = False) -> Iterator[dict
         A dict, filled as the forward runs (a later forward inside the block overwrites it); the hooks
         are removed on exit, the dict stays valid.
     """
-    inner = unwrap_timm(model)
+    inner = timm_model(model)
     modules = _feature_modules(inner)
     pool = _global_pool(inner)
     classifier = inner.get_classifier()

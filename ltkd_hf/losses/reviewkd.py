@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import unwrap_timm
 from ._checks import check_nonnegative
 from ._numerics import compute_dtype
-from .features import feature_channels
+from .features import feature_channels, timm_model
 from .registry import DistillationLoss, register_loss
 
 __all__ = ["ABF", "ReviewKDLoss", "hcl_loss", "reviewkd_channels"]
@@ -81,7 +80,7 @@ def hcl_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -
 
 def reviewkd_channels(model: nn.Module) -> list[int]:
     """The channels of the levels ReviewKD compares: every stage output after the stem, then the pooled feature."""
-    return feature_channels(model)[1:] + [int(unwrap_timm(model).num_features)]
+    return feature_channels(model)[1:] + [int(timm_model(model).num_features)]
 
 
 def _channels(name: str, value: nn.Module | Sequence[int] | None) -> list[int]:

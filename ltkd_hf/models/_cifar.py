@@ -1,12 +1,13 @@
 """What every CIFAR architecture shares: timm's classifier interface, default config and builder.
 
 A CIFAR model here is ``stem -> stages -> final -> head``: the stem's and each stage's outputs are the
-intermediate features feature-based losses read (the ``feats`` list of the CIFAR KD model zoo), ``final``
+intermediate features feature-based losses read (the ``feats`` list of the CIFAR KD model zoo; each
+``feature_info`` entry also declares, under ``"preact"``, where the zoo's pre-activation feature is), ``final``
 turns the last stage into the map the head pools (identity, or WRN's BN-ReLU, or MobileNetV2's 1x1
 conv), and ``head`` is timm's ``ClassifierHead`` (global average pool + linear).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,6 +32,32 @@ def cifar_cfg(**kwargs: Any) -> dict[str, Any]:
         "classifier": "head.fc",
         **kwargs,
     }
+
+
+def init_weights(
+    module: nn.Module, name: str = "", linear_init: Literal["torch", "zero_bias", "normal"] = "torch"
+) -> None:
+    """The CIFAR KD model zoo's initialisation of one module; apply it with ``timm.models.named_apply``.
+
+    Convolutions: Kaiming normal (fan-out, ReLU gain), bias zero; BatchNorm: weight one, bias zero. Linear
+    layers differ between the zoo's families: ``"torch"`` keeps PyTorch's default (ResNets), ``"zero_bias"``
+    zeroes the bias only (WRNs), ``"normal"`` draws the weight from N(0, 0.01^2) and zeroes the bias (VGGs,
+    MobileNetV2).
+    """
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Linear):
+        if linear_init not in ("torch", "zero_bias", "normal"):
+            raise ValueError(f"linear_init={linear_init!r}: expected 'torch', 'zero_bias' or 'normal'.")
+        if linear_init == "normal":
+            nn.init.normal_(module.weight, 0.0, 0.01)
+        if linear_init != "torch":
+            nn.init.zeros_(module.bias)
 
 
 class CifarClassifier(nn.Module):

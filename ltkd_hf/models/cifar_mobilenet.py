@@ -5,14 +5,15 @@ Layer for layer the definition of CRD / mdistiller (``mobilenetv2.py``, ``mobile
 in the second setting, a 1x1 conv to 1280 channels, global average pooling and one linear layer.
 """
 
+from functools import partial
 from typing import Any
 
 from torch import nn
 from timm.layers import ConvNormAct, make_divisible
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models._efficientnet_blocks import InvertedResidual
 
-from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg, init_weights
 
 __all__ = ["CifarMobileNetV2"]
 
@@ -60,7 +61,8 @@ class CifarMobileNetV2(CifarClassifier):
             nn.BatchNorm2d(in_chs),
             nn.ReLU(inplace=True),
         )
-        self.feature_info = [{"num_chs": in_chs, "reduction": 2, "module": "stem"}]
+        # "preact": the input of the stem's ReLU; the stages end in linear bottlenecks, so their outputs.
+        self.feature_info = [{"num_chs": in_chs, "reduction": 2, "module": "stem", "preact": ("stem.2", "input")}]
         reduction, stages = 2, []
         for stage_index, setting_indices in enumerate(_STAGE_SETTINGS):
             blocks = []
@@ -75,20 +77,15 @@ class CifarMobileNetV2(CifarClassifier):
                     in_chs = out_chs
                 reduction *= stride
             stages.append(nn.Sequential(*blocks))
-            self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{stage_index}"})
+            module = f"stages.{stage_index}"
+            self.feature_info.append(
+                {"num_chs": in_chs, "reduction": reduction, "module": module, "preact": (module, "output")}
+            )
         self.stages = nn.ModuleList(stages)
         head_chs = int(1280 * width_mult) if width_mult > 1.0 else 1280
         self.final = ConvNormAct(in_chs, head_chs, 1)
         self._init_head(head_chs, num_classes, global_pool, drop_rate)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        named_apply(partial(init_weights, linear_init="normal"), self)
 
 
 def _create_mobilenet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarMobileNetV2:

@@ -5,13 +5,14 @@ for ResNet-50): a 3x3 stride-1 stem without max-pool, stages of timm's own ResNe
 + BN shortcut wherever the shape changes, global average pooling and a linear classifier.
 """
 
+from functools import partial
 from typing import Any
 
 from torch import nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, named_apply, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 
-from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg, init_weights
 
 __all__ = ["CifarResNet"]
 
@@ -62,23 +63,22 @@ class CifarResNet(CifarClassifier):
             nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
         )
-        self.feature_info = [{"num_chs": stem_width, "reduction": 1, "module": "stem"}]
+        # "preact": the input of the stem's ReLU and of each stage's last block's final ReLU (the block's sum).
+        self.feature_info = [{"num_chs": stem_width, "reduction": 1, "module": "stem", "preact": ("stem.2", "input")}]
         stages, in_chs, reduction = [], stem_width, 1
         for index, (depth, width) in enumerate(zip(layers, planes)):
             stride = 1 if index == 0 else 2
             reduction *= stride
             stages.append(_make_stage(block, in_chs, width, depth, stride))
             in_chs = width * block.expansion
-            self.feature_info.append({"num_chs": in_chs, "reduction": reduction, "module": f"stages.{index}"})
+            last_act = f"stages.{index}.{depth - 1}.{'act3' if hasattr(stages[-1][-1], 'act3') else 'act2'}"
+            self.feature_info.append(
+                {"num_chs": in_chs, "reduction": reduction, "module": f"stages.{index}", "preact": (last_act, "input")}
+            )
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
         self._init_head(in_chs, num_classes, global_pool, drop_rate)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        named_apply(partial(init_weights, linear_init="torch"), self)
 
 
 def _create_cifar_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarResNet:

@@ -72,7 +72,8 @@ class ShuffleNetV1(CifarClassifier):
             nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
         )
-        self.feature_info = [{"num_chs": stem_width, "reduction": 1, "module": "stem"}]
+        # "preact": the input of the stem's ReLU and of each stage's last unit's final ReLU (its last call).
+        self.feature_info = [{"num_chs": stem_width, "reduction": 1, "module": "stem", "preact": ("stem.2", "input")}]
         stages, in_chs, reduction = [], stem_width, 1
         for index, (width, depth) in enumerate(zip(out_planes, num_blocks)):
             reduction *= 2
@@ -85,7 +86,10 @@ class ShuffleNetV1(CifarClassifier):
                 units.append(ShuffleUnit(in_chs, branch_out, 2 if i == 0 else 1, groups, first_groups))
                 in_chs = width
             stages.append(nn.Sequential(*units))
-            self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{index}"})
+            last_act = f"stages.{index}.{depth - 1}.act"
+            self.feature_info.append(
+                {"num_chs": width, "reduction": reduction, "module": f"stages.{index}", "preact": (last_act, "input")}
+            )
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
         self._init_head(in_chs, num_classes, global_pool, drop_rate)

@@ -5,12 +5,13 @@ blocks of 3x3 conv (with bias) + BN + ReLU, 2x2 max-pools between the first four
 last block at 32x32 (one at 64x64, TinyImageNet), global average pooling and one linear layer.
 """
 
+from functools import partial
 from typing import Any
 
 from torch import nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, named_apply, register_model
 
-from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg, init_weights
 
 __all__ = ["CifarVGG"]
 
@@ -51,28 +52,24 @@ class CifarVGG(CifarClassifier):
         if len(cfg) != 5:
             raise ValueError(f"cfg={cfg} must list the conv widths of exactly 5 blocks.")
         self.stem = nn.Sequential(*_conv_bn_relu(cfg[0], in_chans))
-        self.feature_info = [{"num_chs": cfg[0][-1], "reduction": 1, "module": "stem"}]
+        # "preact": the input of each block's last ReLU (its last BN's output).
+        self.feature_info = [
+            {"num_chs": cfg[0][-1], "reduction": 1, "module": "stem", "preact": (f"stem.{len(self.stem) - 1}", "input")}
+        ]
         stages, reduction = [], 1
         for index in range(1, 5):
             pool = index < 4 or img_size > 32
             reduction *= 2 if pool else 1
             layers = [nn.MaxPool2d(kernel_size=2, stride=2)] if pool else []
             stages.append(nn.Sequential(*layers, *_conv_bn_relu(cfg[index], cfg[index - 1][-1])))
-            info = {"num_chs": cfg[index][-1], "reduction": reduction, "module": f"stages.{index - 1}"}
-            self.feature_info.append(info)
+            module, last_act = f"stages.{index - 1}", f"stages.{index - 1}.{len(stages[-1]) - 1}"
+            self.feature_info.append(
+                {"num_chs": cfg[index][-1], "reduction": reduction, "module": module, "preact": (last_act, "input")}
+            )
         self.stages = nn.ModuleList(stages)
         self.final = nn.Identity()
         self._init_head(cfg[-1][-1], num_classes, global_pool, drop_rate)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        named_apply(partial(init_weights, linear_init="normal"), self)
 
 
 def _create_vgg(variant: str, pretrained: bool = False, **kwargs: Any) -> CifarVGG:

@@ -4,14 +4,15 @@ Layer for layer the definition of CRD / mdistiller (``wrn.py``, after Zagoruyko 
 pre-activation blocks, a 1x1 shortcut conv where the width changes, a closing BN-ReLU before pooling.
 """
 
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 from timm.layers import BatchNormAct2d, create_conv2d
-from timm.models import generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, named_apply, register_model
 
-from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg
+from ._cifar import CifarClassifier, build_cifar_model, cifar_cfg, init_weights
 
 __all__ = ["WideResNet"]
 
@@ -65,7 +66,9 @@ class WideResNet(CifarClassifier):
         per_stage = (depth - 4) // 6
         widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stem = nn.Sequential(nn.Conv2d(in_chans, 16, kernel_size=3, padding=1, bias=False))
-        self.feature_info = [{"num_chs": 16, "reduction": 1, "module": "stem"}]
+        # "preact", as the zoo's preact WRN features: the stem has no activation (its output); a stage's output
+        # after the next block's BN (after final's BN for the last stage), the input of the ReLU that follows.
+        self.feature_info = [{"num_chs": 16, "reduction": 1, "module": "stem", "preact": ("stem", "output")}]
         stages, in_chs, reduction = [], 16, 1
         for index, width in enumerate(widths):
             stride = 1 if index == 0 else 2
@@ -76,18 +79,14 @@ class WideResNet(CifarClassifier):
             ]
             stages.append(nn.Sequential(*blocks))
             in_chs = width
-            self.feature_info.append({"num_chs": width, "reduction": reduction, "module": f"stages.{index}"})
+            following = f"stages.{index + 1}.0.act1" if index + 1 < len(widths) else "final.1"
+            self.feature_info.append(
+                {"num_chs": width, "reduction": reduction, "module": f"stages.{index}", "preact": (following, "input")}
+            )
         self.stages = nn.ModuleList(stages)
         self.final = nn.Sequential(nn.BatchNorm2d(in_chs), nn.ReLU(inplace=True))
         self._init_head(in_chs, num_classes, global_pool, drop_rate)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        named_apply(partial(init_weights, linear_init="zero_bias"), self)
 
 
 def _create_wrn(variant: str, pretrained: bool = False, **kwargs: Any) -> WideResNet:
