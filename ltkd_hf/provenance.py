@@ -30,12 +30,14 @@ class StaleOutputError(ValueError):
 
 
 def model_source(model: nn.Module) -> dict[str, Any]:
-    """The architecture of ``model`` and the checkpoint its weights started from (``None``: random init)."""
+    """The architecture of ``model``, the checkpoint its weights started from (``None``: random init) and the input
+    size it reads."""
     timm_model = unwrap_timm(model)
     config = getattr(model, "config", None)
     return {
         "architecture": timm_model.pretrained_cfg.get("architecture") or type(timm_model).__name__,
         "init": getattr(config, "base_model_source", None),
+        "input_size": list(timm_model.pretrained_cfg.get("input_size") or []),
     }
 
 

@@ -94,7 +94,7 @@ def plan(argv: list[str] | None = None):
 
 
 def _teacher_stage_flags() -> set[str]:
-    return {name for name, s in SETTINGS.items() if s.stages == frozenset({TEACHER})}
+    return {name for name, s in SETTINGS.items() if TEACHER in s.stages and not s.stages & {"student_ce", "eval"}}
 
 
 def main(argv: list[str] | None = None) -> dict:

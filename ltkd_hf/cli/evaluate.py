@@ -48,6 +48,9 @@ class EvalArguments:
             raise ValueError(f"--num_groups must be >= 1, got {self.num_groups}.")
 
 
+ARGUMENTS = (DataArguments, EvalArguments)
+
+
 def recorded_config(model: str) -> dict:
     """The config.json of a student folder or Hub id."""
     if Path(model).is_dir():
@@ -88,7 +91,7 @@ def training_facts(config: dict) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Run ``ltkd-eval`` with ``argv`` (default: the command line); return the model's report."""
-    data_args, eval_args = parse_args(PROGRAM, (DataArguments, EvalArguments), argv).values
+    data_args, eval_args = parse_args(PROGRAM, ARGUMENTS, argv).values
     recorded = recorded_config(eval_args.model)
     try:
         test = load_image_dataset(data_args.dataset, split=source_splits(data_args), image_column=data_args.image_column,

@@ -22,7 +22,7 @@ from transformers import HfArgumentParser
 
 from .settings import RECIPE_REFUSED, applies
 
-__all__ = ["CONFIGS", "Parsed", "load_config", "parse_args", "run_program"]
+__all__ = ["CONFIGS", "Parsed", "load_config", "parse_args", "program_flags", "run_program"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -160,6 +160,12 @@ def _every_program_setting() -> set[str]:
     from .settings import PROGRAM_SETTINGS, SETTINGS
 
     return set(SETTINGS) | {name for own in PROGRAM_SETTINGS.values() for name in own}
+
+
+def program_flags(program: str, dataclass_types: tuple) -> set[str]:
+    """The settings ``program``'s command line offers (their names, without ``--``)."""
+    parser = _ProgramParser(program, dataclass_types)
+    return {action.dest for action in parser._actions if action.dest != "help"}
 
 
 def _not_offered(arg: str, program: str, offered: set[str], known: set[str]) -> str:

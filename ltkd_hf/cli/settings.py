@@ -68,10 +68,10 @@ SETTINGS: dict[str, Setting] = {
     "student": _weights(STUDENT_CE, STUDENT),
     "student_init": _weights(STUDENT_CE, STUDENT),
     "compare_ce_student": _output(frozenset({STUDENT_CE})),
-    # TeacherArguments: the teacher trained here
+    # TeacherArguments: the teacher trained here, and through it the student distilled from it
     **dict.fromkeys(
         ("teacher_architecture", "teacher_init", "teacher_epochs", "teacher_learning_rate", "teacher_logit_adjustment"),
-        _weights(TEACHER),
+        _weights(TEACHER, STUDENT),
     ),
     # GivenTeacherArguments: a finished teacher replaces the teacher stage for the distilled student
     "teacher": _weights(STUDENT),

@@ -40,6 +40,7 @@ from ..data import (
     make_long_tailed,
     verify_images,
 )
+from ..data.fingerprint import file_fingerprint, folder_fingerprint
 from ..data.split_info import SplitInfo
 from ..data.transforms import SMALL_INPUT_MAX
 from ..hub.push import check_push_to_hub_ready
@@ -216,12 +217,15 @@ def teacher_args(config: DistillationConfig, teacher: TeacherArguments, folder: 
     )
 
 
-def describe_teacher_stage(folder: Path, spec: ModelSource, teacher: TeacherArguments) -> str:
-    """How the card and report name a teacher trained here: its folder, its start and its objective."""
+def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationConfig, teacher: TeacherArguments) -> str:
+    """How the card, the report and the students' recorded settings name a teacher trained here: its folder, its
+    start and everything only the teacher stage sets (its epochs, learning rate and objective), so that a student
+    distilled from another teacher is never taken for the same run."""
     how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
     tau = teacher.teacher_logit_adjustment
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
-    return f"{folder} ({how} here with {objective} on this split)"
+    length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+    return f"{folder} ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
 
 
 def given_teacher(args: GivenTeacherArguments):
@@ -233,6 +237,9 @@ def given_teacher(args: GivenTeacherArguments):
     name = args.teacher
     if args.teacher_checkpoint:
         name = f"{args.teacher} with the weights of {args.teacher_checkpoint}"
+    local = Path(args.teacher_checkpoint or args.teacher).expanduser()
+    if local.exists():  # its files' fingerprint: a teacher retrained in place is another teacher
+        name += f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
     return teacher, name
 
 
@@ -392,7 +399,7 @@ def plan_teacher(
     args = teacher_args(config, teacher, folder)
     stage = plan_stage("teacher", args, model, data, None, run)
     stage.teacher_name = None
-    stage.description = describe_teacher_stage(stage.folder, spec, teacher)
+    stage.description = describe_teacher_stage(stage.folder, spec, args, teacher)
     return stage
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-__all__ = ["canonical_source", "folder_fingerprint", "dataset_fingerprint"]
+__all__ = ["canonical_source", "dataset_fingerprint", "file_fingerprint", "folder_fingerprint"]
 
 
 def canonical_source(source: str, kind: str) -> str:
@@ -29,6 +29,13 @@ def folder_fingerprint(path: str | os.PathLike) -> str:
             stat = file.stat()
             digest.update(f"{file.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return "files:" + digest.hexdigest()[:32]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """The fingerprint of one file: its name, size and modification time, as `folder_fingerprint` takes them."""
+    stat = Path(path).stat()
+    text = f"{Path(path).name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+    return "files:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def dataset_fingerprint(loaded: DatasetDict, source: str, kind: str) -> str:

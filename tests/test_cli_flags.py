@@ -1,0 +1,154 @@
+"""The flag contract: every flag of every program is declared, and does what the declaration says.
+
+Each flag a program's parser accepts (every inherited `TrainingArguments` field included) must be declared in
+`ltkd_hf.cli.settings`: (a) it changes what declared stages train: setting it changes the recorded settings of
+exactly those stages, and the stage's arguments carry it; (b) it changes no weights (logging, saving, hub, paths):
+listed; (c) `DistillationTrainer` cannot honour it: refused before training, naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ltkd_hf.cli import distill, evaluate, table, teacher
+from ltkd_hf.cli.parsing import parse_args, program_flags
+from ltkd_hf.cli.settings import PROGRAM_STAGES, RECIPE_REFUSED, SETTINGS, applies, setting
+from ltkd_hf.training_fields import UNSUPPORTED_FIELDS
+
+PROGRAMS = [distill, teacher, table, evaluate]
+# The flag each test sets to a value other than the demo config's, when the automatic choice does not fit.
+VALUES = {
+    "imbalance_factor": "5", "lt_profile": "step", "lt_exponent": "paper", "class_order_seed": "3", "input_size": "28",
+    "student": "cifar_resnet8x4", "teacher_architecture": "cifar_wrn_40_1", "distill_loss": "kd",
+    "distill_loss_kwargs": "alpha=1", "num_groups": "2", "teacher_dtype": "float32", "lr_scheduler_type": "constant",
+    "lr_scheduler_kwargs": '{"power": 2}', "optim": "adamw_torch", "optim_args": "momentum=0.8",
+    "per_device_train_batch_size": "32", "train_sampling_strategy": "sequential", "torch_compile_backend": "aot_eager",
+    "torch_compile_mode": "default", "metric_for_best_model": "accuracy", "lr_decay_epochs": "10",
+    "max_steps": "50", "warmup_epochs": "2", "in_memory_data": "true", "dataloader_num_workers": "2",
+}
+EXTRA = {"load_best_model_at_end": ["--eval_strategy", "epoch", "--save_strategy", "epoch"], "bf16": ["--use_cpu", "true"],
+         "max_steps": ["--lr_decay_epochs", "none"]}
+# Weight settings checked by their own tests instead (they need other data or checkpoints), with the reason.
+CHECKED_ELSEWHERE = {
+    "dataset": "another dataset: test_recipes_trust (a folder of birds) and test_recipes (the demo)",
+    "train_split": "needs a source with other split names: test_recipes.test_split_names_from_the_command_line",
+    "image_column": "needs a source with other column names: test_data_sources",
+    "label_column": "needs a source with other column names: test_data_sources",
+    "student_init": "needs a checkpoint: test_finetune",
+    "teacher_init": "needs a checkpoint: test_finetune",
+    "teacher": "replaces the teacher stage: test_cli_runs.test_a_given_teacher_replaces_the_teacher_stage",
+    "teacher_checkpoint": "needs --teacher and a state dict: test_models_loading",
+    "fp16": "needs a CUDA device (TrainingArguments refuses it on CPU)",
+    "tf32": "needs a CUDA device (TrainingArguments refuses it on CPU)",
+}
+BASE = ["--verify_images", "false"]
+
+
+def _value(name: str, default):
+    if name in VALUES:
+        return VALUES[name]
+    if isinstance(default, bool):
+        return str(not default).lower()
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return str(default * 2 + 1) if isinstance(default, int) else str(default * 2 + 0.5)
+    return "1"
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda m: m.PROGRAM)
+def test_every_flag_of_every_program_is_declared(program):
+    flags = program_flags(program.PROGRAM, program.ARGUMENTS) - {"config"}
+    undeclared = sorted(f for f in flags if setting_or_none(f, program.PROGRAM) is None)
+    assert not undeclared
+    # a program offers exactly the declared settings that reach its stages
+    assert all(applies(f, program.PROGRAM) for f in flags)
+    fields = {f.name for t in program.ARGUMENTS for f in dataclasses.fields(t) if f.init}
+    assert flags == {f for f in fields if applies(f, program.PROGRAM)}
+
+
+def setting_or_none(name, program):
+    try:
+        return setting(name, program)
+    except KeyError:
+        return None
+
+
+def test_the_teacher_program_offers_only_the_teacher_stage_flags():
+    flags = program_flags("ltkd-teacher", teacher.ARGUMENTS)
+    assert {"teacher_epochs", "teacher_learning_rate", "teacher_logit_adjustment", "push_to_hub"} <= flags
+    assert not flags & {"student", "distill_loss", "teacher", "num_train_epochs", "ce_weight", "ce_logit_adjustment",
+                        "warmup_epochs", "label_smoothing_factor", "compare_ce_student"}
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan")
+    argv = [*BASE, "--output_dir", str(out)]
+    _, _, stages, _, _ = distill.plan(argv)
+    return argv, stages
+
+
+WEIGHT_FLAGS = sorted(
+    name for name in program_flags("ltkd-distill", distill.ARGUMENTS)
+    if name in SETTINGS and SETTINGS[name].trains and name not in CHECKED_ELSEWHERE | RECIPE_REFUSED.keys()
+)
+
+
+@pytest.mark.parametrize("name", WEIGHT_FLAGS)
+def test_a_weight_flag_changes_the_recorded_settings_of_exactly_its_stages(name, baseline):
+    argv, before = baseline
+    defaults = {f.name: f for t in distill.ARGUMENTS for f in dataclasses.fields(t)}
+    parsed = parse_args("ltkd-distill", distill.ARGUMENTS, argv, default="demo")
+    current = {k: v for obj in parsed.values for k, v in vars(obj).items()}
+    value = _value(name, current[name] if current[name] is not None else defaults[name].default)
+    _, _, stages, _, _ = distill.plan([*argv, *EXTRA.get(name, []), f"--{name}", value])
+    changed = {stage for stage, planned in stages.items() if planned.settings != before[stage].settings}
+    assert changed == set(SETTINGS[name].stages) & set(stages), (name, value)
+    for stage in changed:  # the stage's trainer receives it: its arguments differ (or its model or data, above)
+        if hasattr(stages[stage].args, name) and (stage != "teacher" or name != "learning_rate"):
+            assert getattr(stages[stage].args, name) != getattr(before[stage].args, name), (name, stage)
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED_FIELDS))
+def test_an_unsupported_training_argument_is_refused_when_set(name):
+    field = next(f for f in dataclasses.fields(distill.ARGUMENTS[-1]) if f.name == name)
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    value = VALUES.get(name) or {"label_names": "targets", "include_for_metrics": "inputs",
+                                 "include_num_input_tokens_seen": "true", "length_column_name": "len",
+                                 "liger_kernel_config": '{"rope": true}', "optim_target_modules": "conv",
+                                 "gradient_checkpointing_kwargs": '{"use_reentrant": false}',
+                                 "activation_checkpointing_kwargs": '{"use_reentrant": false}',
+                                 "parallelism_config": '{"tp_size": 2}', "neftune_noise_alpha": "5"}.get(name)
+    value = value or (str(not default).lower() if isinstance(default, bool) else "1")
+    alias = name.replace("activation_", "(activation|gradient)_")  # transformers 5 maps the old name to the new
+    if name in ("liger_kernel_config", "parallelism_config"):  # not settable from a command line at all
+        with pytest.raises(SystemExit):
+            parse_args("ltkd-distill", distill.ARGUMENTS, [*BASE, f"--{name}", value])
+        return
+    with pytest.raises(ValueError, match=rf"--{alias} .*is not supported by DistillationTrainer"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, [*BASE, f"--{name}", value])
+
+
+def test_an_unsupported_setting_in_a_config_is_refused(tmp_path):
+    path = tmp_path / "liger.yaml"
+    path.write_text("use_liger_kernel: true\nliger_kernel_config: {rope: true}\n")
+    with pytest.raises(ValueError, match=r"--use_liger_kernel True is not supported by DistillationTrainer"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(path)])
+
+
+def test_the_recipes_refuse_device_augmentation_alone():
+    with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of the recipes: .*--in_memory_data true"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])
+    assert set(RECIPE_REFUSED) <= set(SETTINGS)
+
+
+def test_every_program_has_a_stage_and_output_settings_change_no_recorded_setting(baseline):
+    assert set(PROGRAM_STAGES) == {p.PROGRAM for p in PROGRAMS}
+    argv, stages = baseline
+    before = {stage: planned.settings for stage, planned in stages.items()}
+    for name, value in (("logging_steps", "3"), ("save_total_limit", "5"), ("per_device_eval_batch_size", "7"),
+                        ("eval_strategy", "epoch"), ("report_to", "none"), ("disable_tqdm", "true")):
+        assert not SETTINGS[name].trains
+        _, _, stages, _, _ = distill.plan([*argv, f"--{name}", value])
+        assert {stage: planned.settings for stage, planned in stages.items()} == before, name
