@@ -123,11 +123,10 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
         if old.get(key, _ABSENT) != new.get(key, _ABSENT)
     ]
     if differences:
-        only_data_files = [key for key in set(old) | set(new) if old.get(key, _ABSENT) != new.get(key, _ABSENT)] == [
-            "data.fingerprint"
-        ]
+        differing = {key for key in set(old) | set(new) if old.get(key, _ABSENT) != new.get(key, _ABSENT)}
+        only_data_files = "data.fingerprint" in differing and differing <= {"data.fingerprint", "data.source"}
         why = (
-            "the dataset's files changed since (edited, added, removed or renamed images)"
+            "other data: the dataset's files differ (images edited, added, removed or renamed)"
             if only_data_files
             else "other settings than this command"
         )

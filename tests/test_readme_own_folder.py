@@ -34,7 +34,7 @@ def test_readme_command_on_an_image_folder(tmp_path):
     write_folder(tmp_path / "my_images")
     args = command.split()[2:]
     args[0] = str(REPO / args[0])  # the recipe from this checkout; data and outputs relative to the user's folder
-    shorter = ["--num_train_epochs", "1", "--teacher_epochs", "1"]  # the only addition: 1-epoch stages
+    shorter = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--warmup_epochs", "0.5"]  # 1-epoch stages
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", *args, *shorter],

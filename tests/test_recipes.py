@@ -29,7 +29,8 @@ from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset
 REPO = Path(__file__).resolve().parents[1]
 
 # The demo as shipped, made short: 1 epoch per stage, a milder imbalance so every class has a few images.
-QUICK = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5"]
+QUICK = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5",
+         "--warmup_epochs", "0.5"]
 
 
 @pytest.fixture(scope="module")

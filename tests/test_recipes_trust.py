@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Two optimizer steps per stage on the demo data: enough to make weights depend on the seed.
 FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
-        "--save_steps", "1", "--per_device_train_batch_size", "16"]
+        "--save_steps", "1", "--per_device_train_batch_size", "16", "--warmup_epochs", "0"]
 
 
 def write_folder(root: Path, test_classes=("heron", "kingfisher", "osprey")) -> None:

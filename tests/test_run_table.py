@@ -17,7 +17,7 @@ from ltkd_hf.cli import table as run_table
 REPO = Path(__file__).resolve().parents[1]
 
 FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "no",
-        "--per_device_train_batch_size", "16", "--verify_images", "false"]
+        "--per_device_train_batch_size", "16", "--verify_images", "false", "--warmup_epochs", "0"]
 
 
 def test_logit_adjusted_cross_entropy_against_a_loop():

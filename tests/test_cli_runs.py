@@ -1,0 +1,218 @@
+"""Every flag means what it says, as a new user meets it: settings reach only their stages, degenerate runs and
+mistakes are refused before training with the flag named on one line, the data is identified by its content, and
+reports state only what they know."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltkd_hf.cli import distill, evaluate, table, teacher
+
+REPO = Path(__file__).resolve().parents[1]
+PLAN = ["--verify_images", "false"]
+TEACHER_FAST = ["--max_steps", "1", "--lr_decay_epochs", "none", "--per_device_train_batch_size", "16",
+                "--verify_images", "false", "--save_strategy", "no", "--imbalance_factor", "10"]
+FAST = [*TEACHER_FAST, "--warmup_epochs", "0"]
+
+
+def write_folder(root: Path, train=None, test=None) -> None:
+    train = train or {"heron": 6, "kingfisher": 4, "osprey": 3}
+    test = test or dict.fromkeys(train, 2)
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", train), ("test", test)):
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(root / split / name / f"{i}.png")
+
+
+def stages_of(argv, program=distill):
+    return program.plan(argv)[2]
+
+
+# -- 1, 2: the student's objective never reaches the teacher; the teacher's has its own flag -------------------------
+def test_the_students_objective_does_not_reach_the_teacher_or_the_ce_student(tmp_path):
+    stages = stages_of([*PLAN, "--output_dir", str(tmp_path), "--ce_weight", "0", "--ce_logit_adjustment", "1",
+                        "--label_smoothing_factor", "0.1", "--distill_loss", "kd", "--warmup_epochs", "2"])
+    for name in ("teacher", "student_ce"):
+        args = stages[name].args
+        assert (args.ce_weight, args.ce_logit_adjustment, args.label_smoothing_factor, args.distill_loss,
+                args.warmup_epochs) == (1.0, 0.0, 0.0, "ce", 0.0), name
+    student = stages["student"].args
+    assert (student.ce_weight, student.ce_logit_adjustment, student.label_smoothing_factor) == (0.0, 1.0, 0.1)
+    assert "trained here for 30 epochs at learning rate 0.05 with cross-entropy" in stages["student"].teacher_name
+
+
+def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
+    stages = stages_of([*PLAN, "--output_dir", str(tmp_path), "--teacher_logit_adjustment", "1"])
+    assert stages["teacher"].args.ce_logit_adjustment == 1.0 and stages["student"].args.ce_logit_adjustment == 0.0
+    assert "with logit-adjusted cross-entropy (tau 1)" in stages["student"].teacher_name
+    assert stages["teacher"].settings["objective"]["ce_logit_adjustment"] == 1.0
+
+
+# -- 3, 11, fail-late: the table refuses what it cannot run, naming the cell --------------------------------------------
+@pytest.mark.parametrize("argv,match", [
+    (["--losses", "ltkd", "--sweep", "alpah=1,6"], r"--sweep alpah=\.\.\.: none of --losses ltkd takes 'alpah'"),
+    (["--losses", "ltkd", "--sweep", "learning_rate=0.1,0.01"], r"--sweep learning_rate=.*Training settings"),
+    (["--seeds", "0", "0"], r"--seeds 0 0: \[0\] given twice"),
+    (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"cell 'LTKD \(alpha=-2\)'.*alpha"),
+    (["--losses", "kd", "--sweep", "num_groups=3,11"], r"cell 'KD \(num_groups=11\)'.*--num_groups 11"),
+    (["--compare_ce_student", "false"], r"--compare_ce_student: the table's rows are --losses"),
+])
+def test_the_table_refuses_before_anything_trains(tmp_path, argv, match):
+    with pytest.raises(ValueError, match=match):
+        table.plan([*PLAN, "--output_dir", str(tmp_path), *argv])
+    assert not list(tmp_path.rglob("checkpoint-*")) and not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
+    from ltkd_hf.hub import save_student
+    import timm
+
+    names = [str(i) for i in range(10)]
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "given", label_names=names)
+    _, _, plans, given = table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
+                                     "--seeds", "0", "1", "--losses", "ce", "kd"])
+    assert given is not None
+    for _, teachers, cells in plans:
+        assert teachers == {}  # no teacher is trained
+        kd = next(stage for cell, stage in cells if cell.loss == "kd")
+        assert kd.teacher_name.startswith(str(tmp_path / "given"))
+    with pytest.raises(ValueError, match="--teacher_losses ce logit_adjusted: trains teachers here, but --teacher"):
+        table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
+                    "--teacher_losses", "ce", "logit_adjusted"])
+
+
+def test_a_given_teacher_replaces_the_teacher_stage(tmp_path):
+    from ltkd_hf.hub import save_student
+    import timm
+
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "given",
+                 label_names=[str(i) for i in range(10)])
+    stages = stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given")])
+    assert "teacher" not in stages and stages["student"].teacher_name.startswith(str(tmp_path / "given"))
+    with pytest.raises(ValueError, match=r"--teacher_epochs: sets how the teacher is trained here, but --teacher"):
+        stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
+                   "--teacher_epochs", "3"])
+
+
+# -- 5, 7, 8, 12 and the unclear messages: refused before training, the flag named -------------------------------------
+@pytest.mark.parametrize("argv,match", [
+    (["--student", "local-dir:/ckpt"], r"--student 'local-dir:/ckpt' is a checkpoint.*--student_init local-dir:/ckpt"),
+    (["--teacher_architecture", "hf-hub:org/x"], r"--teacher_architecture 'hf-hub:org/x' is a checkpoint"),
+    (["--num_train_epochs", "0"], r"--num_train_epochs 0.0 \(and no --max_steps\) trains nothing"),
+    (["--num_train_epochs", "3", "--lr_decay_epochs", "none"], r"--warmup_epochs 5 is not shorter than --num_train_epochs 3.0"),
+    (["--max_steps", "2", "--lr_decay_epochs", "none"], r"stage student: --warmup_epochs 5 is not shorter than the stage"),
+    (["--input_size", "0"], r"--input_size 0: pass a side of at least 8 pixels"),
+    (["--class_order_seed", "-1"], r"--class_order_seed -1: a seed of numpy's legacy generator"),
+    (["--imbalance_factor", "0.5"], r"--imbalance_factor 0.5: rho"),
+    (["--teacher_epoch", "3"], r"--teacher_epoch: unknown flag; did you mean --teacher_epochs\?"),
+    (["--label_smoothing", "0.1"], r"--label_smoothing: unknown flag; did you mean --label_smoothing_factor\?"),
+    (["--do_train", "true"], r"--do_train True is not supported by DistillationTrainer"),
+])
+def test_mistakes_are_refused_naming_the_flag(tmp_path, argv, match):
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path), *argv])
+
+
+def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path):
+    with pytest.raises(ValueError, match=r"--num_train_epochs: not a setting of ltkd-teacher.*--teacher_epochs|"
+                                         r"--num_train_epochs: not a setting of ltkd-teacher"):
+        teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--num_train_epochs", "1"])
+    for flag, value in (("--student", "x"), ("--distill_loss", "kd"), ("--teacher", "x"), ("--ce_weight", "0")):
+        with pytest.raises(ValueError, match=rf"{flag}: not a setting of ltkd-teacher"):
+            teacher.plan([*PLAN, "--output_dir", str(tmp_path), flag, value])
+    _, _, stage, _, _ = teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--teacher_epochs", "2"])
+    assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers
+
+
+def test_data_mistakes_name_the_flag_and_the_folder(tmp_path):
+    write_folder(tmp_path / "one", train={"heron": 4}, test={"heron": 2})
+    with pytest.raises(ValueError, match=r"--dataset .*one \(an image folder needs train/ and test/ subfolders.*at "
+                                         r"least 2\).*--label_column"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "one")])
+    write_folder(tmp_path / "extra", test={"heron": 2, "kingfisher": 2, "osprey": 2, "puffin": 2})
+    with pytest.raises(ValueError, match=r"--dataset .*extra: classes \['puffin'\] have no training images"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "extra")])
+    write_folder(tmp_path / "two", train={"heron": 4, "kingfisher": 2})
+    with pytest.raises(ValueError, match=r"--num_groups 3: num_groups must be an integer in 1..2"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "two")])
+    with pytest.raises(FileNotFoundError, match=r"--model /nonexistent: no such folder"):
+        evaluate.main(["--model", "/nonexistent", "--dataset", "builtin:digits"])
+
+
+def test_one_line_error_and_exit_2_without_a_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "run_distill.py"), "--input_size", "0",
+                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["run_distill.py: error: --input_size 0: pass a side of at least 8 "
+                                                "pixels, or none."]
+
+
+# -- 4 (data identity): the same files are the same data; edited files are not ------------------------------------------
+def test_the_data_is_identified_by_its_content(tmp_path):
+    write_folder(tmp_path / "birds")
+    out = tmp_path / "run"
+    argv = [*TEACHER_FAST, "--output_dir", str(out), "--imbalance_factor", "1", "--per_device_train_batch_size", "4"]
+    teacher.main([*argv, "--dataset", str(tmp_path / "birds")])
+    again = teacher.plan([*argv, "--dataset", str(tmp_path / "birds") + "/"])[2]  # another spelling, same folder
+    assert again.finished
+    moved = tmp_path / "moved"
+    (tmp_path / "birds").rename(moved)  # the same files at another path: cosmetic
+    assert teacher.plan([*argv, "--dataset", str(moved)])[2].finished
+    image = moved / "train" / "osprey" / "1.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)  # overwritten in place
+    with pytest.raises(ValueError, match=r"made with other data: the dataset's files differ .*fingerprint \(data.fingerprint\)"):
+        teacher.plan([*argv, "--dataset", str(moved)])
+
+
+# -- 6: a report states only what the folder records -------------------------------------------------------------------
+def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
+    import timm
+    from ltkd_hf.hub import save_student
+
+    out = tmp_path / "run"
+    distill.main([*FAST, "--output_dir", str(out), "--compare_ce_student", "false", "--lt_seed", "7", "--seed", "3",
+                  "--imbalance_factor", "4"])
+    evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "e")])
+    facts = json.loads((tmp_path / "e" / "report.json").read_text())["metadata"]
+    assert facts["training seed"] == 3 and "LT seed 7" in facts["training split"]
+    assert "imbalance factor 4" in facts["training split"] and facts["teacher"].startswith(str(out / "teacher"))
+    assert "LTKD" in facts["objective"] or "ltkd" in facts["objective"].lower()
+
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "bare",
+                 label_names=[str(i) for i in range(10)])
+    evaluate.main(["--model", str(tmp_path / "bare"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "b")])
+    facts = json.loads((tmp_path / "b" / "report.json").read_text())["metadata"]
+    for key in ("training split", "teacher", "objective", "training seed"):
+        assert facts[key] == "not recorded", key
+
+
+# -- 12: ltkd-teacher --push_to_hub checks the token first, then pushes the teacher --------------------------------------
+def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub, monkeypatch):
+    out = tmp_path / "run"
+    argv = [*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "ltkd-user/demo-teacher"]
+    with pytest.raises(ValueError, match=r"--hub_token: .* refused the token \(HTTP 401\)"):
+        teacher.main([*argv, "--hub_token", "hf_wrong"])
+    assert not (out / "teacher").exists()  # refused before anything trained
+    with pytest.raises(ValueError, match=r"--hub_model_id someone-else/x: the token belongs to 'ltkd-user'"):
+        teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "someone-else/x",
+                      "--hub_token", fake_hub.token])
+    fake_hub.server.role = "read"
+    with pytest.raises(ValueError, match="is read-only"):
+        teacher.main([*argv, "--hub_token", fake_hub.token])
+    fake_hub.server.role = "write"
+    teacher.main([*argv, "--hub_token", fake_hub.token])
+    assert "model.safetensors" in fake_hub.repos["ltkd-user/demo-teacher"].files
+
+
+def test_push_is_refused_at_once_when_offline(tmp_path):
+    with pytest.raises(ValueError, match=r"--push_to_hub true .*offline mode is on"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_token", "hf_x"])
