@@ -216,3 +216,10 @@ def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub,
 def test_push_is_refused_at_once_when_offline(tmp_path):
     with pytest.raises(ValueError, match=r"--push_to_hub true .*offline mode is on"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_token", "hf_x"])
+
+
+def test_a_second_table_in_the_same_folder_says_which_rows_it_replaces(tmp_path, caplog):
+    (tmp_path / "table.json").write_text(json.dumps({"rows": {"KD": {}, "LTKD (alpha=1)": {}}}))
+    with caplog.at_level("WARNING", logger="ltkd_hf.cli"):
+        table._say_what_is_replaced(tmp_path, {"KD": {}, "LTKD (beta=6)": {}})
+    assert "its rows ['LTKD (alpha=1)'] are not in this command's table" in caplog.text
