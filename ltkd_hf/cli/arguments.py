@@ -36,8 +36,44 @@ class DataArguments:
     )
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
+    split_manifest: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "A benchmark's published long-tailed splits, as SPLIT=LIST_FILE (train=, test=, optional "
+            "validation=): Liu et al.'s ImageNet-LT / Places-LT text lists or iNaturalist 2018's JSON annotations, "
+            "with --dataset the image folder their paths are relative to. The training split is the list's own "
+            "(--imbalance_factor 1, no long-tailed subsampling on top)."
+        },
+    )
+    manifest_class_names: str | None = field(
+        default=None,
+        metadata={"help": "With --split_manifest text lists: a file with one class name per line (class i on line i+1)."},
+    )
+
+    def manifests(self) -> dict[str, str] | None:
+        """--split_manifest as ``{split: list file}``, or None."""
+        if not self.split_manifest:
+            return None
+        pairs = [entry.partition("=") for entry in self.split_manifest]
+        bad = [entry for entry, (split, eq, path) in zip(self.split_manifest, pairs) if not (split and eq and path)]
+        if bad:
+            raise ValueError(
+                f"--split_manifest {' '.join(bad)}: write SPLIT=LIST_FILE (train=..., test=..., optional validation=...)."
+            )
+        return {split: path for split, _, path in pairs}
 
     def __post_init__(self) -> None:
+        if self.split_manifest:
+            self.manifests()
+            if self.imbalance_factor != 1 or self.class_order_seed is not None or self.lt_profile != "exp":
+                raise ValueError(
+                    f"--split_manifest: the lists are the long-tailed split already; drop the long-tail construction "
+                    f"(--imbalance_factor {self.imbalance_factor:g} -> 1, no --class_order_seed, --lt_profile exp)."
+                )
+            if self.train_split or self.test_split:
+                raise ValueError("--split_manifest names the splits itself; drop --train_split / --test_split.")
+        elif self.manifest_class_names:
+            raise ValueError("--manifest_class_names names the classes of --split_manifest text lists; pass both.")
         if not self.imbalance_factor >= 1:
             raise ValueError(
                 f"--imbalance_factor {self.imbalance_factor}: rho = n_max / n_min must be >= 1 (1 keeps the training "

@@ -22,7 +22,7 @@ from ..evaluation import format_group_table
 from ..models import check_teacher_matches
 from ..provenance import model_source
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
-from .parsing import default_config, parse_args, run_program
+from .parsing import default_config, method_settings, parse_args, run_program
 from .settings import SETTINGS, TEACHER
 from .stages import (
     check_output_dir,
@@ -88,8 +88,10 @@ def plan(argv: list[str] | None = None):
             f"--student {student_args.student}: the student is a {architecture} from --student_init {spec.source}; "
             "drop --student (the checkpoint decides the architecture)."
         )
-    stages["student"] = plan_stage("student", stage_args(config, "student", hub_model_id=repo_id), student, data,
-                                   teacher_name, run_args)
+    # the loss's own settings and warm-up: the config's methods[loss], then the command line's
+    distill_args = stage_args(config, "student", hub_model_id=repo_id,
+                              **method_settings(parsed, config, config.distill_loss))
+    stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args)
     return parsed, data, stages, teacher, hub_token
 
 

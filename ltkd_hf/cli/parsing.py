@@ -5,6 +5,13 @@ file its ``defaults:`` key names (a path relative to it, or a packaged config: `
 none`` on nothing (the dataclasses' own defaults), and a config without the key on ``base`` (the recipe for your
 own data, ``ltkd_hf/cli/configs/base.yaml``). A command without ``--config`` starts from ``demo`` for the built-in
 demo data and from ``base`` otherwise.
+
+A config's ``methods:`` key (config-only, no flag) holds each loss's own settings and warm-up, for the runs of that
+loss: ``methods: {catkd: {distill_loss_kwargs: {catkd_loss_weight: 80.0}, warmup_epochs: 0}}``. ``ltkd-table`` gives
+each cell of loss X ``methods.X``, ``ltkd-distill --distill_loss X`` too; they replace the config's top-level
+``distill_loss_kwargs`` (key by key) and ``warmup_epochs``, and ``--distill_loss_kwargs`` (key by key) and
+``--warmup_epochs`` given on the command line replace them. Through ``defaults:`` a file's ``methods.X`` overrides
+the one under it key by key, so a recipe holds a method's shared settings and a pair's file only its own.
 """
 
 from __future__ import annotations
@@ -20,11 +27,16 @@ from typing import Any, Callable
 import yaml
 from transformers import HfArgumentParser
 
+from ..config import DistillationConfig, parse_loss_kwargs
+from ..losses import available_losses
 from .settings import RECIPE_REFUSED, applies
 
-__all__ = ["CONFIGS", "Parsed", "load_config", "parse_args", "program_flags", "run_program"]
+__all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_settings", "parse_args", "program_flags",
+           "run_program"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
+# What a config's methods.<loss> entry may set: the settings that differ from one method to another.
+METHOD_SETTINGS = ("distill_loss_kwargs", "warmup_epochs")
 
 
 def _find_config(name: str, relative_to: Path | None) -> Path:
@@ -52,10 +64,54 @@ def load_config(name: str, *, _relative_to: Path | None = None, _seen: tuple[Pat
         values = yaml.safe_load(f) or {}
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: must hold a mapping of setting names to values.")
+    if "methods" in values:
+        _check_methods(values["methods"], path)
     base = values.pop("defaults", "base" if path != CONFIGS / "base.yaml" else None)
     if base is None or str(base).lower() == "none":
         return values
-    return {**load_config(str(base), _relative_to=path.parent, _seen=(*_seen, path)), **values}
+    under = load_config(str(base), _relative_to=path.parent, _seen=(*_seen, path))
+    merged = {**under, **values}
+    if "methods" in under and "methods" in values:
+        merged["methods"] = _merge(under["methods"], values["methods"])
+    return merged
+
+
+def _merge(under: dict, over: dict) -> dict:
+    """``over`` on ``under``, mappings merged key by key at every depth."""
+    merged = dict(under)
+    for key, value in over.items():
+        both = isinstance(merged.get(key), dict) and isinstance(value, dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
+def _check_methods(methods: Any, path: Path) -> None:
+    """Refuse a ``methods:`` entry naming no distillation loss, or a setting its loss does not take."""
+    example = "methods: {catkd: {distill_loss_kwargs: {catkd_loss_weight: 80.0}, warmup_epochs: 0}}"
+    if not isinstance(methods, dict):
+        raise ValueError(f"--config {path}: methods must map a loss to its settings, e.g. {example}; got {methods!r}.")
+    losses = [name for name in available_losses() if name != "ce"]  # ce: cross-entropy alone, nothing to set
+    for loss, entry in methods.items():
+        if loss not in losses:
+            raise ValueError(f"--config {path}: methods.{loss}: not a distillation loss; choose from {losses}.")
+        if not isinstance(entry, dict):
+            raise ValueError(f"--config {path}: methods.{loss} must map settings to values, e.g. {example}; "
+                             f"got {entry!r}.")
+        for name in entry:
+            if name not in METHOD_SETTINGS:
+                raise ValueError(
+                    f"--config {path}: methods.{loss}.{name}: a method sets only {list(METHOD_SETTINGS)}; set "
+                    f"{name} at the top level of the config (it applies to every method)."
+                )
+        try:
+            parse_loss_kwargs(loss, entry.get("distill_loss_kwargs"))
+        except ValueError as err:
+            raise ValueError(f"--config {path}: methods.{loss}.distill_loss_kwargs: {err}") from None
+        warmup = entry.get("warmup_epochs", 0)
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not warmup >= 0:
+            raise ValueError(
+                f"--config {path}: methods.{loss}.warmup_epochs {warmup!r}: pass a number of epochs >= 0 (0: none)."
+            )
 
 
 def default_config(argv: list[str]) -> str:
@@ -136,7 +192,10 @@ def parse_args(
     argv, unset = _unset_with_none(argv, optional)
     parser = _ProgramParser(program, dataclass_types, prog=_prog(program), allow_abbrev=False)  # no silent prefixes
     parser.add_argument("--config", default=None, help="YAML file of settings (or a packaged config: base, demo); "
-                        "command-line flags override it. See the module docstring of ltkd_hf.cli.parsing.")
+                        "command-line flags override it. Its methods: key (config-only, no flag) sets each loss's "
+                        "settings and warm-up, e.g. methods: {catkd: {distill_loss_kwargs: {catkd_loss_weight: 80.0}, "
+                        "warmup_epochs: 0}}, for the runs of that loss (--distill_loss_kwargs and --warmup_epochs "
+                        "override it). See the module docstring of ltkd_hf.cli.parsing.")
     offered = {a.dest for a in parser._actions}
     values = load_config(config_name) if config_name else {}
     known_names = {f.name for f in all_fields} | _every_program_setting()
@@ -154,6 +213,21 @@ def parse_args(
     if remaining:
         raise ValueError(_not_offered(remaining[0], program, offered, known_names))
     return Parsed(tuple(parsed[: len(dataclass_types)]), values, given - {"config"}, config_name)
+
+
+def method_settings(parsed: Parsed, config: DistillationConfig, loss: str) -> dict[str, Any]:
+    """The ``distill_loss_kwargs`` and ``warmup_epochs`` of a run of ``loss``: the config's ``methods[loss]`` over
+    its top-level values (whose loss settings belong to its --distill_loss only), and the command line's
+    ``--distill_loss_kwargs`` (key by key, for its --distill_loss) and ``--warmup_epochs`` over both."""
+    method = parsed.config.get("methods", {}).get(loss, {})
+    own = config.distill_loss_kwargs if loss == config.distill_loss else {}
+    layers = [parse_loss_kwargs(loss, method.get("distill_loss_kwargs")), own]
+    if "distill_loss_kwargs" not in parsed.given:  # the config's own top-level settings: under methods[loss]
+        layers.reverse()
+    warmup = config.warmup_epochs
+    if "warmup_epochs" not in parsed.given:
+        warmup = method.get("warmup_epochs", warmup)
+    return {"distill_loss_kwargs": {**layers[0], **layers[1]}, "warmup_epochs": warmup}
 
 
 def _every_program_setting() -> set[str]:

@@ -58,7 +58,7 @@ SETTINGS: dict[str, Setting] = {
     # DataArguments: the long-tailed split; the test split is scored only
     **dict.fromkeys(
         ("dataset", "imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "train_split",
-         "image_column", "label_column"),
+         "image_column", "label_column", "split_manifest", "manifest_class_names"),
         _DATA,
     ),
     "test_split": _output(EVERY),
@@ -91,15 +91,18 @@ SETTINGS: dict[str, Setting] = {
         _weights(STUDENT),
     ),
     "num_train_epochs": _weights(STUDENT_CE, STUDENT),  # the teacher's: --teacher_epochs
+    "methods": _weights(STUDENT),  # config-only: each loss's distill_loss_kwargs and warmup_epochs
     **{name: _output() for name in OUTPUT_FIELDS},
     "push_to_hub": _output(frozenset({TEACHER, STUDENT})),  # ltkd-teacher pushes the teacher, the others the student
     "hub_model_id": _output(frozenset({TEACHER, STUDENT})),
     **{name: _output() for name in UNSUPPORTED_FIELDS},  # accepted by the parser, refused when set
 }
 # The recipes set device_augmentation through --in_memory_data (with the uint8 splits it needs); alone, the flag
-# would change nothing, so the recipes refuse it.
+# would change nothing, so the recipes refuse it. methods (a mapping per loss) is read from a config only.
 RECIPE_REFUSED = {
     "device_augmentation": "the recipes set it with --in_memory_data true (it needs the in-memory uint8 splits)",
+    "methods": "it is config-only (each loss's settings, under methods: in the --config YAML); on the command line "
+    "set the run's loss's with --distill_loss_kwargs and --warmup_epochs",
 }
 
 

@@ -37,6 +37,7 @@ from ..data import (
     in_memory_bytes,
     in_memory_datasets,
     load_image_dataset,
+    load_split_manifest,
     make_long_tailed,
     verify_images,
 )
@@ -94,9 +95,12 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
     every image decodes), and build its long-tailed training split; the test split stays balanced."""
     try:
-        splits = load_image_dataset(
-            args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
-        )
+        if args.split_manifest:
+            splits = load_split_manifest(args.manifests(), args.dataset, class_names=args.manifest_class_names)
+        else:
+            splits = load_image_dataset(
+                args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
+            )
     except (ValueError, FileNotFoundError) as err:
         hint = ""
         if "label column" in str(err) and Path(args.dataset).expanduser().is_dir():
@@ -115,6 +119,11 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     if verify:
         verify_images(splits["train"], split="train")
         verify_images(splits["test"], split="test")
+    if args.split_manifest:  # the published long-tailed split, as it is
+        info = SplitInfo.from_dataset(splits["train"])
+        logger.info("Published train split %s: %d images, %d classes", info.train_split, sum(info.class_counts),
+                    info.num_classes)
+        return LongTailedData(splits["train"], splits["test"], info)
     train = make_long_tailed(
         splits["train"],
         args.imbalance_factor,

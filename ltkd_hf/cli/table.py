@@ -9,8 +9,11 @@
 
 Each seed trains its teachers once (``<output_dir>/seed<s>/teacher*``) and every cell distils from them
 (``<output_dir>/seed<s>/<cell>``); finished cells are reused and stale ones refused, as in ``ltkd-distill``. Every
-cell is planned, and its settings checked, before anything trains. ``table.md`` / ``table.json`` hold tail and
-overall accuracy (%), mean ± sample std over the seeds, of the last-epoch weights, with the teacher rows first.
+cell is planned, and its settings checked, before anything trains. A cell of loss X takes the config's
+``methods.X`` (its loss settings and warm-up: the paper configs hold the authors' per pair), under the command
+line's ``--warmup_epochs`` and, for --distill_loss's cells, ``--distill_loss_kwargs``. ``table.md`` /
+``table.json`` hold tail and overall accuracy (%), mean ± sample std over the seeds, of the last-epoch weights,
+with the teacher rows first.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ..config import DistillationConfig, parse_loss_kwargs
 from ..losses import available_losses
 from ..models import check_teacher_matches
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
-from .parsing import default_config, parse_args, run_program
+from .parsing import default_config, method_settings, parse_args, run_program
 from .stages import (
     check_output_dir,
     cross_entropy_args,
@@ -154,15 +157,17 @@ def table_cells(args: TableArguments) -> list[Cell]:
     return cells
 
 
-def cell_args(config: DistillationConfig, cell: Cell) -> DistillationConfig:
-    """The cell's arguments; a value out of its loss's range is refused naming the cell."""
+def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) -> DistillationConfig:
+    """The cell's arguments: its loss with ``method`` (its ``distill_loss_kwargs`` and ``warmup_epochs``, see
+    `method_settings`) under the cell's swept values; a value out of its loss's range is refused naming the cell."""
     if cell.loss == "ce":
         return cross_entropy_args(config, cell.folder)
     settings = dict(cell.settings)
     try:
         num_groups = int(settings.pop("num_groups", config.num_groups))
-        kwargs = {**config.distill_loss_kwargs, **settings} if cell.loss == config.distill_loss else settings
-        return stage_args(config, cell.folder, distill_loss=cell.loss, distill_loss_kwargs=kwargs, num_groups=num_groups)
+        kwargs = {**method["distill_loss_kwargs"], **settings}
+        return stage_args(config, cell.folder, distill_loss=cell.loss, distill_loss_kwargs=kwargs,
+                          warmup_epochs=method["warmup_epochs"], num_groups=num_groups)
     except ValueError as err:
         raise ValueError(f"--sweep, cell {cell.row!r}: {err}") from None
 
@@ -231,7 +236,8 @@ def plan(argv: list[str] | None = None):
             model = new_model(student_args.student_source(), data, seed, **kwargs)
             name = None if cell.loss == "ce" else given_name or teachers[cell.teacher_loss].description
             try:
-                stage = plan_stage(cell.folder, cell_args(seed_config, cell), model, data, name, run_args)
+                args = cell_args(seed_config, cell, method_settings(parsed, config, cell.loss))
+                stage = plan_stage(cell.folder, args, model, data, name, run_args)
             except ValueError as err:
                 raise type(err)(f"seed {seed}, cell {cell.row!r}: {err}") from None
             stages.append((cell, stage))

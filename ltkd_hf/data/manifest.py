@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
+from .fingerprint import file_fingerprint
 from .metadata import with_record
 
 __all__ = ["MANIFEST_SPLITS", "MANIFEST_FORMATS", "load_split_manifest"]
@@ -271,6 +272,8 @@ def load_split_manifest(
         "source_kind": "manifest",
         "splits": {split: manifest.path.name for split, manifest in read.items()},
         "manifests": {split: str(manifest.path.resolve()) for split, manifest in read.items()},
+        # what the split is: the list files (the images are the ones they name; an image edited in place keeps it)
+        "fingerprint": "lists:" + ",".join(file_fingerprint(read[split].path) for split in sorted(read)),
     }
     return DatasetDict(
         {

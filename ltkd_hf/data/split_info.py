@@ -101,6 +101,8 @@ class SplitInfo:
 
     def describe(self) -> str:
         """How the training split was made, in one line (the formula actually used)."""
+        if self.long_tail is None and self.source_kind == "manifest":
+            return f"the published long-tailed split {self.train_split} (its own class counts, no subsampling)"
         if self.long_tail is None:
             return "the training split as it is (no long-tailed subsampling)"
         lt = self.long_tail
