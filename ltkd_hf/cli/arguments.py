@@ -34,6 +34,19 @@ class DataArguments:
     test_split: str | None = field(
         default=None, metadata={"help": "Balanced test split name (default: test/validation)."}
     )
+    validation_split: str | None = field(
+        default=None,
+        metadata={"help": "Validation split name, with --train_split/--test_split (default: detected: validation/"
+                  "valid/val besides the test split, e.g. an image folder's val/)."},
+    )
+    validation_per_class: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this many training images per class as a balanced validation split, before the "
+            "long-tailed construction (seed --lt_seed), for a dataset without one. It changes the training split, "
+            "so the paper's configs leave it off; the card says so when it is on."
+        },
+    )
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: detected)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: detected)."})
     split_manifest: list[str] | None = field(
@@ -63,6 +76,12 @@ class DataArguments:
         return {split: path for split, _, path in pairs}
 
     def __post_init__(self) -> None:
+        if self.validation_per_class is not None and self.validation_per_class < 1:
+            raise ValueError(f"--validation_per_class {self.validation_per_class}: hold out at least 1 image per class, "
+                             "or none.")
+        if self.validation_split is not None and self.train_split is None:
+            raise ValueError(f"--validation_split {self.validation_split!r} goes with --train_split and --test_split "
+                             "(without them the validation split is detected).")
         if self.split_manifest:
             self.manifests()
             if self.imbalance_factor != 1 or self.class_order_seed is not None or self.lt_profile != "exp":

@@ -58,10 +58,11 @@ SETTINGS: dict[str, Setting] = {
     # DataArguments: the long-tailed split; the test split is scored only
     **dict.fromkeys(
         ("dataset", "imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "train_split",
-         "image_column", "label_column", "split_manifest", "manifest_class_names"),
+         "image_column", "label_column", "split_manifest", "manifest_class_names", "validation_per_class"),
         _DATA,
     ),
     "test_split": _output(EVERY),
+    "validation_split": _output(EVERY),
     # InputArguments
     "input_size": _weights(TEACHER, STUDENT_CE, STUDENT),
     # StudentArguments
@@ -102,7 +103,7 @@ SETTINGS: dict[str, Setting] = {
 RECIPE_REFUSED = {
     "device_augmentation": "the recipes set it with --in_memory_data true (it needs the in-memory uint8 splits)",
     "methods": "it is config-only (each loss's settings, under methods: in the --config YAML); on the command line "
-    "set the run's loss's with --distill_loss_kwargs and --warmup_epochs",
+    "set the loss's settings with --distill_loss_kwargs and its warm-up with --warmup_epochs",
 }
 
 

@@ -37,6 +37,7 @@ from ..data import (
     in_memory_bytes,
     in_memory_datasets,
     load_image_dataset,
+    hold_out_validation,
     load_split_manifest,
     make_long_tailed,
     verify_images,
@@ -56,11 +57,13 @@ logger = logging.getLogger("ltkd_hf.cli")
 
 @dataclass
 class LongTailedData:
-    """The long-tailed training split, the balanced test split, and what describes the training split."""
+    """The long-tailed training split, the balanced test split, a validation split when there is one, and what
+    describes the training split."""
 
     train: Dataset
     test: Dataset
     split_info: SplitInfo
+    validation: Dataset | None = None  # held-out data to choose settings on (never the test split)
     # The splits decoded once per data config (--in_memory_data), shared by the stages whose models take the same.
     in_memory: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -88,7 +91,8 @@ def source_splits(args: DataArguments) -> str | dict[str, str] | None:
         raise ValueError(
             f"--train_split {args.train_split!r} needs --test_split too: the name of the balanced held-out split."
         )
-    return {"train": args.train_split, "test": args.test_split}
+    named = {"train": args.train_split, "test": args.test_split}
+    return named if args.validation_split is None else {**named, "validation": args.validation_split}
 
 
 def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
@@ -117,15 +121,26 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
                 f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
             )
     if verify:
-        verify_images(splits["train"], split="train")
-        verify_images(splits["test"], split="test")
+        for name, split in splits.items():
+            verify_images(split, split=name)
+    validation, train_rows = splits.get("validation"), splits["train"]
+    if args.validation_per_class:
+        if validation is not None:
+            raise ValueError(
+                f"--validation_per_class {args.validation_per_class}: --dataset {args.dataset} has its own validation "
+                "split; drop --validation_per_class to use it."
+            )
+        try:
+            train_rows, validation = hold_out_validation(train_rows, args.validation_per_class, seed=args.lt_seed)
+        except ValueError as err:
+            raise ValueError(f"--validation_per_class {args.validation_per_class}: {err}") from None
     if args.split_manifest:  # the published long-tailed split, as it is
-        info = SplitInfo.from_dataset(splits["train"])
+        info = SplitInfo.from_dataset(train_rows)
         logger.info("Published train split %s: %d images, %d classes", info.train_split, sum(info.class_counts),
                     info.num_classes)
-        return LongTailedData(splits["train"], splits["test"], info)
+        return LongTailedData(train_rows, splits["test"], info, validation)
     train = make_long_tailed(
-        splits["train"],
+        train_rows,
         args.imbalance_factor,
         seed=args.lt_seed,
         profile=args.lt_profile,
@@ -137,7 +152,7 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
         "Long-tailed train split: %d images, %d classes, counts %d..%d",
         sum(info.class_counts), info.num_classes, max(info.class_counts), min(info.class_counts),
     )
-    return LongTailedData(train, splits["test"], info)
+    return LongTailedData(train, splits["test"], info, validation)
 
 
 def setup_logging() -> None:

@@ -12,7 +12,7 @@ from .in_memory import (
     normalize_images,
     random_crop_flip,
 )
-from .long_tail import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
+from .long_tail import get_class_counts, get_long_tail_info, hold_out_validation, long_tailed_counts, make_long_tailed
 from .manifest import load_split_manifest
 from .sources import load_image_dataset
 from .split_info import SplitInfo
@@ -40,6 +40,7 @@ __all__ = [
     "detect_columns",
     "get_class_counts",
     "get_long_tail_info",
+    "hold_out_validation",
     "in_memory_bytes",
     "in_memory_datasets",
     "load_image_dataset",

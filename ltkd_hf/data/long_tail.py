@@ -205,6 +205,40 @@ def make_long_tailed(
     return with_record(subset, long_tail=info)
 
 
+def hold_out_validation(
+    dataset: Dataset, per_class: int, *, seed: int = 0, label_column: str = "label"
+) -> tuple[Dataset, Dataset]:
+    """``(rest, validation)``: ``per_class`` rows of every class held out of ``dataset`` as a balanced validation
+    split, before any long-tailed construction (so the rare classes keep their validation images). Each class's rows
+    are shuffled with ``np.random.RandomState(seed)`` in class order and the first ``per_class`` held out. ``rest``
+    records the hold-out (``SplitInfo.validation_holdout``): it changes the training split."""
+    if not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be an integer >= 1, got {per_class!r}.")
+    labels = _label_array(dataset, label_column)
+    num_classes = _num_classes(dataset, label_column, labels)
+    counts = np.bincount(labels, minlength=num_classes)
+    names = getattr(dataset.features[label_column], "names", None) or [str(c) for c in range(num_classes)]
+    short = [f"{names[c]} ({counts[c]})" for c in range(num_classes) if counts[c] <= per_class]
+    if short:
+        raise ValueError(
+            f"per_class={per_class}: classes {short[:10]} have no more than {per_class} training images (shown in "
+            "brackets), so holding out a balanced validation split would leave them none to train on; lower it, or "
+            "use a dataset with its own validation split."
+        )
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    rng = np.random.RandomState(seed)
+    held, kept = [], []
+    for c in range(num_classes):
+        rows = by_class[starts[c] : starts[c + 1]].copy()
+        rng.shuffle(rows)
+        held.append(rows[:per_class])
+        kept.append(np.sort(rows[per_class:]))
+    rest = dataset.select(np.sort(np.concatenate(kept)))
+    holdout = {"per_class": per_class, "seed": int(seed)}
+    return with_record(rest, validation_holdout=holdout), dataset.select(np.concatenate(held))
+
+
 def get_long_tail_info(dataset: Dataset) -> dict[str, Any] | None:
     """The long-tail parameters and class counts recorded by ``make_long_tailed``, or ``None``."""
     info = read_record(dataset).get("long_tail")

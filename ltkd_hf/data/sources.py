@@ -16,11 +16,13 @@ from .digits import load_digits_dataset
 from .fingerprint import canonical_source, dataset_fingerprint
 from .metadata import with_record
 
-__all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "load_image_dataset"]
+__all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "VALIDATION_SPLIT_NAMES", "load_image_dataset"]
 
 BUILTIN_SOURCES = ("builtin:digits",)
 # The held-out split is "test" in CIFAR, "validation" in ImageNet-1k, "valid" in zh-plus/tiny-imagenet.
 EVAL_SPLIT_NAMES = ("test", "validation", "valid", "val")
+# A validation split besides the test split (an image folder's val/ loads as "validation").
+VALIDATION_SPLIT_NAMES = ("validation", "valid", "val")
 
 
 def _load_hub(source: str) -> DatasetDict:
@@ -64,15 +66,19 @@ def _pick_splits(
     """The ``train`` and ``test`` datasets, and the source's names of those splits."""
     if isinstance(split, Mapping):
         wanted = dict(split)
-        if set(wanted) != {"train", "test"}:
+        if not {"train", "test"} <= set(wanted) <= {"train", "test", "validation"}:
             raise ValueError(
-                f"split={split!r}: a mapping must give exactly the keys 'train' and 'test' (the source split "
-                "to use for each)."
+                f"split={split!r}: a mapping must give the keys 'train' and 'test', and may give 'validation' (the "
+                "source split to use for each)."
             )
     else:
-        labelled = (s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column))
-        test = split or next(labelled, None)
+        labelled = [s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)]
+        test = split or next(iter(labelled), None)
         wanted = {"train": "train", "test": test}
+        # a labelled validation split besides the test split: held-out data to choose settings on
+        validation = next((s for s in VALIDATION_SPLIT_NAMES if s in labelled and s != test), None)
+        if validation is not None:
+            wanted["validation"] = validation
     missing = {k: v for k, v in wanted.items() if v is None or v not in loaded}
     if missing:
         raise ValueError(
@@ -103,14 +109,16 @@ def load_image_dataset(
     image_column: str | None = None,
     label_column: str | None = None,
 ) -> DatasetDict:
-    """An image-classification dataset as a ``DatasetDict`` with splits ``train`` and ``test`` and
-    columns ``image`` (PIL images) and ``label`` (``ClassLabel`` with names).
+    """An image-classification dataset as a ``DatasetDict`` with splits ``train``, ``test`` and, when the source has
+    a labelled one besides its test split, ``validation``; columns ``image`` (PIL images) and ``label`` (``ClassLabel``
+    with names).
 
     ``source`` is a Hub dataset id (``"uoft-cs/cifar100"``), a local directory (an image folder with
     ``train/`` and ``test/`` subfolders, or a ``DatasetDict.save_to_disk`` folder), or
     ``"builtin:digits"`` (scikit-learn's digits, no download). The held-out split is the first of
     ``EVAL_SPLIT_NAMES`` present and labelled; ``split`` names it instead, or maps both
-    (``{"train": "train", "test": "validation"}``). Columns are detected unless named.
+    (``{"train": "train", "test": "validation"}``, optionally with ``"validation"``). Columns are detected unless
+    named.
     """
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise ValueError(f"source must be a Hub dataset id, a directory or one of {BUILTIN_SOURCES}, got {source!r}.")

@@ -28,6 +28,8 @@ class SplitInfo:
         source: the ``load_image_dataset`` source (Hub id, folder, ``builtin:...``), when known.
         source_kind: ``"hub"``, ``"local"`` or ``"builtin"``, when known.
         train_split, test_split: the source's own names of the training and held-out splits.
+        validation_holdout: ``{"per_class", "seed"}`` when a balanced validation split was held out of the
+            training rows before the long-tailed construction (``hold_out_validation``), else ``None``.
         fingerprint: what the source's content is (its files' names, sizes and modification times, or the
             ``datasets`` fingerprints of a Hub dataset), so that an edited dataset is never taken for the same one.
         long_tail: how ``make_long_tailed`` built the split (``imbalance_factor``, ``seed``, ``profile``,
@@ -42,6 +44,7 @@ class SplitInfo:
     test_split: str | None = None
     long_tail: dict[str, Any] | None = None
     fingerprint: str | None = None
+    validation_holdout: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_counts", tuple(int(c) for c in self.class_counts))
@@ -83,6 +86,7 @@ class SplitInfo:
             train_split=splits.get("train"),
             test_split=splits.get("test"),
             fingerprint=record.get("fingerprint"),
+            validation_holdout=record.get("validation_holdout"),
             long_tail=construction,
         )
 
@@ -117,9 +121,13 @@ class SplitInfo:
             if lt.get("class_order_seed") is None
             else f"frequency ranks drawn with class_order_seed {lt['class_order_seed']}"
         )
+        held = ""
+        if self.validation_holdout:
+            held = (f"; first {self.validation_holdout['per_class']} images per class held out as a balanced "
+                    f"validation split (seed {self.validation_holdout['seed']})")
         return (
             f"{formula}, imbalance factor {rho:g}, {order}; rows chosen LDAM-DRW style with LT seed {lt['seed']} "
-            "(each class's indices shuffled in class order, the first n_c kept)"
+            f"(each class's indices shuffled in class order, the first n_c kept){held}"
         )
 
     def to_dict(self) -> dict[str, Any]:
