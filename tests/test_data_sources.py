@@ -121,7 +121,7 @@ def test_split_argument_overrides(tmp_path):
         load_image_dataset(str(tmp_path / "d"))
     dd = load_image_dataset(str(tmp_path / "d"), split={"train": "training", "test": "validation"})
     assert len(dd["train"]) == 4 and dd["test"]["label"][:] == [1, 1]
-    with pytest.raises(ValueError, match="exactly the keys 'train' and 'test'"):
+    with pytest.raises(ValueError, match="a mapping must give the keys 'train' and 'test', and may give 'validation'"):
         load_image_dataset(str(tmp_path / "d"), split={"train": "training"})
 
 
