@@ -1,7 +1,7 @@
 """Forward + backward time of LTKD against KD on logits, side by side in one run.
 
-    python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N]
-    python3 benchmarks/loss_speed.py --features [--batch 64] [--repeats 3]   # the feature baselines
+    python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N] [--launches]
+    python3 benchmarks/loss_speed.py --features [--batch 64] [--repeats 3] [--pair resnet32x4-resnet8x4]
 
 For each C in {100, 1000} and K in {3, 10, 100, C}, times (best of ``--repeats``, measurements of the
 three losses interleaved so that load on the machine hits them alike):
@@ -9,13 +9,15 @@ three losses interleaved so that load on the machine hits them alike):
   * LTKD: the ``create_loss("ltkd", ...)`` module the trainer uses (groups validated once);
   * naive: a straightforward vectorised autograd LTKD (one-hot C x K matmuls, probabilities, logs of
     ratios), kept here for comparison only.
-Prints a Markdown table with the ratios to KD.
+Prints a Markdown table with the ratios to KD. With ``--launches``, also counts what one forward + backward of
+each loss dispatches (``torch.profiler``): top-level ATen operator calls, and on CUDA the kernels run on the
+device; where the times are launch-bound (small C, GPU), these counts are what the ratios follow.
 
 With ``--features``, for the paper's seven CIFAR-100 pairs (32x32 inputs, 100 classes), times instead
 the loss alone on features captured once from the real models (forward + backward into the student's
 features and the ABFs): KD on the logits, ReviewKD (``create_loss("reviewkd", student=, teacher=)``) and
 CAT-KD (``create_loss("catkd")``), next to one student step (forward + CE backward) without and with
-``capture_features`` hooks, for scale.
+``capture_features`` hooks, for scale. ``--pair`` (repeatable) restricts the pairs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import time
 import timm
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
 from ltkd_hf import ClassGroups
 from ltkd_hf.losses import capture_features, create_loss, kd_loss
@@ -62,7 +66,24 @@ def time_step(step, student, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, float]]:
+def count_launches(step, device: torch.device) -> dict[str, int]:
+    """What one call of ``step`` dispatches: ``ops``, the ATen operator calls not made from inside another one
+    (each launches at most a few kernels; views launch none), and on CUDA ``kernels``, the device-side events
+    (kernels, memsets, copies) the profiler records."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = prof.events()
+    aten = [e for e in events if e.name.startswith("aten::")]
+    counts = {"ops": sum(1 for e in aten if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))}
+    if device.type == "cuda":
+        counts["kernels"] = sum(1 for e in events if e.device_type == DeviceType.CUDA)
+    return counts
+
+
+def run(device: torch.device, batch: int, repeats: int, launches: bool = False) -> list[dict[str, float]]:
     rows = []
     for num_classes in (100, 1000):
         for num_groups in sorted({3, 10, 100, num_classes}):
@@ -84,7 +105,12 @@ def run(device: torch.device, batch: int, repeats: int) -> list[dict[str, float]
             for _ in range(repeats):
                 for name, step in steps.items():
                     best[name] = min(best[name], time_step(step, student, device))
-            rows.append({"C": num_classes, "K": num_groups, **{n: 1e3 * t for n, t in best.items()}})
+            row = {"C": num_classes, "K": num_groups, **{n: 1e3 * t for n, t in best.items()}}
+            if launches:
+                for name, step in steps.items():
+                    student.grad = None
+                    row.update({f"{name}_{k}": v for k, v in count_launches(step, device).items()})
+            rows.append(row)
     return rows
 
 
@@ -107,12 +133,22 @@ def _timed_best(steps: dict, device: torch.device, repeats: int) -> dict[str, fl
     return {n: 1e3 * t for n, t in best.items()}
 
 
-def run_features(device: torch.device, batch: int, repeats: int) -> list[dict[str, object]]:
+def pair_name(teacher_name: str, student_name: str) -> str:
+    """A CIFAR pair's --pair name: the architectures without their ``cifar_`` prefix."""
+    return f"{teacher_name.removeprefix('cifar_')}-{student_name.removeprefix('cifar_')}"
+
+
+def run_features(
+    device: torch.device, batch: int, repeats: int, pairs: list[str] | None = None
+) -> list[dict[str, object]]:
+    """The feature-loss times of each CIFAR pair (``pairs``: their `pair_name`s; default all)."""
     rows = []
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
     labels = torch.randint(0, 100, (batch,), generator=gen).to(device)
     for teacher_name, student_name in CIFAR_PAIRS:
+        if pairs and pair_name(teacher_name, student_name) not in pairs:
+            continue
         student = timm.create_model(student_name, num_classes=100).to(device).train()
         teacher = timm.create_model(teacher_name, num_classes=100).to(device).eval().requires_grad_(False)
         review = create_loss("reviewkd", student=student, teacher=teacher).to(device)
@@ -163,37 +199,59 @@ def markdown_features(rows: list[dict[str, object]]) -> str:
 
 
 def markdown(rows: list[dict[str, float]]) -> str:
-    lines = [
-        "| C | K | KD (ms) | LTKD (ms) | LTKD / KD | naive LTKD (ms) | naive / KD |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    counted = [k for k in ("ops", "kernels") if f"kd_{k}" in rows[0]]  # the --launches columns
+    header = ["C", "K", "KD (ms)", "LTKD (ms)", "LTKD / KD", "naive LTKD (ms)", "naive / KD"]
+    header += [f"{loss} {k}" for k in counted for loss in ("KD", "LTKD", "naive")]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in rows:
-        lines.append(
-            f"| {r['C']} | {r['K']} | {r['kd']:.3f} | {r['ltkd']:.3f} | {r['ltkd'] / r['kd']:.2f}x "
-            f"| {r['naive']:.3f} | {r['naive'] / r['kd']:.2f}x |"
-        )
+        cells = [
+            r["C"], r["K"], f"{r['kd']:.3f}", f"{r['ltkd']:.3f}", f"{r['ltkd'] / r['kd']:.2f}x",
+            f"{r['naive']:.3f}", f"{r['naive'] / r['kd']:.2f}x",
+        ]
+        cells += [r[f"{loss}_{k}"] for k in counted for loss in ("kd", "ltkd", "naive")]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
+        "--launches", action="store_true", help="also count the operators and CUDA kernels of each loss"
+    )
+    parser.add_argument(
         "--features", action="store_true", help="time the feature baselines (ReviewKD, CAT-KD) against KD instead"
     )
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    parser.add_argument(
+        "--pair",
+        action="append",
+        choices=[pair_name(*pair) for pair in CIFAR_PAIRS],
+        help="with --features: time this CIFAR pair (repeatable; default all seven)",
+    )
+    return parser
+
+
+def measure(opts: argparse.Namespace) -> list[dict[str, object]]:
+    """The rows of the table that ``opts`` asks for: the logit losses, or with ``opts.features`` the feature ones."""
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = torch.device(opts.device)
+    if opts.features:
+        return run_features(device, opts.batch, opts.repeats, opts.pair)
+    return run(device, opts.batch, opts.repeats, opts.launches)
+
+
+def main() -> None:
+    opts = build_parser().parse_args()
+    rows = measure(opts)
+    device = torch.device(opts.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"forward+backward, batch {args.batch}, float32, best of {args.repeats}, {name}, torch {torch.__version__}\n")
-    if args.features:
-        print(markdown_features(run_features(device, args.batch, args.repeats)))
-    else:
-        print(markdown(run(device, args.batch, args.repeats)))
+    print(f"forward+backward, batch {opts.batch}, float32, best of {opts.repeats}, {name}, torch {torch.__version__}\n")
+    print(markdown_features(rows) if opts.features else markdown(rows))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
-"""GPU check of DistillationTrainer under bf16 and fp16 autocast (needs CUDA; run where a GPU is lent).
+"""GPU check of DistillationTrainer under bf16 and fp16 autocast (run where a GPU is lent).
 
     python benchmarks/mixed_precision_check.py
+    python benchmarks/mixed_precision_check.py --device cpu --precisions bf16 --batch 4 --steps 2   # a CPU smoke run
 
 For each precision it trains the paper's CIFAR pair (cifar_resnet32x4 -> cifar_resnet8x4, 100 classes) for a
-few steps on random data and checks: the teacher holds weights in the half dtype and stays frozen; every
-logged loss component is finite; the student moved; and the first step's LTKD terms (learning rate 0) agree
-with the float32 run to within the half-precision error of the models' logits.
+few steps on random data and checks: the teacher holds weights in the half dtype (on CUDA; the trainer keeps it
+in float32 on CPU) and stays frozen; every logged loss component is finite; the student moved; and the first
+step's LTKD terms (learning rate 0) agree with the float32 run to within the half-precision error of the
+models' logits.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import tempfile
 
@@ -19,10 +22,14 @@ import torch
 import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.models import create_student
-from trainer_speed import CLASS_COUNTS, NUM_CLASSES, InMemory  # the script folder is on sys.path
+from trainer_speed import CLASS_COUNTS, NUM_CLASSES, InMemory
+
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TERMS = ("loss", "ce", "cross_group", "within_group", "distill")
+MAX_RELATIVE_DIFFERENCE = 0.05  # to fp32, of the first step's terms: the half-precision error of the logits
 
 
-def run(precision: str, learning_rate: float, steps: int):
+def run(precision: str, learning_rate: float, steps: int, batch: int = 64, device: str = "cuda"):
     torch.manual_seed(0)
     student = create_student("cifar_resnet8x4", num_classes=NUM_CLASSES)
     teacher = timm.create_model("cifar_resnet32x4", num_classes=NUM_CLASSES)
@@ -31,7 +38,7 @@ def run(precision: str, learning_rate: float, steps: int):
     with tempfile.TemporaryDirectory() as out:
         config = DistillationConfig(
             output_dir=out,
-            per_device_train_batch_size=64,
+            per_device_train_batch_size=batch,
             max_steps=steps,
             learning_rate=learning_rate,
             optim="sgd",
@@ -43,12 +50,13 @@ def run(precision: str, learning_rate: float, steps: int):
             fp16=precision == "fp16",
             disable_tqdm=True,
             dataloader_drop_last=True,
+            use_cpu=device == "cpu",
         )
         trainer = DistillationTrainer(
             model=student,
             teacher_model=teacher,
             args=config,
-            train_dataset=InMemory(64 * steps),
+            train_dataset=InMemory(batch * steps),
             class_counts=CLASS_COUNTS,
         )
         trainer.train()
@@ -59,27 +67,59 @@ def run(precision: str, learning_rate: float, steps: int):
     return teacher_dtype, frozen, moved, logs
 
 
-def main() -> None:
-    if not torch.cuda.is_available():
-        raise SystemExit("mixed_precision_check.py needs a CUDA GPU.")
-    print(torch.cuda.get_device_name(), "torch", torch.__version__)
-    reference = run("fp32", 0.0, 1)[3][0]
-    failures = []
-    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        teacher_dtype, frozen, _, first = run(precision, 0.0, 1)
-        _, _, moved, logs = run(precision, 0.05, 5)
-        terms = ("loss", "ce", "cross_group", "within_group", "distill")
-        finite = all(math.isfinite(h[k]) for h in logs for k in terms)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this check (also parsed by gpu_suite.py, so its commands are exact)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, of bf16 and fp16")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=5, help="steps of the run that must move the student")
+    return parser
+
+
+def measure(opts: argparse.Namespace) -> dict[str, dict]:
+    """Per precision: the teacher's dtype, whether it stayed frozen, whether the student moved, whether every
+    logged component stayed finite, the first step's relative difference to fp32 per term, and ``ok``."""
+    precisions = opts.precisions.split(",")
+    unknown = sorted(set(precisions) - set(HALF_DTYPES))
+    if unknown:
+        raise ValueError(f"--precisions {opts.precisions!r}: unknown {unknown}; use bf16, fp16 or bf16,fp16.")
+    reference = run("fp32", 0.0, 1, opts.batch, opts.device)[3][0]
+    results = {}
+    for precision in precisions:
+        teacher_dtype, frozen, _, first = run(precision, 0.0, 1, opts.batch, opts.device)
+        _, _, moved, logs = run(precision, 0.05, opts.steps, opts.batch, opts.device)
+        finite = all(math.isfinite(h[k]) for h in logs for k in TERMS)
         rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in ("ce", "cross_group", "within_group")}
-        ok = teacher_dtype == dtype and frozen and moved and finite and max(rel.values()) < 0.05
+        # The trainer casts the teacher to the half dtype on CUDA only (half matmuls are slow on CPU).
+        expected_dtype = HALF_DTYPES[precision] if opts.device == "cuda" else torch.float32
+        results[precision] = {
+            "teacher_dtype": str(teacher_dtype).removeprefix("torch."),
+            "teacher_frozen": frozen,
+            "student_moved": moved,
+            "finite": finite,
+            "relative_difference": rel,
+            "ok": teacher_dtype == expected_dtype and frozen and moved and finite
+            and max(rel.values()) < MAX_RELATIVE_DIFFERENCE,
+        }
+    return results
+
+
+def main() -> None:
+    opts = build_parser().parse_args()
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("mixed_precision_check.py needs a CUDA GPU (or --device cpu for a CPU smoke run).")
+    name = torch.cuda.get_device_name() if opts.device == "cuda" else "CPU"
+    print(name, "torch", torch.__version__)
+    results = measure(opts)
+    for precision, r in results.items():
         print(
-            f"{precision}: teacher dtype {teacher_dtype}, teacher frozen {frozen}, student moved {moved}, "
-            f"all components finite {finite}, first-step relative difference to fp32 "
-            + ", ".join(f"{k} {v:.2e}" for k, v in rel.items())
-            + f" -> {'OK' if ok else 'FAIL'}"
+            f"{precision}: teacher dtype {r['teacher_dtype']}, teacher frozen {r['teacher_frozen']}, "
+            f"student moved {r['student_moved']}, all components finite {r['finite']}, first-step relative "
+            "difference to fp32 " + ", ".join(f"{k} {v:.2e}" for k, v in r["relative_difference"].items())
+            + f" -> {'OK' if r['ok'] else 'FAIL'}"
         )
-        if not ok:
-            failures.append(precision)
+    failures = [precision for precision, r in results.items() if not r["ok"]]
     if failures:
         raise SystemExit(f"mixed precision check failed for {failures}")
 

@@ -12,9 +12,14 @@ check, and accelerate's blocking copy of each batch to the device), and once mor
 over the same number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike;
 the table reports the median steps/s and the ratios.
 
+--loops picks the configurations (default: the bare loop and the four trainer ones above); also available:
+ltkd-compiled (the trainer, no per-step sync, with torch_compile on student and teacher; the first warm-up
+steps compile) and the feature baselines reviewkd and catkd (trainer defaults; CIFAR pairs only).
+
     python benchmarks/trainer_speed.py                  # CPU
     python benchmarks/trainer_speed.py --device cuda --bf16
     python benchmarks/trainer_speed.py --pair vit --device cuda --bf16
+    python benchmarks/trainer_speed.py --device cuda --bf16 --loops bare,ltkd-nosync,ltkd-compiled
 """
 
 from __future__ import annotations
@@ -78,24 +83,28 @@ class InMemory(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that a clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class StepTimer(TrainerCallback):
     def __init__(self, warmup: int, device: torch.device):
         self.warmup, self.device, self.start, self.end = warmup, device, None, None
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.warmup:
-            self._sync()
+            synchronize(self.device)
             self.start = time.perf_counter()
         elif state.global_step == args.max_steps:
-            self._sync()
+            synchronize(self.device)
             self.end = time.perf_counter()
 
 
-def trainer_steps_per_s(loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False) -> float:
+def trainer_steps_per_s(
+    loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False, compiled: bool = False
+) -> float:
     student, teacher = make_pair(opts.pair, wrap_student=True)
     timer = StepTimer(opts.warmup, device)
     with tempfile.TemporaryDirectory() as out:
@@ -124,6 +133,8 @@ def trainer_steps_per_s(loss: str, data: InMemory, opts, device: torch.device, s
             check_teacher_finite=not sync_free,
             # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
             accelerator_config={"non_blocking": sync_free},
+            torch_compile=compiled,
+            torch_compile_backend=opts.compile_backend if compiled else None,
         )
         DistillationTrainer(
             model=student,
@@ -162,16 +173,40 @@ def bare_loop_steps_per_s(data: InMemory, opts, device: torch.device) -> float:
             optimizer.step()
             step += 1
             if step == opts.warmup:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 start = time.perf_counter()
             if step == opts.warmup + opts.steps:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 return opts.steps / (time.perf_counter() - start)
 
 
-def main() -> None:
+# --loops: name -> (table label, the trainer_steps_per_s arguments; None for the bare loop)
+LOOPS = {
+    "bare": ("bare loop (LTKD)", None),
+    "ltkd": ("DistillationTrainer (LTKD)", {"loss": "ltkd"}),
+    "kd": ("DistillationTrainer (KD)", {"loss": "kd"}),
+    "ltkd-nosync": ("DistillationTrainer (LTKD, no per-step sync)", {"loss": "ltkd", "sync_free": True}),
+    "kd-nosync": ("DistillationTrainer (KD, no per-step sync)", {"loss": "kd", "sync_free": True}),
+    "ltkd-compiled": (
+        "DistillationTrainer (LTKD, no per-step sync, torch_compile)",
+        {"loss": "ltkd", "sync_free": True, "compiled": True},
+    ),
+    "reviewkd": ("DistillationTrainer (ReviewKD)", {"loss": "reviewkd"}),
+    "catkd": ("DistillationTrainer (CAT-KD)", {"loss": "catkd"}),
+}
+DEFAULT_LOOPS = "bare,ltkd,kd,ltkd-nosync,kd-nosync"
+
+
+def loop_names(value: str) -> list[str]:
+    """The --loops value as a list of LOOPS names."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names or any(name not in LOOPS for name in names):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of {', '.join(LOOPS)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pair", choices=sorted(PAIRS), default="cifar", help="student and teacher (see above)")
@@ -180,24 +215,39 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    opts = parser.parse_args()
+    parser.add_argument(
+        "--loops", type=loop_names, default=DEFAULT_LOOPS, help=f"configurations (default {DEFAULT_LOOPS})"
+    )
+    parser.add_argument(
+        "--compile_backend", default="inductor", help="torch.compile backend of ltkd-compiled (default inductor)"
+    )
+    return parser
+
+
+def measure(opts: argparse.Namespace) -> dict[str, float]:
+    """Median steps/s of each of ``opts.loops`` (keyed by its LOOPS name) over ``opts.rounds`` interleaved rounds."""
     device = torch.device(opts.device)
     data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
-    runs: dict[str, list[float]] = {
-        "bare loop (LTKD)": [],
-        "DistillationTrainer (LTKD)": [],
-        "DistillationTrainer (KD)": [],
-        "DistillationTrainer (LTKD, no per-step sync)": [],
-        "DistillationTrainer (KD, no per-step sync)": [],
-    }
+    runs: dict[str, list[float]] = {name: [] for name in opts.loops}
     for _ in range(opts.rounds):
-        runs["bare loop (LTKD)"].append(bare_loop_steps_per_s(data, opts, device))
-        for loss in ("ltkd", "kd"):
-            runs[f"DistillationTrainer ({loss.upper()})"].append(trainer_steps_per_s(loss, data, opts, device))
-            runs[f"DistillationTrainer ({loss.upper()}, no per-step sync)"].append(
-                trainer_steps_per_s(loss, data, opts, device, sync_free=True)
-            )
-    med = {k: statistics.median(v) for k, v in runs.items()}
+        for name in opts.loops:
+            trainer_kwargs = LOOPS[name][1]
+            if trainer_kwargs is None:
+                runs[name].append(bare_loop_steps_per_s(data, opts, device))
+            else:
+                runs[name].append(trainer_steps_per_s(data=data, opts=opts, device=device, **trainer_kwargs))
+    return {name: statistics.median(v) for name, v in runs.items()}
+
+
+def markdown(med: dict[str, float]) -> str:
+    """The steps/s table of `measure`'s result."""
+    return "\n".join(["| loop | steps/s |", "|---|---|", *(f"| {LOOPS[k][0]} | {v:.2f} |" for k, v in med.items())])
+
+
+def main() -> None:
+    opts = build_parser().parse_args()
+    med = measure(opts)
+    device = torch.device(opts.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     precision = "bf16" if opts.bf16 else "fp32"
     if opts.pair != "cifar":  # the default pair's header is as it always was
@@ -205,14 +255,12 @@ def main() -> None:
         kwargs = ", ".join(f"{k}={v}" for k, v in student_kwargs.items())
         name = f"{teacher_name} -> {student_name} ({kwargs}), {name}"
     print(f"\n{name}, batch {opts.batch}, {precision}, median of {opts.rounds} rounds x {opts.steps} steps\n")
-    print("| loop | steps/s |\n|---|---|")
-    for k, v in med.items():
-        print(f"| {k} | {v:.2f} |")
-    bare = med["bare loop (LTKD)"]
-    for suffix in ("", ", no per-step sync"):
-        ltkd, kd = med[f"DistillationTrainer (LTKD{suffix})"], med[f"DistillationTrainer (KD{suffix})"]
-        print(f"\nTrainer{suffix} / bare loop (LTKD): {ltkd / bare:.3f}x speed (target >= 0.9)")
-        print(f"LTKD step cost / KD step cost{suffix}: {kd / ltkd:.3f}x (target <= 1.05)")
+    print(markdown(med))
+    for ltkd_name, kd_name, suffix in (("ltkd", "kd", ""), ("ltkd-nosync", "kd-nosync", ", no per-step sync")):
+        if "bare" in med and ltkd_name in med:
+            print(f"\nTrainer{suffix} / bare loop (LTKD): {med[ltkd_name] / med['bare']:.3f}x speed (target >= 0.9)")
+        if ltkd_name in med and kd_name in med:
+            print(f"LTKD step cost / KD step cost{suffix}: {med[kd_name] / med[ltkd_name]:.3f}x (target <= 1.05)")
 
 
 if __name__ == "__main__":
