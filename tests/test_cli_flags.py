@@ -27,6 +27,7 @@ VALUES = {
     "per_device_train_batch_size": "32", "train_sampling_strategy": "sequential", "torch_compile_backend": "aot_eager",
     "torch_compile_mode": "default", "metric_for_best_model": "accuracy", "lr_decay_epochs": "10",
     "max_steps": "50", "warmup_epochs": "2", "in_memory_data": "true", "dataloader_num_workers": "2",
+    "validation_per_class": "2",
 }
 EXTRA = {"load_best_model_at_end": ["--eval_strategy", "epoch", "--save_strategy", "epoch"], "bf16": ["--use_cpu", "true"],
          "max_steps": ["--lr_decay_epochs", "none"]}
@@ -37,6 +38,8 @@ CHECKED_ELSEWHERE = {
     "image_column": "needs a source with other column names: test_data_sources",
     "label_column": "needs a source with other column names: test_data_sources",
     "student_init": "needs a checkpoint: test_finetune",
+    "split_manifest": "needs list files and images: test_cli_manifest",
+    "manifest_class_names": "needs --split_manifest text lists: test_data_manifest",
     "teacher_init": "needs a checkpoint: test_finetune",
     "teacher": "replaces the teacher stage: test_cli_runs.test_a_given_teacher_replaces_the_teacher_stage",
     "teacher_checkpoint": "needs --teacher and a state dict: test_models_loading",
