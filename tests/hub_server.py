@@ -184,7 +184,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, token: str):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.token = token
-        self.user = "ltkd-user"  # the token's owner, and one organisation it belongs to (whoami-v2)
+        self.user = "alice"  # the token's owner, and one organisation it belongs to (whoami-v2)
         self.role = "write"  # the token's role: "read" tokens cannot push
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str, str | None]] = []

@@ -198,11 +198,11 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
 # -- 12: ltkd-teacher --push_to_hub checks the token first, then pushes the teacher --------------------------------------
 def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub, monkeypatch):
     out = tmp_path / "run"
-    argv = [*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "ltkd-user/demo-teacher"]
+    argv = [*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "alice/demo-teacher"]
     with pytest.raises(ValueError, match=r"--hub_token: .* refused the token \(HTTP 401\)"):
         teacher.main([*argv, "--hub_token", "hf_wrong"])
     assert not (out / "teacher").exists()  # refused before anything trained
-    with pytest.raises(ValueError, match=r"--hub_model_id someone-else/x: the token belongs to 'ltkd-user'"):
+    with pytest.raises(ValueError, match=r"--hub_model_id someone-else/x: the token belongs to 'alice'"):
         teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "someone-else/x",
                       "--hub_token", fake_hub.token])
     fake_hub.server.role = "read"
@@ -210,7 +210,7 @@ def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub,
         teacher.main([*argv, "--hub_token", fake_hub.token])
     fake_hub.server.role = "write"
     teacher.main([*argv, "--hub_token", fake_hub.token])
-    assert "model.safetensors" in fake_hub.repos["ltkd-user/demo-teacher"].files
+    assert "model.safetensors" in fake_hub.repos["alice/demo-teacher"].files
 
 
 def test_push_is_refused_at_once_when_offline(tmp_path):

@@ -88,7 +88,7 @@ def test_push_needs_a_saved_folder(fake_hub: FakeHub, tmp_path: Path) -> None:
     assert fake_hub.requests == []
 
 
-def test_check_push_to_hub_ready_without_token_says_how_to_get_one(monkeypatch, tmp_path: Path) -> None:
+def test_check_push_to_hub_ready_without_token_says_how_to_get_one(fake_hub: FakeHub, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     # the saved-login path is resolved from HF_HOME when huggingface_hub is imported; follow it here
@@ -96,12 +96,28 @@ def test_check_push_to_hub_ready_without_token_says_how_to_get_one(monkeypatch, 
     with pytest.raises(ValueError, match=r"repo_id='alice/x'.*--hub_token.*HF_TOKEN.*`hf auth login`"):
         check_push_to_hub_ready("alice/x")
 
+    # each source of the token in turn: the Hub accepts only the one expected, so the check asked it with that one
     (tmp_path / "hf-home").mkdir()
     (tmp_path / "hf-home" / "token").write_text("hf_saved_login\n")
+    fake_hub.server.token = "hf_saved_login"
     assert check_push_to_hub_ready("alice/x") == "hf_saved_login"
     monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    fake_hub.server.token = "hf_from_env"
     assert check_push_to_hub_ready("alice/x") == "hf_from_env"
+    fake_hub.server.token = "hf_explicit"
     assert check_push_to_hub_ready("alice/x", token="hf_explicit") == "hf_explicit"
+    with pytest.raises(ValueError, match=r"--hub_token: .* refused the token \(HTTP 401\)"):
+        check_push_to_hub_ready("alice/x", token="hf_wrong")
+
+
+def test_push_is_refused_offline_and_outside_the_tokens_namespaces(fake_hub: FakeHub, monkeypatch) -> None:
+    assert check_push_to_hub_ready("ltkd-org/x", token=fake_hub.token) == fake_hub.token  # an organisation of alice
+    with pytest.raises(ValueError, match=r"--hub_model_id bob/x: the token belongs to 'alice'"):
+        check_push_to_hub_ready("bob/x", token=fake_hub.token)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match=r"--push_to_hub true \(repo 'alice/x'\), but offline mode is on"):
+        check_push_to_hub_ready("alice/x", token=fake_hub.token)
+    assert [path for _, path, _ in fake_hub.requests] == ["/api/whoami-v2", "/api/whoami-v2"]  # none when offline
 
 
 @pytest.mark.parametrize("repo_id", ["alice/x/y", "alice/bad name", "", "alice/--x"])

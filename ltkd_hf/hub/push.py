@@ -25,11 +25,6 @@ def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
     with write access to the repo's namespace (the token's user or one of its organisations). A fine-grained token
     is accepted as it is: its per-repo permissions are checked by the upload itself.
     """
-    if constants.HF_HUB_OFFLINE:
-        raise ValueError(
-            f"--push_to_hub true (repo {repo_id!r}), but offline mode is on (HF_HUB_OFFLINE=1), so the upload "
-            "cannot happen; unset HF_HUB_OFFLINE, or drop --push_to_hub and push the folder later."
-        )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -37,6 +32,11 @@ def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
             f"repo_id={repo_id!r} is not a valid Hub repo id: {err} Expected 'owner/name' (or 'name' for "
             "your own namespace), e.g. --hub_model_id my-user/resnet8x4-cifar100lt-ltkd."
         ) from err
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            f"--push_to_hub true (repo {repo_id!r}), but offline mode is on (HF_HUB_OFFLINE=1), so the upload "
+            "cannot happen; unset HF_HUB_OFFLINE, or drop --push_to_hub and push the folder later."
+        )
     resolved = token or get_token()
     if not resolved:
         raise ValueError(
