@@ -231,6 +231,8 @@ class DistillationConfig(TrainingArguments):
         """A `TrainingArguments` field that `DistillationTrainer` cannot honour must stay at its default."""
         defaults = {f.name: f for f in fields(self) if f.name in UNSUPPORTED_FIELDS}
         for name, reason in UNSUPPORTED_FIELDS.items():
+            if name not in defaults:  # a field of a newer transformers than the one installed
+                continue
             f = defaults[name]
             default = f.default_factory() if f.default is MISSING else f.default
             if name == "do_eval":  # TrainingArguments turns it on itself when eval_strategy evaluates

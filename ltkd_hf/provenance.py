@@ -58,7 +58,8 @@ def run_settings(
         "model": model_source(model),
         "teacher": teacher,
         "objective": objective,
-        "schedule": {name: getattr(args, name) for name in WEIGHT_FIELDS if name not in OBJECTIVE_FIELDS},
+        # fields of a newer transformers than the one installed are recorded as absent (None)
+        "schedule": {name: getattr(args, name, None) for name in WEIGHT_FIELDS if name not in OBJECTIVE_FIELDS},
         "world_size": args.world_size,
     }
     return json.loads(json.dumps(settings, default=str))

@@ -59,6 +59,15 @@ def _value(name: str, default):
     return "1"
 
 
+def test_every_config_field_is_in_exactly_one_table():
+    from ltkd_hf import DistillationConfig
+    from ltkd_hf.training_fields import OUTPUT_FIELDS, WEIGHT_FIELDS
+
+    tables = [set(WEIGHT_FIELDS), set(OUTPUT_FIELDS), set(UNSUPPORTED_FIELDS)]
+    for name in (f.name for f in dataclasses.fields(DistillationConfig) if f.init):
+        assert sum(name in table for table in tables) == 1, name
+
+
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda m: m.PROGRAM)
 def test_every_flag_of_every_program_is_declared(program):
     flags = program_flags(program.PROGRAM, program.ARGUMENTS) - {"config"}
