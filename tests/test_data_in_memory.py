@@ -108,7 +108,7 @@ def test_eval_images_normalised_equal_the_cpu_eval_transform(config):
     torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(normalize_images(data.images, config["mean"], config["std"]), expected, atol=1e-6, rtol=0)
     item = data[1]
-    assert set(item) == {"images", "labels"} and item["labels"] == 1 and torch.equal(item["images"], data.images[1])
+    assert set(item) == {"images", "labels", "index"} and item["labels"] == 1 and item["index"] == 1 and torch.equal(item["images"], data.images[1])
 
 
 @pytest.mark.parametrize("height, width", [(24, 40), (40, 24)])
@@ -369,7 +369,7 @@ def test_trainer_refuses_in_memory_data_it_cannot_use(tmp_path):
     evaluation = InMemoryImages.from_dataset(split, CIFAR, train=False)
     with pytest.raises(ValueError, match=r"train_dataset holds the evaluation decoding.*train=True"):
         build(evaluation, device_augmentation=True)
-    with pytest.raises(ValueError, match=r"remove_unused_columns=True drops .* set remove_unused_columns=False"):
+    with pytest.raises(ValueError, match=r"--remove_unused_columns True is not supported by DistillationTrainer"):
         build(train, device_augmentation=True, remove_unused_columns=True)
     small = InMemoryImages.from_dataset(split, dict(CIFAR, input_size=(3, 24, 24)), train=True)
     with pytest.raises(ValueError, match=r"images are \(24, 24\) but the model takes \(32, 32\)"):

@@ -31,6 +31,8 @@ __all__ = [
     "collate_images",
     "in_memory_bytes",
     "in_memory_datasets",
+    "augmentation_outcomes",
+    "crop_flip",
     "normalize_images",
     "random_crop_flip",
 ]
@@ -86,7 +88,7 @@ def _deterministic_steps(data_config: Mapping[str, Any], *, train: bool) -> tupl
 
 class InMemoryImages(torch.utils.data.Dataset):
     """A split held as a uint8 tensor ``images`` ``(N, 3, H, W)`` and an int64 tensor ``labels`` ``(N,)``;
-    item ``i`` is ``{"images": uint8 (3, H, W), "labels": int}``. Batch it with `collate_images` and turn the
+    item ``i`` is ``{"images": uint8 (3, H, W), "labels": int, "index": i}``. Batch it with `collate_images` and turn the
     batches into ``pixel_values`` with `BatchAugmentation` (`DistillationTrainer` does, with
     ``device_augmentation=True``).
 
@@ -181,7 +183,7 @@ class InMemoryImages(torch.utils.data.Dataset):
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"images": self.images[index], "labels": int(self.labels[index])}
+        return {"images": self.images[index], "labels": int(self.labels[index]), "index": int(index)}
 
     @property
     def nbytes(self) -> int:
@@ -225,11 +227,15 @@ def in_memory_datasets(
 
 
 def collate_images(examples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack examples into ``{"images": uint8 (B, 3, H, W), "labels": LongTensor (B,)}``."""
-    return {
+    """Stack examples into ``{"images": uint8 (B, 3, H, W), "labels": LongTensor (B,)}``, and ``"index"`` (each
+    image's row in its split, what a teacher-logit cache is looked up by) when the examples carry it."""
+    batch = {
         "images": torch.stack([e["images"] for e in examples]),
         "labels": torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long),
     }
+    if all("index" in e for e in examples):
+        batch["index"] = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
+    return batch
 
 
 def _check_images(images: Any, argument: str = "images") -> None:
@@ -244,17 +250,22 @@ def _check_images(images: Any, argument: str = "images") -> None:
         raise ValueError(f"{argument} must have shape (B, 3, H, W), got {tuple(images.shape)}.")
 
 
-def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``RandomCrop((H, W), padding=padding)`` (zero padding) then ``RandomHorizontalFlip()`` for every sample of
-    a uint8 batch ``(B, 3, H, W)``, independently, on the batch's device, in one gather: each sample takes one
-    of the ``(2 * padding + 1) ** 2`` offsets and one of 2 flips, uniformly (a single ``randint`` over the
-    outcomes, from ``generator`` when given, which must live on the batch's device). Returns uint8."""
+def augmentation_outcomes(padding: int) -> int:
+    """How many distinct inputs the random crop (zero padding ``padding``) and flip make of one image:
+    ``(2 * padding + 1) ** 2`` offsets times 2 flips (162 for the CIFAR recipe's padding 4)."""
+    return (2 * padding + 1) ** 2 * 2
+
+
+def crop_flip(images: torch.Tensor, padding: int, outcome: torch.Tensor) -> torch.Tensor:
+    """The crop (zero padding ``padding``) and flip numbered ``outcome[b]`` of each sample of a uint8 batch
+    ``(B, 3, H, W)``, in one gather on the batch's device: outcome ``o`` is row offset ``o // (2 * side)``, column
+    offset ``(o // 2) % side`` and a flip when ``o`` is odd (``side = 2 * padding + 1``). Returns uint8."""
     _check_images(images)
     if not isinstance(padding, int) or padding < 0:
         raise ValueError(f"padding must be an integer >= 0, got {padding!r}.")
     batch, channels, height, width = images.shape
     device, side = images.device, 2 * padding + 1
-    outcome = torch.randint(0, side * side * 2, (batch,), device=device, generator=generator)
+    outcome = outcome.to(device)
     dy, dx, flip = outcome // (2 * side), (outcome // 2) % side, (outcome % 2).bool()
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
     rows = dy[:, None] + torch.arange(height, device=device)  # (B, H) rows of the padded image
@@ -264,6 +275,23 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4, generator: torch.Ge
     index_b = torch.arange(batch, device=device).view(batch, 1, 1, 1)
     index_c = torch.arange(channels, device=device).view(1, channels, 1, 1)
     return padded[index_b, index_c, rows[:, None, :, None], columns[:, None, None, :]]
+
+
+def random_crop_flip(
+    images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None, *, return_outcomes: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``RandomCrop((H, W), padding=padding)`` (zero padding) then ``RandomHorizontalFlip()`` for every sample of
+    a uint8 batch ``(B, 3, H, W)``, independently, on the batch's device: each sample takes one of the
+    `augmentation_outcomes` uniformly (a single ``randint`` over them, from ``generator`` when given, which must
+    live on the batch's device) and `crop_flip` makes it. Returns uint8, and with ``return_outcomes`` the outcome
+    numbers ``(B,)`` too (what a teacher-logit cache is looked up by)."""
+    _check_images(images)
+    if not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an integer >= 0, got {padding!r}.")
+    outcome = torch.randint(0, augmentation_outcomes(padding), (images.shape[0],), device=images.device,
+                            generator=generator)
+    augmented = crop_flip(images, padding, outcome)
+    return (augmented, outcome) if return_outcomes else augmented
 
 
 def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -312,16 +340,22 @@ class BatchAugmentation:
             )
 
     def __call__(
-        self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+        self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None,
+        return_outcomes: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised ``pixel_values`` of a uint8 batch, augmented when ``train``; with ``return_outcomes`` also the
+        outcome number of each sample's crop and flip (``None`` in evaluation)."""
         self.check(images)
-        if train:
-            if self.padding is None:
-                raise ValueError(
-                    f"Device augmentation implements the small-input (CIFAR) training recipe, for inputs up to "
-                    f"{SMALL_INPUT_MAX} px; this model takes {self.size}, whose training transform is timm's "
-                    "random-resized crop. Train it with the CPU transforms (apply_transforms, "
-                    "device_augmentation=False; in the recipes, --in_memory_data false)."
-                )
-            images = random_crop_flip(images, self.padding, generator)
-        return normalize_images(images, self.mean, self.std)
+        if not train:
+            pixels = normalize_images(images, self.mean, self.std)
+            return (pixels, None) if return_outcomes else pixels
+        if self.padding is None:
+            raise ValueError(
+                f"Device augmentation implements the small-input (CIFAR) training recipe, for inputs up to "
+                f"{SMALL_INPUT_MAX} px; this model takes {self.size}, whose training transform is timm's "
+                "random-resized crop. Train it with the CPU transforms (apply_transforms, "
+                "device_augmentation=False; in the recipes, --in_memory_data false)."
+            )
+        images, outcomes = random_crop_flip(images, self.padding, generator, return_outcomes=True)
+        pixels = normalize_images(images, self.mean, self.std)
+        return (pixels, outcomes) if return_outcomes else pixels
