@@ -1,5 +1,6 @@
 """The trainer owns its artefacts: the README's Python API block end to end (save, report, card, push to a fake Hub
-on 127.0.0.1), and the teacher's input conversion derived from the two models' configs."""
+on 127.0.0.1), the teacher's input conversion derived from the two models' configs, the folders and checkpoints
+written from the model state Trainer hands over, and the checked resume."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ltkd_hf.models import unwrap_timm
 
 from test_hub_save import assert_three_loaders_agree
 from tiny_setup import SyntheticImages, make_config, make_student, make_trainer
+from trainer_worker import reviewkd_setup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,7 @@ def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, mo
     downloaded = Path(hf_hub_download("alice/wrn40-1-digits-ltkd", "config.json")).parent
     hf_hub_download("alice/wrn40-1-digits-ltkd", "model.safetensors")  # into the same snapshot folder
     assert (downloaded / "model.safetensors").read_bytes() == (student_dir / "model.safetensors").read_bytes()
-    assert_three_loaders_agree(downloaded, unwrap_timm(trainer.model).eval(), labels=names)
+    assert_three_loaders_agree(downloaded, unwrap_timm(trainer.model.student).eval(), labels=names)
 
 
 def test_teacher_gets_its_own_normalisation_without_a_transform(tmp_path):
@@ -101,7 +103,7 @@ def test_save_model_writes_the_folder_every_loader_reads(tmp_path):
     trainer.train()
     trainer.save_model(str(tmp_path / "saved"))
     labels = [f"c{i}" for i in range(6)]
-    assert_three_loaders_agree(tmp_path / "saved", unwrap_timm(trainer.model).eval(), labels=labels)
+    assert_three_loaders_agree(tmp_path / "saved", unwrap_timm(trainer.model.student).eval(), labels=labels)
     assert ltkd_hf.load_student(str(tmp_path / "saved")).num_classes == 6
 
 
@@ -124,5 +126,35 @@ def test_resuming_the_last_checkpoint_trains_no_further(tmp_path):
     again = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1), train_dataset=data)
     again.train(resume_from_checkpoint=True)
     assert again.state.global_step == 2 and not (tmp_path / "checkpoint-3").exists()
-    weights = unwrap_timm(again.model).state_dict()
+    weights = unwrap_timm(again.model.student).state_dict()
     assert all(torch.equal(weights[k], v) for k, v in saved.items())
+
+
+def test_folders_are_written_from_the_state_trainer_hands_over(tmp_path):
+    """Trainer's save hook gets the model's state (under FSDP or DeepSpeed the one they gather; the modules' own
+    tensors are shards there): the folder holds that state's student tensors under timm names and no loss tensor;
+    a checkpoint-N folder also holds the loss's (ReviewKD's fusion modules), and resuming loads that state back."""
+    student, teacher, config = reviewkd_setup(tmp_path)
+    trainer = make_trainer(config, model=student, teacher_model=teacher)
+    own = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    handed = {k: v + 1 if v.is_floating_point() else v + 2 for k, v in own.items()}  # not the modules' tensors
+    student_keys = set(unwrap_timm(student).state_dict())
+    loss_keys = set(trainer.loss_fn.state_dict())
+    assert loss_keys and not loss_keys & student_keys
+
+    folder, checkpoint = tmp_path / "model", tmp_path / "checkpoint-3"
+    for out in (folder, checkpoint):
+        trainer._save(str(out), state_dict=handed)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "training_args.bin"]
+    assert (checkpoint / "distill_loss.safetensors").is_file()
+    for out in (folder, checkpoint):
+        weights = load_file(out / "model.safetensors")
+        assert set(weights) == student_keys
+        for k, v in weights.items():
+            assert torch.equal(v, handed[f"student.timm_model.{k}"]), k
+    loss = load_file(checkpoint / "distill_loss.safetensors")
+    assert set(loss) == loss_keys and all(torch.equal(v, handed[f"distill_loss.{k}"]) for k, v in loss.items())
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, handed[k]) and not torch.equal(v, own[k]), k

@@ -95,7 +95,7 @@ def reviewkd_setup(output_dir, **overrides):
 
 def trained_state(trainer) -> dict[str, torch.Tensor]:
     """The student's tensors (timm names) and the loss's state as "distill_loss.<key>", on the CPU."""
-    state = {k: v for k, v in unwrap_timm(trainer.model).state_dict().items()}
+    state = {k: v for k, v in unwrap_timm(trainer.model.student).state_dict().items()}
     state.update({f"distill_loss.{k}": v for k, v in trainer.loss_fn.state_dict().items()})
     return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
 

@@ -1,0 +1,231 @@
+"""What a distillation run leaves behind, and the check on the checkpoint it resumes from.
+
+`RunArtefacts` writes the canonical student folder (``save_model()`` and every checkpoint: timm weights and a
+config.json that timm and transformers both load, recording the run's settings), the loss modules' state in each
+checkpoint, the report and the group model card, and reads a checkpoint back. `DistillationTrainer` holds one and
+calls it from Trainer's hooks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from timm.data import resolve_data_config
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from ._atomic import atomic_write_files
+from .config import DistillationConfig
+from .data.split_info import SplitInfo
+from .distillation_model import DistillationModel
+from .evaluation.metrics import evaluation_report, group_mass
+from .evaluation.report import format_group_table, write_report
+from .groups import ClassGroups
+from .hub.card import REQUIRED_RESULTS, render_model_card, write_model_card
+from .hub.save import WEIGHTS_NAME, save_student
+from .models.loading import unwrap_timm
+from .provenance import check_settings, model_source, run_settings
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LOSS_STATE_NAME", "RunArtefacts"]
+
+# The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
+LOSS_STATE_NAME = "distill_loss.safetensors"
+# transformers' checkpoint folders (what get_last_checkpoint finds and resume_from_checkpoint=True resumes)
+_CHECKPOINT_FOLDER = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-\d+")
+
+
+class RunArtefacts:
+    """The files of one run: what they record and how they are written and read back.
+
+    Args:
+        model: the `DistillationModel` the run trains.
+        args: the run's `DistillationConfig`.
+        split_info: the training split.
+        groups: its class groups.
+        teacher_name: where the teacher came from (``None``: the run has no teacher).
+    """
+
+    def __init__(
+        self,
+        model: DistillationModel,
+        args: DistillationConfig,
+        split_info: SplitInfo,
+        groups: ClassGroups,
+        teacher_name: str | None,
+    ) -> None:
+        self.model, self.args, self.split_info, self.groups, self.teacher_name = (
+            model, args, split_info, groups, teacher_name
+        )
+        # The student's structure without its weights: folders are written from the state Trainer hands over (under
+        # FSDP or DeepSpeed ZeRO-3 the student's own tensors are shards, and the engine gathers the whole state).
+        self._skeleton = copy.deepcopy(unwrap_timm(model.student)).to("meta")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that define this run, as recorded in every folder it saves (see `ltkd_hf.provenance`)."""
+        return run_settings(self.args, self.split_info, model=self.model.student, teacher=self.teacher_name)
+
+    # -- folders and checkpoints ---------------------------------------------------------------
+    def save(self, output_dir: str | os.PathLike, state: Mapping[str, torch.Tensor]) -> None:
+        """Write the canonical folder of the student in ``state`` (the `DistillationModel`'s state) into
+        ``output_dir``, and in a checkpoint-N folder also the loss's state (``distill_loss.safetensors``)."""
+        loss_state = self.model.loss_state(state)
+        if loss_state and _CHECKPOINT_FOLDER.fullmatch(Path(output_dir).name):
+            tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in loss_state.items()}
+            atomic_write_files(output_dir, {LOSS_STATE_NAME: lambda path: save_file(tensors, str(path))})
+        student = self._skeleton
+        student.load_state_dict(self.model.student_state(state), assign=True)
+        extra = {"settings": self.settings(), "groups": self.groups.to_dict(), "objective": self.objective}
+        save_student(
+            student,
+            output_dir,
+            label_names=self.split_info.label_names,
+            extra_config={"ltkd": extra},
+            data_config=resolve_data_config(model=student),
+        )
+        student.to("meta")  # hold no reference to the state's tensors between saves
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def load(self, checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+        """The `DistillationModel` state that `save` wrote into the checkpoint folder ``checkpoint``, on the CPU."""
+        student = load_file(os.path.join(checkpoint, WEIGHTS_NAME), device="cpu")
+        loss: dict[str, torch.Tensor] = {}
+        if self.model.distill_loss.state_dict():
+            path = os.path.join(checkpoint, LOSS_STATE_NAME)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{checkpoint} holds no {LOSS_STATE_NAME}, but --distill_loss {self.args.distill_loss} trains "
+                    "modules of its own whose state an exact resume needs; resume from a checkpoint-N folder written "
+                    "by DistillationTrainer with this loss, or start from scratch."
+                )
+            loss = load_file(path, device="cpu")
+        return self.model.join_state(student, loss)
+
+    def checkpoint_to_resume(self, resume_from_checkpoint: str | os.PathLike | bool | None) -> str | None:
+        """The folder ``train(resume_from_checkpoint=...)`` resumes (``True``: the last checkpoint in
+        ``output_dir``), once checked: it exists and records this run's settings."""
+        if resume_from_checkpoint is None or resume_from_checkpoint is False:
+            return None
+        if resume_from_checkpoint is True:
+            output_dir = self.args.output_dir
+            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"--resume_from_checkpoint true, but {output_dir} holds no checkpoint-* folder; drop it to start "
+                    "from scratch, or pass the checkpoint folder's path."
+                )
+        if not os.path.isdir(resume_from_checkpoint):
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint {str(resume_from_checkpoint)!r} is not a folder; pass a checkpoint-N "
+                "folder of an earlier run with the same settings."
+            )
+        check_settings(resume_from_checkpoint, self.settings(), what="a checkpoint")
+        return str(resume_from_checkpoint)
+
+    # -- report and card -----------------------------------------------------------------------
+    @property
+    def objective(self) -> str:
+        """The loss as the folders, the report and the card describe it."""
+        return self.model.distill_loss.describe()
+
+    def report(
+        self,
+        probabilities: Sequence[np.ndarray],
+        labels: np.ndarray,
+        *,
+        name: str,
+        other_reports: Mapping[str, Mapping[str, Any]] | None,
+        output_dir: str | os.PathLike,
+    ) -> dict[str, dict]:
+        """``{row name: evaluation_report}`` for the model's (and the teacher's, second) predicted probabilities on
+        ``labels``, plus ``other_reports``; written to ``output_dir`` as report.json, report.md and the plots."""
+        counts, k = self.split_info.class_counts, self.args.num_groups
+        reports: dict[str, dict] = {}
+        mass = None
+        if self.teacher_name is not None:
+            teacher = probabilities[1]
+            reports["teacher"] = evaluation_report(teacher.argmax(-1), labels, class_counts=counts, num_groups=k)
+            mass = group_mass(teacher, self.groups)
+        elif name == "teacher":
+            mass = group_mass(probabilities[0], self.groups)
+        reports.update({key: dict(value) for key, value in (other_reports or {}).items()})
+        reports[name] = evaluation_report(probabilities[0].argmax(-1), labels, class_counts=counts, num_groups=k)
+        if self.args.should_save:
+            write_report(
+                output_dir,
+                reports,
+                class_counts=counts,
+                groups=self.groups,
+                teacher_group_mass=mass,
+                metadata=self._report_metadata(),
+            )
+        return reports
+
+    def _report_metadata(self) -> dict[str, Any]:
+        info = self.split_info
+        return {
+            "dataset": info.source,
+            "training split": info.describe(),
+            "evaluated on": info.test_split or "the eval dataset",
+            "model": model_source(self.model.student),
+            "teacher": self.teacher_name,
+            "objective": self.objective,
+            "training seed": self.args.seed,
+            "evaluated": "last-epoch weights" if not self.args.load_best_model_at_end else "best checkpoint",
+        }
+
+    def write_card(
+        self,
+        model_name: str,
+        results: Mapping[str, float],
+        report: Mapping[str, Mapping[str, Any]] | None,
+        license: str,
+    ) -> None:
+        """Write the group model card into ``args.output_dir/README.md`` (see
+        `DistillationTrainer.create_model_card`), with the report's table and plots when there is a ``report``."""
+        missing = [key for key in REQUIRED_RESULTS if key not in results]
+        if missing:
+            raise ValueError(f"evaluate() gave no {missing}; the card needs overall and per-group accuracy.")
+        args, out = self.args, Path(self.args.output_dir)
+        plots = [p for p in ("per_class_accuracy.png", "teacher_bias.png") if (out / p).is_file()] if report else []
+        source = model_source(self.model.student)
+        card = render_model_card(
+            model_name=model_name,
+            architecture=source["architecture"],
+            student_init=source["init"],
+            base_model=getattr(getattr(self.model.student, "config", None), "base_model", None),
+            teacher=self.teacher_name,
+            split_info=self.split_info,
+            groups=self.groups,
+            loss_name=args.distill_loss,
+            loss_description=self.objective,
+            loss_config={
+                **(args.loss_settings() if args.distill_loss != "ce" else {}),
+                "ce_weight": args.ce_weight,
+                "warmup_epochs": args.warmup_epochs,
+            },
+            training={
+                "training seed": args.seed,
+                "epochs": args.num_train_epochs if args.max_steps <= 0 else f"{args.max_steps} steps",
+                "batch size (per device x accumulation x processes)": (
+                    f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {args.world_size}"
+                ),
+                "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
+                + f", learning rate {args.learning_rate}",
+                "weights evaluated": "last epoch" if not args.load_best_model_at_end else "best checkpoint",
+            },
+            results=results,
+            plots=plots,
+            comparison_table=format_group_table(report, self.groups.names) if report else None,
+            license=license,
+        )
+        write_model_card(out, card)

@@ -1,0 +1,152 @@
+"""What `DistillationTrainer` is given, checked before it trains (the arguments, the training split, the models'
+classes, the in-memory datasets), and the in-memory batches made into the model's ``pixel_values`` on the device."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .config import DistillationConfig
+from .data.in_memory import BatchAugmentation, InMemoryImages
+from .data.split_info import SplitInfo
+from .models.loading import check_teacher_matches, unwrap_timm
+
+__all__ = ["DeviceBatches", "checked_split_info", "describe_teacher"]
+
+
+def _num_classes(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "num_labels", None) is not None:
+        return int(config.num_labels)
+    return getattr(unwrap_timm(model), "num_classes", None)
+
+
+def _label_names(model: torch.nn.Module) -> list[str] | None:
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if not id2label:
+        return None
+    names = [id2label[i] for i in range(len(id2label))]
+    # transformers fills unnamed labels with LABEL_i: those say nothing about the dataset's order.
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
+def checked_split_info(
+    args: DistillationConfig,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    split_info: SplitInfo | None,
+    class_counts: Sequence[int] | None,
+    train_dataset: Any,
+) -> SplitInfo:
+    """The training split (`_split_info`), once the arguments are checked: ``args`` a `DistillationConfig`, a teacher
+    unless the loss is ``"ce"``, and the student's and teacher's classes the split's, in its order."""
+    if not isinstance(args, DistillationConfig):
+        raise ValueError(f"args must be a DistillationConfig, got {type(args).__name__}.")
+    if teacher is None and args.distill_loss != "ce":
+        raise ValueError(
+            f"teacher_model is None but distill_loss={args.distill_loss!r} needs a teacher: pass a frozen timm "
+            "teacher (ltkd_hf.models.load_teacher), or distill_loss='ce' to train with cross-entropy alone."
+        )
+    info = _split_info(split_info, class_counts, train_dataset, student)
+    _check_student(student, info)
+    if teacher is not None:
+        check_teacher_matches(teacher, num_classes=info.num_classes, label_names=list(info.label_names))
+    return info
+
+
+def _split_info(
+    split_info: SplitInfo | None, class_counts: Sequence[int] | None, train_dataset: Any, model: torch.nn.Module
+) -> SplitInfo:
+    """``split_info``, or one made from ``class_counts`` (named by the student's labels), or the one a
+    ``train_dataset`` made by `ltkd_hf.data` records."""
+    if split_info is not None:
+        if class_counts is not None:
+            raise ValueError("Pass split_info or class_counts, not both: split_info carries the class counts.")
+        return split_info
+    if class_counts is not None:
+        names = _label_names(model)
+        return SplitInfo.from_counts(class_counts, names if names and len(names) == len(class_counts) else None)
+    if hasattr(train_dataset, "features") and hasattr(train_dataset, "info"):
+        return SplitInfo.from_dataset(train_dataset)
+    raise ValueError(
+        "Pass split_info (ltkd_hf.data.SplitInfo.from_dataset(train)) or class_counts (training images per "
+        "class), or a train_dataset made with ltkd_hf.data (it records them)."
+    )
+
+
+def _check_student(model: torch.nn.Module, info: SplitInfo) -> None:
+    """The student scores the split's classes: as many outputs, and its label names (if any) in the same order."""
+    num_classes = _num_classes(model)
+    if num_classes != info.num_classes:
+        raise ValueError(
+            f"The training split has {info.num_classes} classes but the student has {num_classes} outputs; "
+            f"build the student with num_classes={info.num_classes} or pass the counts of the dataset it is "
+            "trained on."
+        )
+    names = _label_names(model)
+    if names is not None and [str(n) for n in names] != list(info.label_names):
+        raise ValueError(
+            f"The student's label names {names[:5]}... differ from the dataset's {list(info.label_names)[:5]}...; "
+            "build the student with label_names=<the dataset's class names> in class-index order."
+        )
+
+
+def describe_teacher(teacher: torch.nn.Module) -> str:
+    """A teacher's name for the card when the caller gives none: its architecture (where its weights came from
+    is only known to the caller: pass ``teacher_name``)."""
+    return unwrap_timm(teacher).pretrained_cfg.get("architecture") or type(unwrap_timm(teacher)).__name__
+
+
+class DeviceBatches:
+    """Batches of uint8 ``images`` (`ltkd_hf.data.InMemoryImages`) made into ``pixel_values`` on ``device`` by
+    ``augmentation`` (`ltkd_hf.data.BatchAugmentation` of the student's ``pretrained_cfg``; ``None``: off).
+
+    Training batches are augmented (random crop with zero padding, flip, per sample) and normalised, evaluation
+    batches normalised only. The augmentation draws from the device's default generator (seeded by ``args.seed``,
+    saved in checkpoints).
+    """
+
+    def __init__(self, augmentation: BatchAugmentation | None, device: torch.device) -> None:
+        self.augmentation, self.device = augmentation, device
+
+    def check(self, train_dataset: Any, eval_dataset: Any) -> None:
+        """In-memory uint8 datasets that could not become pixel_values fail now, not mid-run (``eval_dataset``: one
+        or a dict of them)."""
+        evaluation = list(eval_dataset.values()) if isinstance(eval_dataset, Mapping) else [eval_dataset]
+        in_memory = [d for d in [train_dataset, *evaluation] if isinstance(d, InMemoryImages)]
+        if not in_memory:
+            return
+        if self.augmentation is None:
+            raise ValueError(
+                "The datasets hold uint8 images (ltkd_hf.data.InMemoryImages), which become the model's "
+                "pixel_values on the device only with device_augmentation=True; pass device_augmentation=True "
+                "(--device_augmentation true), or datasets that yield pixel_values (ltkd_hf.data.apply_transforms)."
+            )
+        if isinstance(train_dataset, InMemoryImages) and not train_dataset.train:
+            raise ValueError(
+                "train_dataset holds the evaluation decoding (InMemoryImages.from_dataset(..., train=False)); decode "
+                "the training split with train=True (the resize the training transform applies before its random "
+                "crop), e.g. with ltkd_hf.data.in_memory_datasets."
+            )
+        for dataset in in_memory:  # a split decoded for another input size fails now, not mid-run
+            self.augmentation.check(dataset.images[:1])
+
+    def __call__(self, inputs: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        """Replace a batch's uint8 ``images`` by ``pixel_values``, in place; batches without ``images`` pass."""
+        if "images" not in inputs:
+            return inputs
+        if self.augmentation is None:
+            raise ValueError(
+                "The batch carries uint8 'images' (ltkd_hf.data.InMemoryImages) but device_augmentation is off, so "
+                "nothing turns them into pixel_values; pass device_augmentation=True (--device_augmentation true), "
+                "or datasets that yield pixel_values (ltkd_hf.data.apply_transforms)."
+            )
+        if "pixel_values" in inputs:
+            raise ValueError(
+                "The batch carries both uint8 'images' and 'pixel_values'; a dataset should yield one of them "
+                "(InMemoryImages yields images, apply_transforms pixel_values)."
+            )
+        images = inputs.pop("images").to(self.device, non_blocking=True)
+        inputs["pixel_values"] = self.augmentation(images, train=train)
+        return inputs
