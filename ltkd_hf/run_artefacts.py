@@ -26,10 +26,10 @@ from ._atomic import atomic_write_files
 from .config import DistillationConfig
 from .data.split_info import SplitInfo
 from .distillation_model import DistillationModel
-from .evaluation.metrics import evaluation_report, group_mass
-from .evaluation.report import format_group_table, write_report
+from .evaluation.metrics import evaluation_report
+from .evaluation.report import format_report_tables, write_report
 from .groups import ClassGroups
-from .hub.card import REQUIRED_RESULTS, render_model_card, write_model_card
+from .hub.card import REQUIRED_RESULTS, render_model_card, results_from_report, write_model_card
 from .hub.save import WEIGHTS_NAME, save_student
 from .models.loading import unwrap_timm
 from .provenance import check_settings, model_source, run_settings
@@ -69,6 +69,7 @@ class RunArtefacts:
         # The student's structure without its weights: folders are written from the state Trainer hands over (under
         # FSDP or DeepSpeed ZeRO-3 the student's own tensors are shards, and the engine gathers the whole state).
         self._skeleton = copy.deepcopy(unwrap_timm(model.student)).to("meta")
+        self.row: str | None = None  # the report row of this run's model, once `report` ran
 
     def settings(self) -> dict[str, Any]:
         """The settings that define this run, as recorded in every folder it saves (see `ltkd_hf.provenance`)."""
@@ -134,8 +135,18 @@ class RunArtefacts:
     # -- report and card -----------------------------------------------------------------------
     @property
     def objective(self) -> str:
-        """The loss as the folders, the report and the card describe it."""
-        return self.model.distill_loss.describe()
+        """The objective as the folders, the report and the card describe it: the cross-entropy as trained
+        (weight, logit adjustment, label smoothing) and the distillation loss."""
+        args = self.args
+        ce = "CE" if not args.ce_logit_adjustment else f"logit-adjusted CE (tau {args.ce_logit_adjustment:g})"
+        if args.label_smoothing_factor:
+            ce += f" with label smoothing {args.label_smoothing_factor:g}"
+        if args.ce_weight != 1:
+            ce = f"{args.ce_weight:g} x {ce}"
+        if args.distill_loss == "ce":
+            return f"{ce} only: no distillation term"
+        ramp = f"ramp({args.warmup_epochs:g} warm-up epochs) x " if args.warmup_epochs else ""
+        return f"{ce} + {ramp}[{self.model.distill_loss.describe()}]"
 
     def report(
         self,
@@ -145,37 +156,44 @@ class RunArtefacts:
         name: str,
         other_reports: Mapping[str, Mapping[str, Any]] | None,
         output_dir: str | os.PathLike,
+        validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, dict]:
         """``{row name: evaluation_report}`` for the model's (and the teacher's, second) predicted probabilities on
-        ``labels``, plus ``other_reports``; written to ``output_dir`` as report.json, report.md and the plots."""
+        ``labels`` (accuracy, ECE and group mass per group), plus ``other_reports``; with ``validation``
+        (``(probabilities, labels)`` on the validation split) each scored row also gets ``"validation"``: its
+        accuracies there. Written to ``output_dir`` as report.json, report.md and the plots."""
         counts, k = self.split_info.class_counts, self.args.num_groups
-        reports: dict[str, dict] = {}
-        mass = None
-        if self.teacher_name is not None:
-            teacher = probabilities[1]
-            reports["teacher"] = evaluation_report(teacher.argmax(-1), labels, class_counts=counts, num_groups=k)
-            mass = group_mass(teacher, self.groups)
-        elif name == "teacher":
-            mass = group_mass(probabilities[0], self.groups)
-        reports.update({key: dict(value) for key, value in (other_reports or {}).items()})
-        reports[name] = evaluation_report(probabilities[0].argmax(-1), labels, class_counts=counts, num_groups=k)
+
+        def scored(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+            return evaluation_report(probs.argmax(-1), labels, class_counts=counts, num_groups=k, probabilities=probs)
+
+        rows = {name: 0} if self.teacher_name is None else {"teacher": 1, name: 0}
+        reports: dict[str, dict] = {key: dict(value) for key, value in (other_reports or {}).items()}
+        for row, at in rows.items():
+            reports[row] = scored(probabilities[at], labels)
+            if validation is not None:
+                held = scored(validation[0][at], validation[1])
+                reports[row]["validation"] = {key: v for key, v in held.items() if key.startswith("accuracy")}
+        reports = {row: reports[row] for row in ["teacher", *[r for r in reports if r != "teacher"]] if row in reports}
+        self.row = name
         if self.args.should_save:
-            write_report(
-                output_dir,
-                reports,
-                class_counts=counts,
-                groups=self.groups,
-                teacher_group_mass=mass,
-                metadata=self._report_metadata(),
-            )
+            write_report(output_dir, reports, class_counts=counts, groups=self.groups,
+                         metadata=dict(metadata) if metadata is not None else self._report_metadata(validation is not None))
         return reports
 
-    def _report_metadata(self) -> dict[str, Any]:
+    def _report_metadata(self, validated: bool) -> dict[str, Any]:
         info = self.split_info
+        held_out = "none: nothing was chosen on held-out data"
+        if validated:
+            held_out = (f"{info.validation_holdout['per_class']} training images per class held out, balanced"
+                        if info.validation_holdout else "the dataset's validation split")
         return {
+            "validation data": held_out,
             "dataset": info.source,
             "training split": info.describe(),
             "evaluated on": info.test_split or "the eval dataset",
+
             "model": model_source(self.model.student),
             "teacher": self.teacher_name,
             "objective": self.objective,
@@ -211,6 +229,8 @@ class RunArtefacts:
             loss_config={
                 **(args.loss_settings() if args.distill_loss != "ce" else {}),
                 "ce_weight": args.ce_weight,
+                "ce_logit_adjustment": args.ce_logit_adjustment,
+                "label_smoothing_factor": args.label_smoothing_factor,
                 "warmup_epochs": args.warmup_epochs,
             },
             training={
@@ -223,9 +243,9 @@ class RunArtefacts:
                 + f", learning rate {args.learning_rate}",
                 "weights evaluated": "last epoch" if not args.load_best_model_at_end else "best checkpoint",
             },
-            results=results,
+            results={**results, **(results_from_report(report[self.row]) if report else {})},
             plots=plots,
-            comparison_table=format_group_table(report, self.groups.names) if report else None,
+            comparison_table=format_report_tables(report, self.groups) if report else None,
             license=license,
         )
         write_model_card(out, card)

@@ -33,11 +33,16 @@ from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
+from .teacher_cache import TeacherLogitCache, cache_key
 from .trainer_inputs import DeviceBatches, checked_split_info, describe_teacher
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DistillationConfig", "DistillationTrainer", "LOSS_STATE_NAME"]
+
+
+def _as_tuple(predictions: Any) -> tuple:
+    return predictions if isinstance(predictions, tuple) else (predictions,)
 
 
 class DistillationTrainer(Trainer):
@@ -60,6 +65,14 @@ class DistillationTrainer(Trainer):
     per-group accuracy. With ``args.device_augmentation``, batches of uint8 ``images`` become ``pixel_values`` on
     the device (`DeviceBatches`), a training window's before the teacher sees them: both see the same batch.
 
+    With ``args.teacher_cache`` (logit losses, in-memory training data), the training windows' teacher logits are
+    read from a `TeacherLogitCache` in ``teacher_cache_dir`` (the teacher's logits for every training image under
+    every crop-and-flip outcome, looked up by each sample's row and the outcome drawn for it) instead of computed:
+    ``train()`` opens the cache made for this teacher, split, augmentation and input conversion, or builds it
+    first (the main process builds, the others wait and open it, memory-mapped: one copy per machine). The
+    numbers are the online teacher's up to float rounding, so the run is the same run. Evaluation and the report
+    run the teacher.
+
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
         teacher_model: a timm model (e.g. from `ltkd_hf.models.load_teacher`); ``None`` only with
@@ -73,7 +86,13 @@ class DistillationTrainer(Trainer):
         teacher_name: where the teacher came from, for the card (a Hub id, a folder, "trained here ...");
             default: its Hub id or architecture.
         teacher_input_transform: maps the student's ``pixel_values`` to the teacher's input; by default derived
-            from the two models' ``pretrained_cfg`` (mean/std, and size when they differ).
+            from the two models' ``pretrained_cfg`` (mean/std, and size when they differ). A teacher-logit cache is
+            keyed by its ``repr`` (a function's holds its address: its cache is rebuilt by every run).
+        teacher_cache_dir: with ``args.teacher_cache``, the cache's folder (default
+            ``<output_dir>/_teacher-logit-cache``: the leading underscore keeps it out of Trainer's Hub uploads);
+            runs of the same teacher on the same split share it when they are given the same folder.
+        validation_dataset: held-out data (never the test split) that `write_report` scores beside the
+            ``eval_dataset``, to choose settings on; in the form of ``eval_dataset``.
         **kwargs: everything else `transformers.Trainer` takes (datasets, collator, callbacks, ...).
     """
 
@@ -90,8 +109,11 @@ class DistillationTrainer(Trainer):
         class_counts: Sequence[int] | None = None,
         teacher_name: str | None = None,
         teacher_input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        teacher_cache_dir: str | os.PathLike | None = None,
+        validation_dataset: Any = None,
         **kwargs: Any,
     ) -> None:
+        self.validation_dataset = validation_dataset
         train_dataset = kwargs.get("train_dataset")
         self.split_info = checked_split_info(args, model, teacher_model, split_info, class_counts, train_dataset)
         self.groups = self.split_info.groups(args.num_groups)
@@ -129,6 +151,17 @@ class DistillationTrainer(Trainer):
         augmentation = BatchAugmentation.from_data_config(student_cfg) if args.device_augmentation else None
         self.device_batches = DeviceBatches(augmentation, self.args.device)
         self.device_batches.check(train_dataset, kwargs.get("eval_dataset"))
+        if args.teacher_cache:
+            self.device_batches.check_cacheable(train_dataset)
+        elif teacher_cache_dir is not None:
+            raise ValueError(
+                f"teacher_cache_dir={str(teacher_cache_dir)!r} is given but teacher_cache is off, so no cache is "
+                "read or written; pass teacher_cache=True (--teacher_cache true) with it, or drop it."
+            )
+        self.teacher_cache_dir = None
+        if args.teacher_cache:
+            self.teacher_cache_dir = Path(teacher_cache_dir or Path(args.output_dir) / "_teacher-logit-cache")
+        self.teacher_cache: TeacherLogitCache | None = None  # opened by train()
 
         if args.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -196,6 +229,30 @@ class DistillationTrainer(Trainer):
                 out = self.teacher(pixel_values.to(dtype))
         return (out.logits if hasattr(out, "logits") else out).float(), features
 
+    def open_teacher_cache(self) -> TeacherLogitCache:
+        """The teacher-logit cache in ``teacher_cache_dir`` made for this teacher, training split, augmentation and
+        input conversion: the main process opens it or builds it, then the others open it."""
+        teacher = self.accelerator.unwrap_model(self.teacher, keep_torch_compile=False)
+        augmentation = self.device_batches.augmentation
+        key = cache_key(teacher, self.train_dataset, augmentation, repr(self.teacher_input_transform))
+        folder = self.teacher_cache_dir
+        with self.args.main_process_first(local=self.args.save_on_each_node, desc="the teacher-logit cache"):
+            cache = TeacherLogitCache.open(folder, key)
+            if cache is not None:
+                logger.info("Reusing the teacher-logit cache in %s (same teacher, split and augmentation).", folder)
+            elif self.args.should_save:  # the process that writes the run's files builds it
+                logger.info("Building the teacher-logit cache in %s: %d images x %d outcomes.", folder,
+                            key["num_images"], key["outcomes"])
+                cache = TeacherLogitCache.build(folder, key, self.train_dataset, augmentation, self.teacher_logits,
+                                                device=self.args.device, batch_size=self.args.eval_batch_size)
+            else:
+                raise ValueError(
+                    f"Process {self.args.process_index} found no teacher-logit cache in {folder} after the main "
+                    "process built it: teacher_cache_dir must be a folder every process of a machine can read "
+                    "(with save_on_each_node=False, of every machine: a shared filesystem)."
+                )
+        return cache
+
     # -- the optimizer step --------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The gradient-accumulation window's micro-batches, each with its teacher logits; the loss's batch
@@ -206,7 +263,10 @@ class DistillationTrainer(Trainer):
         # Feature losses run the teacher with its features in compute_loss, micro-batch by micro-batch.
         if self.teacher is None or not batches or self.loss_fn.requires_features:
             return batches, num_items
-        logits = [self.teacher_logits(batch["pixel_values"]) for batch in batches]
+        if self.teacher_cache is not None:
+            logits = [self._cached_teacher_logits(batch) for batch in batches]
+        else:
+            logits = [self.teacher_logits(batch["pixel_values"]) for batch in batches]
         for batch, teacher_logits in zip(batches, logits):
             batch["teacher_logits"] = teacher_logits
         if self.args.check_teacher_finite:  # a device tensor: read once the first backward is queued
@@ -219,6 +279,16 @@ class DistillationTrainer(Trainer):
                 total = self.accelerator.reduce(total, reduction="sum")
             self._window_statistics = total
         return batches, num_items
+
+    def _cached_teacher_logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The cached teacher logits of a training micro-batch: its rows under the outcomes its augmentation drew."""
+        if "index" not in batch or "augmentation_outcome" not in batch:
+            raise ValueError(
+                "teacher_cache=True: a training batch carries no 'index' (each image's row in the training split) "
+                "or no augmentation outcome; batch InMemoryImages with ltkd_hf.data.collate_images, which keeps the "
+                "rows, and let the trainer augment them (device_augmentation=True)."
+            )
+        return self.teacher_cache.lookup(batch["index"], batch["augmentation_outcome"], batch["pixel_values"].device)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -373,7 +443,8 @@ class DistillationTrainer(Trainer):
         self._load_from_checkpoint(self.state.best_model_checkpoint)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
-        """`Trainer.train`; a checkpoint is resumed only when the settings it records equal this run's."""
+        """`Trainer.train`; a checkpoint is resumed only when the settings it records equal this run's. With
+        ``args.teacher_cache`` the teacher-logit cache is opened (or built) first."""
         checkpoint = self.artefacts.checkpoint_to_resume(resume_from_checkpoint)
         if checkpoint is not None:
             state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
@@ -384,6 +455,8 @@ class DistillationTrainer(Trainer):
                 self._load_from_checkpoint(checkpoint)
                 self.state = state
                 return TrainOutput(state.global_step, float("nan"), {})
+        if self.args.teacher_cache:
+            self.teacher_cache = self.open_teacher_cache()
         return super().train(checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
 
     @property
@@ -398,27 +471,37 @@ class DistillationTrainer(Trainer):
         eval_dataset: Any = None,
         name: str | None = None,
         other_reports: Mapping[str, Mapping[str, Any]] | None = None,
+        validation_dataset: Any = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, dict]:
-        """Score the model (and the teacher) on ``eval_dataset`` (default: the trainer's) from one ``predict()``
-        pass, write report.json, report.md and the plots into ``output_dir`` (default ``args.output_dir``), and
-        return ``{row name: evaluation_report}``.
+        """Score the model (and the teacher) on ``eval_dataset`` (default: the trainer's, the test split) from one
+        ``predict()`` pass, write report.json, report.md and the plots into ``output_dir`` (default
+        ``args.output_dir``), and return ``{row name: evaluation_report}``.
 
         ``name`` is the model's row (default `model_label`; "teacher" for a cross-entropy run that trains the
-        teacher, whose own group mass is then plotted); ``other_reports`` adds rows (e.g. the CE student's).
+        teacher); ``other_reports`` adds rows (e.g. the CE student's). With ``validation_dataset`` (default: the
+        trainer's) each scored row also carries its accuracy on it under ``"validation"``. ``metadata``
+        replaces what the report states about the run (`ltkd-eval` states what a saved folder records).
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        validation_dataset = validation_dataset if validation_dataset is not None else self.validation_dataset
+        validation = None
         self._report_mode = True
         try:
             out = self.predict(dataset, metric_key_prefix="test")
+            if validation_dataset is not None:
+                held = self.predict(validation_dataset, metric_key_prefix="validation")
+                validation = (_as_tuple(held.predictions), np.asarray(held.label_ids))
         finally:
             self._report_mode = False
-        probabilities = out.predictions if isinstance(out.predictions, tuple) else (out.predictions,)
         self.report = self.artefacts.report(
-            probabilities,
+            _as_tuple(out.predictions),
             np.asarray(out.label_ids),
             name=name or self.model_label,
             other_reports=other_reports,
             output_dir=output_dir or self.args.output_dir,
+            validation=validation,
+            metadata=metadata,
         )
         return self.report
 

@@ -63,7 +63,7 @@ def test_table_has_a_row_per_method_setting_and_teacher(table):
     markdown = (out / "table.md").read_text()
     assert "| LTKD (alpha=6) |" in markdown and "mean ± sample std over seeds [0, 1]" in markdown
     settings = json.loads((out / "seed0" / "ltkd-alpha=1" / "config.json").read_text())["ltkd"]["settings"]
-    assert settings["objective"]["loss_settings"]["alpha"] == 1.0 and settings["seed"] == 0
+    assert settings["objective"]["distill_loss_kwargs"]["alpha"] == 1.0 and settings["schedule"]["seed"] == 0
     balanced = json.loads((out / "seed1" / "teacher-logit_adjusted" / "config.json").read_text())["ltkd"]["settings"]
     assert balanced["objective"]["ce_logit_adjustment"] == 1.0 and balanced["seed"] == 1
 

@@ -1,10 +1,13 @@
 """The declared mapping from every setting the recipes accept to the stages it reaches.
 
-A run has up to three training stages, each one `DistillationTrainer` run in its own folder, and ``ltkd-eval``
+A run has up to four training stages, each one `DistillationTrainer` run in its own folder, and ``ltkd-eval``
 has an evaluation stage:
 
 * ``teacher``: the biased teacher, plain cross-entropy on the long-tailed split (its own flags: ``--teacher_*``);
-* ``student_ce``: the student trained with cross-entropy alone, the comparison row;
+* ``student_ce``: the student trained with cross-entropy alone, a comparison row;
+* ``student_kd``: the student distilled with plain KD from the same teacher, a comparison row of ``ltkd-distill``
+  (a table's KD rows are its ``--losses kd`` cells): the distilled student's schedule, warm-up, groups and teacher
+  reach it, its objective (loss, loss settings, CE weight, logit adjustment, label smoothing) does not;
 * ``student``: the distilled student (a table has one per cell);
 * ``eval``: scoring a saved model (``ltkd-eval``).
 
@@ -22,15 +25,16 @@ from ..training_fields import OUTPUT_FIELDS, UNSUPPORTED_FIELDS, WEIGHT_FIELDS
 
 __all__ = ["PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES", "Setting", "applies", "setting"]
 
-TEACHER, STUDENT_CE, STUDENT, EVAL = "teacher", "student_ce", "student", "eval"
-STAGES = (TEACHER, STUDENT_CE, STUDENT, EVAL)
-TRAINED = frozenset({TEACHER, STUDENT_CE, STUDENT})
-STUDENTS = frozenset({STUDENT_CE, STUDENT})
+TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL = "teacher", "student_ce", "student_kd", "student", "eval"
+STAGES = (TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL)
+TRAINED = frozenset({TEACHER, STUDENT_CE, STUDENT_KD, STUDENT})
+STUDENTS = frozenset({STUDENT_CE, STUDENT_KD, STUDENT})
+DISTILLED = frozenset({STUDENT_KD, STUDENT})  # the stages that distil from the teacher
 EVERY = frozenset(STAGES)
 
 PROGRAM_STAGES = {
     "ltkd-distill": TRAINED,
-    "ltkd-table": TRAINED,
+    "ltkd-table": TRAINED - {STUDENT_KD},  # its KD rows are --losses kd cells
     "ltkd-teacher": frozenset({TEACHER}),
     "ltkd-eval": frozenset({EVAL}),
 }
@@ -64,35 +68,37 @@ SETTINGS: dict[str, Setting] = {
     "test_split": _output(EVERY),
     "validation_split": _output(EVERY),
     # InputArguments
-    "input_size": _weights(TEACHER, STUDENT_CE, STUDENT),
+    "input_size": _weights(*TRAINED),
     # StudentArguments
-    "student": _weights(STUDENT_CE, STUDENT),
-    "student_init": _weights(STUDENT_CE, STUDENT),
+    "student": _weights(*STUDENTS),
+    "student_init": _weights(*STUDENTS),
     "compare_ce_student": _output(frozenset({STUDENT_CE})),
-    # TeacherArguments: the teacher trained here, and through it the student distilled from it
+    "compare_kd_student": _output(frozenset({STUDENT_KD})),
+    # TeacherArguments: the teacher trained here, and through it the students distilled from it
     **dict.fromkeys(
         ("teacher_architecture", "teacher_init", "teacher_epochs", "teacher_learning_rate", "teacher_logit_adjustment"),
-        _weights(TEACHER, STUDENT),
+        _weights(TEACHER, *DISTILLED),
     ),
-    # GivenTeacherArguments: a finished teacher replaces the teacher stage for the distilled student
-    "teacher": _weights(STUDENT),
-    "teacher_checkpoint": _weights(STUDENT),
-    "allow_unsafe_pickle": _output(frozenset({STUDENT})),
+    # GivenTeacherArguments: a finished teacher replaces the teacher stage for the distilled students
+    "teacher": _weights(*DISTILLED),
+    "teacher_checkpoint": _weights(*DISTILLED),
+    "allow_unsafe_pickle": _output(DISTILLED),
     # RunArguments
     "overwrite_output_dir": _output(),
     "verify_images": _output(),
     "dry_run": _output(),
-    "in_memory_data": _weights(TEACHER, STUDENT_CE, STUDENT),
+    "in_memory_data": _weights(*TRAINED),
     "in_memory_max_gib": _output(),
-    # DistillationConfig (TrainingArguments): the student's objective reaches the distilled student only
-    **{name: _weights(TEACHER, STUDENT_CE, STUDENT) for name in WEIGHT_FIELDS},
+    # DistillationConfig (TrainingArguments): the student's objective reaches the distilled student only; the KD
+    # student shares its warm-up, its groups (the report's head/medium/tail) and how the teacher runs
+    **{name: _weights(*TRAINED) for name in WEIGHT_FIELDS},
     **dict.fromkeys(
-        ("distill_loss", "distill_loss_kwargs", "ce_weight", "ce_logit_adjustment", "label_smoothing_factor",
-         "num_groups", "warmup_epochs", "teacher_dtype"),
+        ("distill_loss", "distill_loss_kwargs", "ce_weight", "ce_logit_adjustment", "label_smoothing_factor"),
         _weights(STUDENT),
     ),
-    "num_train_epochs": _weights(STUDENT_CE, STUDENT),  # the teacher's: --teacher_epochs
-    "methods": _weights(STUDENT),  # config-only: each loss's distill_loss_kwargs and warmup_epochs
+    **dict.fromkeys(("num_groups", "warmup_epochs", "teacher_dtype"), _weights(*DISTILLED)),
+    "num_train_epochs": _weights(*STUDENTS),  # the teacher's: --teacher_epochs
+    "methods": _weights(*DISTILLED),  # config-only: each loss's distill_loss_kwargs and warmup_epochs (kd: methods.kd)
     **{name: _output() for name in OUTPUT_FIELDS},
     "push_to_hub": _output(frozenset({TEACHER, STUDENT})),  # ltkd-teacher pushes the teacher, the others the student
     "hub_model_id": _output(frozenset({TEACHER, STUDENT})),
@@ -110,7 +116,7 @@ RECIPE_REFUSED = {
 # The settings of one program's own arguments (their names may also be training settings of the others).
 PROGRAM_SETTINGS: dict[str, dict[str, Setting]] = {
     "ltkd-eval": dict.fromkeys(("model", "output_dir", "num_groups", "batch_size"), _output(frozenset({EVAL}))),
-    "ltkd-table": dict.fromkeys(("losses", "seeds", "sweep", "teacher_losses"), _output()),
+    "ltkd-table": dict.fromkeys(("losses", "seeds", "sweep", "teacher_losses", "select_on", "select_metric"), _output()),
 }
 
 

@@ -68,12 +68,14 @@ class LongTailedData:
     in_memory: dict = field(default_factory=dict, repr=False, compare=False)
 
     def in_memory_splits(self, data_config: dict, max_gib: float) -> dict[str, InMemoryImages]:
-        """``{"train", "test"}`` as `InMemoryImages` at ``data_config``'s input size, decoded on first use."""
+        """``{"train", "test"}`` (and ``"validation"``) as `InMemoryImages` at ``data_config``'s input size, decoded
+        on first use."""
         key = json.dumps(data_config, sort_keys=True, default=str)
         if key not in self.in_memory:
+            held_out = {} if self.validation is None else {"validation": self.validation}
             try:
                 splits = in_memory_datasets(
-                    {"train": self.train, "test": self.test}, data_config, max_bytes=int(max_gib * 2**30)
+                    {"train": self.train, "test": self.test, **held_out}, data_config, max_bytes=int(max_gib * 2**30)
                 )
             except ValueError as err:
                 raise ValueError(f"--in_memory_data true: {err}") from None
@@ -450,13 +452,17 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     if stage.in_memory_max_gib is not None:
         prepared, collate = data.in_memory_splits(data_config, stage.in_memory_max_gib), collate_images
     else:
-        prepared, collate = apply_transforms({"train": data.train, "test": data.test}, data_config), collate_fn
+        splits = {"train": data.train, "test": data.test}
+        if data.validation is not None:
+            splits["validation"] = data.validation
+        prepared, collate = apply_transforms(splits, data_config), collate_fn
     trainer = DistillationTrainer(
         model=stage.model,
         teacher_model=teacher,
         args=stage.args,
         train_dataset=prepared["train"],
         eval_dataset=prepared["test"],
+        validation_dataset=prepared.get("validation"),
         split_info=data.split_info,
         teacher_name=stage.teacher_name,
         data_collator=collate,

@@ -80,7 +80,24 @@ class TableArguments:
         },
     )
 
+    select_on: str | None = field(
+        default=None,
+        metadata={
+            "help": "validation: for each method (loss and teacher) and seed, keep the sweep cell that is best on the "
+            "validation split (--select_metric) and report its test numbers and chosen settings; needs a validation "
+            "split (the dataset's own, or --validation_per_class N). Default: every cell is a row, chosen on nothing."
+        },
+    )
+    select_metric: str = field(
+        default="accuracy",
+        metadata={"help": "What --select_on maximises: accuracy (overall) or accuracy_tail."},
+    )
+
     def __post_init__(self) -> None:
+        if self.select_on not in (None, "validation"):
+            raise ValueError(f"--select_on {self.select_on!r}: the only held-out data to select on is 'validation'.")
+        if self.select_metric not in ("accuracy", "accuracy_tail"):
+            raise ValueError(f"--select_metric {self.select_metric!r}: choose accuracy or accuracy_tail.")
         unknown = sorted(set(self.losses) - set(available_losses()))
         if unknown:
             raise ValueError(f"--losses {unknown} are not registered losses; choose from {available_losses()}.")
@@ -172,24 +189,65 @@ def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) ->
         raise ValueError(f"--sweep, cell {cell.row!r}: {err}") from None
 
 
-def summarise(per_seed: dict[str, list[dict]]) -> dict[str, dict]:
-    """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std."""
+def summarise(per_seed: dict[str, list[dict]], chosen: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+    """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std; and, for a row selected on
+    validation, the settings chosen for each seed (``chosen``)."""
     summary = {}
     for row, reports in per_seed.items():
-        entry = {"seeds": len(reports)}
+        entry: dict[str, Any] = {"seeds": len(reports)}
         for key in ("accuracy_tail", "accuracy"):
-            values = np.array([100.0 * r[key] for r in reports])
+            values = np.array([100.0 * _metric(r, key) for r in reports])
             std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": std}
+        if chosen and row in chosen:
+            entry["chosen on validation"] = chosen[row]
         summary[row] = entry
     return summary
 
 
+def _metric(report: dict, key: str, split: str | None = None) -> float:
+    """``accuracy`` or ``accuracy_tail`` of a report (of its ``split`` part when given); the tail is the rarest
+    frequency group, whatever K named it (``group_9`` for K = 10)."""
+    if key == "accuracy_tail" and "groups" in report:
+        key = f"accuracy_{report['groups']['names'][-1]}"
+    return (report[split] if split else report)[key]
+
+
+def select_on_validation(
+    results: list[tuple[int, Cell, dict]], metric: str
+) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """For each method (a loss from a teacher) and seed, the sweep cell best on the validation split by ``metric``:
+    ``({method row: [its test report per seed]}, {method row: [{seed, settings, validation value} per seed]})``."""
+    best: dict[tuple[str, str, int], tuple[Cell, dict]] = {}
+    for seed, cell, report in results:
+        key = (cell.loss, cell.teacher_loss, seed)
+        if key not in best or _metric(report, metric, "validation") > _metric(best[key][1], metric, "validation"):
+            best[key] = (cell, report)
+    per_seed: dict[str, list[dict]] = {}
+    chosen: dict[str, list[dict]] = {}
+    for (loss, teacher_loss, seed), (cell, report) in best.items():
+        row = Cell(loss, (), teacher_loss).row
+        per_seed.setdefault(row, []).append(report)
+        chosen.setdefault(row, []).append(
+            {"seed": seed, "settings": dict(cell.settings), f"validation {metric}": _metric(report, metric, "validation")}
+        )
+    return per_seed, chosen
+
+
 def format_table(summary: dict[str, dict], title: str) -> str:
-    lines = [title, "", "| model | tail | all | seeds |", "|---|---:|---:|---:|"]
+    selected = any("chosen on validation" in entry for entry in summary.values())
+    lines = [title, "", "| model | tail | all | seeds |" + (" chosen on validation |" if selected else ""),
+             "|---|---:|---:|---:|" + ("---|" if selected else "")]
     for row, entry in summary.items():
         cells = [f"{entry[k]['mean']:.2f} ± {entry[k]['std']:.2f}" for k in ("accuracy_tail", "accuracy")]
-        lines.append(f"| {row} | {cells[0]} | {cells[1]} | {entry['seeds']} |")
+        line = f"| {row} | {cells[0]} | {cells[1]} | {entry['seeds']} |"
+        if selected:
+            choices = entry.get("chosen on validation") or []
+            line += " " + "; ".join(
+                f"seed {c['seed']}: " + (", ".join(f"{k}={v}" for k, v in c["settings"].items()) or "its only setting")
+                for c in choices
+            ) + " |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -206,6 +264,8 @@ def plan(argv: list[str] | None = None):
             f"--teacher_losses {' '.join(table_args.teacher_losses)}: trains teachers here, but --teacher "
             f"{given_args.teacher} gives the one teacher every seed distils from; drop one of them."
         )
+    if table_args.select_on and not table_args.sweep:
+        raise ValueError("--select_on validation chooses among the cells of a --sweep; pass --sweep SETTING=V1,V2,....")
     if "compare_ce_student" in parsed.given:
         raise ValueError("--compare_ce_student: the table's rows are --losses; add or drop ce there.")
     setup_logging()
@@ -214,6 +274,12 @@ def plan(argv: list[str] | None = None):
     teacher, given_name = given_teacher(given_args) if given_args.teacher else (None, None)
     with config.main_process_first(desc="loading the dataset"):
         data = load_long_tailed(data_args, verify=run_args.verify_images)
+    if table_args.select_on and data.validation is None:
+        raise ValueError(
+            f"--select_on validation: --dataset {data_args.dataset} has no validation split; pass "
+            "--validation_per_class N (a balanced one held out of the training images) or use a dataset with its own "
+            "(an image folder's val/)."
+        )
     if teacher is not None:
         try:
             check_teacher_matches(teacher, num_classes=data.split_info.num_classes,
@@ -255,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
             print_plan([*teachers.values(), *(stage for _, stage in stages)])
         return {}
     per_seed: dict[str, list[dict]] = {}
+    results: list[tuple[int, Cell, dict]] = []
     for seed, teachers, stages in plans:
         loaded = {}
         for teacher_loss, stage in teachers.items():
@@ -264,11 +331,21 @@ def main(argv: list[str] | None = None) -> dict:
         for cell, stage in stages:
             teacher = None if cell.loss == "ce" else given if given is not None else loaded[cell.teacher_loss]
             trainer = train_stage(stage, data, teacher)
-            per_seed.setdefault(cell.row, []).append(trainer.write_report(name=trainer.model_label)[trainer.model_label])
-    summary = summarise(per_seed)
+            results.append((seed, cell, trainer.write_report(name=trainer.model_label)[trainer.model_label]))
+    chosen = None
+    if table_args.select_on:
+        selected, chosen = select_on_validation(results, table_args.select_metric)
+        per_seed.update(selected)
+        how = f"each method's sweep cell chosen per seed on the validation split by {table_args.select_metric}"
+    else:
+        for _, cell, report in results:
+            per_seed.setdefault(cell.row, []).append(report)
+        swept = len({cell.settings for _, cell, _ in results}) > 1
+        how = "no cell selected on held-out data: every row is one setting" if swept else "one setting per method"
+    summary = summarise(per_seed, chosen)
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
     title = (f"Top-1 accuracy (%) on the balanced test split of {data_args.dataset}, {data.split_info.describe()}; "
-             f"{teacher_note}last-epoch weights, mean ± sample std over seeds {table_args.seeds}.")
+             f"{teacher_note}{how}; last-epoch weights, mean ± sample std over seeds {table_args.seeds}.")
     out = Path(config.output_dir)
     if PartialState().is_main_process:
         _say_what_is_replaced(out, summary)

@@ -1,0 +1,68 @@
+"""Honest settings selection: ltkd-table --select_on validation keeps, per method and seed, the sweep cell best on
+the validation split and reports its test numbers and the chosen settings; without a validation split it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltkd_hf.cli import table
+from ltkd_hf.cli.table import Cell, select_on_validation
+
+FAST = ["--max_steps", "1", "--lr_decay_epochs", "none", "--warmup_epochs", "0", "--per_device_train_batch_size", "8",
+        "--verify_images", "false", "--save_strategy", "no", "--num_groups", "2", "--input_size", "16",
+        "--student", "cifar_resnet8x4"]
+
+
+def report(validation: float, test: float) -> dict:
+    return {"accuracy": test, "accuracy_tail": test, "validation": {"accuracy": validation, "accuracy_tail": validation}}
+
+
+def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
+    a1, a6 = Cell("ltkd", (("alpha", "1"),)), Cell("ltkd", (("alpha", "6"),))
+    kd = Cell("kd", (), "logit_adjusted")
+    results = [(0, a1, report(0.5, 0.9)), (0, a6, report(0.7, 0.1)), (1, a1, report(0.8, 0.2)),
+               (1, a6, report(0.6, 0.95)), (0, kd, report(0.4, 0.4)), (1, kd, report(0.3, 0.3))]
+    per_seed, chosen = select_on_validation(results, "accuracy")
+    # chosen on validation, whatever the test numbers say
+    assert [r["accuracy"] for r in per_seed["LTKD"]] == [0.1, 0.2]
+    assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": "6"}, {"alpha": "1"}]
+    assert [c["seed"] for c in chosen["LTKD"]] == [0, 1] and len(per_seed["KD, logit-adjusted teacher"]) == 2
+
+
+def write_folder(root, with_validation: bool) -> None:
+    rng = np.random.default_rng(0)
+    splits = {"train": {"heron": 12, "osprey": 6}, "test": {"heron": 3, "osprey": 3}}
+    if with_validation:
+        splits["val"] = {"heron": 3, "osprey": 3}
+    for split, counts in splits.items():
+        for label, (name, n) in enumerate(counts.items()):
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (16, 16, 3)) + 120 * label
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+
+
+def test_select_on_validation_end_to_end_and_refused_without_validation(tmp_path):
+    write_folder(tmp_path / "birds", with_validation=True)
+    out = tmp_path / "table"
+    argv = [*FAST, "--dataset", str(tmp_path / "birds"), "--imbalance_factor", "1", "--output_dir", str(out),
+            "--losses", "ltkd", "--sweep", "alpha=1,6", "--select_on", "validation"]
+    summary = table.main(argv)
+    assert list(summary) == ["teacher", "LTKD"]
+    (choice,) = summary["LTKD"]["chosen on validation"]
+    cells = {alpha: json.loads((out / "seed0" / f"ltkd-alpha={alpha}" / "report.json").read_text())
+             ["models"]["student (LTKD)"] for alpha in ("1", "6")}
+    best = max(("1", "6"), key=lambda a: (cells[a]["validation"]["accuracy"], a == "1"))  # ties: the first cell
+    assert choice["settings"] == {"alpha": best}
+    assert summary["LTKD"]["accuracy"]["values"] == [pytest.approx(100 * cells[best]["accuracy"], abs=1e-9)]
+    text = (out / "table.md").read_text()
+    assert "chosen per seed on the validation split by accuracy" in text and f"seed 0: alpha={best}" in text
+
+    write_folder(tmp_path / "plain", with_validation=False)
+    with pytest.raises(ValueError, match=r"--select_on validation: --dataset .*plain has no validation split"):
+        table.plan([*FAST, "--dataset", str(tmp_path / "plain"), "--imbalance_factor", "1", "--output_dir",
+                    str(tmp_path / "p"), "--losses", "ltkd", "--sweep", "alpha=1,6", "--select_on", "validation"])
