@@ -179,15 +179,6 @@ def test_group_mass_on_a_batch_scale_gets_a_scaled_target(tmp_path, monkeypatch)
     assert "batch of 64" in drawn["axes"].get_ylabel()
 
 
-def test_deprecated_teacher_group_mass_sets_the_teacher_row(tmp_path, accuracy_only_reports):
-    paths = write_report(tmp_path, accuracy_only_reports, class_counts=COUNTS, groups=GROUPS,
-                         teacher_group_mass=[0.5, 0.3, 0.2])
-    data = json.loads(paths["json"].read_text())
-    assert data["models"]["teacher"]["group_mass"] == [0.5, 0.3, 0.2]
-    assert "group_mass" not in data["models"]["student (LTKD)"] and paths["teacher_bias_plot"].is_file()
-    assert "group_mass" not in accuracy_only_reports["teacher"]  # the caller's dict is left alone
-
-
 def test_no_bias_plot_or_calibration_without_probabilities(tmp_path, accuracy_only_reports):
     paths = write_report(tmp_path, accuracy_only_reports, class_counts=COUNTS, groups=GROUPS)
     assert "teacher_bias_plot" not in paths and not (tmp_path / "teacher_bias.png").exists()

@@ -65,7 +65,7 @@ def test_table_has_a_row_per_method_setting_and_teacher(table):
     settings = json.loads((out / "seed0" / "ltkd-alpha=1" / "config.json").read_text())["ltkd"]["settings"]
     assert settings["objective"]["distill_loss_kwargs"]["alpha"] == 1.0 and settings["schedule"]["seed"] == 0
     balanced = json.loads((out / "seed1" / "teacher-logit_adjusted" / "config.json").read_text())["ltkd"]["settings"]
-    assert balanced["objective"]["ce_logit_adjustment"] == 1.0 and balanced["seed"] == 1
+    assert balanced["objective"]["ce_logit_adjustment"] == 1.0 and balanced["schedule"]["seed"] == 1
 
 
 def _folder(row: str) -> str:

@@ -316,7 +316,6 @@ def write_report(
     class_counts: Sequence[int],
     groups: ClassGroups,
     metadata: Mapping[str, Any] | None = None,
-    teacher_group_mass: Sequence[float] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, per_class_accuracy.png and (when a report holds ``group_mass``)
     teacher_bias.png into ``output_dir``, each atomically; returns ``{"json", "markdown", "per_class_plot",
@@ -327,18 +326,12 @@ def write_report(
     teacher_bias.png shows the group mass of every such model beside the balanced target
     (``plot_group_mass``). ``groups`` are the frequency groups of the tables and plots (those the reports were
     built with); ``metadata`` (dataset, ρ, loss, seed, which checkpoint was evaluated, ...) goes into both files.
-    ``teacher_group_mass`` is deprecated: it sets the "teacher" row's ``group_mass``; pass the teacher's
-    ``probabilities`` to ``evaluation_report`` instead.
     """
     if not reports:
         raise ValueError("reports is empty; pass {model name: evaluation_report(...)}.")
     missing = [m for m, r in reports.items() if "per_class" not in r]
     if missing:
         raise ValueError(f"reports for {missing} lack 'per_class'; build each with evaluation_report(...).")
-    if teacher_group_mass is not None:
-        if "teacher" not in reports:
-            raise ValueError(f"teacher_group_mass was given but reports has no 'teacher' row (rows: {list(reports)}).")
-        reports = {**reports, "teacher": {**reports["teacher"], "group_mass": list(teacher_group_mass)}}
     # The tables and the plot label each row's per-group numbers with these groups' names.
     other = [m for m, r in reports.items() if "groups" in r and r["groups"]["class_to_group"] != list(groups.class_to_group)]
     if other:
