@@ -163,6 +163,15 @@ class DistillationConfig(TrainingArguments):
             "pass unchanged. The recipes' --in_memory_data true sets it."
         },
     )
+    teacher_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the teacher's logits from a cache of every (training image, crop-and-flip outcome) instead "
+            "of running the teacher each step: the same numbers (up to float rounding), built once per teacher and "
+            "split and reused by every run of a logit loss (ltkd, kd, dkd, dist, bkd). Needs device_augmentation "
+            "with in-memory training data (the recipes: --in_memory_data true); evaluation runs the teacher."
+        },
+    )
     check_teacher_finite: bool = field(
         default=True,
         metadata={
@@ -214,6 +223,8 @@ class DistillationConfig(TrainingArguments):
                 raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
         if not 0 < self.lr_decay_rate <= 1:
             raise ValueError(f"--lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        if self.teacher_cache:
+            self._check_teacher_cache()
         if self.teacher_dtype not in TEACHER_DTYPES:
             raise ValueError(f"--teacher_dtype must be one of {sorted(TEACHER_DTYPES)}, got {self.teacher_dtype!r}.")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
@@ -225,6 +236,20 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"--warmup_epochs {self.warmup_epochs} is not shorter than --num_train_epochs {self.num_train_epochs}: "
                 "the distillation term would never reach its full weight; pass a shorter warm-up (0 for none)."
+            )
+
+    def _check_teacher_cache(self) -> None:
+        """The cache holds the teacher's logits only: a loss must need no more of the teacher, and need it at all."""
+        if self.distill_loss == "ce":
+            raise ValueError(
+                "--teacher_cache true: --distill_loss ce trains with cross-entropy alone, so no teacher runs and "
+                "there is nothing to cache; drop --teacher_cache or choose a distillation loss."
+            )
+        if LOSSES[self.distill_loss].requires_features:
+            raise ValueError(
+                f"--teacher_cache true: --distill_loss {self.distill_loss} reads the teacher's intermediate features, "
+                "which the cache (the teacher's logits only) does not hold; drop --teacher_cache, or use it with a "
+                f"logit loss ({', '.join(n for n in available_losses() if n != 'ce' and not LOSSES[n].requires_features)})."
             )
 
     def _refuse_unsupported(self) -> None:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .data.in_memory import BatchAugmentation, InMemoryImages, augmentation_outcomes, crop_flip, normalize_images
 
-__all__ = ["LOGITS_NAME", "KEY_NAME", "TeacherLogitCache", "cache_key", "tensor_fingerprint"]
+__all__ = ["LOGITS_NAME", "KEY_NAME", "TeacherLogitCache", "cache_key", "check_cacheable", "tensor_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +46,23 @@ def tensor_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:32]
 
 
-def cache_key(
-    teacher: torch.nn.Module, images: InMemoryImages, augmentation: BatchAugmentation, teacher_input: Any
-) -> dict[str, Any]:
-    """What a cache holds the logits of: the teacher's weights (and buffers), the training images' pixels and
-    order, the augmentation (padding, size, normalisation) and ``teacher_input`` (a description of the
-    conversion from the student's inputs to the teacher's: the two models' mean, std and input size)."""
+def check_cacheable(augmentation: BatchAugmentation) -> None:
+    """Raise unless ``augmentation`` has finitely many outcomes (the small-input recipe's padded crop and flip)."""
     if augmentation.padding is None:
         raise ValueError(
             "The training transform of this model is timm's random-resized crop of the original image, which has "
             "infinitely many outcomes, so its teacher logits cannot be cached exactly; train without the teacher "
             "cache (--teacher_cache false)."
         )
+
+
+def cache_key(
+    teacher: torch.nn.Module, images: InMemoryImages, augmentation: BatchAugmentation, teacher_input: Any
+) -> dict[str, Any]:
+    """What a cache holds the logits of: the teacher's weights (and buffers), the training images' pixels and
+    order, the augmentation (padding, size, normalisation) and ``teacher_input`` (a description of the
+    conversion from the student's inputs to the teacher's: the two models' mean, std and input size)."""
+    check_cacheable(augmentation)
     return {
         "teacher": tensor_fingerprint(teacher.state_dict()),
         "images": tensor_fingerprint({"images": images.images, "labels": images.labels}),

@@ -11,6 +11,7 @@ from .config import DistillationConfig
 from .data.in_memory import BatchAugmentation, InMemoryImages
 from .data.split_info import SplitInfo
 from .models.loading import check_teacher_matches, unwrap_timm
+from .teacher_cache import check_cacheable
 
 __all__ = ["DeviceBatches", "checked_split_info", "describe_teacher"]
 
@@ -102,8 +103,8 @@ class DeviceBatches:
     """Batches of uint8 ``images`` (`ltkd_hf.data.InMemoryImages`) made into ``pixel_values`` on ``device`` by
     ``augmentation`` (`ltkd_hf.data.BatchAugmentation` of the student's ``pretrained_cfg``; ``None``: off).
 
-    Training batches are augmented (random crop with zero padding, flip, per sample) and normalised, evaluation
-    batches normalised only. The augmentation draws from the device's default generator (seeded by ``args.seed``,
+    Training batches are augmented (random crop with zero padding, flip, per sample) and normalised, and record
+    each sample's outcome number as ``augmentation_outcome``; evaluation batches are normalised only. The augmentation draws from the device's default generator (seeded by ``args.seed``,
     saved in checkpoints).
     """
 
@@ -148,5 +149,20 @@ class DeviceBatches:
                 "(InMemoryImages yields images, apply_transforms pixel_values)."
             )
         images = inputs.pop("images").to(self.device, non_blocking=True)
-        inputs["pixel_values"] = self.augmentation(images, train=train)
+        inputs["pixel_values"], outcome = self.augmentation(images, train=train, return_outcomes=True)
+        if outcome is not None:  # what a teacher-logit cache is looked up by, with the batch's "index"
+            inputs["augmentation_outcome"] = outcome
         return inputs
+
+    def check_cacheable(self, train_dataset: Any) -> None:
+        """A teacher-logit cache is looked up by each training image's row and the crop-and-flip outcome drawn
+        for it here: refuse training data or an augmentation that cannot give both."""
+        if self.augmentation is None or not isinstance(train_dataset, InMemoryImages):
+            raise ValueError(
+                "teacher_cache=True looks the teacher's logits up by each training image's row and the crop-and-flip "
+                "outcome the device augmentation draws for it, so it needs device_augmentation=True and a "
+                "train_dataset of uint8 images (ltkd_hf.data.InMemoryImages, batched by collate_images); got "
+                f"device_augmentation={self.augmentation is not None} and a {type(train_dataset).__name__}. In the "
+                "recipes add --in_memory_data true; or drop teacher_cache (--teacher_cache false)."
+            )
+        check_cacheable(self.augmentation)

@@ -36,6 +36,8 @@ WEIGHT_FIELDS = OBJECTIVE_FIELDS + (
 
 OUTPUT_FIELDS = (
     "output_dir", "resume_from_checkpoint", "check_teacher_finite",
+    # the teacher's logits read from a cache of its own outputs instead of computed: the same numbers
+    "teacher_cache",
     # evaluation
     "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps", "bf16_full_eval",
     "fp16_full_eval", "per_device_eval_batch_size",

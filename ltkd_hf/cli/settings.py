@@ -100,6 +100,7 @@ SETTINGS: dict[str, Setting] = {
     "num_train_epochs": _weights(*STUDENTS),  # the teacher's: --teacher_epochs
     "methods": _weights(*DISTILLED),  # config-only: each loss's distill_loss_kwargs and warmup_epochs (kd: methods.kd)
     **{name: _output() for name in OUTPUT_FIELDS},
+    "teacher_cache": _output(DISTILLED),  # the teacher's logits read, not computed: only where it is distilled from
     "push_to_hub": _output(frozenset({TEACHER, STUDENT})),  # ltkd-teacher pushes the teacher, the others the student
     "hub_model_id": _output(frozenset({TEACHER, STUDENT})),
     **{name: _output() for name in UNSUPPORTED_FIELDS},  # accepted by the parser, refused when set
