@@ -107,10 +107,12 @@ class TeacherLogitCache:
         *,
         device: torch.device | str = "cpu",
         batch_size: int = 512,
+        progress: bool = True,
     ) -> "TeacherLogitCache":
         """Compute ``teacher_logits`` (the student's normalised ``pixel_values`` -> float32 logits; the trainer's
         frozen teacher with its input conversion) for every image and outcome, in evaluation batches of
-        ``batch_size``, and write them to ``folder`` (the key last: an interrupted build leaves no usable cache)."""
+        ``batch_size``, and write them to ``folder`` (the key last: an interrupted build leaves no usable cache);
+        ``progress`` shows a progress bar."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / KEY_NAME).unlink(missing_ok=True)
@@ -118,7 +120,7 @@ class TeacherLogitCache:
         partial = folder / f".{LOGITS_NAME}.partial"
         logits = None
         # (image, outcome) pairs in row-major order, so each batch fills a contiguous stretch of the file
-        with tqdm(total=count * outcomes, desc="teacher-logit cache", unit="input") as progress:
+        with tqdm(total=count * outcomes, desc="teacher-logit cache", unit="input", disable=not progress) as bar:
             for start in range(0, count * outcomes, batch_size):
                 pair = torch.arange(start, min(start + batch_size, count * outcomes))
                 chunk = images.images[pair // outcomes].to(device)
@@ -129,7 +131,7 @@ class TeacherLogitCache:
                     logits = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
                                                        shape=(count, outcomes, values.shape[1]))
                 logits.reshape(count * outcomes, -1)[start : start + len(pair)] = values
-                progress.update(len(pair))
+                bar.update(len(pair))
         logits.flush()
         del logits
         os.replace(partial, folder / LOGITS_NAME)

@@ -244,7 +244,8 @@ class DistillationTrainer(Trainer):
                 logger.info("Building the teacher-logit cache in %s: %d images x %d outcomes.", folder,
                             key["num_images"], key["outcomes"])
                 cache = TeacherLogitCache.build(folder, key, self.train_dataset, augmentation, self.teacher_logits,
-                                                device=self.args.device, batch_size=self.args.eval_batch_size)
+                                                device=self.args.device, batch_size=self.args.eval_batch_size,
+                                                progress=not self.args.disable_tqdm)
             else:
                 raise ValueError(
                     f"Process {self.args.process_index} found no teacher-logit cache in {folder} after the main "
