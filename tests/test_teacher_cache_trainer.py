@@ -8,6 +8,7 @@ the two-process test: it trains with and without the cache and writes the losses
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from ltkd_hf.data import InMemoryImages, collate_images  # noqa: E402
 from ltkd_hf.models import create_student, unwrap_timm  # noqa: E402
 from ltkd_hf.teacher_cache import KEY_NAME, LOGITS_NAME  # noqa: E402
 
+from launch import torchrun  # noqa: E402
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config  # noqa: E402
 
 CIFAR = resolve_data_config(model=timm.create_model("cifar_resnet8x4"))  # 32x32, padding-4 crop and flip
@@ -222,3 +224,41 @@ def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
     trainer.data_collator = lambda examples: {k: v for k, v in collate_images(examples).items() if k != "index"}
     with pytest.raises(ValueError, match=r"carries no 'index' .*data.collate_images"):
         trainer.train()
+
+
+def test_two_processes_share_one_cache_built_by_the_main_process(tmp_path):
+    """torchrun, 2 CPU processes (gloo): process 0 builds the cache while process 1 waits, then both read it; the
+    run (LTKD, its group sums all-reduced) is the online one."""
+    proc = torchrun(__file__, tmp_path, tmp_path / "result")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"result.rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["calls"]["online"] == ranks[1]["calls"]["online"] == 2  # a teacher forward per step
+    assert ranks[0]["calls"]["cached"] == -(-16 * 162 // 256) and ranks[1]["calls"]["cached"] == 0
+    assert proc.stderr.count("Building the teacher-logit cache") == 1
+    for rank in ranks:
+        online = {k: torch.tensor(v) for k, v in rank["weights"]["online"].items()}
+        cached = {k: torch.tensor(v) for k, v in rank["weights"]["cached"].items()}
+        assert_same_run(rank["logs"]["cached"], cached, rank["logs"]["online"], online, steps=2)
+
+
+def _two_process_worker(out: Path, result: Path) -> None:
+    """Train online, then with the cache (2 steps of LTKD, 4 images per process); write this process's logs,
+    weights and teacher forwards to ``<result>.rank<i>.json``."""
+    logging.basicConfig(level=logging.INFO)
+    written: dict = {"logs": {}, "weights": {}, "calls": {}}
+    for name, cache in (("online", False), ("cached", True)):
+        trainer = build(out / name, "ltkd", cache, batch=4, steps=2, n=16, cache_dir=out / "cache",
+                        ddp_backend="gloo")
+        logs, weights, calls = fit(trainer)
+        written["logs"][name], written["calls"][name] = logs, calls
+        written["weights"][name] = {k: v.tolist() for k, v in weights.items()}
+        rank, accelerator = trainer.args.process_index, trainer.accelerator
+        accelerator.wait_for_everyone()
+        del trainer  # the DDP model (its gloo reducer) goes while the process group is alive
+        gc.collect()
+    Path(f"{result}.rank{rank}.json").write_text(json.dumps(written))
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    _two_process_worker(Path(sys.argv[1]), Path(sys.argv[2]))
