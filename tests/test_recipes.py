@@ -29,8 +29,8 @@ from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset
 REPO = Path(__file__).resolve().parents[1]
 
 # The demo as shipped, made short: 1 epoch per stage, a milder imbalance so every class has a few images.
-QUICK = ["--num_train_epochs", "1", "--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5",
-         "--warmup_epochs", "0.5"]
+TEACHER_QUICK = ["--teacher_epochs", "1", "--imbalance_factor", "10", "--lr_decay_epochs", "0.5"]
+QUICK = [*TEACHER_QUICK, "--num_train_epochs", "1", "--warmup_epochs", "0.5"]
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,7 @@ def test_every_config_parses_into_the_dataclasses(path):
     parsed = parsed_values(["--config", path])
     values = yaml.safe_load(Path(path).read_text())
     values.pop("defaults", None)  # the layer under it: resolved in tests/test_cli_configs.py
+    values.pop("methods", None)  # each method's own settings, applied per cell: tests/test_cli_methods.py
     for key, value in values.items():
         got = getattr(parsed[key], "value", parsed[key])  # TrainingArguments turns strategies into enums
         if key == "report_to":  # and "none" into no integration
@@ -152,7 +153,7 @@ def test_command_line_overrides_the_config(tmp_path):
 def test_missing_teacher_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_teacher"):
         run_distill.main(
-            [*QUICK, "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "no_such_teacher")]
+            [*QUICK[2:], "--output_dir", str(tmp_path / "out"), "--teacher", str(tmp_path / "no_such_teacher")]  # no --teacher_epochs
         )
     assert not (tmp_path / "out" / "checkpoints").exists()
 
@@ -164,12 +165,10 @@ def test_output_dir_that_cannot_be_written(tmp_path):
         run_distill.main([*QUICK, "--output_dir", str(blocker / "run")])
 
 
-def test_push_to_hub_without_a_token(tmp_path, monkeypatch):
+def test_push_to_hub_without_a_token(fake_hub, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))  # fake_hub: no token
     with pytest.raises(ValueError, match="HF_TOKEN"):
         run_distill.main(
             [
@@ -187,7 +186,7 @@ def test_push_to_hub_without_a_token(tmp_path, monkeypatch):
 
 def test_class_counts_recorded_for_run_eval(demo):
     out, _, _ = demo
-    counts = run_eval.recorded_class_counts(run_eval.recorded_config(str(out / "student")))
+    counts = run_eval.recorded_config(str(out / "student"))["ltkd"]["settings"]["data"]["class_counts"]
     report = json.loads((out / "student" / "report.json").read_text())
     assert counts == report["class_counts"] and np.argmax(counts) == 0
 
@@ -248,7 +247,7 @@ def test_split_names_from_the_command_line():
 
 
 def test_run_teacher_trains_saves_and_reports_the_biased_teacher(tmp_path):
-    report = run_teacher.main([*QUICK, "--output_dir", str(tmp_path)])
+    report = run_teacher.main([*TEACHER_QUICK, "--output_dir", str(tmp_path)])
     folder = tmp_path / "teacher"
     written = json.loads((folder / "report.json").read_text())
     assert set(written["models"]) == {"teacher"} and written["models"]["teacher"]["accuracy"] == report["accuracy"]

@@ -24,8 +24,9 @@ from ltkd_hf.hub import save_student
 REPO = Path(__file__).resolve().parents[1]
 
 # Two optimizer steps per stage on the demo data: enough to make weights depend on the seed.
-FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
-        "--save_steps", "1", "--per_device_train_batch_size", "16", "--warmup_epochs", "0"]
+TEACHER_FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
+                "--save_steps", "1", "--per_device_train_batch_size", "16"]
+FAST = [*TEACHER_FAST, "--warmup_epochs", "0"]  # ltkd-distill: the distillation ramp shorter than 2 steps
 
 
 def write_folder(root: Path, test_classes=("heron", "kingfisher", "osprey")) -> None:
@@ -43,36 +44,36 @@ def teacher_weights(out: Path) -> dict:
 
 def test_the_same_command_gives_bit_identical_weights(tmp_path):
     for run in ("a", "b"):
-        run_teacher.main([*FAST, "--output_dir", str(tmp_path / run)])
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / run)])
     a, b = teacher_weights(tmp_path / "a"), teacher_weights(tmp_path / "b")
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
-    run_teacher.main([*FAST, "--output_dir", str(tmp_path / "c"), "--seed", "1"])
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "c"), "--seed", "1"])
     c = teacher_weights(tmp_path / "c")
     assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # the seed is what decides
 
 
 def test_resume_false_path_and_overwrite(tmp_path):
     out = tmp_path / "run"
-    run_teacher.main([*FAST, "--output_dir", str(out)])
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])
     finished = teacher_weights(out)
     # An interrupted stage: only its checkpoints are left.
     (out / "teacher" / "model.safetensors").unlink()
     (out / "teacher" / "config.json").unlink()
     state = out / "teacher" / "checkpoint-2" / "trainer_state.json"
     stamp = state.stat().st_mtime_ns
-    run_teacher.main([*FAST, "--output_dir", str(out)])  # default: resume the matching checkpoint (no new step)
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])  # default: resume the matching checkpoint (no new step)
     assert state.stat().st_mtime_ns == stamp
     resumed = teacher_weights(out)
     assert all(np.array_equal(finished[k].numpy(), resumed[k].numpy()) for k in finished)
 
     (out / "teacher" / "model.safetensors").unlink()
     (out / "teacher" / "config.json").unlink()
-    run_teacher.main([*FAST, "--output_dir", str(out), "--resume_from_checkpoint", "false"])  # a fresh start
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--resume_from_checkpoint", "false"])  # a fresh start
     assert state.stat().st_mtime_ns != stamp
 
     with pytest.raises(ValueError, match=r"learning_rate \(schedule.learning_rate\): 0.05 in .*teacher, 0.1 now"):
-        run_teacher.main([*FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1"])
-    run_teacher.main([*FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1", "--overwrite_output_dir", "true"])
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1"])
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--teacher_learning_rate", "0.1", "--overwrite_output_dir", "true"])
     settings = json.loads((out / "teacher" / "config.json").read_text())["ltkd"]["settings"]
     assert settings["schedule"]["learning_rate"] == 0.1
 
@@ -85,7 +86,7 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path):
     (tmp_path / "run" / "teacher").mkdir(parents=True)
     (tmp_path / "run" / "teacher" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds files but no finished stage or checkpoint of ltkd_hf"):
-        run_teacher.main([*FAST, "--output_dir", str(tmp_path / "run")])
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "run")])
     assert (tmp_path / "run" / "teacher" / "notes.txt").read_text() == "mine"
 
 
