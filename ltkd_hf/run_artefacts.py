@@ -163,10 +163,11 @@ class RunArtefacts:
         ``labels`` (accuracy, ECE and group mass per group), plus ``other_reports``; with ``validation``
         (``(probabilities, labels)`` on the validation split) each scored row also gets ``"validation"``: its
         accuracies there. Written to ``output_dir`` as report.json, report.md and the plots."""
-        counts, k = self.split_info.class_counts, self.args.num_groups
+        counts = self.split_info.class_counts
 
         def scored(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-            return evaluation_report(probs.argmax(-1), labels, class_counts=counts, num_groups=k, probabilities=probs)
+            return evaluation_report(probs.argmax(-1), labels, class_counts=counts, groups=self.groups,
+                                     probabilities=probs)
 
         rows = {name: 0} if self.teacher_name is None else {"teacher": 1, name: 0}
         reports: dict[str, dict] = {key: dict(value) for key, value in (other_reports or {}).items()}

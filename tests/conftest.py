@@ -14,7 +14,7 @@ from hub_server import FakeHub  # noqa: E402
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     """A running fake Hub that huggingface_hub (and timm's hf-hub: through it) talks to, online for this test."""
-    with FakeHub(max_seconds=900)  # a recipe checks the token, trains, then pushes as hub:
+    with FakeHub(max_seconds=900) as hub:  # a recipe checks the token, trains, then pushes
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
         # huggingface_hub reads these at import time; point the already-imported module at the fake Hub

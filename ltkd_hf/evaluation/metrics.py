@@ -199,6 +199,7 @@ def evaluation_report(
     many: int = 100,
     few: int = 20,
     probabilities: Sequence[Sequence[float]] | np.ndarray | None = None,
+    groups: ClassGroups | None = None,
 ) -> dict[str, Any]:
     """The full, JSON-serialisable report of one model on a test split.
 
@@ -214,9 +215,12 @@ def evaluation_report(
     ``ece_<name>`` per paper group (``expected_calibration_error`` with 15 bins, over the samples whose *true*
     label is in the group) and ``group_mass`` (``group_mass``: the mean probability the model puts on each
     paper group, group id order). Accuracies and ECE are fractions in [0, 1]; a group without test samples
-    is ``None``.
+    is ``None``. ``groups``, when given (the trainer's), are the paper groups as they are, instead of being
+    rebuilt from ``class_counts`` and ``num_groups``.
     """
-    paper = ClassGroups.from_counts(class_counts, num_groups)
+    paper = groups if groups is not None else ClassGroups.from_counts(class_counts, num_groups)
+    if paper.num_classes != len(class_counts):
+        raise ValueError(f"groups cover {paper.num_classes} classes but class_counts has {len(class_counts)}.")
     threshold = ClassGroups.by_threshold(class_counts, many=many, few=few)
     preds, refs = _check_pair(predictions, references, paper.num_classes)
     report: dict[str, Any] = {k: _finite_or_none(v) for k, v in group_accuracy(preds, refs, paper).items()}
