@@ -227,7 +227,7 @@ def cross_entropy_args(config: DistillationConfig, folder: str, **changes) -> Di
     """Arguments of a cross-entropy stage: none of the distilled student's objective (its loss, loss settings,
     warm-up, CE weight, logit adjustment, label smoothing) reaches it; ``changes`` set its own."""
     objective = dict(distill_loss="ce", distill_loss_kwargs=None, warmup_epochs=0.0, ce_weight=1.0,
-                     ce_logit_adjustment=0.0, label_smoothing_factor=0.0, teacher_dtype="auto")
+                     ce_logit_adjustment=0.0, label_smoothing_factor=0.0, teacher_dtype="auto", teacher_cache=False)
     return stage_args(config, folder, **{**objective, **changes})
 
 
@@ -243,6 +243,30 @@ def teacher_args(config: DistillationConfig, teacher: TeacherArguments, folder: 
     )
 
 
+class TeacherName(str):
+    """How the card, the report and the students' recorded settings name a teacher (a ``str``), and ``folder``:
+    the folder its weights are in, when they are a folder on disk (a teacher trained here, a --teacher folder)."""
+
+    folder: Path | None
+
+    def __new__(cls, name: str, folder: Path | None = None) -> "TeacherName":
+        named = super().__new__(cls, name)
+        named.folder = folder
+        return named
+
+
+def teacher_cache_folder(stage_folder: Path, teacher_name: str | None) -> Path:
+    """Where the teacher-logit cache of a stage's teacher lives: beside the teacher's folder
+    (``<teacher folder>-logit-cache``: every run distilling from that folder shares it; outside it, so the teacher's
+    own files, their fingerprint and its Hub upload stay as they are), else, and for a folder whose parent cannot
+    be written, in the run's folder (``teacher-logit-cache`` beside the stage's folder)."""
+    folder = getattr(teacher_name, "folder", None)
+    # a teacher stage's parent folder may not exist yet when the stages are planned: this run makes it
+    if folder is not None and (not folder.parent.exists() or os.access(folder.parent, os.W_OK)):
+        return folder.parent / f"{folder.name}-logit-cache"
+    return stage_folder.parent / "teacher-logit-cache"
+
+
 def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationConfig, teacher: TeacherArguments) -> str:
     """How the card, the report and the students' recorded settings name a teacher trained here: its folder, its
     start and everything only the teacher stage sets (its epochs, learning rate and objective), so that a student
@@ -251,11 +275,13 @@ def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationCo
     tau = teacher.teacher_logit_adjustment
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
     length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
-    return f"{folder} ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
+    text = f"{folder} ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
+    return TeacherName(text, folder)
 
 
 def given_teacher(args: GivenTeacherArguments):
-    """The teacher named by --teacher (frozen) and how the card names it."""
+    """The teacher named by --teacher (frozen) and how the card names it (a `TeacherName`, with the teacher's
+    folder when --teacher is one)."""
     try:
         teacher = load_teacher(args.teacher, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
@@ -266,7 +292,7 @@ def given_teacher(args: GivenTeacherArguments):
     local = Path(args.teacher_checkpoint or args.teacher).expanduser()
     if local.exists():  # its files' fingerprint: a teacher retrained in place is another teacher
         name += f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
-    return teacher, name
+    return teacher, TeacherName(name, local if local.is_dir() else None)
 
 
 @dataclass
@@ -283,6 +309,7 @@ class Stage:
     clear: bool = False
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
     description: str | None = None  # how a teacher stage is named as the students' teacher
+    teacher_cache_dir: Path | None = None  # set with --teacher_cache: where the teacher's logits are cached
 
     @property
     def folder(self) -> Path:
@@ -296,6 +323,8 @@ class Stage:
     def describe(self) -> str:
         """The stage for ``--dry_run``: its status, folder and every setting it records."""
         lines = [f"{self.name}: {self.status} {self.folder}"]
+        if self.teacher_cache_dir is not None:
+            lines.append(f"    teacher-logit cache: {self.teacher_cache_dir}")
         flat = _flatten_settings(self.settings)
         lines += [f"    {key} = {json.dumps(value)}" for key, value in flat.items() if not key.startswith("data.class_counts")
                   and not key.startswith("data.label_names")]
@@ -377,6 +406,14 @@ def plan_stage(
     settings = run_settings(args, data.split_info, model=model, teacher=teacher_name)
     stage = Stage(name, args, model, teacher_name, settings,
                   in_memory_max_gib=run.in_memory_max_gib if run.in_memory_data else None)
+    if args.teacher_cache:
+        if not run.in_memory_data:
+            raise ValueError(
+                "--teacher_cache true needs --in_memory_data true: the cache is looked up by each training image's "
+                "row and the crop-and-flip outcome that the in-memory data's augmentation draws for it; add "
+                "--in_memory_data true (models of input size up to 64 px), or drop --teacher_cache."
+            )
+        stage.teacher_cache_dir = teacher_cache_folder(stage.folder, teacher_name)
     folder, resume = stage.folder, args.resume_from_checkpoint
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
@@ -439,7 +476,9 @@ def train_teacher(stage: Stage, data: LongTailedData):
 def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> DistillationTrainer:
     """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
     ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_max_gib`` set
-    both splits are uint8 tensors at the model's input size, augmented and normalised on the device."""
+    both splits are uint8 tensors at the model's input size, augmented and normalised on the device, and with
+    ``stage.teacher_cache_dir`` set the teacher's logits are read from the cache there (built by the first stage
+    that needs it)."""
     if stage.finished:
         unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
     state = PartialState()
@@ -466,6 +505,7 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
         split_info=data.split_info,
         teacher_name=stage.teacher_name,
         data_collator=collate,
+        teacher_cache_dir=stage.teacher_cache_dir,
     )
     if stage.finished:
         logger.info("Stage %s: reusing %s (same settings)", stage.name, stage.folder)

@@ -31,7 +31,7 @@ from accelerate import PartialState
 
 from .._atomic import atomic_write_files
 from ..config import DistillationConfig, parse_loss_kwargs
-from ..losses import available_losses
+from ..losses import LOSSES, available_losses
 from ..models import check_teacher_matches
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_settings, parse_args, run_program
@@ -268,6 +268,13 @@ def plan(argv: list[str] | None = None):
         raise ValueError("--select_on validation chooses among the cells of a --sweep; pass --sweep SETTING=V1,V2,....")
     if "compare_ce_student" in parsed.given:
         raise ValueError("--compare_ce_student: the table's rows are --losses; add or drop ce there.")
+    features = [loss for loss in table_args.losses if LOSSES[loss].requires_features]
+    if config.teacher_cache and features:
+        raise ValueError(
+            f"--teacher_cache true: --losses {' '.join(features)} read the teacher's intermediate features, which the "
+            "cache (the teacher's logits only) does not hold; run them in a table without --teacher_cache, or drop "
+            "them from --losses."
+        )
     setup_logging()
     use_all_cpu_cores()
     check_output_dir(config.output_dir)

@@ -1,0 +1,122 @@
+"""``--teacher_cache true`` in the recipes: the cache beside the teacher's folder, built by the first distillation that
+needs it and reused by every later one of the same teacher and split (another loss, another run, every cell of a
+table's seed), rebuilt once the teacher's weights change; refused where it cannot work, before anything trains."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltkd_hf.cli import distill, table, teacher
+from ltkd_hf.cli.parsing import parse_args
+from ltkd_hf.models import load_teacher
+from ltkd_hf.teacher_cache import KEY_NAME, LOGITS_NAME, tensor_fingerprint
+
+# Tiny models at 32 px on a folder of 13 images: one training step per stage.
+FAST = ["--student", "test_convnext", "--input_size", "32",
+        "--max_steps", "1", "--per_device_train_batch_size", "4", "--warmup_epochs", "0", "--save_strategy", "no",
+        "--verify_images", "false", "--disable_tqdm", "true", "--in_memory_data", "true"]
+CACHE = ["--teacher_cache", "true"]
+TEACHER = ["--teacher_architecture", "test_resnet"]  # trained here
+NAMES = ["heron", "kingfisher", "osprey"]
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("birds")
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", {"heron": 6, "kingfisher": 4, "osprey": 3}), ("test", dict.fromkeys(NAMES, 2))):
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def cache_events(caplog) -> list[str]:
+    """"build <folder>" / "reuse <folder>" for each time a trainer opened a teacher-logit cache, in order."""
+    events = []
+    for record in caplog.records:
+        message = record.getMessage()
+        for verb, word in (("build", "Building"), ("reuse", "Reusing")):
+            if message.startswith(f"{word} the teacher-logit cache in "):
+                events.append(f"{verb} {message.split(' in ', 1)[1].split(':')[0].split(' (')[0]}")
+    return events
+
+
+def test_distill_builds_the_cache_beside_the_teacher_and_another_run_of_another_loss_reuses_it(birds, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ltkd_hf")
+    out = tmp_path / "run"
+    base = [*FAST, *CACHE, "--dataset", str(birds), "--compare_ce_student", "false"]
+    distill.main([*base, *TEACHER, "--output_dir", str(out), "--distill_loss", "kd"])
+    cache = out / "teacher-logit-cache"
+    assert cache_events(caplog) == [f"build {cache}"]
+    key = json.loads((cache / KEY_NAME).read_text())
+    assert key["teacher"] == tensor_fingerprint(load_teacher(str(out / "teacher")).state_dict())
+    assert np.load(cache / LOGITS_NAME, mmap_mode="r").shape == (13, 162, 3)
+    assert not (out / "teacher" / "logit-cache").exists()  # the teacher's folder holds the teacher only
+    built = (cache / LOGITS_NAME).stat().st_mtime_ns
+
+    # A second command distils from that teacher with another loss, in its own folder: the cache is reused.
+    caplog.clear()
+    distill.main([*base, "--output_dir", str(tmp_path / "other"), "--teacher", str(out / "teacher"),
+                  "--distill_loss", "dkd"])
+    assert cache_events(caplog) == [f"reuse {cache}"] and (cache / LOGITS_NAME).stat().st_mtime_ns == built
+    assert not (tmp_path / "other" / "teacher-logit-cache").exists()
+
+    # The teacher retrained with other weights: its cache is rebuilt, in the same place.
+    caplog.clear()
+    distill.main([*base, *TEACHER, "--output_dir", str(out), "--distill_loss", "kd", "--teacher_learning_rate", "0.5",
+                  "--overwrite_output_dir", "true"])
+    assert "made for another teacher: rebuilding it" in caplog.text and cache_events(caplog) == [f"build {cache}"]
+    assert json.loads((cache / KEY_NAME).read_text())["teacher"] != key["teacher"]
+
+
+def test_each_table_seed_builds_one_cache_per_teacher_that_all_its_logit_cells_reuse(birds, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="ltkd_hf")
+    out = tmp_path / "table"
+    table.main([*FAST, *CACHE, *TEACHER, "--dataset", str(birds), "--output_dir", str(out), "--losses", "kd", "ltkd",
+                "--sweep", "alpha=1,6", "--teacher_losses", "ce", "logit_adjusted"])
+    ce, adjusted = out / "seed0" / "teacher-logit-cache", out / "seed0" / "teacher-logit_adjusted-logit-cache"
+    # cells in order: KD from each teacher, then LTKD alpha 1 and 6 from the biased teacher, then from the other;
+    # one cache per teacher (one shared folder would be rebuilt at every change of teacher: 4 builds)
+    assert cache_events(caplog) == [f"build {ce}", f"build {adjusted}", f"reuse {ce}", f"reuse {ce}",
+                                    f"reuse {adjusted}", f"reuse {adjusted}"]
+    teachers = [json.loads((c / KEY_NAME).read_text())["teacher"] for c in (ce, adjusted)]
+    assert teachers[0] != teachers[1]
+
+
+def test_a_given_teacher_folder_keeps_one_cache_for_every_seed_and_cell(birds, tmp_path):
+    from ltkd_hf.hub import save_student
+    import timm
+
+    save_student(timm.create_model("test_resnet", num_classes=3, pretrained_cfg_overlay={"input_size": (3, 32, 32)}),
+                 tmp_path / "given", label_names=NAMES)
+    _, _, plans, _ = table.plan([*FAST, *CACHE, "--dataset", str(birds), "--output_dir", str(tmp_path / "t"),
+                                 "--teacher", str(tmp_path / "given"), "--seeds", "0", "1", "--losses", "ce", "kd"])
+    folders = {cell.loss: stage.teacher_cache_dir for _, _, stages in plans for cell, stage in stages}
+    assert folders == {"ce": None, "kd": tmp_path / "given-logit-cache"}
+
+
+@pytest.mark.parametrize("program, argv, match", [
+    (distill, [*CACHE, "--distill_loss", "reviewkd"],
+     r"--teacher_cache true: --distill_loss reviewkd reads the teacher's intermediate features"),
+    (distill, [*CACHE, "--distill_loss", "ce"], r"--teacher_cache true: --distill_loss ce .* no teacher runs"),
+    (distill, [*CACHE, "--in_memory_data", "false"], r"--teacher_cache true needs --in_memory_data true"),
+    (table, [*CACHE, "--losses", "kd", "catkd"],
+     r"--teacher_cache true: --losses catkd read the teacher's intermediate features.*without --teacher_cache"),
+])
+def test_what_the_cache_cannot_serve_is_refused_before_training(birds, tmp_path, program, argv, match):
+    with pytest.raises(ValueError, match=match):
+        program.plan([*FAST, *TEACHER, "--dataset", str(birds), "--output_dir", str(tmp_path), *argv])
+    assert not list(tmp_path.rglob("*.safetensors")) and not list(tmp_path.rglob(LOGITS_NAME))
+
+
+def test_only_the_distilling_programs_offer_the_flag():
+    with pytest.raises(ValueError, match=r"--teacher_cache: not a setting of ltkd-teacher.*student, student_kd"):
+        parse_args("ltkd-teacher", teacher.ARGUMENTS, [*CACHE])
