@@ -121,7 +121,7 @@ _CHECKPOINT_PREFIXES = ("local-dir:", "hf-hub:", "hf_hub:")
 
 @dataclass
 class StudentArguments:
-    """The student: the distilled one and the cross-entropy one it is compared with."""
+    """The student: the distilled one and the ones it is compared with (cross-entropy alone, plain KD)."""
 
     student: str = field(
         default="cifar_wrn_40_1",
@@ -137,6 +137,15 @@ class StudentArguments:
     )
     compare_ce_student: bool = field(
         default=True, metadata={"help": "Also train the student with cross-entropy alone, for the comparison table."}
+    )
+    compare_kd_student: bool = field(
+        default=False,
+        metadata={
+            "help": "Also distil the student with plain KD (its settings: the config's methods.kd, else KD's "
+            "defaults) from the same teacher, with the distilled student's schedule and warm-up, for the comparison "
+            "table (the question LTKD answers: why not KD?). On in the demo; with --distill_loss kd the distilled "
+            "student is that row."
+        },
     )
 
     def __post_init__(self) -> None:

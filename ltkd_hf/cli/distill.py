@@ -5,9 +5,9 @@
     accelerate launch recipes/run_distill.py --config ... --distill_loss dkd   # flags override the config
 
 Steps: parse -> data (long-tailed split, checks) -> plan every stage -> teacher (the one given, or a
-cross-entropy teacher trained on the same split: the biased teacher) -> [cross-entropy student, for comparison]
--> distill -> report, card -> --push_to_hub. Re-running the same command reuses finished stages and resumes an
-interrupted one; a folder made with other settings stops the run before any training.
+cross-entropy teacher trained on the same split: the biased teacher) -> [cross-entropy student, KD student, for
+comparison] -> distill -> report, card -> --push_to_hub. Re-running the same command reuses finished stages and
+resumes an interrupted one; a folder made with other settings stops the run before any training.
 """
 
 from __future__ import annotations
@@ -92,7 +92,23 @@ def plan(argv: list[str] | None = None):
     distill_args = stage_args(config, "student", hub_model_id=repo_id,
                               **method_settings(parsed, config, config.distill_loss))
     stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args)
+    if student_args.compare_kd_student and config.distill_loss == "kd":
+        logger.info("--compare_kd_student: the distilled student is the KD student (--distill_loss kd)")
+    elif student_args.compare_kd_student:  # planned after the distilled student (its refusals first), trained before
+        model = new_model(spec, data, config.seed, **kwargs)
+        kd = plan_stage("student_kd", kd_args(parsed, config), model, data, teacher_name, run_args)
+        stages = {**{name: stage for name, stage in stages.items() if name != "student"}, "student_kd": kd,
+                  "student": stages["student"]}
     return parsed, data, stages, teacher, hub_token
+
+
+def kd_args(parsed, config: DistillationConfig) -> DistillationConfig:
+    """Arguments of the KD comparison student: plain KD (the config's ``methods.kd``, else KD's defaults) from the
+    same teacher, with the distilled student's schedule, warm-up (a command line's --warmup_epochs, else
+    ``methods.kd``'s) and groups: the baseline LTKD is compared with. None of the distilled student's own objective
+    (its loss settings, CE weight, logit adjustment, label smoothing) reaches it."""
+    objective = dict(distill_loss="kd", ce_weight=1.0, ce_logit_adjustment=0.0, label_smoothing_factor=0.0)
+    return stage_args(config, "student_kd", **objective, **method_settings(parsed, config, "kd"))
 
 
 def _teacher_stage_flags() -> set[str]:
@@ -111,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     others = {}
     if "student_ce" in stages:
         others = train_stage(stages["student_ce"], data).write_report(name="student (CE)")
+    if "student_kd" in stages:
+        kd = train_stage(stages["student_kd"], data, teacher)
+        others[kd.model_label] = kd.write_report()[kd.model_label]  # its own row (the teacher's comes again below)
     trainer = train_stage(stages["student"], data, teacher)
     # Evaluation on the balanced test split: last-epoch weights (no best-checkpoint selection).
     reports = trainer.write_report(other_reports=others)
