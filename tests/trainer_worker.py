@@ -24,16 +24,13 @@ import gc
 import json
 import os
 import signal
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timm
+import torch
+from safetensors.torch import save_file
+from transformers import TrainerCallback
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-
-from tiny_setup import (  # noqa: E402
+from tiny_setup import (
     NUM_CLASSES,
     SyntheticImages,
     make_config,
@@ -41,7 +38,7 @@ from tiny_setup import (  # noqa: E402
     make_teacher,
     make_trainer,
 )
-from ltkd_hf.models import create_student, unwrap_timm  # noqa: E402
+from ltkd_hf.models import create_student, unwrap_timm
 
 
 def feature_student(seed: int = 0):
