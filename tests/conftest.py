@@ -7,6 +7,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
+from transformers.utils import hub as transformers_hub  # noqa: E402
 
 from hub_server import FakeHub  # noqa: E402
 
@@ -24,4 +25,7 @@ def fake_hub(monkeypatch, tmp_path):
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+        # Trainer.push_to_hub goes through transformers' shared HfApi, which keeps the endpoint of its first use:
+        # drop it so this test's Hub is not an earlier test's, closed, port.
+        monkeypatch.setattr(transformers_hub, "_hf_api", None)
         yield hub

@@ -285,7 +285,7 @@ def test_recipe_flag_trains_a_stage_from_in_memory_splits(tmp_path):
         ["--in_memory_data", "true", "--imbalance_factor", "10", "--max_steps", "1", "--num_train_epochs", "1",
          "--lr_decay_epochs", "none", "--per_device_train_batch_size", "16",
          "--disable_tqdm", "true", "--dataloader_pin_memory", "false", "--output_dir", str(tmp_path)],
-    )
+    ).values
     assert run_args.in_memory_data and run_args.in_memory_max_gib == 8.0 and not config.device_augmentation
     data = load_long_tailed(data_args)
 

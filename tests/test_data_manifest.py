@@ -71,7 +71,7 @@ def test_text_lists_load_with_their_own_counts(benchmark):
     assert info.class_counts == TRAIN_COUNTS and info.long_tail is None  # no long-tailed construction on top
     assert info.source == str(root.resolve()) and info.source_kind == "manifest"
     assert info.train_split == "Tiny_LT_train.txt" and info.test_split == "Tiny_LT_test.txt"
-    assert info.describe() == "the training split as it is (no long-tailed subsampling)"
+    assert info.describe() == "the published long-tailed split Tiny_LT_train.txt (its own class counts, no subsampling)"
     assert ClassGroups.by_threshold(info.class_counts).names == ("many", "medium", "few")
 
 

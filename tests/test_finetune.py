@@ -75,7 +75,7 @@ def test_finetune_recipe_starts_both_models_from_checkpoints(tmp_path):
     run_distill.main([
         "--config", str(REPO / "recipes" / "configs" / "finetune.yaml"), "--dataset", str(tmp_path / "birds"),
         "--teacher_init", f"local-dir:{teacher_ckpt}", "--student_init", f"local-dir:{student_ckpt}",
-        "--output_dir", str(out), "--max_steps", "1", "--learning_rate", "0", "--teacher_learning_rate", "0",
+        "--output_dir", str(out), "--max_steps", "1", "--warmup_epochs", "0", "--learning_rate", "0", "--teacher_learning_rate", "0",
         "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0", "--eval_strategy", "no",
     ])
     # The teacher stage started from the checkpoint's backbone (lr 0 keeps its weights; BatchNorm statistics
@@ -95,6 +95,6 @@ def test_finetune_recipe_starts_both_models_from_checkpoints(tmp_path):
     # The card and the recorded settings say where each model started.
     card = ModelCard.load(student_dir / "README.md").text
     assert f"started from `local-dir:{student_ckpt}`" in card
-    assert f"local-dir:{teacher_ckpt} fine-tuned here with cross-entropy on this split" in card
+    assert f"local-dir:{teacher_ckpt} fine-tuned here for 1 step at learning rate 0 with cross-entropy on this split" in card
     settings = json.loads((student_dir / "config.json").read_text())["ltkd"]["settings"]
-    assert settings["model"] == {"architecture": "test_vit", "init": f"local-dir:{student_ckpt}"}
+    assert settings["model"] == {"architecture": "test_vit", "init": f"local-dir:{student_ckpt}", "input_size": [3, 160, 160]}

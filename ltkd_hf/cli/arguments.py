@@ -194,8 +194,8 @@ class TeacherArguments:
     def __post_init__(self) -> None:
         if not self.teacher_epochs > 0:
             raise ValueError(f"--teacher_epochs {self.teacher_epochs}: the teacher needs > 0 epochs of training.")
-        if self.teacher_learning_rate is not None and not self.teacher_learning_rate > 0:
-            raise ValueError(f"--teacher_learning_rate {self.teacher_learning_rate}: pass a learning rate > 0.")
+        if self.teacher_learning_rate is not None and not self.teacher_learning_rate >= 0:
+            raise ValueError(f"--teacher_learning_rate {self.teacher_learning_rate}: pass a learning rate >= 0.")
         if not self.teacher_logit_adjustment >= 0:
             raise ValueError(f"--teacher_logit_adjustment {self.teacher_logit_adjustment}: tau must be >= 0.")
         if self.teacher_architecture.startswith(_CHECKPOINT_PREFIXES):

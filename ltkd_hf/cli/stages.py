@@ -274,7 +274,8 @@ def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationCo
     how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
     tau = teacher.teacher_logit_adjustment
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
-    length = f"{args.max_steps} steps" if args.max_steps > 0 else f"{args.num_train_epochs:g} epochs"
+    count, unit = (args.max_steps, "step") if args.max_steps > 0 else (args.num_train_epochs, "epoch")
+    length = f"{count:g} {unit}" + ("" if count == 1 else "s")
     text = f"{folder} ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
     return TeacherName(text, folder)
 
