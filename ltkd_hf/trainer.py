@@ -151,16 +151,15 @@ class DistillationTrainer(Trainer):
         augmentation = BatchAugmentation.from_data_config(student_cfg) if args.device_augmentation else None
         self.device_batches = DeviceBatches(augmentation, self.args.device)
         self.device_batches.check(train_dataset, kwargs.get("eval_dataset"))
+        self.teacher_cache_dir = None
         if args.teacher_cache:
             self.device_batches.check_cacheable(train_dataset)
+            self.teacher_cache_dir = Path(teacher_cache_dir or Path(args.output_dir) / "_teacher-logit-cache")
         elif teacher_cache_dir is not None:
             raise ValueError(
                 f"teacher_cache_dir={str(teacher_cache_dir)!r} is given but teacher_cache is off, so no cache is "
                 "read or written; pass teacher_cache=True (--teacher_cache true) with it, or drop it."
             )
-        self.teacher_cache_dir = None
-        if args.teacher_cache:
-            self.teacher_cache_dir = Path(teacher_cache_dir or Path(args.output_dir) / "_teacher-logit-cache")
         self.teacher_cache: TeacherLogitCache | None = None  # opened by train()
 
         if args.channels_last:

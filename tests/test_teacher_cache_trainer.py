@@ -11,26 +11,23 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pathlib import Path
 
-from pathlib import Path  # noqa: E402
+import numpy as np
+import pytest
+import timm
+import torch
+from timm.data import resolve_data_config
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import timm  # noqa: E402
-import torch  # noqa: E402
-from timm.data import resolve_data_config  # noqa: E402
+from ltkd_hf import DistillationConfig, DistillationTrainer
+from ltkd_hf.data import InMemoryImages, collate_images
+from ltkd_hf.models import create_student, unwrap_timm
+from ltkd_hf.teacher_cache import LOGITS_NAME
 
-from ltkd_hf import DistillationConfig, DistillationTrainer  # noqa: E402
-from ltkd_hf.data import InMemoryImages, collate_images  # noqa: E402
-from ltkd_hf.models import create_student, unwrap_timm  # noqa: E402
-from ltkd_hf.teacher_cache import KEY_NAME, LOGITS_NAME  # noqa: E402
-
-from launch import torchrun  # noqa: E402
-from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config  # noqa: E402
+from launch import torchrun
+from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config
 
 CIFAR = resolve_data_config(model=timm.create_model("cifar_resnet8x4"))  # 32x32, padding-4 crop and flip
 NAMES = [f"c{i}" for i in range(NUM_CLASSES)]
