@@ -14,20 +14,28 @@ the table reports the median steps/s and the ratios.
 
 --loops picks the configurations (default: the bare loop and the four trainer ones above); also available:
 ltkd-compiled (the trainer, no per-step sync, with torch_compile on student and teacher; the first warm-up
-steps compile) and the feature baselines reviewkd and catkd (trainer defaults; CIFAR pairs only).
+steps compile), the feature baselines reviewkd and catkd (trainer defaults; CIFAR pairs only), and ltkd-cached:
+the trainer reading the teacher's logits from a teacher-logit cache (teacher_cache=True) instead of running the
+teacher, on uint8 in-memory images (one batch of them, augmented on the device each step: more data work than the
+bare loop's ready float batches). Its cache (batch x 162 crop-and-flip outcomes) is built once, before the rounds,
+in evaluation batches of --cache_batch; the build time and the teacher's forward throughput at the training batch
+are printed: how many epochs of online distillation the build costs.
 
     python benchmarks/trainer_speed.py                  # CPU
     python benchmarks/trainer_speed.py --device cuda --bf16
     python benchmarks/trainer_speed.py --pair vit --device cuda --bf16
     python benchmarks/trainer_speed.py --device cuda --bf16 --loops bare,ltkd-nosync,ltkd-compiled
+    python benchmarks/trainer_speed.py --loops bare,ltkd,ltkd-cached    # the teacher-logit cache
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -36,7 +44,9 @@ from transformers import TrainerCallback
 
 import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
 from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
+from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.losses import create_loss
+from ltkd_hf.teacher_cache import LOGITS_NAME
 from ltkd_hf.models import create_student, unwrap_timm
 
 NUM_CLASSES = 100
@@ -83,6 +93,13 @@ class InMemory(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
+def uint8_images(n: int) -> InMemoryImages:
+    """``n`` random uint8 32x32 training images (what a teacher-logit cache is keyed and looked up by)."""
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    return InMemoryImages(pixels, torch.randint(0, NUM_CLASSES, (n,), generator=g), train=True)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so that a clock read after it covers that work."""
     if device.type == "cuda":
@@ -102,49 +119,101 @@ class StepTimer(TrainerCallback):
             self.end = time.perf_counter()
 
 
+def trainer_config(out: str, loss: str, opts, device: torch.device, sync_free: bool = False, compiled: bool = False,
+                   cached: bool = False) -> DistillationConfig:
+    """The benchmark's trainer arguments (see the module docstring)."""
+    return DistillationConfig(
+        output_dir=out,
+        per_device_train_batch_size=opts.batch,
+        max_steps=opts.warmup + opts.steps,
+        learning_rate=0.05,
+        weight_decay=5e-4,
+        optim="sgd",
+        optim_args="momentum=0.9",
+        lr_scheduler_type="constant",
+        save_strategy="no",
+        logging_steps=10**9,
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        bf16=opts.bf16,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        distill_loss=loss,
+        dataloader_drop_last=True,
+        dataloader_pin_memory=device.type == "cuda",
+        max_grad_norm=0.0,  # the CIFAR recipe (and the bare loop) do not clip gradients
+        # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher NaN/inf check
+        logging_nan_inf_filter=not sync_free,
+        check_teacher_finite=not sync_free,
+        # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
+        accelerator_config={"non_blocking": sync_free},
+        torch_compile=compiled,
+        torch_compile_backend=opts.compile_backend if compiled else None,
+        device_augmentation=cached,
+        teacher_cache=cached,
+        per_device_eval_batch_size=opts.cache_batch,  # the cache's build batches
+    )
+
+
 def trainer_steps_per_s(
-    loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False, compiled: bool = False
+    loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False, compiled: bool = False,
+    cached: bool = False,
 ) -> float:
     student, teacher = make_pair(opts.pair, wrap_student=True)
     timer = StepTimer(opts.warmup, device)
     with tempfile.TemporaryDirectory() as out:
-        config = DistillationConfig(
-            output_dir=out,
-            per_device_train_batch_size=opts.batch,
-            max_steps=opts.warmup + opts.steps,
-            learning_rate=0.05,
-            weight_decay=5e-4,
-            optim="sgd",
-            optim_args="momentum=0.9",
-            lr_scheduler_type="constant",
-            save_strategy="no",
-            logging_steps=10**9,
-            report_to="none",
-            use_cpu=device.type == "cpu",
-            bf16=opts.bf16,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-            distill_loss=loss,
-            dataloader_drop_last=True,
-            dataloader_pin_memory=device.type == "cuda",
-            max_grad_norm=0.0,  # the CIFAR recipe (and the bare loop) do not clip gradients
-            # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher NaN/inf check
-            logging_nan_inf_filter=not sync_free,
-            check_teacher_finite=not sync_free,
-            # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
-            accelerator_config={"non_blocking": sync_free},
-            torch_compile=compiled,
-            torch_compile_backend=opts.compile_backend if compiled else None,
-        )
+        config = trainer_config(out, loss, opts, device, sync_free, compiled, cached)
+        inputs = {"train_dataset": data}
+        if cached:  # the cache built before the rounds (the same teacher: make_pair draws it from seed 0)
+            inputs = {"train_dataset": uint8_images(opts.batch), "data_collator": collate_images,
+                      "teacher_cache_dir": opts.cache_dir}
         DistillationTrainer(
             model=student,
             teacher_model=teacher,
             args=config,
-            train_dataset=data,
             class_counts=CLASS_COUNTS,
             callbacks=[timer],
+            **inputs,
         ).train()
     return opts.steps / (timer.end - timer.start)
+
+
+def build_cache(opts, device: torch.device) -> float:
+    """Build the ltkd-cached loop's teacher-logit cache in ``opts.cache_dir``; return the seconds it took (NaN when
+    a cache already there was reused)."""
+    logits = Path(opts.cache_dir) / LOGITS_NAME
+    before = logits.stat().st_mtime_ns if logits.is_file() else None
+    student, teacher = make_pair(opts.pair, wrap_student=True)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = DistillationTrainer(
+            model=student, teacher_model=teacher, args=trainer_config(out, "ltkd", opts, device, cached=True),
+            train_dataset=uint8_images(opts.batch), data_collator=collate_images, class_counts=CLASS_COUNTS,
+            teacher_cache_dir=opts.cache_dir,
+        )
+        synchronize(device)
+        start = time.perf_counter()
+        trainer.open_teacher_cache()
+        synchronize(device)
+        seconds = time.perf_counter() - start
+    return seconds if logits.stat().st_mtime_ns != before else float("nan")
+
+
+@torch.no_grad()
+def teacher_inputs_per_s(opts, device: torch.device) -> float:
+    """The online teacher's forward throughput (inputs/s) at the training batch, as the bare loop runs it."""
+    _, teacher = make_pair(opts.pair, wrap_student=False)
+    teacher = teacher.to(device).eval()
+    if opts.bf16:
+        teacher.to(torch.bfloat16)
+    x = torch.randn(opts.batch, 3, 32, 32, device=device, dtype=torch.bfloat16 if opts.bf16 else torch.float32)
+    for _ in range(opts.warmup):
+        teacher(x)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(opts.steps):
+        teacher(x)
+    synchronize(device)
+    return opts.steps * opts.batch / (time.perf_counter() - start)
 
 
 def bare_loop_steps_per_s(data: InMemory, opts, device: torch.device) -> float:
@@ -193,6 +262,7 @@ LOOPS = {
     ),
     "reviewkd": ("DistillationTrainer (ReviewKD)", {"loss": "reviewkd"}),
     "catkd": ("DistillationTrainer (CAT-KD)", {"loss": "catkd"}),
+    "ltkd-cached": ("DistillationTrainer (LTKD, teacher-logit cache)", {"loss": "ltkd", "cached": True}),
 }
 DEFAULT_LOOPS = "bare,ltkd,kd,ltkd-nosync,kd-nosync"
 
@@ -221,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--compile_backend", default="inductor", help="torch.compile backend of ltkd-compiled (default inductor)"
     )
+    parser.add_argument("--cache_batch", type=int, default=256, help="ltkd-cached: the cache's build batch")
+    parser.add_argument("--cache_dir", default=None, help="ltkd-cached: keep the cache here (default: a temporary one)")
     return parser
 
 
@@ -229,6 +301,17 @@ def measure(opts: argparse.Namespace) -> dict[str, float]:
     device = torch.device(opts.device)
     data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
     runs: dict[str, list[float]] = {name: [] for name in opts.loops}
+    if "ltkd-cached" in opts.loops:
+        with tempfile.TemporaryDirectory() as cache_dir:
+            cached_opts = argparse.Namespace(**{**vars(opts), "cache_dir": opts.cache_dir or cache_dir})
+            return _measure(cached_opts, device, data, runs)
+    return _measure(opts, device, data, runs)
+
+
+def _measure(opts, device, data, runs) -> dict[str, float]:
+    if "ltkd-cached" in opts.loops:  # built once, outside the timed rounds; its cost is reported on its own
+        runs["cache build s"] = [build_cache(opts, device)]
+        runs["teacher inputs/s"] = [teacher_inputs_per_s(opts, device)]
     for _ in range(opts.rounds):
         for name in opts.loops:
             trainer_kwargs = LOOPS[name][1]
@@ -241,7 +324,8 @@ def measure(opts: argparse.Namespace) -> dict[str, float]:
 
 def markdown(med: dict[str, float]) -> str:
     """The steps/s table of `measure`'s result."""
-    return "\n".join(["| loop | steps/s |", "|---|---|", *(f"| {LOOPS[k][0]} | {v:.2f} |" for k, v in med.items())])
+    rows = [f"| {LOOPS[k][0]} | {v:.2f} |" for k, v in med.items() if k in LOOPS]
+    return "\n".join(["| loop | steps/s |", "|---|---|", *rows])
 
 
 def main() -> None:
@@ -261,6 +345,20 @@ def main() -> None:
             print(f"\nTrainer{suffix} / bare loop (LTKD): {med[ltkd_name] / med['bare']:.3f}x speed (target >= 0.9)")
         if ltkd_name in med and kd_name in med:
             print(f"LTKD step cost / KD step cost{suffix}: {med[kd_name] / med[ltkd_name]:.3f}x (target <= 1.05)")
+    if "ltkd-cached" in med:
+        if "bare" in med:
+            print(f"\nTrainer with the teacher-logit cache / bare loop (online teacher): "
+                  f"{med['ltkd-cached'] / med['bare']:.3f}x speed (target >= 2 on CPU)")
+        inputs = opts.batch * 162
+        build, online = med["cache build s"], med["teacher inputs/s"]
+        if math.isnan(build):  # reused, not built
+            print(f"Cache: reused from {opts.cache_dir} (its build time is measured only when it is built)")
+            return
+        epochs = build * online / opts.batch
+        print(f"Cache build: {build:.1f} s for {opts.batch} images x 162 outcomes ({inputs / build:.0f} inputs/s in "
+              f"batches of {opts.cache_batch}); the online teacher runs {online:.0f} inputs/s at batch {opts.batch}, so "
+              f"the build costs the teacher time of {epochs:.0f} epochs of online distillation "
+              f"({epochs / 240:.2f} of one 240-epoch CIFAR run; every run of the same teacher and split shares it)")
 
 
 if __name__ == "__main__":
