@@ -6,10 +6,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
 from transformers.utils import hub as transformers_hub  # noqa: E402
 
 from hub_server import FakeHub  # noqa: E402
+
+# Under pytest-xdist each worker gets its share of the cores: two workers each spinning every core's thread
+# slow each other down several times over.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture
@@ -29,3 +35,8 @@ def fake_hub(monkeypatch, tmp_path):
         # drop it so this test's Hub is not an earlier test's, closed, port.
         monkeypatch.setattr(transformers_hub, "_hf_api", None)
         yield hub
+
+
+def pytest_collection_modifyitems(items):
+    """The demo's test (minutes: it trains the demo as shipped) first, so the other worker runs the rest beside it."""
+    items.sort(key=lambda item: item.path.name != "test_demo.py")
