@@ -35,8 +35,3 @@ def fake_hub(monkeypatch, tmp_path):
         # drop it so this test's Hub is not an earlier test's, closed, port.
         monkeypatch.setattr(transformers_hub, "_hf_api", None)
         yield hub
-
-
-def pytest_collection_modifyitems(items):
-    """The demo's test (minutes: it trains the demo as shipped) first, so the other worker runs the rest beside it."""
-    items.sort(key=lambda item: item.path.name != "test_demo.py")
