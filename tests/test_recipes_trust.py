@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
-from PIL import Image
 from safetensors.torch import load_file
 
 from ltkd_hf.cli import distill as run_distill
@@ -21,21 +20,14 @@ from ltkd_hf.cli.parsing import default_config, parse_args
 
 from ltkd_hf.hub import save_student
 
+from image_folders import write_folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Two optimizer steps per stage on the demo data: enough to make weights depend on the seed.
 TEACHER_FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "steps",
                 "--save_steps", "1", "--per_device_train_batch_size", "16"]
 FAST = [*TEACHER_FAST, "--warmup_epochs", "0"]  # ltkd-distill: the distillation ramp shorter than 2 steps
-
-
-def write_folder(root: Path, test_classes=("heron", "kingfisher", "osprey")) -> None:
-    rng = np.random.default_rng(0)
-    for split, counts in (("train", {"heron": 6, "kingfisher": 4, "osprey": 3}), ("test", dict.fromkeys(test_classes, 2))):
-        for name, n in counts.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(root / split / name / f"{i}.png")
 
 
 def teacher_weights(out: Path) -> dict:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ltkd_hf.cli import distill, table, teacher
 from ltkd_hf.cli.parsing import parse_args
 from ltkd_hf.models import load_teacher
 from ltkd_hf.teacher_cache import KEY_NAME, LOGITS_NAME, tensor_fingerprint
+
+from image_folders import TRAIN_COUNTS, write_folder
 
 # Tiny models at 32 px on a folder of 13 images: one training step per stage.
 FAST = ["--student", "test_convnext", "--input_size", "32",
@@ -23,19 +24,12 @@ FAST = ["--student", "test_convnext", "--input_size", "32",
         "--verify_images", "false", "--disable_tqdm", "true", "--in_memory_data", "true"]
 CACHE = ["--teacher_cache", "true"]
 TEACHER = ["--teacher_architecture", "test_resnet"]  # trained here
-NAMES = ["heron", "kingfisher", "osprey"]
+NAMES = list(TRAIN_COUNTS)
 
 
 @pytest.fixture(scope="module")
 def birds(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("birds")
-    rng = np.random.default_rng(0)
-    for split, counts in (("train", {"heron": 6, "kingfisher": 4, "osprey": 3}), ("test", dict.fromkeys(NAMES, 2))):
-        for name, n in counts.items():
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)).save(root / split / name / f"{i}.png")
-    return root
+    return write_folder(tmp_path_factory.mktemp("birds"))
 
 
 def cache_events(caplog) -> list[str]:
