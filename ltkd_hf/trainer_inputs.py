@@ -104,8 +104,8 @@ class DeviceBatches:
     ``augmentation`` (`ltkd_hf.data.BatchAugmentation` of the student's ``pretrained_cfg``; ``None``: off).
 
     Training batches are augmented (random crop with zero padding, flip, per sample) and normalised, and record
-    each sample's outcome number as ``augmentation_outcome``; evaluation batches are normalised only. The augmentation draws from the device's default generator (seeded by ``args.seed``,
-    saved in checkpoints).
+    each sample's outcome number as ``augmentation_outcome``; evaluation batches are normalised only. The
+    augmentation draws from the device's default generator (seeded by ``args.seed``, saved in checkpoints).
     """
 
     def __init__(self, augmentation: BatchAugmentation | None, device: torch.device) -> None:
