@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Written by the parser that had no defaults layer (recipes/recipe_args.py at a3874d3), before the configs were
 # rewritten as deltas: the resolved value of every setting of every config then.
 BEFORE = json.loads((REPO / "tests" / "data" / "resolved_configs.json").read_text())
-# What was changed on purpose since: the demo reads the digits at 20 px and clips gradients (its config says why).
-BEFORE["demo.yaml"].update(input_size=20, max_grad_norm=5.0)
+# What was changed on purpose since: the demo reads the digits at 16 px and clips gradients (its config says why).
+BEFORE["demo.yaml"].update(input_size=16, max_grad_norm=5.0)
 
 
 def config_path(name: str) -> Path:

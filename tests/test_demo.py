@@ -47,7 +47,7 @@ def test_the_kd_row_is_the_kd_student_distilled_from_the_same_teacher(demo):
     assert kd["schedule"] == ltkd["schedule"] and kd["objective"]["ce_weight"] == 1.0
     # Independent check of the row: the student_kd weights, reloaded with timm, scored on the test split.
     model = timm.create_model("cifar_wrn_40_1", num_classes=10,
-                              pretrained_cfg_overlay={"input_size": (3, 20, 20)}).eval()
+                              pretrained_cfg_overlay={"input_size": (3, 16, 16)}).eval()
     model.load_state_dict(load_file(out / "student_kd" / "model.safetensors"))
     test = apply_transforms(load_image_dataset("builtin:digits"), timm.data.resolve_data_config(model=model))["test"]
     batch = collate_fn([test[i] for i in range(len(test))])
