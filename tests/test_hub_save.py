@@ -199,3 +199,27 @@ def test_load_student_errors_name_the_fix(tmp_path: Path) -> None:
         load_student(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="is a file"):
         load_student(str(folder / "model.safetensors"))
+
+
+def test_load_classifier_sees_the_folders_preprocessing_not_the_architectures(tmp_path: Path) -> None:
+    """transformers builds the timm model of a folder from its architecture alone: its timm pretrained_cfg is
+    cifar_resnet8x4's 32 px default. ``load_classifier`` gives it the folder's (48 px, other normalisation), as timm's
+    own loader and transformers' image processor read them, so ``ltkd-eval`` scores at the size the model trained at."""
+    from timm.data import resolve_data_config
+
+    from ltkd_hf.models import load_classifier, unwrap_timm
+
+    torch.manual_seed(5)
+    model = timm.create_model("cifar_resnet8x4", num_classes=len(LABELS)).eval()
+    folder = save_student(model, tmp_path / "student", label_names=LABELS, data_config=DATA_CONFIG)
+    plain = AutoModelForImageClassification.from_pretrained(str(folder))
+    assert resolve_data_config(model=unwrap_timm(plain))["input_size"] == (3, 32, 32)  # why load_classifier exists
+    loaded = load_classifier(str(folder))
+    config = resolve_data_config(model=unwrap_timm(loaded))
+    by_timm = resolve_data_config(model=load_student(str(folder)))
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in by_timm.items()} == config
+    assert (config["input_size"], config["mean"], config["std"]) == tuple(DATA_CONFIG[k] for k in ("input_size", "mean", "std"))
+    assert not loaded.training
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=x).logits, model(x), rtol=1e-5, atol=1e-6)

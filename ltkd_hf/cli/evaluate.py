@@ -17,12 +17,11 @@ from pathlib import Path
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from timm.data import resolve_data_config
-from transformers import AutoModelForImageClassification
 
 from ..config import DistillationConfig
 from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset
 from ..evaluation import format_group_table
-from ..models import unwrap_timm
+from ..models import load_classifier, unwrap_timm
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     counts = ((recorded.get("ltkd") or {}).get("settings") or {}).get("data", {}).get("class_counts")
     counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
-    model = AutoModelForImageClassification.from_pretrained(eval_args.model).eval()
+    model = load_classifier(eval_args.model)
     if model.config.num_labels != len(names):
         raise ValueError(
             f"--model {eval_args.model} has {model.config.num_labels} outputs but --dataset {data_args.dataset} has "

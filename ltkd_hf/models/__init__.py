@@ -1,7 +1,7 @@
 """Model architectures and loading. Importing this package registers the CIFAR models with timm."""
 
 from . import cifar_mobilenet, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401  (register)
-from .loading import check_teacher_matches, create_student, load_teacher, unwrap_timm
+from .loading import check_teacher_matches, create_student, load_classifier, load_teacher, unwrap_timm
 
 CIFAR_MODEL_NAMES = (
     "cifar_resnet8x4",
@@ -26,4 +26,12 @@ CIFAR_PAIRS = (
     ("cifar_wrn_40_2", "cifar_wrn_40_1"),
 )
 
-__all__ = ["CIFAR_MODEL_NAMES", "CIFAR_PAIRS", "check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]
+__all__ = [
+    "CIFAR_MODEL_NAMES",
+    "CIFAR_PAIRS",
+    "check_teacher_matches",
+    "create_student",
+    "load_classifier",
+    "load_teacher",
+    "unwrap_timm",
+]

@@ -23,9 +23,9 @@ from timm.layers import to_2tuple
 from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg, load_state_dict
 from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split  # timm exports them only from _hub
 from torch import nn
-from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
 
-__all__ = ["check_teacher_matches", "create_student", "load_teacher", "unwrap_timm"]
+__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "unwrap_timm"]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
@@ -306,6 +306,17 @@ def unwrap_timm(model: nn.Module) -> nn.Module:
     if not hasattr(inner, "num_classes") or not hasattr(inner, "forward_head"):
         raise ValueError(f"model of type {type(model).__name__} is neither a timm model nor a TimmWrapper model.")
     return inner
+
+
+def load_classifier(path_or_id: str) -> nn.Module:
+    """``AutoModelForImageClassification.from_pretrained(path_or_id)`` in eval mode, its timm model given the
+    ``pretrained_cfg`` of the folder's config.json. transformers builds the timm model from the architecture alone,
+    so without it ``resolve_data_config(model=unwrap_timm(model))`` would see the architecture's default input size
+    and normalisation (32 px for the CIFAR models), not those the model was trained with (the demo's 16 px)."""
+    model = AutoModelForImageClassification.from_pretrained(path_or_id).eval()
+    inner = unwrap_timm(model)
+    inner.pretrained_cfg = inner.default_cfg = {**inner.pretrained_cfg, **_wrapper_cfg_overlay(model.config.to_dict())}
+    return model
 
 
 _HUB_PREFIX, _LOCAL_PREFIX = "hf-hub:", "local-dir:"
