@@ -1,6 +1,6 @@
 """The recipe's real data path against the compute alone: training steps/s side by side.
 
-Pipeline: an image folder of PNGs -> ``load_image_dataset`` -> ``make_long_tailed`` -> the student's transforms
+Pipeline: an image folder of PNGs -> ``load_image_dataset`` -> ``ImageSplits.long_tailed`` -> the student's transforms
 (decode, random crop with padding, flip, normalise) -> the data loader -> teacher and student in
 ``DistillationTrainer`` (LTKD). Bare loop: the same models, batch, optimizer and loss over tensors already in
 memory, no decoding, no transforms, no Trainer. In-memory: the same folder decoded once into uint8 tensors
@@ -35,7 +35,6 @@ from ltkd_hf.data import (
     collate_images,
     in_memory_datasets,
     load_image_dataset,
-    make_long_tailed,
 )
 from ltkd_hf.losses import create_loss
 from ltkd_hf.models import create_student, unwrap_timm
@@ -65,8 +64,8 @@ def models(device: torch.device):
 def pipeline_steps_per_s(folder: Path, opts, device: torch.device, in_memory: bool = False) -> float:
     """The recipes' data path, through the loader into the trainer: images decoded and augmented on the fly
     (``apply_transforms``), or with ``in_memory`` decoded once into uint8 tensors and augmented on the device."""
-    splits = load_image_dataset(str(folder))
-    train = make_long_tailed(splits["train"], 1.0)
+    splits = load_image_dataset(str(folder)).long_tailed(1.0)
+    train = splits["train"]
     student, teacher = models(device)
     data_config = timm.data.resolve_data_config(model=unwrap_timm(student))
     if in_memory:
@@ -84,7 +83,7 @@ def pipeline_steps_per_s(folder: Path, opts, device: torch.device, in_memory: bo
             device_augmentation=in_memory,
         )
         DistillationTrainer(model=student, teacher_model=teacher, args=config, train_dataset=data["train"],
-                            split_info=SplitInfo.from_dataset(train), data_collator=collator,
+                            split_info=splits.split_info, data_collator=collator,
                             callbacks=[timer]).train()
     return opts.steps / (timer.end - timer.start)
 

@@ -5,7 +5,7 @@ Importing this package registers the paper's CIFAR architectures with timm.
 
 from . import models  # noqa: F401  (registers the CIFAR architectures with timm)
 from .config import DistillationConfig
-from .data import SplitInfo, get_class_counts, load_image_dataset, long_tailed_counts, make_long_tailed
+from .data import ImageSplits, SplitInfo, get_class_counts, load_image_dataset, long_tailed_counts, make_long_tailed
 from .evaluation import evaluation_report, group_accuracy, load_group_accuracy, write_report
 from .groups import ClassGroups
 from .hub import check_push_to_hub_ready, load_student, push_student, render_model_card, save_student
@@ -20,6 +20,7 @@ __all__ = [
     "ClassGroups",
     "DistillationConfig",
     "DistillationTrainer",
+    "ImageSplits",
     "SplitInfo",
     "__version__",
     "available_losses",

@@ -59,8 +59,8 @@ def checked_split_info(
 def _split_info(
     split_info: SplitInfo | None, class_counts: Sequence[int] | None, train_dataset: Any, model: torch.nn.Module
 ) -> SplitInfo:
-    """``split_info``, or one made from ``class_counts`` (named by the student's labels), or the one a
-    ``train_dataset`` made by `ltkd_hf.data` records."""
+    """``split_info``, or one made from ``class_counts`` (named by the student's labels) or from the labels of a
+    ``train_dataset`` with a ``ClassLabel`` column: counts and names only, the split's construction unrecorded."""
     if split_info is not None:
         if class_counts is not None:
             raise ValueError("Pass split_info or class_counts, not both: split_info carries the class counts.")
@@ -71,8 +71,8 @@ def _split_info(
     if hasattr(train_dataset, "features") and hasattr(train_dataset, "info"):
         return SplitInfo.from_dataset(train_dataset)
     raise ValueError(
-        "Pass split_info (ltkd_hf.data.SplitInfo.from_dataset(train)) or class_counts (training images per "
-        "class), or a train_dataset made with ltkd_hf.data (it records them)."
+        "Pass split_info (ltkd_hf.data.ImageSplits.split_info, which records how the split was made) or "
+        "class_counts (training images per class), or a datasets.Dataset train_dataset with a ClassLabel column."
     )
 
 

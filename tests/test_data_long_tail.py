@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ltkd_hf import ClassGroups
-from ltkd_hf.data import get_class_counts, get_long_tail_info, long_tailed_counts, make_long_tailed
+from ltkd_hf.data import ImageSplits, SplitInfo, get_class_counts, long_tailed_counts, make_long_tailed
 
 
 def ldam_counts(img_max, num_classes, rho, denominator=None):
@@ -157,7 +157,6 @@ def test_class_order_seed_permutes_frequency_ranks_without_renaming_labels():
     assert lt["idx"][:] == ldam_select(ds["label"][:], expected, 0)
     assert expected != sorted(expected, reverse=True)  # the head is no longer class 0
     assert lt.features["label"].names == ds.features["label"].names
-    assert get_long_tail_info(lt)["class_order_seed"] == 7
 
 
 def test_step_profile_selection():
@@ -180,7 +179,6 @@ def test_source_dataset_is_left_untouched():
     ds.info.description = "source text"
     make_long_tailed(ds, 10)
     assert ds.info.description == "source text" and len(ds) == 500
-    assert get_long_tail_info(ds) is None
 
 
 def test_long_tail_of_a_selected_view_uses_its_rows():
@@ -195,55 +193,37 @@ def test_long_tail_of_a_selected_view_uses_its_rows():
     assert lt["idx"][:] == [view["idx"][:][p] for p in positions]
 
 
-# -- the record ---------------------------------------------------------------------------------------
-def test_record_survives_save_to_disk_and_reaches_class_groups(tmp_path):
+# -- the record: ImageSplits.split_info -----------------------------------------------------------
+def test_long_tailed_splits_record_the_construction_and_reach_class_groups():
     ds = balanced(num_classes=9, per_class=30)
-    ds.info.description = "nine classes"
-    lt = make_long_tailed(ds, 10, seed=4)
-    lt.save_to_disk(str(tmp_path / "lt"))
-    back = load_from_disk(str(tmp_path / "lt"))
-    DatasetDict(train=lt).save_to_disk(str(tmp_path / "dict"))
-    back_dict = load_from_disk(str(tmp_path / "dict"))["train"]
-    expected = ldam_counts(30, 9, 10)
-    for restored in (back, back_dict):
-        info = get_long_tail_info(restored)
-        assert info["class_counts"] == expected
-        assert info["source_class_counts"] == [30] * 9
-        assert (info["imbalance_factor"], info["seed"]) == (10.0, 4)
-        assert (info["profile"], info["exponent"]) == ("exp", "standard")
-        assert info["class_order_seed"] is None and info["label_column"] == "label"
-        assert restored["idx"][:] == lt["idx"][:]
-        assert get_class_counts(restored) == expected
-    assert "nine classes" in back.info.description
-    groups = ClassGroups.from_counts(get_class_counts(back))
-    # 9 classes: round(0.33 * 9) = 3 head, 3 medium, 3 tail; counts fall with the class index.
-    assert groups.class_to_group == (0, 0, 0, 1, 1, 1, 2, 2, 2)
+    splits = ImageSplits({"train": ds, "test": ds}, SplitInfo.from_dataset(ds))
+    lt = splits.long_tailed(10, seed=4, class_order_seed=7)
+    rank = np.random.RandomState(7).permutation(9)
+    expected = [int(30 * (1 / 10.0) ** (rank[c] / 8)) for c in range(9)]
+    assert lt.split_info.class_counts == tuple(expected) == tuple(get_class_counts(lt["train"]))
+    assert lt["train"]["idx"][:] == ldam_select(ds["label"][:], expected, 4)
+    assert lt.split_info.long_tail == {"imbalance_factor": 10.0, "seed": 4, "profile": "exp", "exponent": "standard",
+                                       "class_order_seed": 7}
+    assert lt["test"] is ds and splits["train"] is ds and splits.split_info.long_tail is None  # the input is untouched
+    assert "imbalance factor 10, frequency ranks drawn with class_order_seed 7" in lt.split_info.describe()
+    assert "LT seed 4" in lt.split_info.describe()
+    assert lt.split_info.groups(3) == ClassGroups.from_counts(expected, 3)
+    with pytest.raises(ValueError, match="imbalance_factor must be a finite number >= 1"):
+        splits.long_tailed(0.5)
 
 
-def test_record_survives_the_usual_dataset_operations():
+def test_a_split_passed_without_its_record_says_so():
+    """A bare dataset carries no construction: its SplitInfo has counts and names, and its description says the
+    construction is not recorded rather than claiming the rows were used as they are."""
     lt = make_long_tailed(balanced(), 10)
-    expected = get_long_tail_info(lt)
-    shuffled = lt.shuffle(seed=3)
-    mapped = lt.map(lambda batch: {"idx": [i + 1 for i in batch["idx"]]}, batched=True)
-    cast = lt.cast_column("idx", Value("int32"))
-    transformed = lt.with_transform(lambda batch: batch)
-    for derived in (shuffled, mapped, cast, transformed):
-        assert get_long_tail_info(derived) == expected
-    assert get_class_counts(shuffled) == ldam_counts(50, 10, 10)
-
-
-def test_recorded_counts_not_used_once_rows_change():
-    lt = make_long_tailed(balanced(), 10)
-    kept = lt.filter(lambda row: row["label"] != 0)
-    assert get_long_tail_info(kept) is not None  # the record still travels...
-    recount = np.bincount(kept["label"][:], minlength=10).tolist()
-    assert get_class_counts(kept) == recount and recount[0] == 0  # ...but counts come from the rows
+    info = SplitInfo.from_dataset(lt)
+    assert info.class_counts == tuple(ldam_counts(50, 10, 10)) and info.long_tail is None
+    assert info.describe().startswith("not recorded")
 
 
 def test_get_class_counts_of_a_plain_dataset_counts_every_class():
     ds = Dataset.from_dict({"label": [2, 2, 0]}, features=Features({"label": ClassLabel(names=["a", "b", "c", "d"])}))
     assert get_class_counts(ds) == [1, 0, 2, 0]
-    assert get_long_tail_info(ds) is None
 
 
 # -- bad datasets -------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_text_lists_load_with_their_own_counts(benchmark):
             assert row["label"] == rows[k][1]
             assert np.asarray(row["image"]).tolist() == np.full((2, 2, 3), rows[k][2]).tolist()
 
-    info = SplitInfo.from_dataset(splits["train"])
+    info = splits.split_info
     assert info.class_counts == TRAIN_COUNTS and info.long_tail is None  # no long-tailed construction on top
     assert info.source == str(root.resolve()) and info.source_kind == "manifest"
     assert info.train_split == "Tiny_LT_train.txt" and info.test_split == "Tiny_LT_test.txt"
@@ -183,7 +183,7 @@ def test_inaturalist_json_loads_with_category_names_and_counts(inat):
         image = train["images"][k]
         assert splits["train"][k]["label"] == label_by_image[image["id"]]
         assert np.asarray(splits["train"][k]["image"])[0, 0, 0] == k % 256
-    info = SplitInfo.from_dataset(splits["train"])
+    info = splits.split_info
     assert info.class_counts == (120, 30, 5) and info.test_split == "val2018.json"
 
 

@@ -7,7 +7,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from ltkd_hf.data import detect_columns, get_class_counts, get_long_tail_info, load_image_dataset, make_long_tailed
+from ltkd_hf.data import detect_columns, get_class_counts, load_image_dataset, make_long_tailed
 
 
 @pytest.fixture(autouse=True)
@@ -81,9 +81,12 @@ def test_image_folder_without_split_subfolders_is_refused(tmp_path):
 def test_long_tail_of_an_image_folder_records_its_source(tmp_path):
     root = tmp_path / "folder"
     write_image_folder(root, {"train": {"a": 8, "b": 8, "c": 8}, "test": {"a": 1, "b": 1, "c": 1}})
-    lt = make_long_tailed(load_image_dataset(str(root))["train"], 4)
+    splits = load_image_dataset(str(root)).long_tailed(4)
+    lt = splits["train"]
     assert get_class_counts(lt) == [8, 4, 2]  # int(8 * 4**(-c/2))
-    assert get_long_tail_info(lt)["source"] == str(root)
+    assert splits.split_info.class_counts == (8, 4, 2) and splits.split_info.long_tail["imbalance_factor"] == 4
+    assert (splits.split_info.source, splits.split_info.source_kind) == (str(root), "local")
+    assert (splits.split_info.train_split, splits.split_info.test_split) == ("train", "test")
     assert all(red(row["image"]) // 20 == row["label"] for row in lt)
 
 
@@ -220,10 +223,12 @@ def test_builtin_digits_images_and_balanced_split(digits):
 
 
 def test_builtin_digits_long_tail_and_record(digits):
-    lt = make_long_tailed(digits["train"], 10)
+    splits = digits.long_tailed(10)
     source = get_class_counts(digits["train"])
-    assert get_class_counts(lt) == [int(n * 0.1 ** (c / 9)) for c, n in enumerate(source)]
-    assert get_long_tail_info(lt)["source"] == "builtin:digits"
+    expected = [int(n * 0.1 ** (c / 9)) for c, n in enumerate(source)]
+    assert get_class_counts(splits["train"]) == expected and list(splits.split_info.class_counts) == expected
+    assert splits.split_info.source == "builtin:digits" and splits["test"] is digits["test"]
+    assert digits.split_info.class_counts == tuple(source) and digits.split_info.long_tail is None
 
 
 def test_builtin_digits_never_hash_their_arrow_table(monkeypatch):

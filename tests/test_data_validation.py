@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 from PIL import Image
 
 from ltkd_hf.cli import distill
-from ltkd_hf.data import SplitInfo, hold_out_validation, load_image_dataset, make_long_tailed
+from ltkd_hf.data import ImageSplits, SplitInfo, hold_out_validation, load_image_dataset
 
 
 def labelled(counts: list[int]) -> Dataset:
@@ -32,9 +32,14 @@ def test_a_balanced_validation_split_is_held_out_before_the_long_tail():
         rng.shuffle(rows)
         expected += sorted(rows[:5].tolist())
     assert sorted(validation["row"]) == sorted(expected)
-    info = SplitInfo.from_dataset(make_long_tailed(rest, 2.0))
-    assert info.validation_holdout == {"per_class": 5, "seed": 3}
+    # ImageSplits records the hold-out, and the long-tailed construction after it keeps the record
+    splits = ImageSplits({"train": data, "test": data}, SplitInfo.from_dataset(data)).hold_out_validation(5, seed=3)
+    assert splits["train"]["row"] == rest["row"] and splits["validation"]["row"] == validation["row"]
+    info = splits.long_tailed(2.0).split_info
+    assert info.validation_holdout == {"per_class": 5, "seed": 3} and info.class_counts == (25, 10, 3)
     assert "first 5 images per class held out as a balanced validation split (seed 3)" in info.describe()
+    with pytest.raises(ValueError, match="already have a validation split"):
+        splits.hold_out_validation(5)
     with pytest.raises(ValueError, match=r"classes \['c2 \(12\)'\] have no more than 12 training images"):
         hold_out_validation(data, 12)
 

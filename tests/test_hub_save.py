@@ -218,7 +218,8 @@ def test_load_classifier_sees_the_folders_preprocessing_not_the_architectures(tm
     config = resolve_data_config(model=unwrap_timm(loaded))
     by_timm = resolve_data_config(model=load_student(str(folder)))
     assert {k: tuple(v) if isinstance(v, list) else v for k, v in by_timm.items()} == config
-    assert (config["input_size"], config["mean"], config["std"]) == tuple(DATA_CONFIG[k] for k in ("input_size", "mean", "std"))
+    keys = ("input_size", "mean", "std")
+    assert tuple(config[k] for k in keys) == tuple(DATA_CONFIG[k] for k in keys)
     assert not loaded.training
     x = torch.randn(2, 3, 48, 48)
     with torch.no_grad():

@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, eval_args = parse_args(PROGRAM, ARGUMENTS, argv).values
     recorded = recorded_config(eval_args.model)
     try:
-        test = load_image_dataset(data_args.dataset, split=source_splits(data_args), image_column=data_args.image_column,
-                                  label_column=data_args.label_column)["test"]
+        loaded = load_image_dataset(data_args.dataset, split=source_splits(data_args),
+                                    image_column=data_args.image_column, label_column=data_args.label_column)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"--dataset {data_args.dataset}: {err}") from None
+    test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name
     names = list(test.features["label"].names)
     model_names = recorded.get("label_names")
     if model_names is not None and [str(n) for n in model_names] != names:
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"--model {eval_args.model} has {model.config.num_labels} outputs but --dataset {data_args.dataset} has "
             f"{len(names)} classes; evaluate the model on the dataset it was trained for."
         )
-    held_out = SplitInfo.from_dataset(test)  # the source and the held-out split's real name
     info = SplitInfo(counts, names, held_out.source, held_out.source_kind, held_out.train_split, held_out.test_split)
     prepared = apply_transforms({"test": test}, resolve_data_config(model=unwrap_timm(model)))["test"]
     config = DistillationConfig(

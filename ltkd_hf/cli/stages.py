@@ -37,9 +37,7 @@ from ..data import (
     in_memory_bytes,
     in_memory_datasets,
     load_image_dataset,
-    hold_out_validation,
     load_split_manifest,
-    make_long_tailed,
     verify_images,
 )
 from ..data.fingerprint import file_fingerprint, folder_fingerprint
@@ -125,36 +123,34 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     if verify:
         for name, split in splits.items():
             verify_images(split, split=name)
-    validation, train_rows = splits.get("validation"), splits["train"]
     if args.validation_per_class:
-        if validation is not None:
+        if "validation" in splits:
             raise ValueError(
                 f"--validation_per_class {args.validation_per_class}: --dataset {args.dataset} has its own validation "
                 "split; drop --validation_per_class to use it."
             )
         try:
-            train_rows, validation = hold_out_validation(train_rows, args.validation_per_class, seed=args.lt_seed)
+            splits = splits.hold_out_validation(args.validation_per_class, seed=args.lt_seed)
         except ValueError as err:
             raise ValueError(f"--validation_per_class {args.validation_per_class}: {err}") from None
     if args.split_manifest:  # the published long-tailed split, as it is
-        info = SplitInfo.from_dataset(train_rows)
+        info = splits.split_info
         logger.info("Published train split %s: %d images, %d classes", info.train_split, sum(info.class_counts),
                     info.num_classes)
-        return LongTailedData(train_rows, splits["test"], info, validation)
-    train = make_long_tailed(
-        train_rows,
-        args.imbalance_factor,
-        seed=args.lt_seed,
-        profile=args.lt_profile,
-        exponent=args.lt_exponent,
-        class_order_seed=args.class_order_seed,
-    )
-    info = SplitInfo.from_dataset(train)
-    logger.info(
-        "Long-tailed train split: %d images, %d classes, counts %d..%d",
-        sum(info.class_counts), info.num_classes, max(info.class_counts), min(info.class_counts),
-    )
-    return LongTailedData(train, splits["test"], info, validation)
+    else:
+        splits = splits.long_tailed(
+            args.imbalance_factor,
+            seed=args.lt_seed,
+            profile=args.lt_profile,
+            exponent=args.lt_exponent,
+            class_order_seed=args.class_order_seed,
+        )
+        info = splits.split_info
+        logger.info(
+            "Long-tailed train split: %d images, %d classes, counts %d..%d",
+            sum(info.class_counts), info.num_classes, max(info.class_counts), min(info.class_counts),
+        )
+    return LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
 
 
 def setup_logging() -> None:

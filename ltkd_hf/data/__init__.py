@@ -12,7 +12,8 @@ from .in_memory import (
     normalize_images,
     random_crop_flip,
 )
-from .long_tail import get_class_counts, get_long_tail_info, hold_out_validation, long_tailed_counts, make_long_tailed
+from .image_splits import ImageSplits
+from .long_tail import get_class_counts, hold_out_validation, long_tailed_counts, make_long_tailed
 from .manifest import load_split_manifest
 from .sources import load_image_dataset
 from .split_info import SplitInfo
@@ -29,6 +30,7 @@ from .transforms import (
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "BatchAugmentation",
+    "ImageSplits",
     "InMemoryImages",
     "SplitInfo",
     "ImageClassificationTransform",
@@ -39,7 +41,6 @@ __all__ = [
     "collate_images",
     "detect_columns",
     "get_class_counts",
-    "get_long_tail_info",
     "hold_out_validation",
     "in_memory_bytes",
     "in_memory_datasets",

@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from .metadata import read_record, with_record
-
-__all__ = ["long_tailed_counts", "make_long_tailed", "get_class_counts", "get_long_tail_info"]
+__all__ = ["long_tailed_counts", "make_long_tailed", "get_class_counts", "hold_out_validation"]
 
 PROFILES = ("exp", "step")
 EXPONENTS = ("standard", "paper")
@@ -165,8 +163,7 @@ def make_long_tailed(
     .permutation(C)``; class ``c`` then gets the count of frequency rank ``rank[c]`` (rank 0 = head).
     Labels are not renamed, and the selection still visits classes in index order.
 
-    The class counts and the parameters are recorded in the result (see ``get_long_tail_info``) and
-    survive ``save_to_disk``/``load_from_disk``.
+    ``ImageSplits.long_tailed`` calls it and records the construction in its ``split_info``.
     """
     rho = _check_params(imbalance_factor, profile, exponent)
     labels = _label_array(dataset, label_column)
@@ -188,21 +185,7 @@ def make_long_tailed(
         rows = by_class[starts[c] : starts[c + 1]]
         rng.shuffle(rows)
         chosen.append(rows[: kept[c]])
-    subset = dataset.select(np.concatenate(chosen))
-
-    previous = read_record(dataset)
-    info: dict[str, Any] = {
-        "class_counts": kept,
-        "source_class_counts": source_counts.tolist(),
-        "imbalance_factor": rho,
-        "seed": int(seed),
-        "profile": profile,
-        "exponent": exponent,
-        "class_order_seed": None if class_order_seed is None else int(class_order_seed),
-        "label_column": label_column,
-        "source": previous.get("source"),
-    }
-    return with_record(subset, long_tail=info)
+    return dataset.select(np.concatenate(chosen))
 
 
 def hold_out_validation(
@@ -210,8 +193,8 @@ def hold_out_validation(
 ) -> tuple[Dataset, Dataset]:
     """``(rest, validation)``: ``per_class`` rows of every class held out of ``dataset`` as a balanced validation
     split, before any long-tailed construction (so the rare classes keep their validation images). Each class's rows
-    are shuffled with ``np.random.RandomState(seed)`` in class order and the first ``per_class`` held out. ``rest``
-    records the hold-out (``SplitInfo.validation_holdout``): it changes the training split."""
+    are shuffled with ``np.random.RandomState(seed)`` in class order and the first ``per_class`` held out. It changes
+    the training split: ``ImageSplits.hold_out_validation`` records it (``SplitInfo.validation_holdout``)."""
     if not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be an integer >= 1, got {per_class!r}.")
     labels = _label_array(dataset, label_column)
@@ -235,21 +218,10 @@ def hold_out_validation(
         held.append(rows[:per_class])
         kept.append(np.sort(rows[per_class:]))
     rest = dataset.select(np.sort(np.concatenate(kept)))
-    holdout = {"per_class": per_class, "seed": int(seed)}
-    return with_record(rest, validation_holdout=holdout), dataset.select(np.concatenate(held))
-
-
-def get_long_tail_info(dataset: Dataset) -> dict[str, Any] | None:
-    """The long-tail parameters and class counts recorded by ``make_long_tailed``, or ``None``."""
-    info = read_record(dataset).get("long_tail")
-    return dict(info) if info else None
+    return rest, dataset.select(np.concatenate(held))
 
 
 def get_class_counts(dataset: Dataset, label_column: str = "label") -> list[int]:
-    """Images per class, class-index order: the counts recorded by ``make_long_tailed`` when they still
-    describe ``dataset`` (same label column, same number of rows), otherwise counted from the labels."""
-    info = get_long_tail_info(dataset)
-    if info and info.get("label_column") == label_column and sum(info["class_counts"]) == len(dataset):
-        return list(info["class_counts"])
+    """Images per class, class-index order, counted from the labels."""
     labels = _label_array(dataset, label_column)
     return np.bincount(labels, minlength=_num_classes(dataset, label_column, labels)).tolist()

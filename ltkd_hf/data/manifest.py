@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from datasets import ClassLabel, Dataset, Features, Image
 
 from .fingerprint import file_fingerprint
-from .metadata import with_record
+from .image_splits import ImageSplits
+from .split_info import SplitInfo
 
 __all__ = ["MANIFEST_SPLITS", "MANIFEST_FORMATS", "load_split_manifest"]
 
 MANIFEST_SPLITS = ("train", "validation", "test")
-"""The splits a manifest set may name, in the order of the returned ``DatasetDict``; train and test are required."""
+"""The splits a manifest set may name, in the order of the returned ``ImageSplits``; train and test are required."""
 
 MANIFEST_FORMATS = {".txt": "text list (ImageNet-LT, Places-LT)", ".json": "COCO-style JSON (iNaturalist 2018)"}
 """File suffix -> manifest format."""
@@ -232,8 +233,8 @@ def load_split_manifest(
     image_root: str | os.PathLike,
     *,
     class_names: str | os.PathLike | Sequence[str] | None = None,
-) -> DatasetDict:
-    """A benchmark's published splits as a ``DatasetDict`` ("train", "validation" when given, "test") with
+) -> ImageSplits:
+    """A benchmark's published splits as ``ImageSplits`` ("train", "validation" when given, "test") with
     columns ``image`` (``datasets.Image``, read lazily from the files) and ``label`` (one ``ClassLabel``).
 
     ``manifests`` maps "train", "test" and optionally "validation" to a list file: a ``.txt`` text list (one
@@ -242,8 +243,8 @@ def load_split_manifest(
     to ``image_root``. The training split keeps the list's own class counts. Class names: the JSON categories'
     ``name`` (class ``i`` is the category with the ``i``-th smallest id: iNaturalist's 0..8141 stay as they are);
     for text lists ``class_names`` (a file with one name per line, or a sequence) or else the class indices as
-    strings. Each split records where it came from (``SplitInfo.from_dataset`` reads it): the image folder as
-    ``source``, ``source_kind="manifest"`` and the list files' names as split names.
+    strings. Its ``split_info`` records where the splits came from: the image folder as ``source``,
+    ``source_kind="manifest"`` and the list files' names as split names.
 
     Raises FileNotFoundError for a missing list or image (naming its line, or its ``images[i]`` entry) and
     ValueError for a malformed line or entry, a class index out of range, a class without training images, an
@@ -267,20 +268,14 @@ def load_split_manifest(
     names = _class_names(read, class_names)
     _check_training_images(read, names)
     features = Features({"image": Image(), "label": ClassLabel(names=names)})
-    record = {
-        "source": str(root.resolve()),
-        "source_kind": "manifest",
-        "splits": {split: manifest.path.name for split, manifest in read.items()},
-        "manifests": {split: str(manifest.path.resolve()) for split, manifest in read.items()},
-        # what the split is: the list files (the images are the ones they name; an image edited in place keeps it)
-        "fingerprint": "lists:" + ",".join(file_fingerprint(read[split].path) for split in sorted(read)),
+    splits = {
+        split: Dataset.from_dict({"image": _check_images(manifest, root), "label": manifest.labels}, features=features)
+        for split, manifest in read.items()
     }
-    return DatasetDict(
-        {
-            split: with_record(
-                Dataset.from_dict({"image": _check_images(manifest, root), "label": manifest.labels}, features=features),
-                **record,
-            )
-            for split, manifest in read.items()
-        }
+    info = SplitInfo(
+        SplitInfo.from_dataset(splits["train"]).class_counts, names, source=str(root.resolve()),
+        source_kind="manifest", train_split=read["train"].path.name, test_split=read["test"].path.name,
+        # what the split is: the list files (the images are the ones they name; an image edited in place keeps it)
+        fingerprint="lists:" + ",".join(file_fingerprint(read[split].path) for split in sorted(read)),
     )
+    return ImageSplits(splits, info)

@@ -14,7 +14,8 @@ from datasets import Dataset, DatasetDict
 from .columns import LABEL_COLUMNS, standardize_columns
 from .digits import load_digits_dataset
 from .fingerprint import canonical_source, dataset_fingerprint
-from .metadata import with_record
+from .image_splits import ImageSplits
+from .split_info import SplitInfo
 
 __all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "VALIDATION_SPLIT_NAMES", "load_image_dataset"]
 
@@ -108,10 +109,11 @@ def load_image_dataset(
     split: str | Mapping[str, str] | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
-) -> DatasetDict:
-    """An image-classification dataset as a ``DatasetDict`` with splits ``train``, ``test`` and, when the source has
-    a labelled one besides its test split, ``validation``; columns ``image`` (PIL images) and ``label`` (``ClassLabel``
-    with names).
+) -> ImageSplits:
+    """An image-classification dataset as ``ImageSplits`` (a ``DatasetDict``) with splits ``train``, ``test`` and,
+    when the source has a labelled one besides its test split, ``validation``; columns ``image`` (PIL images) and
+    ``label`` (``ClassLabel`` with names). Its ``split_info`` records the training split's counts and where the rows
+    came from: the model card names a Hub dataset only for a Hub source, and the held-out split by its real name.
 
     ``source`` is a Hub dataset id (``"uoft-cs/cifar100"``), a local directory (an image folder with
     ``train/`` and ``test/`` subfolders, or a ``DatasetDict.save_to_disk`` folder), or
@@ -139,12 +141,8 @@ def load_image_dataset(
         loaded, kind = _load_hub(source), "hub"
     picked, split_names = _pick_splits(loaded, source, split, label_column)
     standard = standardize_columns(picked, image_column=image_column, label_column=label_column)
-    # Where the rows came from travels with them: the model card names a Hub dataset only for a Hub
-    # source, and the held-out split by its real name.
-    record = {
-        "source": canonical_source(source, kind),
-        "source_kind": kind,
-        "splits": split_names,
-        "fingerprint": dataset_fingerprint(loaded, source, kind),
-    }
-    return DatasetDict({name: with_record(ds, **record) for name, ds in standard.items()})
+    train = SplitInfo.from_dataset(standard["train"])
+    info = SplitInfo(train.class_counts, train.label_names, source=canonical_source(source, kind), source_kind=kind,
+                     train_split=split_names["train"], test_split=split_names["test"],
+                     fingerprint=dataset_fingerprint(loaded, source, kind))
+    return ImageSplits(standard, info)

@@ -1,7 +1,8 @@
 """``SplitInfo``: what a long-tailed training split is — its classes, their counts and how it was made.
 
-Built once from the data (``SplitInfo.from_dataset``) and handed to the trainer, which records it in every
-saved folder and renders it in the report and the model card; nothing downstream rebuilds it.
+The one record of these facts: ``load_image_dataset`` and ``load_split_manifest`` make it (``ImageSplits.split_info``),
+``ImageSplits.long_tailed`` and ``ImageSplits.hold_out_validation`` update it, and the trainer, given it as
+``split_info``, records it in every saved folder and renders it in the report and the model card.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from typing import Any, Sequence
 from datasets import Dataset
 
 from ..groups import ClassGroups
-from .long_tail import get_class_counts, get_long_tail_info
-from .metadata import read_record
+from .long_tail import get_class_counts
 
 __all__ = ["SplitInfo"]
 
@@ -63,32 +63,15 @@ class SplitInfo:
 
     @classmethod
     def from_dataset(cls, train: Dataset, label_column: str = "label") -> "SplitInfo":
-        """Read the split from a ``datasets.Dataset`` (``load_image_dataset`` + ``make_long_tailed`` record
-        the source and the construction; the counts are recounted when the record no longer fits the rows)."""
+        """The classes and counts of a ``datasets.Dataset``'s rows; where they came from and how the split was made
+        are not in the rows: ``ImageSplits.split_info`` records them."""
         feature = train.features.get(label_column)
         if feature is None or not hasattr(feature, "names"):
             raise ValueError(
                 f"train_dataset's {label_column!r} column must be a datasets.ClassLabel with class names "
                 f"(it has {train.features}); load it with ltkd_hf.data.load_image_dataset."
             )
-        record = read_record(train)
-        long_tail = get_long_tail_info(train)
-        construction = None
-        if long_tail is not None:
-            keys = ("imbalance_factor", "seed", "profile", "exponent", "class_order_seed")
-            construction = {k: long_tail.get(k) for k in keys}
-        splits = record.get("splits") or {}
-        return cls(
-            class_counts=tuple(get_class_counts(train, label_column)),
-            label_names=tuple(feature.names),
-            source=record.get("source"),
-            source_kind=record.get("source_kind"),
-            train_split=splits.get("train"),
-            test_split=splits.get("test"),
-            fingerprint=record.get("fingerprint"),
-            validation_holdout=record.get("validation_holdout"),
-            long_tail=construction,
-        )
+        return cls(tuple(get_class_counts(train, label_column)), tuple(feature.names))
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +90,8 @@ class SplitInfo:
         """How the training split was made, in one line (the formula actually used)."""
         if self.long_tail is None and self.source_kind == "manifest":
             return f"the published long-tailed split {self.train_split} (its own class counts, no subsampling)"
+        if self.long_tail is None and self.source_kind is None:
+            return "not recorded (the trainer got class counts or a dataset, not the split's split_info)"
         if self.long_tail is None:
             return "the training split as it is (no long-tailed subsampling)"
         lt = self.long_tail
