@@ -13,6 +13,8 @@ records (so ``python benchmarks/<script> <arguments>`` repeats it alone); the re
   loss             loss_speed.py --launches: LTKD loss forward + backward against KD (target <= 1.5x), with the
                    operators and CUDA kernels each launches (the times on a GPU are launch-bound)
   compile          trainer_speed.py --loops ...: the trainer with torch_compile against eager and the bare loop
+  teacher_cache    trainer_speed.py --loops bare,ltkd,ltkd-cached: the trainer reading the teacher-logit cache
+                   against the bare loop running the teacher online
   in_memory        pipeline_speed.py: in-memory uint8 data augmented on the device against the PIL pipeline
   features         loss_speed.py --features and trainer_speed.py --loops kd,reviewkd,catkd: the feature losses'
                    cost against KD, loss alone and whole training step
@@ -195,6 +197,25 @@ def compile_part(setup: Setup) -> Outcome:
     return out
 
 
+def teacher_cache_part(setup: Setup) -> Outcome:
+    """trainer_speed.py with the teacher-logit cache against the online teacher (trainer and bare loop)."""
+    import trainer_speed
+
+    out = Outcome()
+    # One round: 4 runs of 110 steps (the first fills the cache), about 3 s each on an H200.
+    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "1"],
+                        ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    argv = ["--device", setup.device, *setup.bf16, "--loops", "bare,ltkd,ltkd-cached", *sizes]
+    med = run_script(trainer_speed, argv, out)
+    out.results["steps_per_s"] = med
+    out.tables.append(trainer_speed.markdown(med))
+    out.check("trainer (LTKD, teacher-logit cache) / bare loop (online teacher), steps/s",
+              med["ltkd-cached"] / med["bare"])
+    out.check("trainer (LTKD, teacher-logit cache) / trainer (LTKD, online teacher), steps/s",
+              med["ltkd-cached"] / med["ltkd"])
+    return out
+
+
 def in_memory_part(setup: Setup) -> Outcome:
     """pipeline_speed.py: PIL pipeline, in-memory data with device augmentation, bare loop."""
     import pipeline_speed
@@ -294,6 +315,7 @@ PARTS: list[tuple[str, str, float, Callable[[Setup], Outcome]]] = [
     ("trainer", "DistillationTrainer against the eager bare loop; LTKD step against KD step", 80, trainer_part),
     ("loss", "LTKD loss against KD loss, forward + backward, with the launches of each", 30, loss_part),
     ("compile", "The compiled trainer (torch_compile) against eager", 105, compile_part),
+    ("teacher_cache", "The trainer reading the teacher-logit cache against the online teacher", 30, teacher_cache_part),
     ("in_memory", "In-memory uint8 data with device augmentation against the PIL pipeline", 60, in_memory_part),
     ("features", "The feature losses (ReviewKD, CAT-KD) against KD: loss alone and training step", 60, features_part),
     ("mixed_precision", "Mixed precision (bf16, fp16) against fp32 in the trainer", 40, mixed_precision_part),

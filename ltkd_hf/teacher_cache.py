@@ -1,15 +1,20 @@
-"""An exact cache of a frozen teacher's logits over the training augmentation's finite set of outcomes.
+"""An exact cache of a frozen teacher's logits over the training augmentation's finite set of outcomes, filled as
+runs draw them.
 
 The small-input (CIFAR) recipe's random part, a crop of the 4-pixel zero-padded image and a horizontal flip, makes
 9 x 9 x 2 = 162 distinct inputs of each training image (`ltkd_hf.data.augmentation_outcomes`). The teacher is
-frozen, so its logits for every (image, outcome) pair are computed once, in large evaluation batches, and every
-distillation run that draws outcome ``o`` for image ``i`` reads row ``[i, o]`` instead of running the teacher: the
-same numbers as the online teacher on the same augmented input (up to the float rounding of another batch size).
+frozen, so its logits for an (image, outcome) pair never change: the first run that draws outcome ``o`` of image
+``i`` runs the teacher on it, as the online teacher would, and stores the logits in row ``[i, o]``; every later run
+that draws the pair reads them instead. Runs of one seed draw the same pairs (the augmentation draws from the
+generator ``args.seed`` seeds, and the logit losses draw nothing), so after a seed's first run its other runs (other
+losses, other settings) never run the teacher; runs of other seeds fill the cache towards all 162 outcomes. The
+cache never costs a teacher pass the online teacher would not have made.
 
-The logits are float32 in ``logits.npy`` (``(N, outcomes, C)``), memory-mapped read-only, so the processes of a
-run on one machine share one copy through the page cache; ``key.json`` beside it records what they are the logits
-of: the teacher's weights, the training images' pixels, the augmentation and the teacher's input conversion. A
-cache whose key differs from the run's is rebuilt, never used. Never top-k: LTKD's rebalancing needs the whole
+The logits are float32 in ``logits.npy`` (``(N, outcomes, C)``) and ``filled.npy`` (``(N, outcomes)``, 1 where a row
+holds logits) marks the filled rows; both are memory-mapped, so the processes of a run on one machine share one copy
+through the page cache and see each other's rows. ``key.json`` beside them records what they are the logits of: the
+teacher's weights, the training images' pixels, the augmentation and the teacher's input conversion. A cache whose
+key differs from the run's is created anew, never used. Never top-k: LTKD's rebalancing needs the whole
 distribution, its tail mass included.
 """
 
@@ -24,15 +29,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .data.in_memory import BatchAugmentation, InMemoryImages, augmentation_outcomes, crop_flip, normalize_images
+from .data.in_memory import BatchAugmentation, InMemoryImages, augmentation_outcomes
 
-__all__ = ["LOGITS_NAME", "KEY_NAME", "TeacherLogitCache", "cache_key", "check_cacheable", "tensor_fingerprint"]
+__all__ = ["FILLED_NAME", "KEY_NAME", "LOGITS_NAME", "TeacherLogitCache", "cache_key", "check_cacheable",
+           "tensor_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
 LOGITS_NAME = "logits.npy"
+FILLED_NAME = "filled.npy"
 KEY_NAME = "key.json"
 
 
@@ -76,75 +82,75 @@ def cache_key(
 
 
 class TeacherLogitCache:
-    """The teacher's float32 logits for every (training image, augmentation outcome), memory-mapped."""
+    """The teacher's float32 logits for the (training image, augmentation outcome) pairs runs have drawn,
+    memory-mapped; ``lookup`` runs the teacher on the pairs not yet filled and stores them."""
 
-    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], logits: np.ndarray) -> None:
-        self.folder, self.key, self.logits = Path(folder), key, logits
+    def __init__(self, folder: str | os.PathLike, key: dict[str, Any], logits: np.ndarray, filled: np.ndarray) -> None:
+        self.folder, self.key, self.logits, self.filled = Path(folder), key, logits, filled
+        self.lookups = self.hits = 0  # rows asked for and rows answered from the cache, since opening
 
     @classmethod
     def open(cls, folder: str | os.PathLike, key: dict[str, Any]) -> "TeacherLogitCache | None":
         """The cache in ``folder`` when its recorded key equals ``key``; ``None`` when there is none or it differs
         (the differing entries are logged)."""
         folder = Path(folder)
-        if not (folder / KEY_NAME).is_file() or not (folder / LOGITS_NAME).is_file():
+        if not all((folder / name).is_file() for name in (KEY_NAME, LOGITS_NAME, FILLED_NAME)):
             return None
         recorded = json.loads((folder / KEY_NAME).read_text())
         if recorded != key:
             differing = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
-            logger.info("The teacher-logit cache in %s was made for another %s: rebuilding it.", folder,
+            logger.info("The teacher-logit cache in %s was made for another %s: creating it anew.", folder,
                         ", ".join(differing))
             return None
-        return cls(folder, key, np.load(folder / LOGITS_NAME, mmap_mode="r"))
+        return cls(folder, key, np.load(folder / LOGITS_NAME, mmap_mode="r+"),
+                   np.load(folder / FILLED_NAME, mmap_mode="r+"))
 
     @classmethod
-    def build(
-        cls,
-        folder: str | os.PathLike,
-        key: dict[str, Any],
-        images: InMemoryImages,
-        augmentation: BatchAugmentation,
-        teacher_logits: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        device: torch.device | str = "cpu",
-        batch_size: int = 512,
-        progress: bool = True,
-    ) -> "TeacherLogitCache":
-        """Compute ``teacher_logits`` (the student's normalised ``pixel_values`` -> float32 logits; the trainer's
-        frozen teacher with its input conversion) for every image and outcome, in evaluation batches of
-        ``batch_size``, and write them to ``folder`` (the key last: an interrupted build leaves no usable cache);
-        ``progress`` shows a progress bar."""
+    def create(cls, folder: str | os.PathLike, key: dict[str, Any], num_classes: int) -> "TeacherLogitCache":
+        """An empty cache in ``folder`` for ``key`` (the files are sparse: a row takes disk space once filled);
+        the key is written last, so an interrupted creation leaves no usable cache."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / KEY_NAME).unlink(missing_ok=True)
-        outcomes, count = key["outcomes"], len(images)
-        partial = folder / f".{LOGITS_NAME}.partial"
-        logits = None
-        # (image, outcome) pairs in row-major order, so each batch fills a contiguous stretch of the file
-        with tqdm(total=count * outcomes, desc="teacher-logit cache", unit="input", disable=not progress) as bar:
-            for start in range(0, count * outcomes, batch_size):
-                pair = torch.arange(start, min(start + batch_size, count * outcomes))
-                chunk = images.images[pair // outcomes].to(device)
-                pixels = normalize_images(crop_flip(chunk, augmentation.padding, pair % outcomes),
-                                          augmentation.mean, augmentation.std)
-                values = teacher_logits(pixels).float().cpu().numpy()
-                if logits is None:
-                    logits = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
-                                                       shape=(count, outcomes, values.shape[1]))
-                logits.reshape(count * outcomes, -1)[start : start + len(pair)] = values
-                bar.update(len(pair))
-        logits.flush()
-        del logits
-        os.replace(partial, folder / LOGITS_NAME)
+        shape = (key["num_images"], key["outcomes"])
+        for name, dtype, dims in ((LOGITS_NAME, np.float32, (*shape, num_classes)), (FILLED_NAME, np.uint8, shape)):
+            partial = folder / f".{name}.partial"
+            np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=dims).flush()
+            os.replace(partial, folder / name)
         tmp = folder / f".{KEY_NAME}.partial"
         tmp.write_text(json.dumps(key, indent=1, sort_keys=True))
         os.replace(tmp, folder / KEY_NAME)
-        return cls(folder, key, np.load(folder / LOGITS_NAME, mmap_mode="r"))
+        return cls.open(folder, key)
 
-    def lookup(self, index: torch.Tensor, outcome: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-        """The cached float32 logits ``(B, C)`` of images ``index`` under augmentation outcomes ``outcome``."""
-        rows = self.logits[index.cpu().numpy(), outcome.cpu().numpy()]
-        return torch.from_numpy(np.ascontiguousarray(rows)).to(device if device is not None else index.device)
+    def lookup(
+        self,
+        index: torch.Tensor,
+        outcome: torch.Tensor,
+        pixel_values: torch.Tensor,
+        teacher_logits: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The float32 logits ``(B, C)`` of images ``index`` under augmentation outcomes ``outcome``, on
+        ``pixel_values``' device: read where filled; for the other rows ``teacher_logits`` (the trainer's frozen
+        teacher with its input conversion) runs on those rows of ``pixel_values`` (the augmented batch) and the
+        logits are stored, the filled mark after them."""
+        rows, outcomes = index.cpu().numpy(), outcome.cpu().numpy()
+        hit = self.filled[rows, outcomes].astype(bool)
+        values = torch.from_numpy(self.logits[rows, outcomes]).to(pixel_values.device)  # a copy (fancy indexing)
+        missing = np.flatnonzero(~hit)
+        if len(missing):
+            computed = teacher_logits(pixel_values[torch.from_numpy(missing).to(pixel_values.device)]).float()
+            values[torch.from_numpy(missing).to(values.device)] = computed
+            self.logits[rows[missing], outcomes[missing]] = computed.cpu().numpy()
+            self.filled[rows[missing], outcomes[missing]] = 1
+        self.lookups += len(rows)
+        self.hits += len(rows) - len(missing)
+        return values
+
+    def filled_fraction(self) -> float:
+        """The share of (image, outcome) rows that hold logits."""
+        return float(np.count_nonzero(self.filled)) / self.filled.size
 
     def __repr__(self) -> str:
         n, outcomes, classes = self.logits.shape
-        return f"TeacherLogitCache({self.folder}, {n} images x {outcomes} outcomes x {classes} classes, float32)"
+        return (f"TeacherLogitCache({self.folder}, {n} images x {outcomes} outcomes x {classes} classes, float32, "
+                f"{100 * self.filled_fraction():.1f}% filled)")

@@ -66,12 +66,12 @@ class DistillationTrainer(Trainer):
     the device (`DeviceBatches`), a training window's before the teacher sees them: both see the same batch.
 
     With ``args.teacher_cache`` (logit losses, in-memory training data), the training windows' teacher logits are
-    read from a `TeacherLogitCache` in ``teacher_cache_dir`` (the teacher's logits for every training image under
-    every crop-and-flip outcome, looked up by each sample's row and the outcome drawn for it) instead of computed:
-    ``train()`` opens the cache made for this teacher, split, augmentation and input conversion, or builds it
-    first (the main process builds, the others wait and open it, memory-mapped: one copy per machine). The
-    numbers are the online teacher's up to float rounding, so the run is the same run. Evaluation and the report
-    run the teacher.
+    read from a `TeacherLogitCache` in ``teacher_cache_dir`` (the teacher's logits for the training images under
+    the crop-and-flip outcomes runs have drawn, looked up by each sample's row and the outcome drawn for it); the
+    teacher runs only on the rows not yet filled, and stores them. ``train()`` opens the cache made for this
+    teacher, split, augmentation and input conversion, or creates it empty (the main process creates it, the
+    others wait and open it, memory-mapped: one copy per machine). The numbers are the online teacher's up to
+    float rounding, so the run is the same run. Evaluation and the report run the teacher.
 
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
@@ -87,7 +87,7 @@ class DistillationTrainer(Trainer):
             default: its Hub id or architecture.
         teacher_input_transform: maps the student's ``pixel_values`` to the teacher's input; by default derived
             from the two models' ``pretrained_cfg`` (mean/std, and size when they differ). A teacher-logit cache is
-            keyed by its ``repr`` (a function's holds its address: its cache is rebuilt by every run).
+            keyed by its ``repr`` (a function's holds its address: every run creates its cache anew).
         teacher_cache_dir: with ``args.teacher_cache``, the cache's folder (default
             ``<output_dir>/_teacher-logit-cache``: the leading underscore keeps it out of Trainer's Hub uploads);
             runs of the same teacher on the same split share it when they are given the same folder.
@@ -230,26 +230,31 @@ class DistillationTrainer(Trainer):
 
     def open_teacher_cache(self) -> TeacherLogitCache:
         """The teacher-logit cache in ``teacher_cache_dir`` made for this teacher, training split, augmentation and
-        input conversion: the main process opens it or builds it, then the others open it."""
+        input conversion: the main process opens it or creates it (empty), then the others open it."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.args.world_size))
+        if self.args.world_size > local:
+            raise ValueError(
+                f"teacher_cache=True on {self.args.world_size // local} machines: the cache fills from memory-mapped "
+                "writes that only one machine's page cache keeps coherent; run without --teacher_cache, or on one "
+                "machine."
+            )
         teacher = self.accelerator.unwrap_model(self.teacher, keep_torch_compile=False)
         augmentation = self.device_batches.augmentation
         key = cache_key(teacher, self.train_dataset, augmentation, repr(self.teacher_input_transform))
         folder = self.teacher_cache_dir
-        with self.args.main_process_first(local=self.args.save_on_each_node, desc="the teacher-logit cache"):
+        with self.args.main_process_first(desc="the teacher-logit cache"):
             cache = TeacherLogitCache.open(folder, key)
             if cache is not None:
-                logger.info("Reusing the teacher-logit cache in %s (same teacher, split and augmentation).", folder)
-            elif self.args.should_save:  # the process that writes the run's files builds it
-                logger.info("Building the teacher-logit cache in %s: %d images x %d outcomes.", folder,
-                            key["num_images"], key["outcomes"])
-                cache = TeacherLogitCache.build(folder, key, self.train_dataset, augmentation, self.teacher_logits,
-                                                device=self.args.device, batch_size=self.args.eval_batch_size,
-                                                progress=not self.args.disable_tqdm)
+                logger.info("Reusing the teacher-logit cache in %s (same teacher, split and augmentation): %.1f%% of "
+                            "its rows filled.", folder, 100 * cache.filled_fraction())
+            elif self.args.should_save:  # the process that writes the run's files creates it
+                logger.info("Creating the teacher-logit cache in %s: %d images x %d outcomes, filled as training "
+                            "draws them.", folder, key["num_images"], key["outcomes"])
+                cache = TeacherLogitCache.create(folder, key, self.split_info.num_classes)
             else:
                 raise ValueError(
                     f"Process {self.args.process_index} found no teacher-logit cache in {folder} after the main "
-                    "process built it: teacher_cache_dir must be a folder every process of a machine can read "
-                    "(with save_on_each_node=False, of every machine: a shared filesystem)."
+                    "process created it: teacher_cache_dir must be a folder every process of the machine can read."
                 )
         return cache
 
@@ -288,7 +293,8 @@ class DistillationTrainer(Trainer):
                 "or no augmentation outcome; batch InMemoryImages with ltkd_hf.data.collate_images, which keeps the "
                 "rows, and let the trainer augment them (device_augmentation=True)."
             )
-        return self.teacher_cache.lookup(batch["index"], batch["augmentation_outcome"], batch["pixel_values"].device)
+        return self.teacher_cache.lookup(batch["index"], batch["augmentation_outcome"], batch["pixel_values"],
+                                         self.teacher_logits)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -444,7 +450,7 @@ class DistillationTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
         """`Trainer.train`; a checkpoint is resumed only when the settings it records equal this run's. With
-        ``args.teacher_cache`` the teacher-logit cache is opened (or built) first."""
+        ``args.teacher_cache`` the teacher-logit cache is opened (or created) first."""
         checkpoint = self.artefacts.checkpoint_to_resume(resume_from_checkpoint)
         if checkpoint is not None:
             state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
@@ -457,7 +463,13 @@ class DistillationTrainer(Trainer):
                 return TrainOutput(state.global_step, float("nan"), {})
         if self.args.teacher_cache:
             self.teacher_cache = self.open_teacher_cache()
-        return super().train(checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
+        output = super().train(checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
+        if self.teacher_cache is not None and self.teacher_cache.lookups:
+            cache = self.teacher_cache
+            logger.info("Teacher-logit cache: %d of this process's %d teacher rows read from it (%.1f%%), the teacher "
+                        "ran for the rest; %.1f%% of its rows now filled.", cache.hits, cache.lookups,
+                        100 * cache.hits / cache.lookups, 100 * cache.filled_fraction())
+        return output
 
     @property
     def model_label(self) -> str:

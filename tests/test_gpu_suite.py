@@ -23,7 +23,7 @@ import transformers
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "benchmarks" / "gpu_suite.py"
-PARTS = ["trainer", "loss", "compile", "in_memory", "features", "mixed_precision", "recipe_bf16"]
+PARTS = ["trainer", "loss", "compile", "teacher_cache", "in_memory", "features", "mixed_precision", "recipe_bf16"]
 
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -79,11 +79,12 @@ def test_machine_versions_date_and_command(smoke):
 
 def test_numbers_are_finite_and_positive(smoke):
     parts = smoke[0]["measurements"]
-    for name in ("trainer", "compile", "in_memory"):
+    for name in ("trainer", "compile", "teacher_cache", "in_memory"):
         assert all(positive(v) for v in parts[name]["results"]["steps_per_s"].values()), name
     assert set(parts["trainer"]["results"]["steps_per_s"]) == {"bare", "ltkd", "kd", "ltkd-nosync", "kd-nosync"}
     assert set(parts["compile"]["results"]["steps_per_s"]) == {"bare", "ltkd-nosync", "ltkd-compiled"}
     assert set(parts["in_memory"]["results"]["steps_per_s"]) == {"bare", "pipeline", "in_memory"}
+    assert set(parts["teacher_cache"]["results"]["steps_per_s"]) == {"bare", "ltkd", "ltkd-cached", "ltkd-cached filling"}
     rows = parts["loss"]["results"]["rows"]
     assert [(r["C"], r["K"]) for r in rows] == [(100, 3), (100, 10), (100, 100), (1000, 3), (1000, 10),
                                                (1000, 100), (1000, 1000)]
@@ -128,6 +129,9 @@ def test_checks_are_the_recorded_ratios_against_the_targets(smoke):
     compiled = parts["compile"]["results"]["steps_per_s"]
     c = check("compile", "trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s")
     assert c["value"] == pytest.approx(compiled["ltkd-compiled"] / compiled["bare"], rel=1e-12)
+    cached = parts["teacher_cache"]["results"]["steps_per_s"]
+    c = check("teacher_cache", "trainer (LTKD, teacher-logit cache) / bare loop (online teacher), steps/s")
+    assert c["value"] == pytest.approx(cached["ltkd-cached"] / cached["bare"], rel=1e-12) and c["met"] is None
     c = check("mixed_precision", "bf16: teacher dtype, frozen, student moved, finite, first step within 0.05 of fp32")
     bf16 = parts["mixed_precision"]["results"]["precisions"]["bf16"]
     assert c["met"] == (max(bf16["relative_difference"].values()) < 0.05)  # the other conditions hold (above)

@@ -1,5 +1,5 @@
-"""The teacher-logit cache: exactly the online teacher's logits on the same augmented inputs, keyed by what they
-are the logits of."""
+"""The teacher-logit cache: exactly the online teacher's logits on the same augmented inputs, filled as they are
+drawn, keyed by what they are the logits of."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import timm
 import torch
 
 from ltkd_hf.data import BatchAugmentation, InMemoryImages, normalize_images, random_crop_flip
+from ltkd_hf.data.in_memory import crop_flip
 from ltkd_hf.teacher_cache import TeacherLogitCache, cache_key
 
 AUG = BatchAugmentation(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), padding=4, size=(16, 16))
@@ -23,31 +24,62 @@ def setup(seed=0):
     return images, teacher
 
 
-def online(teacher):
+class Online:
+    """The frozen teacher on normalised pixels, counting the rows it is run on."""
+
+    def __init__(self, teacher):
+        self.teacher, self.rows = teacher, 0
+
     @torch.no_grad()
-    def logits(pixels):
-        return teacher(pixels).float()
-    return logits
+    def __call__(self, pixels):
+        self.rows += len(pixels)
+        return self.teacher(pixels).float()
 
 
-def test_cached_logits_are_the_online_teachers_on_the_same_augmented_inputs(tmp_path):
+def draw(images, g, size=7):
+    """A training batch: rows and their augmented, normalised pixels, drawn as training draws them."""
+    index = torch.randint(0, len(images), (size,), generator=g)
+    augmented, outcome = random_crop_flip(images.images[index], 4, g, return_outcomes=True)
+    return index, outcome, normalize_images(augmented, AUG.mean, AUG.std)
+
+
+def test_the_teacher_runs_once_per_drawn_row_and_the_cache_returns_its_logits(tmp_path):
     images, teacher = setup()
     key = cache_key(teacher, images, AUG, {"conversion": None})
-    cache = TeacherLogitCache.build(tmp_path, key, images, AUG, online(teacher), batch_size=128)
-    assert cache.logits.shape == (5, 162, 3) and isinstance(cache.logits, np.memmap)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):  # batches of rows drawn as training draws them
-        index = torch.randint(0, 5, (7,), generator=g)
-        augmented, outcome = random_crop_flip(images.images[index], 4, g, return_outcomes=True)
-        expected = online(teacher)(normalize_images(augmented, AUG.mean, AUG.std))
+    cache = TeacherLogitCache.create(tmp_path, key, num_classes=3)
+    assert cache.logits.shape == (5, 162, 3) and isinstance(cache.logits, np.memmap) and cache.filled_fraction() == 0
+    online, g = Online(teacher), torch.Generator().manual_seed(1)
+    batches = [draw(images, g) for _ in range(3)]
+    batches.append(batches[0])  # rows drawn again later in the run
+    for index, outcome, pixels in batches:
+        expected = Online(teacher)(pixels)
         # float32 convolutions of batches of another size: a few eps of logits of O(1)
-        torch.testing.assert_close(cache.lookup(index, outcome), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(cache.lookup(index, outcome, pixels, online), expected, rtol=1e-5, atol=1e-6)
+    distinct = {(i, o) for index, outcome, _ in batches for i, o in zip(index.tolist(), outcome.tolist())}
+    assert online.rows == len(distinct) == 21 and cache.hits == 7  # the repeated batch is answered from the cache
+    assert int(cache.filled.sum()) == len(distinct)
+
+    # Another run drawing the same rows (same seed): answered from the cache, the teacher never runs; a batch
+    # with one new row runs the teacher on that row only.
+    reopened, again = TeacherLogitCache.open(tmp_path, key), Online(teacher)
+    for index, outcome, pixels in batches:
+        torch.testing.assert_close(reopened.lookup(index, outcome, pixels, again), Online(teacher)(pixels),
+                                   rtol=1e-5, atol=1e-6)
+    assert again.rows == 0 and reopened.hits == reopened.lookups == 28
+    index, outcome, pixels = batches[0]
+    new = next(o for o in range(162) if (int(index[0]), o) not in distinct)
+    outcome = outcome.clone()
+    outcome[0] = new
+    pixels = normalize_images(crop_flip(images.images[index], 4, outcome), AUG.mean, AUG.std)
+    torch.testing.assert_close(reopened.lookup(index, outcome, pixels, again), Online(teacher)(pixels),
+                               rtol=1e-5, atol=1e-6)
+    assert again.rows == 1
 
 
 def test_a_cache_is_used_only_for_the_teacher_images_and_augmentation_it_was_made_for(tmp_path):
     images, teacher = setup()
     key = cache_key(teacher, images, AUG, {"conversion": None})
-    TeacherLogitCache.build(tmp_path, key, images, AUG, online(teacher))
+    TeacherLogitCache.create(tmp_path, key, num_classes=3)
     assert TeacherLogitCache.open(tmp_path, key) is not None
     with torch.no_grad():
         teacher.get_classifier().weight.add_(1e-3)  # retrained teacher

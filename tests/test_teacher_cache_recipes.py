@@ -1,6 +1,6 @@
-"""``--teacher_cache true`` in the recipes: the cache beside the teacher's folder, built by the first distillation that
-needs it and reused by every later one of the same teacher and split (another loss, another run, every cell of a
-table's seed), rebuilt once the teacher's weights change; refused where it cannot work, before anything trains."""
+"""``--teacher_cache true`` in the recipes: the cache beside the teacher's folder, created by the first distillation
+that needs it and reused by every later one of the same teacher and split (another loss, another run, every cell of a
+table's seed), created anew once the teacher's weights change; refused where it cannot work, before anything trains."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from ltkd_hf.cli import distill, table, teacher
 from ltkd_hf.cli.parsing import parse_args
 from ltkd_hf.models import load_teacher
-from ltkd_hf.teacher_cache import KEY_NAME, LOGITS_NAME, tensor_fingerprint
+from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME, tensor_fingerprint
 
 from image_folders import TRAIN_COUNTS, write_folder
 
@@ -33,53 +33,56 @@ def birds(tmp_path_factory) -> Path:
 
 
 def cache_events(caplog) -> list[str]:
-    """"build <folder>" / "reuse <folder>" for each time a trainer opened a teacher-logit cache, in order."""
+    """"create <folder>" / "reuse <folder>" for each time a trainer opened a teacher-logit cache, in order."""
     events = []
     for record in caplog.records:
         message = record.getMessage()
-        for verb, word in (("build", "Building"), ("reuse", "Reusing")):
+        for verb, word in (("create", "Creating"), ("reuse", "Reusing")):
             if message.startswith(f"{word} the teacher-logit cache in "):
                 events.append(f"{verb} {message.split(' in ', 1)[1].split(':')[0].split(' (')[0]}")
     return events
 
 
-def test_distill_builds_the_cache_beside_the_teacher_and_another_run_of_another_loss_reuses_it(birds, tmp_path, caplog):
+def test_distill_creates_the_cache_beside_the_teacher_and_another_run_of_another_loss_reuses_it(birds, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="ltkd_hf")
     out = tmp_path / "run"
     base = [*FAST, *CACHE, "--dataset", str(birds), "--compare_ce_student", "false"]
     distill.main([*base, *TEACHER, "--output_dir", str(out), "--distill_loss", "kd"])
     cache = out / "teacher-logit-cache"
-    assert cache_events(caplog) == [f"build {cache}"]
+    assert cache_events(caplog) == [f"create {cache}"]
     key = json.loads((cache / KEY_NAME).read_text())
     assert key["teacher"] == tensor_fingerprint(load_teacher(str(out / "teacher")).state_dict())
     assert np.load(cache / LOGITS_NAME, mmap_mode="r").shape == (13, 162, 3)
     assert not (out / "teacher" / "logit-cache").exists()  # the teacher's folder holds the teacher only
-    built = (cache / LOGITS_NAME).stat().st_mtime_ns
+    rows = int(np.load(cache / FILLED_NAME).sum())
+    assert rows == 4  # the one step's 4 images, filled as the teacher ran on them
 
     # A second command distils from that teacher with another loss, in its own folder: the cache is reused.
     caplog.clear()
     distill.main([*base, "--output_dir", str(tmp_path / "other"), "--teacher", str(out / "teacher"),
                   "--distill_loss", "dkd"])
-    assert cache_events(caplog) == [f"reuse {cache}"] and (cache / LOGITS_NAME).stat().st_mtime_ns == built
+    assert cache_events(caplog) == [f"reuse {cache}"]
+    assert "4 of this process's 4 teacher rows read from it (100.0%)" in caplog.text  # same seed, same rows
+    assert int(np.load(cache / FILLED_NAME).sum()) == rows
     assert not (tmp_path / "other" / "teacher-logit-cache").exists()
 
-    # The teacher retrained with other weights: its cache is rebuilt, in the same place.
+    # The teacher retrained with other weights: its cache is created anew, in the same place.
     caplog.clear()
     distill.main([*base, *TEACHER, "--output_dir", str(out), "--distill_loss", "kd", "--teacher_learning_rate", "0.5",
                   "--overwrite_output_dir", "true"])
-    assert "made for another teacher: rebuilding it" in caplog.text and cache_events(caplog) == [f"build {cache}"]
+    assert "made for another teacher: creating it anew" in caplog.text and cache_events(caplog) == [f"create {cache}"]
     assert json.loads((cache / KEY_NAME).read_text())["teacher"] != key["teacher"]
 
 
-def test_each_table_seed_builds_one_cache_per_teacher_that_all_its_logit_cells_reuse(birds, tmp_path, caplog):
+def test_each_table_seed_creates_one_cache_per_teacher_that_all_its_logit_cells_reuse(birds, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="ltkd_hf")
     out = tmp_path / "table"
     table.main([*FAST, *CACHE, *TEACHER, "--dataset", str(birds), "--output_dir", str(out), "--losses", "kd", "ltkd",
                 "--sweep", "alpha=1,6", "--teacher_losses", "ce", "logit_adjusted"])
     ce, adjusted = out / "seed0" / "teacher-logit-cache", out / "seed0" / "teacher-logit_adjusted-logit-cache"
     # cells in order: KD from each teacher, then LTKD alpha 1 and 6 from the biased teacher, then from the other;
-    # one cache per teacher (one shared folder would be rebuilt at every change of teacher: 4 builds)
-    assert cache_events(caplog) == [f"build {ce}", f"build {adjusted}", f"reuse {ce}", f"reuse {ce}",
+    # one cache per teacher (one shared folder would be created anew at every change of teacher: 4 creations)
+    assert cache_events(caplog) == [f"create {ce}", f"create {adjusted}", f"reuse {ce}", f"reuse {ce}",
                                     f"reuse {adjusted}", f"reuse {adjusted}"]
     teachers = [json.loads((c / KEY_NAME).read_text())["teacher"] for c in (ce, adjusted)]
     assert teachers[0] != teachers[1]

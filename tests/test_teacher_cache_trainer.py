@@ -1,6 +1,7 @@
 """DistillationTrainer with ``teacher_cache=True``: the same run as with the online teacher (every logged loss, the
-final weights), the teacher never run in training, the gradient-accumulation window's statistics from cached
-logits, the cache reused for the same teacher and rebuilt for another, two processes sharing one, and the refusals.
+final weights), the teacher run only on rows the cache does not hold yet (a second run of the seed never runs it),
+the gradient-accumulation window's statistics from cached logits, the cache reused for the same teacher and created
+anew for another, two processes sharing one, and the refusals.
 
 Run as a script (``python -m torch.distributed.run --nproc_per_node 2 THIS_FILE OUT RESULT``) it is the worker of
 the two-process test: it trains with and without the cache and writes the losses and weights of both.
@@ -24,7 +25,7 @@ from timm.data import resolve_data_config
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.models import create_student, unwrap_timm
-from ltkd_hf.teacher_cache import LOGITS_NAME
+from ltkd_hf.teacher_cache import FILLED_NAME, LOGITS_NAME
 
 from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config
@@ -76,7 +77,7 @@ def build(out: Path, loss: str, cache: bool, *, batch: int = 8, accumulation: in
 
 def fit(trainer: DistillationTrainer):
     """Train; return the logs of every step, the student's weights and the teacher's forward passes in
-    ``train()`` (building a cache included)."""
+    ``train()``."""
     calls = []
     handle = unwrap_timm(trainer.teacher).register_forward_hook(lambda *_: calls.append(1))
     trainer.train()
@@ -110,11 +111,8 @@ def assert_same_run(logs, weights, reference_logs, reference_weights, steps=4):
         torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def build_batches(trainer) -> int:
-    """The teacher's forward passes that building the cache takes: every (image, outcome) pair, in evaluation
-    batches."""
-    n, outcomes = len(trainer.train_dataset), 162
-    return -(-n * outcomes // trainer.args.eval_batch_size)
+def filled(cache: Path) -> int:
+    return int(np.load(cache / FILLED_NAME).sum())
 
 
 def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_shared(tmp_path, caplog):
@@ -123,22 +121,24 @@ def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_
     _, kd_online, kd_weights, calls = train(tmp_path / "kd-online", "kd", False)
     assert calls == 4  # one teacher forward per training step
     caplog.clear()
-    trainer, kd_cached, kd_cached_weights, calls = train(tmp_path / "kd-cached", "kd", True, cache_dir=cache)
-    assert f"Building the teacher-logit cache in {cache}" in caplog.text
-    assert calls == build_batches(trainer)  # the teacher ran to build the cache, never in a training step
+    _, kd_cached, kd_cached_weights, calls = train(tmp_path / "kd-cached", "kd", True, cache_dir=cache)
+    assert f"Creating the teacher-logit cache in {cache}" in caplog.text
+    assert calls == 4  # the first run fills the cache: the teacher runs on each step's rows, as online
     assert np.load(cache / LOGITS_NAME, mmap_mode="r").shape == (8, 162, NUM_CLASSES)
+    assert 24 < filled(cache) <= 32  # 4 steps x 8 images, a row drawn twice filled once
     assert_same_run(kd_cached, kd_cached_weights, kd_online, kd_weights)
     # the student changed: the runs agree on something that moved
     start = unwrap_timm(student()).state_dict()
     assert max((kd_weights[k] - start[k]).abs().max().item() for k in start) > 1e-3
 
-    # another loss, same teacher and split: the cache is reused and the teacher never runs
+    # another loss, same teacher, split and seed: the run draws the same rows, all in the cache: no teacher pass
     _, ltkd_online, ltkd_weights, _ = train(tmp_path / "ltkd-online", "ltkd", False)
-    built = (cache / LOGITS_NAME).stat().st_mtime_ns
+    rows = filled(cache)
     caplog.clear()
     _, ltkd_cached, ltkd_cached_weights, calls = train(tmp_path / "ltkd-cached", "ltkd", True, cache_dir=cache)
-    assert f"Reusing the teacher-logit cache in {cache}" in caplog.text and "Building" not in caplog.text
-    assert calls == 0 and (cache / LOGITS_NAME).stat().st_mtime_ns == built
+    assert f"Reusing the teacher-logit cache in {cache}" in caplog.text and "Creating" not in caplog.text
+    assert f"32 of this process's 32 teacher rows read from it (100.0%)" in caplog.text
+    assert calls == 0 and filled(cache) == rows
     assert_same_run(ltkd_cached, ltkd_cached_weights, ltkd_online, ltkd_weights)
 
     # The comparison has power: the same cache with each image's outcomes shifted by one (the logits of another
@@ -150,11 +150,11 @@ def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_
     assert max(abs(a["distill"] - b["distill"]) / b["distill"] for a, b in zip(shifted, kd_online)) > 1e-2
     np.save(cache / LOGITS_NAME, logits)
 
-    # a retrained teacher: the cache is rebuilt for it, and the run is that teacher's online run
+    # a retrained teacher: the cache is created anew for it, and the run is that teacher's online run
     caplog.clear()
-    trainer, other, other_weights, calls = train(tmp_path / "kd-other", "kd", True, cache_dir=cache,
-                                                 teacher_model=teacher(seed=2))
-    assert "made for another teacher: rebuilding it" in caplog.text and calls == build_batches(trainer)
+    _, other, other_weights, calls = train(tmp_path / "kd-other", "kd", True, cache_dir=cache,
+                                           teacher_model=teacher(seed=2))
+    assert "made for another teacher: creating it anew" in caplog.text and calls == 4 and filled(cache) == rows
     assert not np.allclose(np.load(cache / LOGITS_NAME), logits, atol=1e-3)
     _, other_online, other_online_weights, _ = train(tmp_path / "kd-other-online", "kd", False,
                                                      teacher_model=teacher(seed=2))
@@ -176,7 +176,7 @@ def test_a_gradient_accumulation_window_rebalances_as_one_batch_with_the_cache(t
             trainer.model.register_forward_pre_hook(record, with_kwargs=True)
         runs[name] = fit(trainer)
     logs, weights, calls = runs["accumulated"]
-    assert calls == 0  # the full-batch run built the cache; the accumulated one reads it
+    assert calls == 0  # the full-batch run filled the cache with the rows the accumulated one draws
     assert_same_run(logs, weights, *runs["full"][:2], steps=2)
 
     # Independently: the window's statistics are LTKD's group sums of the online teacher's logits on both
@@ -195,7 +195,7 @@ def test_a_gradient_accumulation_window_rebalances_as_one_batch_with_the_cache(t
         assert (loss.batch_statistics(online[0]) * 2 - window).abs().max() > 0.1
 
 
-def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
+def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path, monkeypatch):
     for loss, match in (("ce", r"--teacher_cache true: --distill_loss ce .* no teacher runs"),
                         ("reviewkd", r"--teacher_cache true: --distill_loss reviewkd reads the teacher's intermediate "
                                      r"features.*\(bkd, dist, dkd, kd, ltkd\)")):
@@ -216,6 +216,14 @@ def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"random-resized crop .* infinitely many outcomes.*--teacher_cache false"):
         DistillationTrainer(model=large, teacher_model=teacher(), args=make_config(tmp_path, teacher_cache=True,
                             device_augmentation=True), train_dataset=data, class_counts=CLASS_COUNTS)
+    # several machines (world size 4, 2 processes on this one): memory-mapped writes are coherent on one only
+    trainer = build(tmp_path / "nodes", "kd", True, steps=1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 4))
+    with pytest.raises(ValueError, match=r"teacher_cache=True on 2 machines: .* run without --teacher_cache"):
+        trainer.train()
+    monkeypatch.undo()
+    assert not (tmp_path / "cache").exists()
     # batches that lost their rows (a collator of its own) are refused at the first step, naming collate_images
     trainer = build(tmp_path / "rows", "kd", True, steps=1)
     trainer.data_collator = lambda examples: {k: v for k, v in collate_images(examples).items() if k != "index"}
@@ -224,26 +232,28 @@ def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
 
 
 def test_two_processes_share_one_cache_built_by_the_main_process(tmp_path):
-    """torchrun, 2 CPU processes (gloo): process 0 builds the cache while process 1 waits, then both read it; the
-    run (LTKD, its group sums all-reduced) is the online one."""
+    """torchrun, 2 CPU processes (gloo): process 0 creates the cache while process 1 waits, then both fill it with
+    their own rows; the run (LTKD, its group sums all-reduced) is the online one, and a second run reads every row."""
     proc = torchrun(__file__, tmp_path, tmp_path / "result")
     assert proc.returncode == 0, proc.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"result.rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["calls"]["online"] == ranks[1]["calls"]["online"] == 2  # a teacher forward per step
-    assert ranks[0]["calls"]["cached"] == -(-16 * 162 // 256) and ranks[1]["calls"]["cached"] == 0
-    assert proc.stderr.count("Building the teacher-logit cache") == 1
+    for rank in ranks:  # a teacher forward per step, online and while filling; none when the rows are there
+        assert (rank["calls"]["online"], rank["calls"]["cached"], rank["calls"]["again"]) == (2, 2, 0)
+    assert proc.stderr.count("Creating the teacher-logit cache") == 1
+    assert np.load(tmp_path / "cache" / FILLED_NAME).sum() == 16  # 2 steps x 2 processes x 4 images
     for rank in ranks:
         online = {k: torch.tensor(v) for k, v in rank["weights"]["online"].items()}
-        cached = {k: torch.tensor(v) for k, v in rank["weights"]["cached"].items()}
-        assert_same_run(rank["logs"]["cached"], cached, rank["logs"]["online"], online, steps=2)
+        for name in ("cached", "again"):
+            cached = {k: torch.tensor(v) for k, v in rank["weights"][name].items()}
+            assert_same_run(rank["logs"][name], cached, rank["logs"]["online"], online, steps=2)
 
 
 def _two_process_worker(out: Path, result: Path) -> None:
-    """Train online, then with the cache (2 steps of LTKD, 4 images per process); write this process's logs,
+    """Train online, then twice with the cache (2 steps of LTKD, 4 images per process); write this process's logs,
     weights and teacher forwards to ``<result>.rank<i>.json``."""
     logging.basicConfig(level=logging.INFO)
     written: dict = {"logs": {}, "weights": {}, "calls": {}}
-    for name, cache in (("online", False), ("cached", True)):
+    for name, cache in (("online", False), ("cached", True), ("again", True)):
         trainer = build(out / name, "ltkd", cache, batch=4, steps=2, n=16, cache_dir=out / "cache",
                         ddp_backend="gloo")
         logs, weights, calls = fit(trainer)

@@ -474,8 +474,8 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     """Train (or resume) the stage and save its folder; a finished stage is loaded instead. The trainer's
     ``eval_dataset`` is the balanced test split with the model's own transforms; with ``stage.in_memory_max_gib`` set
     both splits are uint8 tensors at the model's input size, augmented and normalised on the device, and with
-    ``stage.teacher_cache_dir`` set the teacher's logits are read from the cache there (built by the first stage
-    that needs it)."""
+    ``stage.teacher_cache_dir`` set the teacher's logits are read from the cache there (created by the first stage
+    that needs it, filled as stages draw their inputs)."""
     if stage.finished:
         unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
     state = PartialState()
