@@ -142,17 +142,24 @@ def run_script(module, argv: list[str], outcome: Outcome) -> Any:
     return module.measure(opts)
 
 
-def trainer_part(setup: Setup) -> Outcome:
-    """trainer_speed.py's five loops: the trainer against the bare loop, LTKD against KD."""
+def trainer_speed_run(setup: Setup, argv: list[str], out: Outcome) -> dict[str, float]:
+    """trainer_speed.py with ``argv`` on the setup's device and precision: its median steps/s, recorded in ``out``
+    with its table."""
     import trainer_speed
 
+    med = run_script(trainer_speed, ["--device", setup.device, *setup.bf16, *argv], out)
+    out.results["steps_per_s"] = med
+    out.tables.append(trainer_speed.markdown(med))
+    return med
+
+
+def trainer_part(setup: Setup) -> Outcome:
+    """trainer_speed.py's five loops: the trainer against the bare loop, LTKD against KD."""
     out = Outcome()
     # 15 runs of 110 steps at about 13-15 ms a step on an H200, plus about 1.5 s to set each up.
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "3"],
                         ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
-    med = run_script(trainer_speed, ["--device", setup.device, *setup.bf16, *sizes], out)
-    out.results["steps_per_s"] = med
-    out.tables.append(trainer_speed.markdown(med))
+    med = trainer_speed_run(setup, sizes, out)
     for ltkd, kd, suffix in (("ltkd", "kd", ""), ("ltkd-nosync", "kd-nosync", ", no per-step sync")):
         out.check(f"trainer (LTKD{suffix}) / bare loop, steps/s", med[ltkd] / med["bare"],
                   at_least=TRAINER_TARGET, stretch=TRAINER_STRETCH)
@@ -179,17 +186,12 @@ def loss_part(setup: Setup) -> Outcome:
 
 def compile_part(setup: Setup) -> Outcome:
     """trainer_speed.py with torch_compile against the eager trainer and the bare loop."""
-    import trainer_speed
-
     out = Outcome()
     # One round: each round compiles both models again; the warm-up steps hold the compilation.
     sizes = setup.sized(["--steps", "300", "--warmup", "10", "--rounds", "1"],
                         ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1",
                          "--compile_backend", "aot_eager"])  # no C++ toolchain needed on the CPU
-    argv = ["--device", setup.device, *setup.bf16, "--loops", "bare,ltkd-nosync,ltkd-compiled", *sizes]
-    med = run_script(trainer_speed, argv, out)
-    out.results["steps_per_s"] = med
-    out.tables.append(trainer_speed.markdown(med))
+    med = trainer_speed_run(setup, ["--loops", "bare,ltkd-nosync,ltkd-compiled", *sizes], out)
     out.check("trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s",
               med["ltkd-compiled"] / med["bare"], at_least=TRAINER_TARGET, stretch=TRAINER_STRETCH)
     out.check("torch_compile / eager trainer (LTKD, no per-step sync), steps/s",
@@ -199,16 +201,11 @@ def compile_part(setup: Setup) -> Outcome:
 
 def teacher_cache_part(setup: Setup) -> Outcome:
     """trainer_speed.py with the teacher-logit cache against the online teacher (trainer and bare loop)."""
-    import trainer_speed
-
     out = Outcome()
     # One round: 4 runs of 110 steps (the first fills the cache), about 3 s each on an H200.
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "1"],
                         ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
-    argv = ["--device", setup.device, *setup.bf16, "--loops", "bare,ltkd,ltkd-cached", *sizes]
-    med = run_script(trainer_speed, argv, out)
-    out.results["steps_per_s"] = med
-    out.tables.append(trainer_speed.markdown(med))
+    med = trainer_speed_run(setup, ["--loops", "bare,ltkd,ltkd-cached", *sizes], out)
     out.check("trainer (LTKD, teacher-logit cache) / bare loop (online teacher), steps/s",
               med["ltkd-cached"] / med["bare"])
     out.check("trainer (LTKD, teacher-logit cache) / trainer (LTKD, online teacher), steps/s",
@@ -235,7 +232,6 @@ def in_memory_part(setup: Setup) -> Outcome:
 def features_part(setup: Setup) -> Outcome:
     """loss_speed.py --features, and trainer_speed.py's KD, ReviewKD and CAT-KD steps."""
     import loss_speed
-    import trainer_speed
 
     out = Outcome()
     sizes = setup.sized(["--batch", "64", "--repeats", "20"],
@@ -245,10 +241,7 @@ def features_part(setup: Setup) -> Outcome:
     out.tables.append(loss_speed.markdown_features(rows))
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "2"],
                         ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
-    argv = ["--device", setup.device, *setup.bf16, "--loops", "kd,reviewkd,catkd", *sizes]
-    med = run_script(trainer_speed, argv, out)
-    out.results["steps_per_s"] = med
-    out.tables.append(trainer_speed.markdown(med))
+    med = trainer_speed_run(setup, ["--loops", "kd,reviewkd,catkd", *sizes], out)
     for loss, name in (("reviewkd", "ReviewKD"), ("catkd", "CAT-KD")):
         out.check(f"{name} / KD loss time, worst pair", max(r[loss] / r["kd"] for r in rows))
         out.check(f"{name} step / KD step time (trainer)", med["kd"] / med[loss])
