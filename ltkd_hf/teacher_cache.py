@@ -16,6 +16,9 @@ through the page cache and see each other's rows. ``key.json`` beside them recor
 teacher's weights, the training images' pixels, the augmentation and the teacher's input conversion. A cache whose
 key differs from the run's is created anew, never used. Never top-k: LTKD's rebalancing needs the whole
 distribution, its tail mass included.
+
+A report's held-out split is not augmented (one outcome per image): its teacher logits get a cache of the same
+kind in a subfolder, so the teacher's row in every report after the first (a table's cells) is read, not computed.
 """
 
 from __future__ import annotations
@@ -63,19 +66,27 @@ def check_cacheable(augmentation: BatchAugmentation) -> None:
 
 
 def cache_key(
-    teacher: torch.nn.Module, images: InMemoryImages, augmentation: BatchAugmentation, teacher_input: Any
+    teacher: torch.nn.Module,
+    images: InMemoryImages,
+    augmentation: BatchAugmentation,
+    teacher_input: Any,
+    *,
+    evaluation: bool = False,
 ) -> dict[str, Any]:
-    """What a cache holds the logits of: the teacher's weights (and buffers), the training images' pixels and
-    order, the augmentation (padding, size, normalisation) and ``teacher_input`` (a description of the
-    conversion from the student's inputs to the teacher's: the two models' mean, std and input size)."""
-    check_cacheable(augmentation)
+    """What a cache holds the logits of: the teacher's weights (and buffers), the images' pixels and order, the
+    augmentation (padding, size, normalisation) and ``teacher_input`` (a description of the conversion from the
+    student's inputs to the teacher's: the two models' mean, std and input size). ``evaluation``: the logits of a
+    held-out split, which is not augmented (one outcome per image, normalised only)."""
+    if not evaluation:
+        check_cacheable(augmentation)
+    padding = None if evaluation else augmentation.padding
     return {
         "teacher": tensor_fingerprint(teacher.state_dict()),
         "images": tensor_fingerprint({"images": images.images, "labels": images.labels}),
         "num_images": len(images),
-        "augmentation": {"padding": augmentation.padding, "size": list(augmentation.size or ()),
+        "augmentation": {"padding": padding, "size": list(augmentation.size or ()),
                          "mean": list(augmentation.mean), "std": list(augmentation.std)},
-        "outcomes": augmentation_outcomes(augmentation.padding),
+        "outcomes": 1 if evaluation else augmentation_outcomes(padding),
         "teacher_input": json.loads(json.dumps(teacher_input, default=str)),
         "dtype": "float32",
     }

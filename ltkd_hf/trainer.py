@@ -24,7 +24,7 @@ from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import TrainOutput
 
 from .config import TEACHER_DTYPES, DistillationConfig
-from .data.in_memory import BatchAugmentation
+from .data.in_memory import BatchAugmentation, InMemoryImages
 from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
 from .distillation_model import DistillationModel
@@ -176,6 +176,7 @@ class DistillationTrainer(Trainer):
             self._logit_adjustment = args.ce_logit_adjustment * prior
         self.report: dict[str, dict] | None = None
         self._report_mode = False
+        self._evaluation_cache: TeacherLogitCache | None = None  # the held-out split's, during a report pass
         self._window_statistics: torch.Tensor | None = None
         self._teacher_finite: torch.Tensor | None = None
         self.loss_terms = LossTerms()
@@ -228,9 +229,10 @@ class DistillationTrainer(Trainer):
                 out = self.teacher(pixel_values.to(dtype))
         return (out.logits if hasattr(out, "logits") else out).float(), features
 
-    def open_teacher_cache(self) -> TeacherLogitCache:
+    def open_teacher_cache(self, dataset: InMemoryImages | None = None) -> TeacherLogitCache:
         """The teacher-logit cache in ``teacher_cache_dir`` made for this teacher, training split, augmentation and
-        input conversion: the main process opens it or creates it (empty), then the others open it."""
+        input conversion; with ``dataset``, a held-out split's (not augmented) in a subfolder of it named by the
+        split's fingerprint. The main process opens it or creates it (empty), then the others open it."""
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.args.world_size))
         if self.args.world_size > local:
             raise ValueError(
@@ -239,17 +241,22 @@ class DistillationTrainer(Trainer):
                 "machine."
             )
         teacher = self.accelerator.unwrap_model(self.teacher, keep_torch_compile=False)
-        augmentation = self.device_batches.augmentation
-        key = cache_key(teacher, self.train_dataset, augmentation, repr(self.teacher_input_transform))
-        folder = self.teacher_cache_dir
+        conversion = repr(self.teacher_input_transform)
+        if dataset is None:
+            key = cache_key(teacher, self.train_dataset, self.device_batches.augmentation, conversion)
+            folder = self.teacher_cache_dir
+        else:
+            key = cache_key(teacher, dataset, self.device_batches.augmentation, conversion, evaluation=True)
+            folder = self.teacher_cache_dir / f"evaluation-{key['images'][:16]}"
         with self.args.main_process_first(desc="the teacher-logit cache"):
             cache = TeacherLogitCache.open(folder, key)
             if cache is not None:
                 logger.info("Reusing the teacher-logit cache in %s (same teacher, split and augmentation): %.1f%% of "
                             "its rows filled.", folder, 100 * cache.filled_fraction())
             elif self.args.should_save:  # the process that writes the run's files creates it
-                logger.info("Creating the teacher-logit cache in %s: %d images x %d outcomes, filled as training "
-                            "draws them.", folder, key["num_images"], key["outcomes"])
+                logger.info("Creating the teacher-logit cache in %s: %d images x %d outcomes, filled as %s draws "
+                            "them.", folder, key["num_images"], key["outcomes"],
+                            "training" if dataset is None else "evaluation")
                 cache = TeacherLogitCache.create(folder, key, self.split_info.num_classes)
             else:
                 raise ValueError(
@@ -376,9 +383,17 @@ class DistillationTrainer(Trainer):
         else:  # student-only evaluation: its CE is the eval loss, its logits the only output
             loss = ce
             if self._report_mode and self.teacher is not None:
-                outputs["teacher_logits"] = self.teacher_logits(pixel_values)
+                outputs["teacher_logits"] = self._report_teacher_logits(inputs, pixel_values)
         self.loss_terms.add("train" if train else "eval", terms)
         return (loss, outputs) if return_outputs else loss
+
+    def _report_teacher_logits(self, inputs: dict[str, Any], pixel_values: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits of a report batch: from the held-out split's cache when there is one (a report of
+        a run with the teacher cache, on in-memory data), else the teacher's forward."""
+        if self._evaluation_cache is None or "index" not in inputs:
+            return self.teacher_logits(pixel_values)
+        index = inputs["index"]
+        return self._evaluation_cache.lookup(index, torch.zeros_like(index), pixel_values, self.teacher_logits)
 
     def _cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor, train: bool) -> torch.Tensor:
         """The student's CE: in training of the logit-adjusted logits (``ce_logit_adjustment``: ``z + tau log pi``)
@@ -500,9 +515,9 @@ class DistillationTrainer(Trainer):
         validation = None
         self._report_mode = True
         try:
-            out = self.predict(dataset, metric_key_prefix="test")
+            out = self._report_predict(dataset, "test")
             if validation_dataset is not None:
-                held = self.predict(validation_dataset, metric_key_prefix="validation")
+                held = self._report_predict(validation_dataset, "validation")
                 validation = (_as_tuple(held.predictions), np.asarray(held.label_ids))
         finally:
             self._report_mode = False
@@ -516,6 +531,17 @@ class DistillationTrainer(Trainer):
             metadata=metadata,
         )
         return self.report
+
+    def _report_predict(self, dataset: Any, prefix: str):
+        """``predict`` in a report pass; with the teacher cache and an in-memory split, the teacher's rows of the
+        split are read from (and filled into) that split's cache: every report of the teacher after the first reads
+        them."""
+        cached = self.args.teacher_cache and self.teacher is not None and isinstance(dataset, InMemoryImages)
+        self._evaluation_cache = self.open_teacher_cache(dataset) if cached else None
+        try:
+            return self.predict(dataset, metric_key_prefix=prefix)
+        finally:
+            self._evaluation_cache = None
 
     def _card_results(self) -> dict[str, float]:
         """The latest evaluation's overall and per-group accuracy (running ``evaluate()`` when there is none)."""

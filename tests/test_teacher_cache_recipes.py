@@ -32,14 +32,17 @@ def birds(tmp_path_factory) -> Path:
     return write_folder(tmp_path_factory.mktemp("birds"))
 
 
-def cache_events(caplog) -> list[str]:
-    """"create <folder>" / "reuse <folder>" for each time a trainer opened a teacher-logit cache, in order."""
+def cache_events(caplog, evaluation: bool = False) -> list[str]:
+    """"create <folder>" / "reuse <folder>" for each time a trainer opened a teacher-logit cache, in order: the
+    training split's (``evaluation=False``) or a report's held-out split's (``evaluation=True``)."""
     events = []
     for record in caplog.records:
         message = record.getMessage()
         for verb, word in (("create", "Creating"), ("reuse", "Reusing")):
             if message.startswith(f"{word} the teacher-logit cache in "):
-                events.append(f"{verb} {message.split(' in ', 1)[1].split(':')[0].split(' (')[0]}")
+                folder = message.split(' in ', 1)[1].split(':')[0].split(' (')[0]
+                if Path(folder).name.startswith("evaluation-") == evaluation:
+                    events.append(f"{verb} {folder}")
     return events
 
 
@@ -86,6 +89,11 @@ def test_each_table_seed_creates_one_cache_per_teacher_that_all_its_logit_cells_
                                     f"reuse {adjusted}", f"reuse {adjusted}"]
     teachers = [json.loads((c / KEY_NAME).read_text())["teacher"] for c in (ce, adjusted)]
     assert teachers[0] != teachers[1]
+    # each teacher's row in the cells' reports: computed in its first cell, read in the others
+    ce_test, adjusted_test = (next(c.glob("evaluation-*")) for c in (ce, adjusted))
+    assert cache_events(caplog, evaluation=True) == [f"create {ce_test}", f"create {adjusted_test}", f"reuse {ce_test}",
+                                                     f"reuse {ce_test}", f"reuse {adjusted_test}",
+                                                     f"reuse {adjusted_test}"]
 
 
 def test_a_given_teacher_folder_keeps_one_cache_for_every_seed_and_cell(birds, tmp_path):

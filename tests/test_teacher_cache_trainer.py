@@ -161,6 +161,34 @@ def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_
     assert_same_run(other, other_weights, other_online, other_online_weights)
 
 
+def test_a_reports_teacher_row_is_read_from_the_cache_after_the_first_report(tmp_path):
+    """The held-out split is not augmented: the teacher's logits on it are the same in every report of a table's
+    cells. The first cached report fills them (in a subfolder of the cache), the next reads them without a teacher
+    forward, and both teacher rows are the online report's."""
+    g = torch.Generator().manual_seed(5)
+    test_split = InMemoryImages(torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g),
+                                torch.arange(12) % NUM_CLASSES, train=False, class_names=NAMES)
+    reference = build(tmp_path / "online", "kd", False, steps=1)
+    reference.train()
+    expected = reference.write_report(eval_dataset=test_split)["teacher"]
+    forwards = []
+    for name in ("first", "second"):
+        trainer = build(tmp_path / name, "kd", True, steps=1)
+        trainer.train()
+        calls = []
+        handle = unwrap_timm(trainer.teacher).register_forward_hook(lambda *_: calls.append(1))
+        row = trainer.write_report(eval_dataset=test_split)["teacher"]
+        handle.remove()
+        forwards.append(len(calls))
+        assert row["accuracy"] == expected["accuracy"] and row["per_class"] == expected["per_class"]
+        # softmax means over 12 images of logits from batches of another size: float32 rounding
+        np.testing.assert_allclose(row["group_mass"], expected["group_mass"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(row["ece"], expected["ece"], rtol=1e-5, atol=1e-7)
+    assert forwards[0] > 0 and forwards[1] == 0
+    held_out = list((tmp_path / "cache").glob("evaluation-*"))
+    assert len(held_out) == 1 and np.load(held_out[0] / FILLED_NAME).sum() == 12
+
+
 def test_a_gradient_accumulation_window_rebalances_as_one_batch_with_the_cache(tmp_path):
     """16 x GA 1 == 8 x GA 2 with cached logits: LTKD's group sums cover the whole window, summed from the cached
     logits of its micro-batches, which are the online teacher's on the micro-batches' augmented inputs."""
