@@ -166,10 +166,11 @@ class DistillationConfig(TrainingArguments):
     teacher_cache: bool = field(
         default=False,
         metadata={
-            "help": "Read the teacher's logits from a cache of every (training image, crop-and-flip outcome) instead "
-            "of running the teacher each step: the same numbers (up to float rounding), built once per teacher and "
-            "split and reused by every run of a logit loss (ltkd, kd, dkd, dist, bkd). Needs device_augmentation "
-            "with in-memory training data (the recipes: --in_memory_data true); evaluation runs the teacher."
+            "help": "Read the teacher's logits from a cache of (training image, crop-and-flip outcome) rows instead "
+            "of running the teacher each step: the same numbers (up to float rounding). The teacher runs only on rows "
+            "not cached yet and stores them, so every later run of the same seed, teacher and split (any logit loss: "
+            "ltkd, kd, dkd, dist, bkd) reads them all; reports read the teacher's test-split logits the same way. "
+            "Needs device_augmentation with in-memory training data (the recipes: --in_memory_data true)."
         },
     )
     check_teacher_finite: bool = field(
