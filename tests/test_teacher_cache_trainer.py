@@ -181,9 +181,9 @@ def test_a_reports_teacher_row_is_read_from_the_cache_after_the_first_report(tmp
         handle.remove()
         forwards.append(len(calls))
         assert row["accuracy"] == expected["accuracy"] and row["per_class"] == expected["per_class"]
-        # softmax means over 12 images of logits from batches of another size: float32 rounding
-        np.testing.assert_allclose(row["group_mass"], expected["group_mass"], rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(row["ece"], expected["ece"], rtol=1e-5, atol=1e-7)
+        # means over 12 images of float32 softmax probabilities (O(1)) from batches of another size: a few eps each
+        np.testing.assert_allclose(row["group_mass"], expected["group_mass"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row["ece"], expected["ece"], rtol=1e-5, atol=1e-6)
     assert forwards[0] > 0 and forwards[1] == 0
     held_out = list((tmp_path / "cache").glob("evaluation-*"))
     assert len(held_out) == 1 and np.load(held_out[0] / FILLED_NAME).sum() == 12
