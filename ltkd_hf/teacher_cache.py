@@ -149,8 +149,9 @@ class TeacherLogitCache:
         values = torch.from_numpy(self.logits[rows, outcomes]).to(pixel_values.device)  # a copy (fancy indexing)
         missing = np.flatnonzero(~hit)
         if len(missing):
-            computed = teacher_logits(pixel_values[torch.from_numpy(missing).to(pixel_values.device)]).float()
-            values[torch.from_numpy(missing).to(values.device)] = computed
+            at = torch.from_numpy(missing).to(pixel_values.device)
+            computed = teacher_logits(pixel_values[at]).float()
+            values[at] = computed
             self.logits[rows[missing], outcomes[missing]] = computed.cpu().numpy()
             self.filled[rows[missing], outcomes[missing]] = 1
         self.lookups += len(rows)
