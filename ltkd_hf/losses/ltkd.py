@@ -177,21 +177,21 @@ class _LTKDFunction(torch.autograd.Function):
             return (None,) * 11
         class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
         cross_weight, within_weight, out_dtype = ctx.hyper
-        batch = mass_gap.shape[1]
         # loss = T^2 (alpha cross + beta within); 1/B and 1/T are already in inv_sum.
         coef_cross = torch.add(grad_cross, grad_loss, alpha=cross_weight)
         coef_within = torch.add(grad_within, grad_loss, alpha=within_weight)
         # grad_i = e_s,i F_s,g(i) - e_t,i F_t,g(i) with F_s = (coef_cross (b_s - b̂) + coef_within w) / sum_s
         # and F_t = coef_within w / sum_t.
-        factor = torch.empty_like(inv_sum)
-        torch.mul(mass_gap, coef_cross, out=factor[:, :batch])
+        # Whole-tensor ops only (no out= into column slices): torch.compile then traces this backward with the
+        # forward instead of falling back to running the whole function eagerly.
         if weight is None:
-            factor[:, :batch].add_(coef_within)
-            factor[:, batch:].copy_(coef_within)
+            factor_s = mass_gap.mul(coef_cross).add_(coef_within)
+            factor_t = coef_within.expand_as(factor_s)
         else:
-            factor[:, :batch].addcmul_(weight, coef_within)
-            torch.mul(weight, coef_within, out=factor[:, batch:])
-        terms = factor.mul_(inv_sum).index_select(0, class_to_group).mul_(e)
+            factor_s = mass_gap.mul(coef_cross).addcmul_(weight, coef_within)
+            factor_t = weight.mul(coef_within)
+        terms = torch.cat((factor_s, factor_t), dim=1).mul_(inv_sum).index_select(0, class_to_group).mul_(e)
+        batch = mass_gap.shape[1]
         grad = terms[:, :batch].sub_(terms[:, batch:])
         # A transposed view, not a copy: matmul-based backward steps consume it as is.
         return (grad.t().to(out_dtype),) + (None,) * 10
