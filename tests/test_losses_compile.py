@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from ltkd_hf.losses import available_losses, create_loss
+from ltkd_hf.losses import available_losses, catkd_loss, create_loss
 
 COUNTS = [300, 200, 120, 80, 50, 30, 20, 12, 8, 5]
 LOGIT_LOSSES = [name for name in available_losses() if name not in ("catkd", "reviewkd")]
@@ -58,3 +58,25 @@ def test_loss_compiles_whole_and_matches_eager(name, hyper, dtype, window):
     if eager["loss"].requires_grad:
         torch.testing.assert_close(compiled_in.grad, eager_in.grad, rtol=1e-5, atol=1e-6)
 
+
+@pytest.mark.parametrize("normalize_cams", [False, True])
+def test_catkd_compiles_and_matches_eager(normalize_cams):
+    """CAT-KD's CAMs through torch.compile's forward and backward (an einsum's permuted output made AOTAutograd's
+    MSE backward fail with "view size is not compatible", so the trainer's torch_compile crashed on CAT-KD)."""
+    gen = torch.Generator().manual_seed(0)
+    student_map, teacher_map = torch.randn(4, 16, 8, 8, generator=gen), torch.randn(4, 32, 4, 4, generator=gen)
+    student_weight, teacher_weight = torch.randn(10, 16, generator=gen), torch.randn(10, 32, generator=gen)
+
+    def terms(fmap, weight):
+        return catkd_loss(fmap, weight, teacher_map, teacher_weight, cam_resolution=2, normalize_cams=normalize_cams)
+
+    torch._dynamo.reset()
+    eager_in = (student_map.clone().requires_grad_(), student_weight.clone().requires_grad_())
+    compiled_in = (student_map.clone().requires_grad_(), student_weight.clone().requires_grad_())
+    eager, compiled = terms(*eager_in), torch.compile(terms, backend="aot_eager", fullgraph=True)(*compiled_in)
+    eager["loss"].backward()
+    compiled["loss"].backward()
+    for key in eager:  # MSEs of O(1-10) CAMs, float32
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-5, atol=1e-6, msg=key)
+    for a, b in zip(compiled_in, eager_in):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)

@@ -49,8 +49,10 @@ def class_activation_maps(feature_map: torch.Tensor, classifier_weight: torch.Te
     Pooling commutes with the channel mix, so the map is pooled first (cheaper, same result). The
     classifier's bias is not used (the authors' CAT-KD models have none: a 1x1 conv without bias).
     """
-    pooled = F.adaptive_avg_pool2d(feature_map, resolution)
-    return torch.einsum("bkhw,ck->bchw", pooled, classifier_weight)
+    pooled = F.adaptive_avg_pool2d(feature_map, resolution).flatten(2)
+    # (C, K) @ (B, K, r*r): contiguous (B, C, r*r). An einsum returns a permuted view, whose MSE backward
+    # torch.compile's AOTAutograd cannot trace ("view size is not compatible"): the trainer's torch_compile failed.
+    return torch.matmul(classifier_weight, pooled).unflatten(2, (resolution, resolution))
 
 
 def catkd_loss(
