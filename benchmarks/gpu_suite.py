@@ -11,7 +11,8 @@ records (so ``python benchmarks/<script> <arguments>`` repeats it alone); the re
   trainer          trainer_speed.py: DistillationTrainer steps/s against the eager bare loop (target >= 1.0x,
                    stretch 2x) and an LTKD step against a KD step (target <= 1.05x)
   loss             loss_speed.py --launches: LTKD loss forward + backward against KD (target <= 1.5x), with the
-                   operators and CUDA kernels each launches (the times on a GPU are launch-bound)
+                   operators and CUDA kernels each launches (the times on a GPU are launch-bound); then at C = 100
+                   both through torch.compile (inductor), as the trainer runs them with torch_compile
   compile          trainer_speed.py --loops ...: the trainer with torch_compile against eager and the bare loop
   teacher_cache    trainer_speed.py --loops bare,ltkd,ltkd-cached: the trainer reading the teacher-logit cache
                    against the bare loop running the teacher online
@@ -181,6 +182,17 @@ def loss_part(setup: Setup) -> Outcome:
     out.check("LTKD / KD loss time, worst point", max(r["ltkd"] / r["kd"] for r in rows), at_most=LTKD_LOSS_TARGET)
     counted = "kernels" if setup.device == "cuda" else "ops"
     out.check(f"LTKD / KD {counted} launched at C=100, K=3", paper[f"ltkd_{counted}"] / paper[f"kd_{counted}"])
+    # Compiled, at C = 100 only (each point compiles both losses); aot_eager on the smoke run needs no C++ toolchain.
+    backend = setup.sized(["--compile", "inductor"], ["--compile", "aot_eager"])
+    rows = run_script(loss_speed, ["--device", setup.device, "--launches", "--classes", "100", *backend, *sizes], out)
+    out.results["compiled_rows"] = rows
+    out.tables.append(loss_speed.markdown(rows))
+    paper = next(r for r in rows if r["K"] == 3)
+    out.check("LTKD compiled / KD compiled loss time at C=100, K=3", paper["ltkd_compiled"] / paper["kd_compiled"],
+              at_most=LTKD_LOSS_TARGET)
+    out.check("LTKD compiled / KD (eager) loss time at C=100, K=3", paper["ltkd_compiled"] / paper["kd"])
+    out.check(f"LTKD compiled / KD compiled {counted} launched at C=100, K=3",
+              paper[f"ltkd_compiled_{counted}"] / paper[f"kd_compiled_{counted}"])
     return out
 
 
@@ -305,14 +317,15 @@ def recipe_part(setup: Setup) -> Outcome:
 
 # name, title, budget in seconds on one H200, the part
 PARTS: list[tuple[str, str, float, Callable[[Setup], Outcome]]] = [
-    ("trainer", "DistillationTrainer against the eager bare loop; LTKD step against KD step", 80, trainer_part),
-    ("loss", "LTKD loss against KD loss, forward + backward, with the launches of each", 30, loss_part),
-    ("compile", "The compiled trainer (torch_compile) against eager", 105, compile_part),
+    ("trainer", "DistillationTrainer against the eager bare loop; LTKD step against KD step", 70, trainer_part),
+    ("loss", "LTKD loss against KD loss, forward + backward, eager and compiled, with the launches of each", 55,
+     loss_part),
+    ("compile", "The compiled trainer (torch_compile) against eager", 100, compile_part),
     ("teacher_cache", "The trainer reading the teacher-logit cache against the online teacher", 30, teacher_cache_part),
-    ("in_memory", "In-memory uint8 data with device augmentation against the PIL pipeline", 60, in_memory_part),
+    ("in_memory", "In-memory uint8 data with device augmentation against the PIL pipeline", 55, in_memory_part),
     ("features", "The feature losses (ReviewKD, CAT-KD) against KD: loss alone and training step", 60, features_part),
     ("mixed_precision", "Mixed precision (bf16, fp16) against fp32 in the trainer", 40, mixed_precision_part),
-    ("recipe_bf16", f"{RECIPE} --bf16 true end to end, one epoch per stage", 75, recipe_part),
+    ("recipe_bf16", f"{RECIPE} --bf16 true end to end, one epoch per stage", 70, recipe_part),
 ]
 
 

@@ -1,6 +1,7 @@
 """Forward + backward time of LTKD against KD on logits, side by side in one run.
 
     python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N] [--launches]
+                                     [--classes 100 1000] [--compile inductor]
     python3 benchmarks/loss_speed.py --features [--batch 64] [--repeats 3] [--pair resnet32x4-resnet8x4]
 
 For each C in {100, 1000} and K in {3, 10, 100, C}, times (best of ``--repeats``, measurements of the
@@ -11,7 +12,10 @@ three losses interleaved so that load on the machine hits them alike):
     ratios), kept here for comparison only.
 Prints a Markdown table with the ratios to KD. With ``--launches``, also counts what one forward + backward of
 each loss dispatches (``torch.profiler``): top-level ATen operator calls, and on CUDA the kernels run on the
-device; where the times are launch-bound (small C, GPU), these counts are what the ratios follow.
+device; where the times are launch-bound (small C, GPU), these counts are what the ratios follow. With
+``--compile BACKEND``, KD and LTKD are also timed through ``torch.compile(backend=BACKEND)`` (the loss's forward
+compiled, its backward compiled with it by AOTAutograd), as the trainer runs them under ``torch_compile``: fused,
+each launches a few kernels. ``--classes`` restricts C (each compiled point compiles both losses anew).
 
 With ``--features``, for the paper's seven CIFAR-100 pairs (32x32 inputs, 100 classes), times instead
 the loss alone on features captured once from the real models (forward + backward into the student's
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable, Sequence
 
 import timm
 import torch
@@ -83,9 +88,26 @@ def count_launches(step, device: torch.device) -> dict[str, int]:
     return counts
 
 
-def run(device: torch.device, batch: int, repeats: int, launches: bool = False) -> list[dict[str, float]]:
+def backward_steps(losses: dict[str, Callable], student, teacher, backend: str | None = None) -> dict[str, Callable]:
+    """One forward + backward of each of ``losses`` (``(student, teacher) -> loss``); with ``backend``, through
+    ``torch.compile`` (compiled at the first call) and named ``<name>_compiled``."""
+    if backend is None:
+        return {name: (lambda fn=fn: fn(student, teacher).backward()) for name, fn in losses.items()}
+    torch._dynamo.reset()  # every point compiles its own graphs, with no recompile limit carried over
+    compiled = {name: torch.compile(fn, backend=backend, dynamic=False) for name, fn in losses.items()}
+    return {f"{name}_compiled": step for name, step in backward_steps(compiled, student, teacher).items()}
+
+
+def run(
+    device: torch.device,
+    batch: int,
+    repeats: int,
+    launches: bool = False,
+    compile_backend: str | None = None,
+    classes: Sequence[int] = (100, 1000),
+) -> list[dict[str, float]]:
     rows = []
-    for num_classes in (100, 1000):
+    for num_classes in classes:
         for num_groups in sorted({3, 10, 100, num_classes}):
             groups = ClassGroups.from_counts(long_tailed_counts(num_classes), num_groups)
             gen = torch.Generator().manual_seed(0)
@@ -93,11 +115,10 @@ def run(device: torch.device, batch: int, repeats: int, launches: bool = False) 
             teacher = torch.randn(batch, num_classes, generator=gen).mul_(3).to(device)
             one_hot = F.one_hot(groups.index(), num_groups).float().to(device)
             ltkd = create_loss("ltkd", groups=groups).to(device)
-            steps = {
-                "kd": lambda: kd_loss(student, teacher)["loss"].backward(),
-                "ltkd": lambda: ltkd(student, teacher)["loss"].backward(),
-                "naive": lambda: naive_ltkd(student, teacher, one_hot).backward(),
-            }
+            losses = {"kd": lambda s, t: kd_loss(s, t)["loss"], "ltkd": lambda s, t: ltkd(s, t)["loss"]}
+            steps = backward_steps({**losses, "naive": lambda s, t: naive_ltkd(s, t, one_hot)}, student, teacher)
+            if compile_backend:
+                steps.update(backward_steps(losses, student, teacher, compile_backend))
             best = {name: float("inf") for name in steps}
             for _ in range(5):  # warm-up
                 for step in steps.values():
@@ -199,16 +220,21 @@ def markdown_features(rows: list[dict[str, object]]) -> str:
 
 
 def markdown(rows: list[dict[str, float]]) -> str:
+    compiled = "kd_compiled" in rows[0]  # the --compile columns
+    losses = {"kd": "KD", "ltkd": "LTKD", "naive": "naive LTKD"}
+    losses.update({"kd_compiled": "KD compiled", "ltkd_compiled": "LTKD compiled"} if compiled else {})
+    ratios = {"LTKD / KD": ("ltkd", "kd"), "naive / KD": ("naive", "kd")}
+    if compiled:
+        ratios.update({"LTKD compiled / KD compiled": ("ltkd_compiled", "kd_compiled"),
+                       "LTKD compiled / KD": ("ltkd_compiled", "kd")})
     counted = [k for k in ("ops", "kernels") if f"kd_{k}" in rows[0]]  # the --launches columns
-    header = ["C", "K", "KD (ms)", "LTKD (ms)", "LTKD / KD", "naive LTKD (ms)", "naive / KD"]
-    header += [f"{loss} {k}" for k in counted for loss in ("KD", "LTKD", "naive")]
+    header = ["C", "K", *(f"{label} (ms)" for label in losses.values()), *ratios]
+    header += [f"{label} {k}" for k in counted for label in losses.values()]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in rows:
-        cells = [
-            r["C"], r["K"], f"{r['kd']:.3f}", f"{r['ltkd']:.3f}", f"{r['ltkd'] / r['kd']:.2f}x",
-            f"{r['naive']:.3f}", f"{r['naive'] / r['kd']:.2f}x",
-        ]
-        cells += [r[f"{loss}_{k}"] for k in counted for loss in ("kd", "ltkd", "naive")]
+        cells = [r["C"], r["K"], *(f"{r[name]:.3f}" for name in losses)]
+        cells += [f"{r[a] / r[b]:.2f}x" for a, b in ratios.values()]
+        cells += [r[f"{name}_{k}"] for k in counted for name in losses]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
@@ -222,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--launches", action="store_true", help="also count the operators and CUDA kernels of each loss"
+    )
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="also time KD and LTKD through torch.compile with this backend (inductor, aot_eager, ...)",
+    )
+    parser.add_argument(
+        "--classes",
+        type=int,
+        nargs="+",
+        choices=[100, 1000],
+        default=[100, 1000],
+        help="the numbers of classes C to measure (default 100 1000)",
     )
     parser.add_argument(
         "--features", action="store_true", help="time the feature baselines (ReviewKD, CAT-KD) against KD instead"
@@ -242,7 +281,7 @@ def measure(opts: argparse.Namespace) -> list[dict[str, object]]:
     device = torch.device(opts.device)
     if opts.features:
         return run_features(device, opts.batch, opts.repeats, opts.pair)
-    return run(device, opts.batch, opts.repeats, opts.launches)
+    return run(device, opts.batch, opts.repeats, opts.launches, opts.compile, opts.classes)
 
 
 def main() -> None:

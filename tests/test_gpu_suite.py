@@ -92,6 +92,10 @@ def test_numbers_are_finite_and_positive(smoke):
         assert all(positive(r[k]) for k in ("kd", "ltkd", "naive", "kd_ops", "ltkd_ops", "naive_ops")), r
         assert "kd_kernels" not in r  # no CUDA kernels on a CPU run
         assert r["ltkd_ops"] > r["kd_ops"]  # LTKD's group sums, masses and two KLs against KD's one softmax KL
+    compiled = parts["loss"]["results"]["compiled_rows"]
+    assert [(r["C"], r["K"]) for r in compiled] == [(100, 3), (100, 10), (100, 100)]
+    for r in compiled:
+        assert all(positive(r[f"{loss}{k}"]) for loss in ("kd", "ltkd") for k in ("", "_compiled", "_compiled_ops")), r
     features = parts["features"]["results"]
     assert [r["pair"] for r in features["loss_rows"]] == ["resnet32x4 -> resnet8x4"]
     for key in ("student", "student_hooked", "kd", "reviewkd", "catkd"):
@@ -126,6 +130,13 @@ def test_checks_are_the_recorded_ratios_against_the_targets(smoke):
     assert c["met"] == (c["value"] <= 1.5)
     c = check("loss", "LTKD / KD ops launched at C=100, K=3")
     assert c["value"] == pytest.approx(paper["ltkd_ops"] / paper["kd_ops"], rel=1e-12, abs=1e-12) and c["met"] is None
+    paper = parts["loss"]["results"]["compiled_rows"][0]
+    c = check("loss", "LTKD compiled / KD compiled loss time at C=100, K=3")
+    assert c["value"] == pytest.approx(paper["ltkd_compiled"] / paper["kd_compiled"], rel=1e-12, abs=1e-12)
+    assert c["met"] == (c["value"] <= 1.5)
+    c = check("loss", "LTKD compiled / KD (eager) loss time at C=100, K=3")
+    assert c["value"] == pytest.approx(paper["ltkd_compiled"] / paper["kd"], rel=1e-12, abs=1e-12) and c["met"] is None
+    assert shlex.split(parts["loss"]["commands"][1])[-6:-4] == ["--compile", "aot_eager"]
     compiled = parts["compile"]["results"]["steps_per_s"]
     c = check("compile", "trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s")
     assert c["value"] == pytest.approx(compiled["ltkd-compiled"] / compiled["bare"], rel=1e-12, abs=1e-12)
