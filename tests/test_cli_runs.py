@@ -59,7 +59,10 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
 
 # -- 3, 11, fail-late: the table refuses what it cannot run, naming the cell --------------------------------------------
 @pytest.mark.parametrize("argv,match", [
-    (["--losses", "ltkd", "--sweep", "alpah=1,6"], r"--sweep alpah=\.\.\.: none of --losses ltkd takes 'alpah'"),
+    (["--losses", "ltkd", "--sweep", "alpah=1,6"],
+     r"--sweep alpah=\.\.\.: none of --losses ltkd takes 'alpah'; did you mean 'alpha'\? Sweep a setting"),
+    (["--losses", "kd", "dkd", "--sweep", "temprature=2,4"], r"takes 'temprature'; did you mean 'temperature'\?"),
+    (["--losses", "ltkd", "--sweep", "seed=1,2"], r"takes 'seed'; sweep a setting of a selected loss"),
     (["--losses", "ltkd", "--sweep", "learning_rate=0.1,0.01"], r"--sweep learning_rate=.*Training settings"),
     (["--seeds", "0", "0"], r"--seeds 0 0: \[0\] given twice"),
     (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"cell 'LTKD \(alpha=-2\)'.*alpha"),

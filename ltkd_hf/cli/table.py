@@ -19,6 +19,7 @@ with the teacher rows first.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
 import logging
@@ -32,6 +33,7 @@ from accelerate import PartialState
 from .._atomic import atomic_write_files
 from ..config import DistillationConfig, parse_loss_kwargs
 from ..losses import LOSSES, available_losses
+from ..losses.registry import hyperparameters_of
 from ..models import check_teacher_matches
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_settings, parse_args, run_program
@@ -156,8 +158,11 @@ def table_cells(args: TableArguments) -> list[Cell]:
                 pass
     untaken = sorted(set(own) - set().union(*takes.values()))
     if untaken:
+        offered = {"num_groups"}.union(*(hyperparameters_of(LOSSES[loss]) for loss in args.losses))
+        close = difflib.get_close_matches(untaken[0], sorted(offered), n=1)
+        hint = f"did you mean {close[0]!r}? Sweep" if close else "sweep"
         raise ValueError(
-            f"--sweep {untaken[0]}=...: none of --losses {' '.join(args.losses)} takes {untaken[0]!r}; sweep a "
+            f"--sweep {untaken[0]}=...: none of --losses {' '.join(args.losses)} takes {untaken[0]!r}; {hint} a "
             "setting of a selected loss (see --help for each loss's settings) or num_groups. Training settings "
             "(learning_rate, ...) are one run each: run the table once per value with its own --output_dir."
         )
