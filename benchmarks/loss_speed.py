@@ -259,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         nargs="+",
         choices=[100, 1000],
-        default=[100, 1000],
         help="the numbers of classes C to measure (default 100 1000)",
     )
     parser.add_argument(
@@ -274,18 +273,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_options(opts: argparse.Namespace) -> None:
+    """Refuse a flag that the chosen table would ignore."""
+    if opts.features:
+        given = [flag for flag, value in (("--launches", opts.launches), ("--compile", opts.compile),
+                                          ("--classes", opts.classes)) if value]
+        if given:
+            raise ValueError(f"{' '.join(given)}: the logit losses' table only; drop it with --features")
+    elif opts.pair:
+        raise ValueError("--pair: chooses the pairs of the --features table; add --features or drop --pair")
+
+
 def measure(opts: argparse.Namespace) -> list[dict[str, object]]:
     """The rows of the table that ``opts`` asks for: the logit losses, or with ``opts.features`` the feature ones."""
+    check_options(opts)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
     if opts.features:
         return run_features(device, opts.batch, opts.repeats, opts.pair)
-    return run(device, opts.batch, opts.repeats, opts.launches, opts.compile, opts.classes)
+    return run(device, opts.batch, opts.repeats, opts.launches, opts.compile, opts.classes or (100, 1000))
 
 
 def main() -> None:
-    opts = build_parser().parse_args()
+    parser = build_parser()
+    opts = parser.parse_args()
+    try:
+        check_options(opts)
+    except ValueError as err:
+        parser.error(str(err))
     rows = measure(opts)
     device = torch.device(opts.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

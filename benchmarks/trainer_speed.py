@@ -145,7 +145,7 @@ def trainer_config(out: str, loss: str, opts, device: torch.device, sync_free: b
         # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
         accelerator_config={"non_blocking": sync_free},
         torch_compile=compiled,
-        torch_compile_backend=opts.compile_backend if compiled else None,
+        torch_compile_backend=(opts.compile_backend or "inductor") if compiled else None,
         device_augmentation=cached,
         teacher_cache=cached,
     )
@@ -247,14 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--loops", type=loop_names, default=DEFAULT_LOOPS, help=f"configurations (default {DEFAULT_LOOPS})"
     )
     parser.add_argument(
-        "--compile_backend", default="inductor", help="torch.compile backend of ltkd-compiled (default inductor)"
+        "--compile_backend", help="torch.compile backend of the ltkd-compiled loop (default inductor)"
     )
     parser.add_argument("--cache_dir", default=None, help="ltkd-cached: keep the cache here (default: a temporary one)")
     return parser
 
 
+def check_options(opts: argparse.Namespace) -> None:
+    """Refuse a flag of a loop that ``opts.loops`` does not run."""
+    for flag, value, loop in (("--compile_backend", opts.compile_backend, "ltkd-compiled"),
+                              ("--cache_dir", opts.cache_dir, "ltkd-cached")):
+        if value is not None and loop not in opts.loops:
+            raise ValueError(f"{flag} {value}: sets the {loop} loop, which --loops {','.join(opts.loops)} does not "
+                             f"run; add {loop} to --loops or drop {flag}")
+
+
 def measure(opts: argparse.Namespace) -> dict[str, float]:
     """Median steps/s of each of ``opts.loops`` (keyed by its LOOPS name) over ``opts.rounds`` interleaved rounds."""
+    check_options(opts)
     device = torch.device(opts.device)
     data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
     runs: dict[str, list[float]] = {name: [] for name in opts.loops}
@@ -286,7 +296,12 @@ def markdown(med: dict[str, float]) -> str:
 
 
 def main() -> None:
-    opts = build_parser().parse_args()
+    parser = build_parser()
+    opts = parser.parse_args()
+    try:
+        check_options(opts)
+    except ValueError as err:
+        parser.error(str(err))
     med = measure(opts)
     device = torch.device(opts.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

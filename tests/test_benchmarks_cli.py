@@ -1,0 +1,50 @@
+"""The benchmark scripts refuse a flag that their chosen table would ignore (every accepted flag has an effect)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--features", "--compile", "inductor"], r"^--compile: the logit losses' table only; drop it with --features"),
+    (["--features", "--launches", "--classes", "100"], r"^--launches --classes: the logit losses' table only"),
+    (["--pair", "vgg13-vgg8"], r"^--pair: chooses the pairs of the --features table"),
+])
+def test_loss_speed_refuses_flags_its_table_ignores(monkeypatch, argv, match):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import loss_speed
+
+    with pytest.raises(ValueError, match=match):
+        loss_speed.check_options(loss_speed.build_parser().parse_args(argv))
+    # the same flags with the table they belong to are accepted
+    accepted = [a for a in argv if a != "--features"] if "--pair" not in argv else ["--features", *argv]
+    loss_speed.check_options(loss_speed.build_parser().parse_args(accepted))
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--compile_backend", "aot_eager"], r"^--compile_backend aot_eager: sets the ltkd-compiled loop, which --loops "
+                                         r"bare,ltkd,kd,ltkd-nosync,kd-nosync does not run; add ltkd-compiled"),
+    (["--loops", "bare,ltkd", "--cache_dir", "c"], r"^--cache_dir c: sets the ltkd-cached loop, which --loops "
+                                                    r"bare,ltkd does not run"),
+])
+def test_trainer_speed_refuses_a_flag_of_a_loop_it_does_not_run(monkeypatch, argv, match):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import trainer_speed
+
+    with pytest.raises(ValueError, match=match):
+        trainer_speed.check_options(trainer_speed.build_parser().parse_args(argv))
+    loop = "ltkd-compiled" if "--compile_backend" in argv else "ltkd-cached"
+    trainer_speed.check_options(trainer_speed.build_parser().parse_args([*argv, "--loops", f"bare,{loop}"]))
+
+
+def test_loss_speed_says_so_in_one_line_before_timing_anything():
+    proc = subprocess.run([sys.executable, "benchmarks/loss_speed.py", "--features", "--compile", "inductor"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (
+        "loss_speed.py: error: --compile: the logit losses' table only; drop it with --features")
+    assert "Traceback" not in proc.stderr
