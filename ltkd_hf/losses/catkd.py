@@ -50,8 +50,8 @@ def class_activation_maps(feature_map: torch.Tensor, classifier_weight: torch.Te
     classifier's bias is not used (the authors' CAT-KD models have none: a 1x1 conv without bias).
     """
     pooled = F.adaptive_avg_pool2d(feature_map, resolution).flatten(2)
-    # (C, K) @ (B, K, r*r): contiguous (B, C, r*r). An einsum returns a permuted view, whose MSE backward
-    # torch.compile's AOTAutograd cannot trace ("view size is not compatible"): the trainer's torch_compile failed.
+    # (C, K) @ (B, K, r*r): contiguous (B, C, r*r). Not an einsum: its permuted-view output makes the MSE backward
+    # fail under torch.compile (AOTAutograd: "view size is not compatible"), i.e. under the trainer's torch_compile.
     return torch.matmul(classifier_weight, pooled).unflatten(2, (resolution, resolution))
 
 
