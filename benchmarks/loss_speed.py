@@ -305,7 +305,9 @@ def main() -> None:
     rows = measure(opts)
     device = torch.device(opts.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"forward+backward, batch {opts.batch}, float32, best of {opts.repeats}, {name}, torch {torch.__version__}\n")
+    backend = f", compiled with torch.compile backend {opts.compile}" if opts.compile else ""
+    print(f"forward+backward, batch {opts.batch}, float32, best of {opts.repeats}, {name}, torch {torch.__version__}"
+          f"{backend}\n")
     print(markdown_features(rows) if opts.features else markdown(rows))
 
 
