@@ -1,7 +1,7 @@
 """Forward + backward time of LTKD against KD on logits, side by side in one run.
 
     python3 benchmarks/loss_speed.py [--device cpu|cuda] [--batch 256] [--repeats 50] [--threads N] [--launches]
-                                     [--classes 100 1000] [--compile inductor]
+                                     [--classes 100 1000] [--groups 3 10 100] [--compile inductor]
     python3 benchmarks/loss_speed.py --features [--batch 64] [--repeats 3] [--pair resnet32x4-resnet8x4]
 
 For each C in {100, 1000} and K in {3, 10, 100, C}, times (best of ``--repeats``, measurements of the
@@ -15,7 +15,8 @@ each loss dispatches (``torch.profiler``): top-level ATen operator calls, and on
 device; where the times are launch-bound (small C, GPU), these counts are what the ratios follow. With
 ``--compile BACKEND``, KD and LTKD are also timed through ``torch.compile(backend=BACKEND)`` (the loss's forward
 compiled, its backward compiled with it by AOTAutograd), as the trainer runs them under ``torch_compile``: fused,
-each launches a few kernels. ``--classes`` restricts C (each compiled point compiles both losses anew).
+each launches a few kernels. ``--classes`` and ``--groups`` restrict C and K (each compiled point compiles both
+losses anew).
 
 With ``--features``, for the paper's seven CIFAR-100 pairs (32x32 inputs, 100 classes), times instead
 the loss alone on features captured once from the real models (forward + backward into the student's
@@ -105,16 +106,19 @@ def run(
     launches: bool = False,
     compile_backend: str | None = None,
     classes: Sequence[int] = (100, 1000),
+    groups: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
+    """The table's rows: for each C in ``classes``, each K in ``groups`` below C (default 3, 10, 100 and C itself)."""
     rows = []
     for num_classes in classes:
-        for num_groups in sorted({3, 10, 100, num_classes}):
-            groups = ClassGroups.from_counts(long_tailed_counts(num_classes), num_groups)
+        chosen = {3, 10, 100, num_classes} if groups is None else {k for k in groups if k <= num_classes}
+        for num_groups in sorted(chosen):
+            class_groups = ClassGroups.from_counts(long_tailed_counts(num_classes), num_groups)
             gen = torch.Generator().manual_seed(0)
             student = torch.randn(batch, num_classes, generator=gen).mul_(3).to(device).requires_grad_()
             teacher = torch.randn(batch, num_classes, generator=gen).mul_(3).to(device)
-            one_hot = F.one_hot(groups.index(), num_groups).float().to(device)
-            ltkd = create_loss("ltkd", groups=groups).to(device)
+            one_hot = F.one_hot(class_groups.index(), num_groups).float().to(device)
+            ltkd = create_loss("ltkd", groups=class_groups).to(device)
             losses = {"kd": lambda s, t: kd_loss(s, t)["loss"], "ltkd": lambda s, t: ltkd(s, t)["loss"]}
             steps = backward_steps({**losses, "naive": lambda s, t: naive_ltkd(s, t, one_hot)}, student, teacher)
             if compile_backend:
@@ -262,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the numbers of classes C to measure (default 100 1000)",
     )
     parser.add_argument(
+        "--groups",
+        type=int,
+        nargs="+",
+        choices=[3, 10, 100, 1000],
+        help="the numbers of groups K to measure, each at the C it does not exceed (default 3 10 100 and K = C)",
+    )
+    parser.add_argument(
         "--features", action="store_true", help="time the feature baselines (ReviewKD, CAT-KD) against KD instead"
     )
     parser.add_argument(
@@ -277,7 +288,7 @@ def check_options(opts: argparse.Namespace) -> None:
     """Refuse a flag that the chosen table would ignore."""
     if opts.features:
         given = [flag for flag, value in (("--launches", opts.launches), ("--compile", opts.compile),
-                                          ("--classes", opts.classes)) if value]
+                                          ("--classes", opts.classes), ("--groups", opts.groups)) if value]
         if given:
             raise ValueError(f"{' '.join(given)}: the logit losses' table only; drop it with --features")
     elif opts.pair:
@@ -292,7 +303,7 @@ def measure(opts: argparse.Namespace) -> list[dict[str, object]]:
     device = torch.device(opts.device)
     if opts.features:
         return run_features(device, opts.batch, opts.repeats, opts.pair)
-    return run(device, opts.batch, opts.repeats, opts.launches, opts.compile, opts.classes or (100, 1000))
+    return run(device, opts.batch, opts.repeats, opts.launches, opts.compile, opts.classes or (100, 1000), opts.groups)
 
 
 def main() -> None:

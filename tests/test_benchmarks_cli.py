@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("argv,match", [
     (["--features", "--compile", "inductor"], r"^--compile: the logit losses' table only; drop it with --features"),
-    (["--features", "--launches", "--classes", "100"], r"^--launches --classes: the logit losses' table only"),
+    (["--features", "--launches", "--classes", "100", "--groups", "3"],
+     r"^--launches --classes --groups: the logit losses' table only"),
     (["--pair", "vgg13-vgg8"], r"^--pair: chooses the pairs of the --features table"),
 ])
 def test_loss_speed_refuses_flags_its_table_ignores(monkeypatch, argv, match):

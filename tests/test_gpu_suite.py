@@ -93,7 +93,7 @@ def test_numbers_are_finite_and_positive(smoke):
         assert "kd_kernels" not in r  # no CUDA kernels on a CPU run
         assert r["ltkd_ops"] > r["kd_ops"]  # LTKD's group sums, masses and two KLs against KD's one softmax KL
     compiled = parts["loss"]["results"]["compiled_rows"]
-    assert [(r["C"], r["K"]) for r in compiled] == [(100, 3), (100, 10), (100, 100)]
+    assert [(r["C"], r["K"]) for r in compiled] == [(100, 3)]
     for r in compiled:
         assert all(positive(r[f"{loss}{k}"]) for loss in ("kd", "ltkd") for k in ("", "_compiled", "_compiled_ops")), r
     features = parts["features"]["results"]
@@ -136,7 +136,8 @@ def test_checks_are_the_recorded_ratios_against_the_targets(smoke):
     assert c["met"] == (c["value"] <= 1.5)
     c = check("loss", "LTKD compiled / KD (eager) loss time at C=100, K=3")
     assert c["value"] == pytest.approx(paper["ltkd_compiled"] / paper["kd"], rel=1e-12, abs=1e-12) and c["met"] is None
-    assert shlex.split(parts["loss"]["commands"][1])[-6:-4] == ["--compile", "aot_eager"]
+    assert shlex.split(parts["loss"]["commands"][1])[-10:-4] == ["--classes", "100", "--groups", "3", "--compile",
+                                                                 "aot_eager"]
     compiled = parts["compile"]["results"]["steps_per_s"]
     c = check("compile", "trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s")
     assert c["value"] == pytest.approx(compiled["ltkd-compiled"] / compiled["bare"], rel=1e-12, abs=1e-12)
