@@ -1,6 +1,7 @@
 """Long-tailed splits: counts against the published totals and a loop of the formula, the selected rows
-against the LDAM-DRW procedure written out here, the record that travels with the dataset, bad input."""
+against the LDAM-DRW procedure written out here, the record ImageSplits keeps of the construction, bad input."""
 
+import json
 import math
 
 import numpy as np
@@ -210,6 +211,9 @@ def test_long_tailed_splits_record_the_construction_and_reach_class_groups():
     assert lt.split_info.groups(3) == ClassGroups.from_counts(expected, 3)
     with pytest.raises(ValueError, match="imbalance_factor must be a finite number >= 1"):
         splits.long_tailed(0.5)
+    # numpy numbers are recorded as Python ones: the record is written to JSON in every saved folder
+    numpy_args = splits.long_tailed(np.float64(10), seed=np.int64(4), class_order_seed=np.int64(7)).split_info
+    assert json.loads(json.dumps(numpy_args.to_dict())) == json.loads(json.dumps(lt.split_info.to_dict()))
 
 
 def test_a_split_passed_without_its_record_says_so():

@@ -46,7 +46,8 @@ class ImageSplits(DatasetDict):
         train = make_long_tailed(self["train"], imbalance_factor, seed=seed, profile=profile, exponent=exponent,
                                  class_order_seed=class_order_seed)  # checks the arguments
         construction = {"imbalance_factor": float(imbalance_factor), "seed": int(seed), "profile": profile,
-                        "exponent": exponent, "class_order_seed": class_order_seed}
+                        "exponent": exponent,
+                        "class_order_seed": None if class_order_seed is None else int(class_order_seed)}
         return self._with_train(train, long_tail=construction)
 
     def hold_out_validation(self, per_class: int, *, seed: int = 0) -> "ImageSplits":
