@@ -18,7 +18,10 @@ import argparse
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
 
 from ltkd_hf import DistillationTrainer
 from ltkd_hf.cli import table, teacher
@@ -26,29 +29,22 @@ from ltkd_hf.cli import table, teacher
 LOSSES = ["kd", "dkd", "dist", "bkd", "ltkd"]
 
 
-class Clock:
-    """Seconds of each call of ``DistillationTrainer.train`` while installed, and each call's teacher-logit cache
-    reads and lookups (0, 0 without the cache)."""
+@contextmanager
+def timed_cells() -> Iterator[list[tuple[float, int, int]]]:
+    """While open, each call of ``DistillationTrainer.train`` appends (seconds, teacher-logit cache reads, lookups;
+    0, 0 without the cache) to the yielded list."""
+    calls, train = [], DistillationTrainer.train
 
-    def __init__(self):
-        self.owner, self.calls = DistillationTrainer, []
-        self.descriptor, self.call = DistillationTrainer.__dict__["train"], DistillationTrainer.train
+    def timed(trainer, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return train(trainer, *args, **kwargs)
+        finally:
+            cache = trainer.teacher_cache
+            calls.append((time.perf_counter() - start, cache.hits if cache else 0, cache.lookups if cache else 0))
 
-    def __enter__(self) -> "Clock":
-        def timed(trainer, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return self.call(trainer, *args, **kwargs)
-            finally:
-                cache = trainer.teacher_cache
-                self.calls.append((time.perf_counter() - start, cache.hits if cache else 0,
-                                   cache.lookups if cache else 0))
-
-        self.owner.train = timed
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.owner.train = self.descriptor
+    with mock.patch.object(DistillationTrainer, "train", timed):
+        yield calls
 
 
 def common(opts) -> list[str]:
@@ -63,11 +59,11 @@ def run_table(opts, teacher_folder: Path, out: Path, cached: bool) -> dict:
     argv = [*common(opts), "--teacher", str(teacher_folder), "--student", "cifar_resnet8x4", "--losses", *LOSSES,
             "--seeds", "0", "--num_train_epochs", str(opts.epochs), "--warmup_epochs", "0", "--output_dir", str(out),
             "--teacher_cache", str(cached).lower()]
-    with Clock() as clock:
+    with timed_cells() as cells:
         start = time.perf_counter()
         table.main(argv)
         wall = time.perf_counter() - start
-    return {"wall": wall, "cells": clock.calls}
+    return {"wall": wall, "cells": cells}
 
 
 def main() -> None:
