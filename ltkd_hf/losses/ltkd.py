@@ -8,8 +8,9 @@ With ``x = z / T``, group ``G`` and ``glse_G = logsumexp_{i in G} x_i``, per sam
 
 Group reductions are ``scatter``/``index_add`` over the class axis of class-major tensors, so the cost
 does not grow with K (no loop over groups, no one-hot C x K matmul), and the backward pass is the closed
-form (see ``_LTKDFunction``) rather than autograd through the scatters. Inside, logs and exps are base 2
-(``exp2``/``log2`` are ~3x faster than ``exp``/``log`` on CPU); the returned terms are in nats.
+form (see ``_LTKDFunction``) rather than autograd through the scatters. The per-class exponentials are
+base 2 (``exp2`` is ~3x faster than ``exp`` on CPU); the ``(K, B)`` per-group quantities go through torch's
+fused ``log_softmax`` and ``kl_div``; the returned terms are in nats.
 """
 
 from __future__ import annotations
@@ -50,17 +51,16 @@ def _batch_group_sums(group_mass: torch.Tensor, batch_dim: int, sync_across_proc
     return sums
 
 
-def _rebalance(group_mass: torch.Tensor, group_sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rebalanced target for class-major ``(K, B)`` masses: ``b̂``, ``log2 s`` ``(K, 1)``, ``log2 norm`` ``(B,)``.
+def _rebalanced_log_target(log_mass: torch.Tensor, group_sums: torch.Tensor) -> torch.Tensor:
+    """``log b̂`` for class-major ``(K, B)`` log masses: ``log_softmax`` over the groups of ``log b_G - log S_G``.
 
-    Only the ratios of the ``s_G`` matter after the per-sample renormalisation, so they are divided by
-    their largest value first: ``s_G b_G`` can then neither overflow nor turn into ``inf * 0``.
+    ``log s_G = log mean(S) - log S_G``; the constant ``log mean(S)`` cancels in the per-sample
+    renormalisation, and ``log_softmax`` neither overflows nor turns into ``inf * 0`` however far apart the
+    ``s_G`` are. A group with no mass at all (``S_G`` underflowed to 0) counts as holding the smallest
+    positive float, so its factor stays finite.
     """
-    log_scales = rebalance_log_scales(group_sums)
-    log_scales = log_scales.sub_(log_scales.max()).unsqueeze_(1)
-    target = group_mass * log_scales.exp()
-    norm = target.sum(0).clamp_min_(torch.finfo(target.dtype).tiny)
-    return target.div_(norm), log_scales.mul_(_LOG2_E), norm.log2_()
+    tiny = torch.finfo(log_mass.dtype).tiny
+    return torch.log_softmax(log_mass - group_sums.to(log_mass.dtype).clamp_min(tiny).log().unsqueeze(1), dim=0)
 
 
 def rebalance_group_mass(
@@ -83,7 +83,7 @@ def rebalance_group_mass(
     mass = teacher_group_mass.detach().t()
     if group_sums is None:
         group_sums = _batch_group_sums(mass, 1, sync_across_processes)
-    return _rebalance(mass, group_sums.to(mass.dtype))[0].t()
+    return _rebalanced_log_target(mass.log(), group_sums).exp_().t()
 
 
 def _grouped_exp2(
@@ -102,16 +102,24 @@ def _grouped_exp2(
     Subtracting the *group* max keeps every group sum >= 1, so no group underflows to ``log 0`` however
     far its logits sit below the row's top logit.
     """
-    batch, num_classes = student_logits.shape
-    x = torch.empty(num_classes, 2 * batch, dtype=dtype, device=student_logits.device)
-    torch.cat((student_logits.t(), teacher_logits.t()), dim=1, out=x).mul_(scale)
-    group_max = x.new_full((num_groups, 2 * batch), float("-inf")).scatter_reduce_(
+    x = torch.cat((student_logits.t(), teacher_logits.t()), dim=1)
+    x = (x if x.dtype == dtype else x.to(dtype)).mul_(scale)
+    group_max = x.new_full((num_groups, x.shape[1]), float("-inf")).scatter_reduce_(
         0, class_to_group.unsqueeze(1).expand_as(x), x, reduce="amax"
     )
     e = group_max.index_select(0, class_to_group)
     torch.sub(x, e, out=e).exp2_()
     group_sum = x.new_zeros(group_max.shape).index_add_(0, class_to_group, e)
     return x, e, group_max, group_sum
+
+
+def _output_coefficient(grad_loss: torch.Tensor | None, loss_weight: float, grad_term: torch.Tensor | None):
+    """The gradient reaching one term: ``loss_weight * grad_loss + grad_term``. Autograd passes ``None``, not
+    zeros, for an output it did not reach (usually both terms, which are only logged)."""
+    if grad_loss is None:
+        return grad_term
+    scaled = grad_loss * loss_weight
+    return scaled if grad_term is None else scaled.add_(grad_term)
 
 
 class _LTKDFunction(torch.autograd.Function):
@@ -121,65 +129,67 @@ class _LTKDFunction(torch.autograd.Function):
     ``d cross / d x_s,i = q_s,i (b_s,g(i) - b̂_g(i))`` and ``d within / d x_s,i = w_g(i) (q_s,i - q_t,i)``;
     ``q = e / group_sum`` is folded into one ``(K, 2B)`` factor so the backward is one gather, one
     multiply and one subtraction over the classes.
+
+    Where the batch is small (C = 100 on a GPU) the time is the number of operators launched, so every
+    per-group quantity comes from one fused operator where torch has one (``log_softmax`` over the groups,
+    ``kl_div``) rather than from its formula's steps.
     """
 
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, class_to_group, num_groups, temperature, alpha, beta,
                 rebalance, reweight, sync_across_processes, group_sums):
         batch = student_logits.shape[0]
-        dtype = compute_dtype(student_logits, teacher_logits)
         x, e, group_max, group_sum = _grouped_exp2(
-            student_logits.detach(), teacher_logits.detach(), class_to_group, num_groups, _LOG2_E / temperature, dtype
+            student_logits, teacher_logits, class_to_group, num_groups, _LOG2_E / temperature,
+            compute_dtype(student_logits, teacher_logits),
         )
-        # Group masses b = 2^(glse_G - lse) and row log2-sum-exp2 lse, both models at once.
-        row_max = group_max.amax(0)
-        mass = torch.sub(group_max, row_max).exp2_().mul_(group_sum)
-        total = mass.sum(0)
-        mass.div_(total)
-        lse = total.log2_().add_(row_max)
-        b_s, b_t = mass[:, :batch], mass[:, batch:]
-        # glse_t,G - glse_s,G: the one log over groups, shared by both terms.
-        glse = torch.log2(group_sum).add_(group_max)
-        delta = glse[:, batch:] - glse[:, :batch]
+        # Natural-log group log-sum-exps of z / T (x and group_max are in bits), and the group masses
+        # log b = glse - logsumexp(glse), both models at once.
+        glse = torch.log(group_sum).add_(group_max, alpha=_LN_2)
+        log_b_s, log_b_t = torch.log_softmax(glse, dim=0).chunk(2, dim=1)
+        glse_s, glse_t = glse.chunk(2, dim=1)
+        b_t = log_b_t.exp()
 
-        # cross = sum_G b̂_G (log b̂_G - log b_s,G), where log b̂_G - log b_s,G
-        # = delta_G + log s_G - log norm + lse_s - lse_t and sum_G b̂_G = 1.
-        cross = lse[:batch] - lse[batch:]
         if rebalance:
             if group_sums is None:
                 group_sums = _batch_group_sums(b_t, 1, sync_across_processes)
-            target, log2_scales, log2_norm = _rebalance(b_t, group_sums.to(b_t.dtype))
-            cross.sub_(log2_norm).add_((delta + log2_scales).mul_(target).sum(0))
+            log_target = _rebalanced_log_target(log_b_t, group_sums)
+            target = log_target.exp()
         else:
-            target = b_t
-            cross.add_((delta * target).sum(0))
+            log_target, target = log_b_t, b_t
+        cross = torch.nn.functional.kl_div(log_b_s, log_target, reduction="sum", log_target=True).div_(batch)
 
-        # within_G = sum_{i in G} q_t,i (x_t,i - x_s,i) - delta_G   (q_t = e_t / sum_t sums to 1 over G)
-        weighted_diff = torch.sub(x[:, batch:], x[:, :batch]).mul_(e[:, batch:])
-        kl_groups = torch.zeros_like(delta).index_add_(0, class_to_group, weighted_diff)
-        kl_groups.div_(group_sum[:, batch:]).sub_(delta)
-        within = (kl_groups if reweight else kl_groups.mul_(b_t)).sum(0)
-
-        means = torch.stack((cross, within)).mean(1).mul_(_LN_2)  # bits -> nats
-        cross_mean, within_mean = means.unbind()
-        loss = torch.add(cross_mean * (temperature**2 * alpha), within_mean, alpha=temperature**2 * beta)
+        # within_G = sum_{i in G} q_t,i (x_t,i - x_s,i) ln 2 - (glse_t,G - glse_s,G)  (q_t sums to 1 over G)
+        x_s, x_t = x.chunk(2, dim=1)
+        _, e_t = e.chunk(2, dim=1)
+        _, group_sum_t = group_sum.chunk(2, dim=1)
+        weighted_diff = torch.sub(x_t, x_s).mul_(e_t)
+        kl_groups = torch.zeros_like(glse_t).index_add_(0, class_to_group, weighted_diff)
+        kl_groups = torch.addcdiv(glse_s - glse_t, kl_groups, group_sum_t, value=_LN_2)
+        within = (kl_groups if reweight else kl_groups.mul_(b_t)).sum().div_(batch)
+        loss = torch.add(cross * (temperature**2 * alpha), within, alpha=temperature**2 * beta)
 
         # The backward's chain factors 1/B (batch mean) and 1/T (x = z/T) ride on 1/group_sum.
         inv_sum = group_sum.reciprocal_().mul_(1.0 / (batch * temperature))
-        ctx.save_for_backward(class_to_group, e, inv_sum, b_s - target, None if reweight else b_t)
+        ctx.save_for_backward(class_to_group, e, inv_sum, log_b_s.exp().sub_(target), None if reweight else b_t)
         ctx.hyper = (temperature**2 * alpha, temperature**2 * beta, student_logits.dtype)
-        return loss, cross_mean, within_mean
+        ctx.set_materialize_grads(False)
+        return loss, cross, within
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss, grad_cross, grad_within):
-        if not ctx.needs_input_grad[0]:
-            return (None,) * 11
-        class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
         cross_weight, within_weight, out_dtype = ctx.hyper
         # loss = T^2 (alpha cross + beta within); 1/B and 1/T are already in inv_sum.
-        coef_cross = torch.add(grad_cross, grad_loss, alpha=cross_weight)
-        coef_within = torch.add(grad_within, grad_loss, alpha=within_weight)
+        coef_cross = _output_coefficient(grad_loss, cross_weight, grad_cross)
+        coef_within = _output_coefficient(grad_loss, within_weight, grad_within)
+        if not ctx.needs_input_grad[0] or (coef_cross is None and coef_within is None):
+            return (None,) * 11
+        class_to_group, e, inv_sum, mass_gap, weight = ctx.saved_tensors
+        if coef_cross is None:
+            coef_cross = torch.zeros_like(coef_within)
+        if coef_within is None:
+            coef_within = torch.zeros_like(coef_cross)
         # grad_i = e_s,i F_s,g(i) - e_t,i F_t,g(i) with F_s = (coef_cross (b_s - b̂) + coef_within w) / sum_s
         # and F_t = coef_within w / sum_t.
         # Whole-tensor ops only (no out= into column slices): torch.compile then traces this backward with the
@@ -191,10 +201,10 @@ class _LTKDFunction(torch.autograd.Function):
             factor_s = mass_gap.mul(coef_cross).addcmul_(weight, coef_within)
             factor_t = weight.mul(coef_within)
         terms = torch.cat((factor_s, factor_t), dim=1).mul_(inv_sum).index_select(0, class_to_group).mul_(e)
-        batch = mass_gap.shape[1]
-        grad = terms[:, :batch].sub_(terms[:, batch:])
+        grad_s, grad_t = terms.chunk(2, dim=1)
         # A transposed view, not a copy: matmul-based backward steps consume it as is.
-        return (grad.t().to(out_dtype),) + (None,) * 10
+        grad = grad_s.sub_(grad_t).t()
+        return (grad if grad.dtype == out_dtype else grad.to(out_dtype),) + (None,) * 10
 
 
 def _singleton_group_terms(
@@ -215,7 +225,7 @@ def _singleton_group_terms(
     if rebalance:
         if class_sums is None:
             class_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
-        log_target = torch.log_softmax(log_target + rebalance_log_scales(class_sums.to(dtype)), dim=1)
+        log_target = _rebalanced_log_target(log_target.t(), class_sums).t()
     cross = torch.nn.functional.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
     return {"loss": temperature**2 * alpha * cross, "cross_group": cross, "within_group": torch.zeros_like(cross)}
 
