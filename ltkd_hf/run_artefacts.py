@@ -36,12 +36,18 @@ from .provenance import check_settings, model_source, run_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOSS_STATE_NAME", "RunArtefacts"]
+__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "evaluated_weights"]
 
 # The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
 LOSS_STATE_NAME = "distill_loss.safetensors"
 # transformers' checkpoint folders (what get_last_checkpoint finds and resume_from_checkpoint=True resumes)
 _CHECKPOINT_FOLDER = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-\d+")
+
+
+def evaluated_weights(load_best_model_at_end: bool) -> str:
+    """Which weights a saved folder holds, so which ones its report scored (the recipes keep the last epoch's:
+    choosing the best epoch on the test split would leak it into model selection)."""
+    return "best checkpoint" if load_best_model_at_end else "last-epoch weights"
 
 
 class RunArtefacts:
@@ -199,7 +205,7 @@ class RunArtefacts:
             "teacher": self.teacher_name,
             "objective": self.objective,
             "training seed": self.args.seed,
-            "evaluated": "last-epoch weights" if not self.args.load_best_model_at_end else "best checkpoint",
+            "evaluated": evaluated_weights(self.args.load_best_model_at_end),
         }
 
     def write_card(
@@ -242,7 +248,7 @@ class RunArtefacts:
                 ),
                 "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
                 + f", learning rate {args.learning_rate}",
-                "weights evaluated": "last epoch" if not args.load_best_model_at_end else "best checkpoint",
+                "weights evaluated": evaluated_weights(args.load_best_model_at_end),
             },
             results={**results, **(results_from_report(report[self.row]) if report else {})},
             plots=plots,

@@ -71,7 +71,8 @@ class DistillationTrainer(Trainer):
     teacher runs only on the rows not yet filled, and stores them. ``train()`` opens the cache made for this
     teacher, split, augmentation and input conversion, or creates it empty (the main process creates it, the
     others wait and open it, memory-mapped: one copy per machine). The numbers are the online teacher's up to
-    float rounding, so the run is the same run. Evaluation and the report run the teacher.
+    float rounding, so the run is the same run. ``evaluate()`` never runs the teacher; the report reads the
+    teacher's logits on an in-memory held-out split from a cache of that split (filled by the first report).
 
     Args:
         model: the student (e.g. from `ltkd_hf.models.create_student`); it receives ``pixel_values``.
@@ -505,8 +506,8 @@ class DistillationTrainer(Trainer):
         ``predict()`` pass, write report.json, report.md and the plots into ``output_dir`` (default
         ``args.output_dir``), and return ``{row name: evaluation_report}``.
 
-        ``name`` is the model's row (default `model_label`; "teacher" for a cross-entropy run that trains the
-        teacher); ``other_reports`` adds rows (e.g. the CE student's). With ``validation_dataset`` (default: the
+        ``name`` is the model's row (default `model_label`, e.g. "student (CE)"; the recipes pass "teacher" for
+        the run that trains the teacher); ``other_reports`` adds rows (e.g. the CE student's). With ``validation_dataset`` (default: the
         trainer's) each scored row also carries its accuracy on it under ``"validation"``. ``metadata``
         replaces what the report states about the run (`ltkd-eval` states what a saved folder records).
         """

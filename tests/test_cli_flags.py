@@ -14,7 +14,7 @@ import pytest
 
 from ltkd_hf.cli import distill, evaluate, table, teacher
 from ltkd_hf.cli.parsing import parse_args, program_flags
-from ltkd_hf.cli.settings import PROGRAM_STAGES, RECIPE_REFUSED, SETTINGS, applies, setting
+from ltkd_hf.cli.settings import PROGRAM_STAGES, RECIPE_REFUSED, SETTINGS, applies, refused_flags, setting
 from ltkd_hf.training_fields import UNSUPPORTED_FIELDS
 
 PROGRAMS = [distill, teacher, table, evaluate]
@@ -73,10 +73,10 @@ def test_every_flag_of_every_program_is_declared(program):
     flags = program_flags(program.PROGRAM, program.ARGUMENTS) - {"config"}
     undeclared = sorted(f for f in flags if setting_or_none(f, program.PROGRAM) is None)
     assert not undeclared
-    # a program offers exactly the declared settings that reach its stages
+    # a program offers exactly the declared settings that reach its stages, less the ones it refuses
     assert all(applies(f, program.PROGRAM) for f in flags)
     fields = {f.name for t in program.ARGUMENTS for f in dataclasses.fields(t) if f.init}
-    assert flags == {f for f in fields if applies(f, program.PROGRAM)}
+    assert flags == {f for f in fields if applies(f, program.PROGRAM)} - refused_flags(program.PROGRAM).keys()
 
 
 def setting_or_none(name, program):
@@ -103,7 +103,7 @@ def baseline(tmp_path_factory):
 
 WEIGHT_FLAGS = sorted(
     name for name in program_flags("ltkd-distill", distill.ARGUMENTS)
-    if name in SETTINGS and SETTINGS[name].trains and name not in CHECKED_ELSEWHERE | RECIPE_REFUSED.keys()
+    if name in SETTINGS and SETTINGS[name].trains and name not in CHECKED_ELSEWHERE
 )
 
 
@@ -149,10 +149,27 @@ def test_an_unsupported_setting_in_a_config_is_refused(tmp_path):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(path)])
 
 
-def test_the_recipes_refuse_device_augmentation_alone():
-    with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of the recipes: .*--in_memory_data true"):
+def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
+    with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of ltkd-distill: .*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])
+    # In a config too: the folders would record device_augmentation = true for a run that never used it.
+    config = tmp_path / "augment.yaml"
+    config.write_text("defaults: none\ndataset: builtin:digits\ndevice_augmentation: true\n")
+    with pytest.raises(ValueError, match=rf"--config {config}: device_augmentation: not a setting of the recipes: "
+                                         r".*--in_memory_data true"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(config)])
     assert set(RECIPE_REFUSED) <= set(SETTINGS)
+
+
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.PROGRAM)
+def test_no_help_offers_a_flag_its_program_refuses_whatever_the_value(program, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(program.PROGRAM, program.ARGUMENTS, ["--help"])
+    shown = capsys.readouterr().out
+    refused = refused_flags(program.PROGRAM)
+    assert {"device_augmentation", "methods"} <= refused.keys()
+    assert not [name for name in refused if f"--{name} " in shown or f"--{name}\n" in shown]
+    assert "--output_dir" in shown  # the help itself was read
 
 
 def test_every_program_has_a_stage_and_output_settings_change_no_recorded_setting(baseline):

@@ -186,7 +186,7 @@ def test_a_bad_methods_entry_is_refused_when_the_config_is_read(tmp_path, method
 
 
 def test_methods_is_config_only(capsys):
-    with pytest.raises(ValueError, match=r"^--methods: not a flag of the recipes: it is config-only"):
+    with pytest.raises(ValueError, match=r"^--methods: not a flag of ltkd-table: it is config-only"):
         parse_args("ltkd-table", table.ARGUMENTS, ["--methods", "catkd"])
     with pytest.raises(SystemExit):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--help"])

@@ -67,7 +67,7 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     (["--seeds", "0", "0"], r"--seeds 0 0: \[0\] given twice"),
     (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"cell 'LTKD \(alpha=-2\)'.*alpha"),
     (["--losses", "kd", "--sweep", "num_groups=3,11"], r"cell 'KD \(num_groups=11\)'.*--num_groups 11"),
-    (["--compare_ce_student", "false"], r"--compare_ce_student: the table's rows are --losses"),
+    (["--compare_ce_student", "false"], r"--compare_ce_student: not a flag of ltkd-table: the table's rows are --losses"),
 ])
 def test_the_table_refuses_before_anything_trains(tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
@@ -189,12 +189,15 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     assert facts["training seed"] == 3 and "LT seed 7" in facts["training split"]
     assert "imbalance factor 4" in facts["training split"] and facts["teacher"].startswith(str(out / "teacher"))
     assert "LTKD" in facts["objective"] or "ltkd" in facts["objective"].lower()
+    assert facts["evaluated"] == "last-epoch weights"  # the folder's load_best_model_at_end, as the run's own report
+    run_report = json.loads((out / "student" / "report.json").read_text())["metadata"]
+    assert run_report["evaluated"] == facts["evaluated"]
 
     save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "bare",
                  label_names=[str(i) for i in range(10)])
     evaluate.main(["--model", str(tmp_path / "bare"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "b")])
     facts = json.loads((tmp_path / "b" / "report.json").read_text())["metadata"]
-    for key in ("training split", "teacher", "objective", "training seed"):
+    for key in ("training split", "teacher", "objective", "training seed", "evaluated"):
         assert facts[key] == "not recorded", key
 
 

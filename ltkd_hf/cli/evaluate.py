@@ -22,6 +22,7 @@ from ..config import DistillationConfig
 from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset
 from ..evaluation import format_group_table
 from ..models import load_classifier, unwrap_timm
+from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
@@ -85,6 +86,8 @@ def training_facts(config: dict) -> dict[str, object]:
         "teacher": settings.get("teacher") if "teacher" in settings else NOT_RECORDED,
         "objective": ltkd.get("objective") or NOT_RECORDED,
         "training seed": schedule.get("seed", NOT_RECORDED),
+        "evaluated": NOT_RECORDED if "load_best_model_at_end" not in schedule
+        else evaluated_weights(schedule["load_best_model_at_end"]),
     }
 
 

@@ -29,7 +29,7 @@ from transformers import HfArgumentParser
 
 from ..config import DistillationConfig, parse_loss_kwargs
 from ..losses import available_losses
-from .settings import RECIPE_REFUSED, applies
+from .settings import RECIPE_REFUSED, applies, refused_flags
 
 __all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_settings", "parse_args", "program_flags",
            "run_program"]
@@ -123,15 +123,17 @@ def default_config(argv: list[str]) -> str:
 
 
 class _ProgramParser(HfArgumentParser):
-    """`HfArgumentParser` that offers a program only the flags of the settings reaching its stages."""
+    """`HfArgumentParser` that offers a program only the flags of the settings reaching its stages, less the ones it
+    refuses whatever their value (`refused_flags`: parse_args names them with why)."""
 
     def __init__(self, program: str, dataclass_types: tuple, **kwargs: Any) -> None:
         self.program = program
         super().__init__(dataclass_types, **kwargs)
 
     def _add_dataclass_arguments(self, dtype) -> None:
-        kept = [f for f in fields(dtype) if not f.init or applies(f.name, self.program)]
-        dropped = [f for f in fields(dtype) if f.init and not applies(f.name, self.program)]
+        refused = refused_flags(self.program)
+        kept = [f for f in fields(dtype) if not f.init or (applies(f.name, self.program) and f.name not in refused)]
+        dropped = [f for f in fields(dtype) if f not in kept]
         # The program does not offer these; parse_args_into_dataclasses still reads their defaults.
         self.set_defaults(**{f.name: _default(f) for f in dropped})
         # HfArgumentParser adds every field of a dataclass: show it only the kept ones, for this call.
@@ -202,12 +204,17 @@ def parse_args(
     unknown = sorted(set(values) - known_names)
     if unknown:
         raise ValueError(f"--config {config_name}: unknown settings {unknown}; see --help for the accepted ones.")
+    refused_keys = sorted(set(values) & set(RECIPE_REFUSED))
+    if refused_keys:
+        raise ValueError(f"--config {config_name}: {refused_keys[0]}: not a setting of the recipes: "
+                         f"{RECIPE_REFUSED[refused_keys[0]]}.")
     parser.set_defaults(**{k: v for k, v in values.items() if k in offered})
     parser.set_defaults(**{k: v for k, v in unset.items() if k in offered})
     given = {a[2:].partition("=")[0] for a in argv if a.startswith("--")} | set(unset)
-    refused = sorted(given & set(RECIPE_REFUSED))
-    if refused:
-        raise ValueError(f"--{refused[0]}: not a flag of the recipes: {RECIPE_REFUSED[refused[0]]}.")
+    refused = refused_flags(program)
+    named = sorted(given & set(refused))
+    if named:
+        raise ValueError(f"--{named[0]}: not a flag of {program}: {refused[named[0]]}.")
     parsed = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
     remaining = parsed[-1]
     if remaining:

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 from ..training_fields import OUTPUT_FIELDS, UNSUPPORTED_FIELDS, WEIGHT_FIELDS
 
-__all__ = ["PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES", "Setting", "applies", "setting"]
+__all__ = [
+    "CONFIG_ONLY", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES",
+    "Setting", "applies", "refused_flags", "setting",
+]
 
 TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL = "teacher", "student_ce", "student_kd", "student", "eval"
 STAGES = (TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL)
@@ -105,13 +108,25 @@ SETTINGS: dict[str, Setting] = {
     "hub_model_id": _output(frozenset({TEACHER, STUDENT})),
     **{name: _output() for name in UNSUPPORTED_FIELDS},  # accepted by the parser, refused when set
 }
-# The recipes set device_augmentation through --in_memory_data (with the uint8 splits it needs); alone, the flag
-# would change nothing, so the recipes refuse it. methods (a mapping per loss) is read from a config only.
+# Refused however they are given, as a flag or as a config key: the recipes set device_augmentation through
+# --in_memory_data (with the uint8 splits it needs); alone, it would change nothing.
 RECIPE_REFUSED = {
     "device_augmentation": "the recipes set it with --in_memory_data true (it needs the in-memory uint8 splits)",
+}
+# Refused as flags only. methods (a mapping per loss) is read from a config only; a config key one program does
+# not read is skipped for it (one config serves every program of a setting).
+CONFIG_ONLY = {
     "methods": "it is config-only (each loss's settings, under methods: in the --config YAML); on the command line "
     "set the loss's settings with --distill_loss_kwargs and its warm-up with --warmup_epochs",
 }
+PROGRAM_REFUSED = {
+    "ltkd-table": {"compare_ce_student": "the table's rows are --losses; add or drop ce there"},
+}
+
+
+def refused_flags(program: str) -> dict[str, str]:
+    """The flags ``program`` refuses whatever their value, with why; its --help does not offer them."""
+    return {**RECIPE_REFUSED, **CONFIG_ONLY, **PROGRAM_REFUSED.get(program, {})}
 
 
 # The settings of one program's own arguments (their names may also be training settings of the others).

@@ -271,8 +271,6 @@ def plan(argv: list[str] | None = None):
         )
     if table_args.select_on and not table_args.sweep:
         raise ValueError("--select_on validation chooses among the cells of a --sweep; pass --sweep SETTING=V1,V2,....")
-    if "compare_ce_student" in parsed.given:
-        raise ValueError("--compare_ce_student: the table's rows are --losses; add or drop ce there.")
     features = [loss for loss in table_args.losses if LOSSES[loss].requires_features]
     if config.teacher_cache and features:
         raise ValueError(
