@@ -29,7 +29,7 @@ from .distillation_model import DistillationModel
 from .evaluation.metrics import evaluation_report
 from .evaluation.report import format_report_tables, write_report
 from .groups import ClassGroups
-from .hub.card import REQUIRED_RESULTS, render_model_card, results_from_report, write_model_card
+from .hub.card import render_model_card, required_results, results_from_report, write_model_card
 from .hub.save import WEIGHTS_NAME, save_student
 from .models.loading import unwrap_timm
 from .provenance import check_settings, model_source, run_settings
@@ -217,7 +217,7 @@ class RunArtefacts:
     ) -> None:
         """Write the group model card into ``args.output_dir/README.md`` (see
         `DistillationTrainer.create_model_card`), with the report's table and plots when there is a ``report``."""
-        missing = [key for key in REQUIRED_RESULTS if key not in results]
+        missing = [key for key in required_results(self.groups) if key not in results]
         if missing:
             raise ValueError(f"evaluate() gave no {missing}; the card needs overall and per-group accuracy.")
         args, out = self.args, Path(self.args.output_dir)

@@ -201,6 +201,17 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
         assert facts[key] == "not recorded", key
 
 
+def test_another_number_of_groups_gets_its_card(tmp_path):
+    """--num_groups 5 passed every check, trained every stage, then failed writing the card (it asked for head /
+    medium / tail accuracy, which five groups do not have)."""
+    out = tmp_path / "run"
+    distill.main([*FAST, "--output_dir", str(out), "--compare_ce_student", "false", "--num_groups", "5"])
+    card = (out / "student" / "README.md").read_text()
+    report = json.loads((out / "student" / "report.json").read_text())
+    rows = [f"| group_{g} | {100 * report['models']['student (LTKD)'][f'accuracy_group_{g}']:.2f} |" for g in range(5)]
+    assert all(row in card for row in rows), rows
+
+
 # -- 12: ltkd-teacher --push_to_hub checks the token first, then pushes the teacher --------------------------------------
 def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub, monkeypatch):
     out = tmp_path / "run"

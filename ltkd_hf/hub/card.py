@@ -18,10 +18,9 @@ from ..evaluation.metrics import ECE_BINS, SHOT_GROUPS
 from ..groups import ClassGroups
 from .save import is_repo_id
 
-__all__ = ["render_model_card", "results_from_report", "write_model_card", "REQUIRED_RESULTS", "CARD_TAGS"]
+__all__ = ["render_model_card", "required_results", "results_from_report", "write_model_card", "CARD_TAGS"]
 
 TEMPLATE_NAME = "model_card.md.jinja"
-REQUIRED_RESULTS = ("accuracy", "accuracy_head", "accuracy_medium", "accuracy_tail")
 CARD_TAGS = ("image-classification", "knowledge-distillation", "long-tailed", "ltkd", "timm")
 _SHOTS = {
     "many": "many-shot classes: more than 100 training images",
@@ -35,6 +34,13 @@ _METRIC_NAMES = {
     "ece": f"Expected calibration error (all classes, {ECE_BINS} bins)",
     **{f"ece_{g}": f"Expected calibration error ({g} classes, {ECE_BINS} bins)" for g in ("head", "medium", "tail")},
 }
+
+
+def required_results(groups: ClassGroups) -> tuple[str, ...]:
+    """The accuracies a card needs: overall, and with the paper's head / medium / tail groups each of theirs (the
+    paper's table). Another K's groups (``group_0`` ...) are shown when given, n/a when not."""
+    paper = groups.names == ("head", "medium", "tail")
+    return ("accuracy", *(f"accuracy_{name}" for name in groups.names if paper))
 
 
 def results_from_report(report: Mapping[str, Any]) -> dict[str, float]:
@@ -99,11 +105,11 @@ def _results_tables(results: Mapping[str, float], groups: ClassGroups) -> dict[s
 
 
 def _check_inputs(groups: ClassGroups, results: Mapping[str, Any], plots: Sequence[str]) -> None:
-    missing = [key for key in REQUIRED_RESULTS if key not in results]
-    if missing and groups.names == ("head", "medium", "tail"):
+    required = required_results(groups)
+    missing = [key for key in required if key not in results]
+    if missing:
         raise ValueError(
-            f"results is missing {missing}; the card's model-index needs {list(REQUIRED_RESULTS)} "
-            f"(got keys {sorted(results)})."
+            f"results is missing {missing}; the card's model-index needs {list(required)} (got keys {sorted(results)})."
         )
     bad = {k: v for k, v in results.items() if not isinstance(v, (int, float)) or v != v}
     if bad:
@@ -139,8 +145,8 @@ def render_model_card(
     Front matter (``huggingface_hub.ModelCardData``): ``library_name: timm``, tags, ``datasets`` (only for a
     Hub dataset), ``base_model`` (the Hub checkpoint the student started from: ``base_model``, or ``student_init``
     when it is a Hub id; else the teacher when it is one), the license and a ``model-index`` with one entry per
-    metric in ``results`` (overall, head, medium and tail accuracy are required for the 3 paper groups; many /
-    medium / few-shot accuracy ``accuracy_<many|medium|few>_shot`` and expected calibration error ``ece``,
+    metric in ``results`` (`required_results`: overall accuracy, and head / medium / tail with the 3 paper groups;
+    many / medium / few-shot accuracy ``accuracy_<many|medium|few>_shot`` and expected calibration error ``ece``,
     ``ece_<group>`` are shown when given: ``results_from_report(evaluation_report(...))`` gives them all). The
     body, rendered from the package's Jinja template with ``ModelCard.from_template``: usage with timm,
     transformers and ``pipeline``; where the student and the teacher came from; the long-tailed split as it was
