@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from .groups import ClassGroups
 from .losses import LOSSES, available_losses, create_loss
 from .losses.registry import hyperparameters_of
-from .training_fields import UNSUPPORTED_FIELDS
+from .training_fields import UNSUPPORTED_FIELDS, check_training_values
 
 __all__ = ["DistillationConfig", "TEACHER_DTYPES", "loss_settings_help", "parse_loss_kwargs"]
 
@@ -224,6 +224,7 @@ class DistillationConfig(TrainingArguments):
                 raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
         if not 0 < self.lr_decay_rate <= 1:
             raise ValueError(f"--lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        check_training_values(self)
         if self.teacher_cache:
             self._check_teacher_cache()
         if self.teacher_dtype not in TEACHER_DTYPES:

@@ -8,11 +8,22 @@ them, so a field a new `transformers` adds fails the suite until it is classifie
 * `OUTPUT_FIELDS`: where and how the run logs, evaluates, saves, pushes and runs; the weights do not depend on it;
 * `UNSUPPORTED_FIELDS`: `DistillationTrainer` cannot honour it (its ``compute_loss`` replaces Trainer's, or the
   models are image classifiers, not language models); `DistillationConfig` refuses a value other than the default.
+
+`check_training_values` refuses, when the config is built, the values of supported fields that would fail only
+once training has started or change nothing (an ``optim_args`` key the optimizer does not read, a scheduler the
+step schedule replaces).
 """
 
 from __future__ import annotations
 
-__all__ = ["OBJECTIVE_FIELDS", "OUTPUT_FIELDS", "UNSUPPORTED_FIELDS", "WEIGHT_FIELDS"]
+import inspect
+from dataclasses import fields
+
+from transformers import Trainer, TrainingArguments
+from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+from transformers.trainer_utils import SchedulerType
+
+__all__ = ["OBJECTIVE_FIELDS", "OUTPUT_FIELDS", "UNSUPPORTED_FIELDS", "WEIGHT_FIELDS", "check_training_values"]
 
 # The student's objective: recorded under "objective" (the rest of WEIGHT_FIELDS under "schedule").
 OBJECTIVE_FIELDS = (
@@ -85,3 +96,94 @@ UNSUPPORTED_FIELDS = {
     "ignore_data_skip": "a resumed run would see other batches than the uninterrupted one; resuming is exact",
     "parallelism_config": "tensor/context parallelism is for language models",
 }
+
+# Adam's own fields, which other optimizers never read.
+_ADAM_FIELDS = ("adam_beta1", "adam_beta2", "adam_epsilon")
+
+
+def check_training_values(args: TrainingArguments) -> None:
+    """`TrainingArguments` values (of a `DistillationConfig`) that torch or transformers would refuse only once
+    training has started, or take without effect: refused when the config is built, naming the flag."""
+    for name in ("learning_rate", "weight_decay"):
+        if not getattr(args, name) >= 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    for name in ("adam_beta1", "adam_beta2", "label_smoothing_factor"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}.")
+    if args.load_best_model_at_end and args.eval_strategy == "no":
+        raise ValueError(
+            "--load_best_model_at_end true chooses the checkpoint by evaluation, but --eval_strategy is 'no': "
+            "nothing would be chosen, and the last epoch's weights would be reported as the best checkpoint; "
+            "set --eval_strategy and --save_strategy (e.g. epoch) with a held-out eval_dataset, or drop it."
+        )
+    if args.lr_decay_epochs is not None:
+        replaced = {"lr_scheduler_type": "linear", "warmup_steps": 0, "lr_scheduler_kwargs": {}}
+        for name, default in replaced.items():
+            value = getattr(args, name)
+            if value not in (default, None):
+                raise ValueError(
+                    f"--{name} {getattr(value, 'value', value)}: --lr_decay_epochs {args.lr_decay_epochs} sets the "
+                    f"learning-rate schedule (x{args.lr_decay_rate} at each), which replaces Trainer's, so it would "
+                    "change nothing; pass --lr_decay_epochs none to use it, or drop it."
+                )
+    _check_scheduler_kwargs(args)
+    _check_optimizer_settings(args)
+
+
+def _check_scheduler_kwargs(args: TrainingArguments) -> None:
+    """``lr_scheduler_kwargs`` must be settings of ``lr_scheduler_type``'s own schedule function."""
+    given = args.lr_scheduler_kwargs
+    if not given:
+        return
+    if not isinstance(given, dict):
+        raise ValueError(f"--lr_scheduler_kwargs {given!r}: pass a JSON object, e.g. '{{\"num_cycles\": 0.5}}'.")
+    kind = SchedulerType(args.lr_scheduler_type)
+    parameters = inspect.signature(TYPE_TO_SCHEDULER_FUNCTION[kind]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):  # passed on to torch's own scheduler
+        return
+    accepted = sorted(set(parameters) - {"optimizer", "num_warmup_steps", "num_training_steps", "last_epoch"})
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"--lr_scheduler_kwargs {given}: --lr_scheduler_type {kind.value} takes {accepted or 'no settings'}, "
+            f"not {unknown}."
+        )
+
+
+def _check_optimizer_settings(args: TrainingArguments) -> None:
+    """Each optimizer setting given must reach the optimizer. transformers silently drops an ``optim_args`` key
+    its optimizer does not read (``momentm=0.9`` would train SGD without momentum), and Adam's betas and
+    epsilon for an optimizer without them; each is refused here, found by building the optimizer's arguments
+    with and without it (`Trainer.get_optimizer_cls_and_kwargs`)."""
+    pairs = [item.split("=") for item in args.optim_args.replace(" ", "").split(",")] if args.optim_args else []
+    if any(len(pair) != 2 or not pair[0] for pair in pairs):
+        raise ValueError(
+            f"--optim_args {args.optim_args!r}: write key=value pairs separated by commas, e.g. momentum=0.9."
+        )
+    optim = getattr(args.optim, "value", args.optim)
+    try:
+        kwargs = Trainer.get_optimizer_cls_and_kwargs(args)[1]
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--optim_args {args.optim_args!r}: --optim {optim} cannot take it ({err}).") from None
+    except Exception:  # an optimizer that needs the model (GaLore, LOMO...): Trainer checks it when it builds it
+        return
+    defaults = {f.name: f.default for f in fields(TrainingArguments) if f.name in _ADAM_FIELDS}
+    given = [(f"--optim_args {args.optim_args!r}: {key}", "optim_args",
+              ",".join(f"{k}={v}" for k, v in pairs if k != key)) for key, _ in pairs]
+    given += [(f"--{name} {getattr(args, name)}", name, default) for name, default in defaults.items()
+              if getattr(args, name) != default]
+    for flag, name, without in given:
+        value = getattr(args, name)
+        setattr(args, name, without)
+        try:
+            unchanged = Trainer.get_optimizer_cls_and_kwargs(args)[1] == kwargs
+        finally:
+            setattr(args, name, value)
+        if unchanged:
+            clear = ' (--optim_args "" clears a config\'s)' if name == "optim_args" else ""
+            raise ValueError(
+                f"{flag} changes nothing for --optim {optim} (a setting it does not read, or the value it uses "
+                f"anyway); check the name, or drop it{clear}."
+            )

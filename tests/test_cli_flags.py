@@ -24,13 +24,19 @@ VALUES = {
     "student": "cifar_resnet8x4", "teacher_architecture": "cifar_wrn_40_1", "distill_loss": "kd",
     "distill_loss_kwargs": "alpha=1", "num_groups": "2", "teacher_dtype": "float32", "lr_scheduler_type": "constant",
     "lr_scheduler_kwargs": '{"power": 2}', "optim": "adamw_torch", "optim_args": "momentum=0.8",
+    "adam_beta1": "0.5", "adam_beta2": "0.99",
     "per_device_train_batch_size": "32", "train_sampling_strategy": "sequential", "torch_compile_backend": "aot_eager",
     "torch_compile_mode": "default", "metric_for_best_model": "accuracy", "lr_decay_epochs": "10",
     "max_steps": "50", "warmup_epochs": "2", "in_memory_data": "true", "dataloader_num_workers": "2",
     "validation_per_class": "2",
 }
-EXTRA = {"load_best_model_at_end": ["--eval_strategy", "epoch", "--save_strategy", "epoch"], "bf16": ["--use_cpu", "true"],
-         "max_steps": ["--lr_decay_epochs", "none"]}
+EXTRA = {"bf16": ["--use_cpu", "true"],
+         "max_steps": ["--lr_decay_epochs", "none"],
+         # the demo's step schedule replaces Trainer's, and its momentum is SGD's: each would be refused
+         "lr_scheduler_type": ["--lr_decay_epochs", "none"], "warmup_steps": ["--lr_decay_epochs", "none"],
+         "lr_scheduler_kwargs": ["--lr_decay_epochs", "none", "--lr_scheduler_type", "polynomial"],
+         "optim": ["--optim_args", ""],
+         **dict.fromkeys(("adam_beta1", "adam_beta2", "adam_epsilon"), ["--optim", "adamw_torch", "--optim_args", ""])}
 # Weight settings checked by their own tests instead (they need other data or checkpoints), with the reason.
 CHECKED_ELSEWHERE = {
     "dataset": "another dataset: test_recipes_trust (a folder of birds) and test_recipes (the demo)",
@@ -159,6 +165,13 @@ def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
                                          r".*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(config)])
     assert set(RECIPE_REFUSED) <= set(SETTINGS)
+
+
+def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
+    with pytest.raises(ValueError, match=r"--load_best_model_at_end: not a flag of ltkd-distill: the recipes evaluate "
+                                         r"on the test split, so it would choose the checkpoint on the split the report"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, ["--load_best_model_at_end", "true", "--eval_strategy", "epoch",
+                                                        "--save_strategy", "epoch"])
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.PROGRAM)

@@ -294,11 +294,41 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),
         (dict(lr_decay_epochs=[10.0]), r"--lr_decay_epochs \[10.0\] needs epoch-based training, but --max_steps 2"),
         (dict(lr_decay_rate=0.0), r"--lr_decay_rate must be in \(0, 1\], got 0.0"),
+        # what torch or transformers refused only after the data was read, or took without effect
+        (dict(learning_rate=-1.0), "--learning_rate must be >= 0, got -1.0"),
+        (dict(weight_decay=-1.0), "--weight_decay must be >= 0, got -1.0"),
+        (dict(label_smoothing_factor=2.0), r"--label_smoothing_factor must be in \[0, 1\), got 2.0"),
+        (dict(seed=-1), r"--seed must be in \[0, 2\*\*32 - 1\]"),
+        (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
+        (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
+                                            "--eval_strategy is 'no'"),
+        (dict(max_steps=-1, lr_decay_epochs=[1.0], lr_scheduler_type="cosine"),
+         r"--lr_scheduler_type cosine: --lr_decay_epochs \[1.0\] sets the learning-rate schedule"),
+        (dict(max_steps=-1, lr_decay_epochs=[1.0], lr_scheduler_type="linear", warmup_steps=4),
+         r"--warmup_steps 4: --lr_decay_epochs \[1.0\]"),
+        (dict(lr_scheduler_kwargs="garbage"), "--lr_scheduler_kwargs 'garbage': pass a JSON object"),
+        (dict(lr_scheduler_kwargs='{"foo": 1}'), r"--lr_scheduler_type constant takes no settings, not \['foo'\]"),
+        (dict(optim_args="garbage"), "--optim_args 'garbage': write key=value pairs"),
+        (dict(optim_args="momentm=0.9"), "--optim_args 'momentm=0.9': momentm changes nothing for --optim sgd"),
+        (dict(optim_args="momentum=fast"), "--optim_args 'momentum=fast': --optim sgd cannot take it"),
+        (dict(adam_beta1=0.5), "--adam_beta1 0.5 changes nothing for --optim sgd"),
+        (dict(optim="adamw_torch", optim_args="momentum=0.9"), "momentum changes nothing for --optim adamw_torch"),
     ],
 )
 def test_config_range_checks(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         make_config(tmp_path, **overrides)
+
+
+def test_optimizer_settings_that_reach_the_optimizer_are_accepted(tmp_path):
+    from transformers import Trainer
+
+    sgd = make_config(tmp_path, optim_args="momentum=0.9, nesterov=true")
+    assert Trainer.get_optimizer_cls_and_kwargs(sgd)[1] == {"lr": 0.05, "momentum": 0.9, "nesterov": True}
+    adam = make_config(tmp_path, optim="adamw_torch", optim_args=None, adam_beta1=0.5, adam_epsilon=1e-6)
+    assert Trainer.get_optimizer_cls_and_kwargs(adam)[1]["betas"] == (0.5, 0.999)
+    scheduled = make_config(tmp_path, lr_scheduler_type="polynomial", lr_scheduler_kwargs='{"power": 2.0}')
+    assert scheduled.lr_scheduler_kwargs == {"power": 2.0}
 
 
 def test_config_defaults_for_image_distillation(tmp_path):
@@ -323,7 +353,8 @@ def test_step_schedule_decays_at_the_given_epochs(tmp_path):
 
     record = RecordLR()
     config = make_config(
-        tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3], lr_decay_rate=0.1
+        tmp_path, max_steps=-1, num_train_epochs=4, learning_rate=0.4, lr_decay_epochs=[1, 3], lr_decay_rate=0.1,
+        lr_scheduler_type="linear",  # Trainer's default: the step schedule replaces it (another type is refused)
     )
     make_trainer(config, train_dataset=SyntheticImages(16), callbacks=[record]).train()
     # 2 steps per epoch: epoch 0 at 0.4, epochs 1-2 at 0.04, epoch 3 at 0.004 (MultiStepLR by epoch)

@@ -109,9 +109,13 @@ SETTINGS: dict[str, Setting] = {
     **{name: _output() for name in UNSUPPORTED_FIELDS},  # accepted by the parser, refused when set
 }
 # Refused however they are given, as a flag or as a config key: the recipes set device_augmentation through
-# --in_memory_data (with the uint8 splits it needs); alone, it would change nothing.
+# --in_memory_data (with the uint8 splits it needs), and alone it would change nothing; load_best_model_at_end would
+# select on the test split.
 RECIPE_REFUSED = {
     "device_augmentation": "the recipes set it with --in_memory_data true (it needs the in-memory uint8 splits)",
+    "load_best_model_at_end": "the recipes evaluate on the test split, so it would choose the checkpoint on the split "
+    "the report scores; they keep the last epoch's weights (to choose settings on held-out data: ltkd-table --sweep "
+    "... --select_on validation)",
 }
 # Refused as flags only. methods (a mapping per loss) is read from a config only; a config key one program does
 # not read is skipped for it (one config serves every program of a setting).
