@@ -76,3 +76,10 @@ def test_packaged_configs_by_name_and_a_missing_one_named():
     assert resolved(["--config", "demo"])["dataset"] == "builtin:digits"
     with pytest.raises(FileNotFoundError, match=r"--config nope.yaml: no such file.*packaged config: \['base', 'demo'\]"):
         load_config("nope.yaml")
+
+
+def test_a_config_that_is_not_yaml_is_named_with_its_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("dataset: builtin:digits\nteacher_epochs: [1\n")
+    with pytest.raises(ValueError, match=rf"--config {path}: not valid YAML at line 3, column 1: expected ',' or ']'"):
+        load_config(str(path))

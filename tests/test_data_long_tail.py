@@ -208,6 +208,10 @@ def test_long_tailed_splits_record_the_construction_and_reach_class_groups():
     assert lt["test"] is ds and splits["train"] is ds and splits.split_info.long_tail is None  # the input is untouched
     assert "imbalance factor 10, frequency ranks drawn with class_order_seed 7" in lt.split_info.describe()
     assert "LT seed 4" in lt.split_info.describe()
+    # imbalance factor 1 keeps every image: nothing is made the head, and the description must not say so
+    kept = splits.long_tailed(1, seed=4).split_info
+    assert kept.class_counts == splits.split_info.class_counts
+    assert kept.describe() == "every training image kept (imbalance factor 1: the source's own class counts)"
     assert lt.split_info.groups(3) == ClassGroups.from_counts(expected, 3)
     with pytest.raises(ValueError, match="imbalance_factor must be a finite number >= 1"):
         splits.long_tailed(0.5)

@@ -60,8 +60,14 @@ def load_config(name: str, *, _relative_to: Path | None = None, _seen: tuple[Pat
     path = _find_config(name, _relative_to).resolve()
     if path in _seen:
         raise ValueError(f"--config {name}: its defaults: chain comes back to {path}.")
-    with open(path) as f:
-        values = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or err
+        raise ValueError(f"--config {path}: not valid YAML at{where}: {problem}; fix the file.") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: must hold a mapping of setting names to values.")
     if "methods" in values:

@@ -96,6 +96,12 @@ class SplitInfo:
             return "the training split as it is (no long-tailed subsampling)"
         lt = self.long_tail
         rho = lt["imbalance_factor"]
+        held = ""
+        if self.validation_holdout:
+            held = (f"; first {self.validation_holdout['per_class']} images per class held out as a balanced "
+                    f"validation split (seed {self.validation_holdout['seed']})")
+        if rho == 1:  # every n_c = N_c: no class is made the head, whatever the formula or the class order
+            return f"every training image kept (imbalance factor 1: the source's own class counts){held}"
         if lt["profile"] == "step":
             formula = f"step profile: the first C // 2 classes keep all images, the others n_c / {rho:g}"
         else:
@@ -106,10 +112,6 @@ class SplitInfo:
             if lt.get("class_order_seed") is None
             else f"frequency ranks drawn with class_order_seed {lt['class_order_seed']}"
         )
-        held = ""
-        if self.validation_holdout:
-            held = (f"; first {self.validation_holdout['per_class']} images per class held out as a balanced "
-                    f"validation split (seed {self.validation_holdout['seed']})")
         return (
             f"{formula}, imbalance factor {rho:g}, {order}; rows chosen LDAM-DRW style with LT seed {lt['seed']} "
             f"(each class's indices shuffled in class order, the first n_c kept){held}"
