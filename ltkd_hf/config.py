@@ -68,6 +68,8 @@ def parse_loss_kwargs(loss: str, kwargs: dict[str, Any] | str | None) -> dict[st
                     f"--distill_loss_kwargs {kwargs!r}: write key=value pairs separated by commas, e.g. "
                     "'alpha=6,beta=6,temperature=4'."
                 )
+            if key.strip() in pairs:
+                raise ValueError(f"--distill_loss_kwargs {kwargs!r}: {key.strip()} given twice; give each setting once.")
             pairs[key.strip()] = value.strip()
         kwargs = pairs
     if not isinstance(kwargs, dict):

@@ -68,6 +68,13 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"cell 'LTKD \(alpha=-2\)'.*alpha"),
     (["--losses", "kd", "--sweep", "num_groups=3,11"], r"cell 'KD \(num_groups=11\)'.*--num_groups 11"),
     (["--compare_ce_student", "false"], r"--compare_ce_student: not a flag of ltkd-table: the table's rows are --losses"),
+    # a value or a setting given twice: one folder trained twice and counted as two seeds, or a sweep dropped
+    (["--losses", "ltkd", "--sweep", "alpha=1,1.0"], r"--sweep alpha=1,1.0: 1.0 repeats a value already listed"),
+    (["--losses", "kd", "--sweep", "num_groups=3,3"], r"--sweep num_groups=3,3: 3 repeats a value already listed"),
+    (["--losses", "ltkd", "--sweep", "alpha=1,3", "alpha=2"], r"--sweep alpha=1,3 alpha=2: alpha swept twice"),
+    (["--losses", "ltkd", "--sweep", "alpha=1,"], r"--sweep 'alpha=1,': write SETTING=V1,V2"),
+    # an unreadable value is the value's fault, not the setting's
+    (["--losses", "ltkd", "--sweep", "alpha=x,6"], r"cell 'LTKD \(alpha=x\)'.*alpha='x': ltkd's alpha takes a float"),
 ])
 def test_the_table_refuses_before_anything_trains(tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):

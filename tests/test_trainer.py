@@ -289,6 +289,7 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
         (dict(distill_loss="kdd"), "--distill_loss 'kdd' is not a registered loss"),
         (dict(distill_loss_kwargs="temperature=0"), "--distill_loss_kwargs temperature=0.0: temperature must be"),
         (dict(distill_loss_kwargs={"alpha": -1.0}), "--distill_loss_kwargs alpha=-1.0: alpha must be .*>= 0"),
+        (dict(distill_loss_kwargs="alpha=1,alpha=2"), "--distill_loss_kwargs 'alpha=1,alpha=2': alpha given twice"),
         (dict(num_groups=0), "--num_groups must be an integer >= 1, got 0"),
         (dict(per_device_eval_batch_size=0), "--per_device_eval_batch_size must be >= 1, got 0"),
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),

@@ -112,8 +112,13 @@ class TableArguments:
                 raise ValueError(f"--{name} {' '.join(map(str, values))}: {repeated} given twice; list each once.")
         for item in self.sweep:
             key, sep, values = item.partition("=")
-            if not sep or not key or not values:
+            if not sep or not key or not values or "" in values.split(","):
                 raise ValueError(f"--sweep {item!r}: write SETTING=V1,V2,... (e.g. alpha=1,3,6).")
+        keys = [item.partition("=")[0] for item in self.sweep]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"--sweep {' '.join(self.sweep)}: {repeated[0]} swept twice; list all its values in one "
+                             f"{repeated[0]}=V1,V2,....")
 
     def swept(self) -> dict[str, list[str]]:
         return {key: values.split(",") for key, _, values in (s.partition("=") for s in self.sweep)}
@@ -145,17 +150,7 @@ def table_cells(args: TableArguments) -> list[Cell]:
     setting that no selected loss takes is refused (a typo, or a training setting: sweep those with separate runs)."""
     sweep = args.swept()
     own = {k: v for k, v in sweep.items() if k != "num_groups"}
-    takes = {}
-    for loss in args.losses:
-        takes[loss] = set()
-        if loss == "ce":
-            continue
-        for key, values in own.items():
-            try:
-                parse_loss_kwargs(loss, {key: values[0]})
-                takes[loss].add(key)
-            except ValueError:
-                pass
+    takes = {loss: set() if loss == "ce" else set(own) & set(hyperparameters_of(LOSSES[loss])) for loss in args.losses}
     untaken = sorted(set(own) - set().union(*takes.values()))
     if untaken:
         offered = {"num_groups"}.union(*(hyperparameters_of(LOSSES[loss]) for loss in args.losses))
@@ -166,6 +161,13 @@ def table_cells(args: TableArguments) -> list[Cell]:
             "setting of a selected loss (see --help for each loss's settings) or num_groups. Training settings "
             "(learning_rate, ...) are one run each: run the table once per value with its own --output_dir."
         )
+    for key, values in sweep.items():  # each value once, as its setting reads it: 1 and 1.0 would be one cell twice
+        owner = next((loss for loss in args.losses if key in takes[loss]), None)
+        typed = [_swept_value(owner, key, value) for value in values]
+        twice = [value for i, value in enumerate(values) if typed[i] in typed[:i]]
+        if twice:
+            raise ValueError(f"--sweep {key}={','.join(values)}: {twice[0]} repeats a value already listed; list each "
+                             "value once.")
     cells = []
     for loss in args.losses:
         if loss == "ce":
@@ -177,6 +179,15 @@ def table_cells(args: TableArguments) -> list[Cell]:
             for values in itertools.product(*(sweep[k] for k in keys)):
                 cells.append(Cell(loss, tuple(zip(keys, values)), teacher_loss))
     return cells
+
+
+def _swept_value(loss: str | None, key: str, text: str) -> Any:
+    """A swept value as its setting reads it; the text itself when it cannot be read (its cell is then refused,
+    named, when it is built)."""
+    try:
+        return int(text) if key == "num_groups" else parse_loss_kwargs(loss, {key: text})[key]
+    except ValueError:
+        return text
 
 
 def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) -> DistillationConfig:
