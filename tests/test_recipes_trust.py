@@ -93,6 +93,10 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path):
         (["--student", "not_a_model"], ValueError, "--student not_a_model: .*not a .*timm"),
         (["--per_device_eval_batch_size", "0"], ValueError, "--per_device_eval_batch_size must be >= 1, got 0"),
         (["--teacher_checkpoint", "t.safetensors"], ValueError, "--teacher_checkpoint 't.safetensors' needs --teacher"),
+        # flags that would change nothing in this command
+        (["--allow_unsafe_pickle", "true"], ValueError, "--allow_unsafe_pickle true: .* there is no --teacher"),
+        (["--in_memory_max_gib", "0.5"], ValueError, "--in_memory_max_gib 0.5 bounds the splits of --in_memory_data"),
+        (["--lt_profile", "step", "--lt_exponent", "paper"], ValueError, "--lt_exponent paper: the step profile has no"),
     ],
 )
 def test_mistakes_fail_before_any_training(tmp_path, flags, error, match):

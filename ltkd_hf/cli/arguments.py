@@ -5,7 +5,7 @@ Which program takes which of them, and which stages each one reaches, is declare
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
 
@@ -106,6 +106,11 @@ class DataArguments:
             raise ValueError(f"--lt_profile {self.lt_profile!r}: choose exp or step.")
         if self.lt_exponent not in ("standard", "paper"):
             raise ValueError(f"--lt_exponent {self.lt_exponent!r}: choose standard (c/(C-1)) or paper (c/C).")
+        if self.lt_profile == "step" and self.lt_exponent != "standard":
+            raise ValueError(
+                f"--lt_exponent {self.lt_exponent}: the step profile has no exponent (a class keeps n_c or n_c / rho); "
+                "drop it, or use --lt_profile exp."
+            )
 
 
 class ModelSource(NamedTuple):
@@ -230,6 +235,11 @@ class GivenTeacherArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.allow_unsafe_pickle and self.teacher is None:
+            raise ValueError(
+                "--allow_unsafe_pickle true: it lets --teacher load a pickled checkpoint, but there is no --teacher (a "
+                "teacher is trained here); drop it."
+            )
         if self.teacher_checkpoint is not None and self.teacher is None:
             raise ValueError(
                 f"--teacher_checkpoint {self.teacher_checkpoint!r} needs --teacher <architecture name> (the model the "
@@ -301,6 +311,12 @@ class RunArguments:
             raise ValueError(
                 f"--in_memory_max_gib must be > 0, got {self.in_memory_max_gib}; it is the most GiB the in-memory "
                 "splits may take (default 8)."
+            )
+        default = next(f.default for f in fields(self) if f.name == "in_memory_max_gib")
+        if not self.in_memory_data and self.in_memory_max_gib != default:
+            raise ValueError(
+                f"--in_memory_max_gib {self.in_memory_max_gib:g} bounds the splits of --in_memory_data true, which is "
+                "off; pass --in_memory_data true, or drop it."
             )
 
 
