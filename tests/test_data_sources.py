@@ -78,6 +78,27 @@ def test_image_folder_without_split_subfolders_is_refused(tmp_path):
         load_image_dataset(str(root))
 
 
+@pytest.mark.parametrize("mistake,match", [
+    ("empty class", r"train/crane: the class folder holds no image, so the class would be left out"),
+    ("stray image", r"train/stray.png: an image directly under train/, outside any class folder"),
+    ("nested image", r"train/bee/more/0.png: an image in a subfolder of the class folder train/bee/"),
+])
+def test_an_image_folder_that_datasets_would_misread_is_refused_naming_the_path(tmp_path, mistake, match):
+    """imagefolder dropped an empty class folder without a word, and an image outside a class folder (or one level
+    deeper) broke the labels with a message about --label_column."""
+    root = tmp_path / "folder"
+    write_image_folder(root, {"train": {"ant": 2, "bee": 2}, "test": {"ant": 1, "bee": 1}})
+    if mistake == "empty class":
+        (root / "train" / "crane").mkdir()
+    elif mistake == "stray image":
+        swatch(1).save(root / "train" / "stray.png")
+    else:
+        (root / "train" / "bee" / "more").mkdir()
+        swatch(2).save(root / "train" / "bee" / "more" / "0.png")
+    with pytest.raises(ValueError, match=match):
+        load_image_dataset(str(root))
+
+
 def test_long_tail_of_an_image_folder_records_its_source(tmp_path):
     root = tmp_path / "folder"
     write_image_folder(root, {"train": {"a": 8, "b": 8, "c": 8}, "test": {"a": 1, "b": 1, "c": 1}})

@@ -10,6 +10,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
 from .columns import LABEL_COLUMNS, standardize_columns
 from .digits import load_digits_dataset
@@ -54,7 +55,36 @@ def _load_local(path: Path) -> DatasetDict:
             )
         return loaded
     # An image folder (train/ and test/ subfolders of class folders) or files load_dataset can read.
+    _check_image_folder(path)
     return datasets.load_dataset(str(path))
+
+
+def _check_image_folder(path: Path) -> None:
+    """An image folder is ``<split>/<class>/<image>``. ``datasets``' imagefolder silently drops an empty class
+    folder (a class the model would never see) and mislabels an image outside a class folder or one level deeper;
+    each is refused here, naming the path."""
+    extensions = set(ImageFolder.EXTENSIONS)
+    for split in sorted(p for p in path.iterdir() if p.is_dir() and any(c.is_dir() for c in p.iterdir())):
+        for item in sorted(split.iterdir()):
+            if item.is_file() and item.suffix.lower() in extensions:
+                raise ValueError(
+                    f"{item}: an image directly under {split.name}/, outside any class folder; move it into "
+                    f"{split.name}/<class name>/ (an image folder is <split>/<class>/<image>)."
+                )
+            if not item.is_dir():
+                continue
+            nested = next((p for p in sorted(item.rglob("*")) if p.is_file() and p.parent != item
+                           and p.suffix.lower() in extensions), None)
+            if nested is not None:
+                raise ValueError(
+                    f"{nested}: an image in a subfolder of the class folder {split.name}/{item.name}/; put the images "
+                    f"of a class directly in its folder (an image folder is <split>/<class>/<image>)."
+                )
+            if not any(p.is_file() and p.suffix.lower() in extensions for p in item.iterdir()):
+                raise ValueError(
+                    f"{item}: the class folder holds no image, so the class would be left out without a word; add "
+                    "its images, or remove the folder."
+                )
 
 
 def _looks_like_path(source: str) -> bool:
