@@ -207,6 +207,18 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     for key in ("training split", "teacher", "objective", "training seed", "evaluated"):
         assert facts[key] == "not recorded", key
 
+    # The folder's own split gives the groups: a flag that would make another one changes nothing, so it is refused.
+    with pytest.raises(ValueError, match=r"--imbalance_factor: --model .* records the training split it was made with"):
+        evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir",
+                       str(tmp_path / "e"), "--imbalance_factor", "5"])
+    # A report is never written over another model's, nor into a saved model's folder; a re-run replaces its own.
+    for folder, match in ((tmp_path / "b", r"holds the report of \["), (out / "teacher", "holds a saved model")):
+        with pytest.raises(ValueError, match=rf"--output_dir {folder}: {match}"):
+            evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir", str(folder)])
+    before = (out / "teacher" / "report.json").read_text()
+    evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "e")])
+    assert (out / "teacher" / "report.json").read_text() == before
+
 
 def test_another_number_of_groups_gets_its_card(tmp_path):
     """--num_groups 5 passed every check, trained every stage, then failed writing the card (it asked for head /

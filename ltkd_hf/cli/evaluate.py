@@ -30,6 +30,8 @@ from .stages import load_long_tailed, source_splits
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
+# How the long-tailed training split is made: the report's groups come from it, unless the model records its own.
+_SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "validation_per_class")
 
 
 @dataclass
@@ -91,10 +93,36 @@ def training_facts(config: dict) -> dict[str, object]:
     }
 
 
+def check_report_folder(output_dir: Path, model: str) -> None:
+    """``output_dir`` may hold this model's earlier report (a re-run replaces it), not a saved model's folder nor
+    another model's report: those would be overwritten without a word."""
+    if (output_dir / "config.json").is_file():
+        raise ValueError(
+            f"--output_dir {output_dir}: holds a saved model, whose report.json is its own; write the evaluation to "
+            "another folder."
+        )
+    report = output_dir / "report.json"
+    rows = list(json.loads(report.read_text()).get("models", {})) if report.is_file() else [model]
+    if model not in rows:
+        raise ValueError(
+            f"--output_dir {output_dir}: holds the report of {rows}; write the evaluation of --model {model} to "
+            "another folder, or remove that report."
+        )
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run ``ltkd-eval`` with ``argv`` (default: the command line); return the model's report."""
-    data_args, eval_args = parse_args(PROGRAM, ARGUMENTS, argv).values
+    parsed = parse_args(PROGRAM, ARGUMENTS, argv)
+    data_args, eval_args = parsed.values
     recorded = recorded_config(eval_args.model)
+    counts = ((recorded.get("ltkd") or {}).get("settings") or {}).get("data", {}).get("class_counts")
+    split_flags = sorted(parsed.given & set(_SPLIT_FLAGS))
+    if counts and split_flags:
+        raise ValueError(
+            f"--{split_flags[0]}: --model {eval_args.model} records the training split it was made with (its class "
+            "counts give the report's groups), so the flag would change nothing; drop it."
+        )
+    check_report_folder(Path(eval_args.output_dir), eval_args.model)
     try:
         loaded = load_image_dataset(data_args.dataset, split=source_splits(data_args),
                                     image_column=data_args.image_column, label_column=data_args.label_column)
@@ -109,7 +137,6 @@ def main(argv: list[str] | None = None) -> dict:
             f"{data_args.dataset} has {len(names)} classes {names[:10]} (names in class-index order must be equal); "
             "evaluate the model on the dataset it was trained for."
         )
-    counts = ((recorded.get("ltkd") or {}).get("settings") or {}).get("data", {}).get("class_counts")
     counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
     model = load_classifier(eval_args.model)
     if model.config.num_labels != len(names):
