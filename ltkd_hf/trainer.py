@@ -140,6 +140,11 @@ class DistillationTrainer(Trainer):
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
         super().__init__(model=distillation_model, args=args, **kwargs)
+        if args.fp16 and not self.accelerator.native_amp:
+            raise ValueError(
+                f"--fp16 true: accelerate has no float16 autocast on {self.args.device.type}, so every step would run "
+                "in float32 while the folders record fp16; use --bf16 true there, or drop it."
+            )
         if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.NO:
             raise ValueError(
                 f"{self.accelerator.num_processes} processes are running, but accelerate set up no distributed "

@@ -332,6 +332,13 @@ def test_optimizer_settings_that_reach_the_optimizer_are_accepted(tmp_path):
     assert scheduled.lr_scheduler_kwargs == {"power": 2.0}
 
 
+def test_float16_without_its_autocast_is_refused(tmp_path):
+    """On CPU accelerate has no float16 autocast: --fp16 true trained in float32 while the folders recorded fp16."""
+    with pytest.raises(ValueError, match="--fp16 true: accelerate has no float16 autocast on cpu"):
+        make_trainer(make_config(tmp_path, fp16=True))
+    assert make_trainer(make_config(tmp_path, bf16=True)).accelerator.native_amp  # bf16 has one there
+
+
 def test_config_defaults_for_image_distillation(tmp_path):
     config = DistillationConfig(output_dir=str(tmp_path), report_to="none")
     assert config.remove_unused_columns is False and config.label_names == ["labels"]
