@@ -51,16 +51,17 @@ def _batch_group_sums(group_mass: torch.Tensor, batch_dim: int, sync_across_proc
     return sums
 
 
-def _rebalanced_log_target(log_mass: torch.Tensor, group_sums: torch.Tensor) -> torch.Tensor:
-    """``log b̂`` for class-major ``(K, B)`` log masses: ``log_softmax`` over the groups of ``log b_G - log S_G``.
+def _rebalanced_log_target(log_mass: torch.Tensor, group_sums: torch.Tensor, dim: int) -> torch.Tensor:
+    """``log b̂`` from log masses whose groups run along ``dim`` (0: class-major ``(K, B)``; 1: ``(B, K)``):
+    ``log_softmax`` over the groups of ``log b_G - log S_G``.
 
     ``log s_G = log mean(S) - log S_G``; the constant ``log mean(S)`` cancels in the per-sample
     renormalisation, and ``log_softmax`` neither overflows nor turns into ``inf * 0`` however far apart the
     ``s_G`` are. A group with no mass at all (``S_G`` underflowed to 0) counts as holding the smallest
     positive float, so its factor stays finite.
     """
-    tiny = torch.finfo(log_mass.dtype).tiny
-    return torch.log_softmax(log_mass - group_sums.to(log_mass.dtype).clamp_min(tiny).log().unsqueeze(1), dim=0)
+    log_sums = group_sums.to(log_mass.dtype).clamp_min(torch.finfo(log_mass.dtype).tiny).log()
+    return torch.log_softmax(log_mass - (log_sums.unsqueeze(1) if dim == 0 else log_sums), dim=dim)
 
 
 def rebalance_group_mass(
@@ -80,10 +81,10 @@ def rebalance_group_mass(
         ``(batch, K)`` ``b̂_t,G = s_G b_t,G / sum_G' s_G' b_t,G'`` with ``s_G = mean(S) / S_G``. Carries no
         gradient: it is the frozen teacher's target.
     """
-    mass = teacher_group_mass.detach().t()
+    mass = teacher_group_mass.detach()
     if group_sums is None:
-        group_sums = _batch_group_sums(mass, 1, sync_across_processes)
-    return _rebalanced_log_target(mass.log(), group_sums).exp_().t()
+        group_sums = _batch_group_sums(mass, 0, sync_across_processes)
+    return _rebalanced_log_target(mass.log(), group_sums, dim=1).exp_()
 
 
 def _grouped_exp2(
@@ -153,7 +154,7 @@ class _LTKDFunction(torch.autograd.Function):
         if rebalance:
             if group_sums is None:
                 group_sums = _batch_group_sums(b_t, 1, sync_across_processes)
-            log_target = _rebalanced_log_target(log_b_t, group_sums)
+            log_target = _rebalanced_log_target(log_b_t, group_sums, dim=0)
             target = log_target.exp()
         else:
             log_target, target = log_b_t, b_t
@@ -225,7 +226,7 @@ def _singleton_group_terms(
     if rebalance:
         if class_sums is None:
             class_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
-        log_target = _rebalanced_log_target(log_target.t(), class_sums).t()
+        log_target = _rebalanced_log_target(log_target, class_sums, dim=1)
     cross = torch.nn.functional.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
     return {"loss": temperature**2 * alpha * cross, "cross_group": cross, "within_group": torch.zeros_like(cross)}
 
