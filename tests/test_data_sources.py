@@ -74,7 +74,7 @@ def test_image_folder_without_split_subfolders_is_refused(tmp_path):
     for c, name in enumerate(["a", "b"]):
         (root / name).mkdir(parents=True)
         swatch(c).save(root / name / "0.png")
-    with pytest.raises(ValueError, match=r"has splits \['train'\]; no split found for \['test'\].*train/ and test/"):
+    with pytest.raises(ValueError, match=r"has splits \['train'\]; no split found for \['test'\].*--test_split.*train/ and test/"):
         load_image_dataset(str(root))
 
 

@@ -115,7 +115,8 @@ def _pick_splits(
         raise ValueError(
             f"source={source!r} has splits {list(loaded)}; no split found for {sorted(missing)} (looked for "
             f"{[v for v in missing.values() if v] or list(EVAL_SPLIT_NAMES)}). Pass split=<the held-out split "
-            "name> or split={'train': ..., 'test': ...}; an image folder needs train/ and test/ subfolders."
+            "name> or split={'train': ..., 'test': ...} (the recipes: --test_split / --train_split); an image folder "
+            "needs train/ and test/ subfolders."
         )
     return {k: loaded[v] for k, v in wanted.items()}, wanted
 

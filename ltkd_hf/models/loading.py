@@ -241,8 +241,9 @@ def load_teacher(
         _require_model_name("source", source)
         if not _has_published_weights(source):
             raise ValueError(
-                f"source={source!r} has no published weights: pass checkpoint='<file>.safetensors' "
-                f"(an untrained teacher would distill noise), or use a 'local-dir:'/'hf-hub:' model."
+                f"source={source!r} has no published weights: pass checkpoint='<file>.safetensors' (the recipes: "
+                "--teacher_checkpoint FILE; an untrained teacher would distill noise), or use a 'local-dir:'/'hf-hub:' "
+                "model or a saved folder."
             )
         model = timm.create_model(source, pretrained=True)
         _check_loaded_classes(model, num_classes, source)
