@@ -9,6 +9,7 @@ calls it from Trainer's hooks.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -19,8 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from timm.data import resolve_data_config
-from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ._atomic import atomic_write_files
 from .config import DistillationConfig
@@ -36,12 +37,30 @@ from .provenance import check_settings, model_source, run_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "evaluated_weights"]
+__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "checkpoints", "evaluated_weights"]
 
 # The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
 LOSS_STATE_NAME = "distill_loss.safetensors"
 # transformers' checkpoint folders (what get_last_checkpoint finds and resume_from_checkpoint=True resumes)
 _CHECKPOINT_FOLDER = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-\d+")
+
+
+def checkpoints(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """``folder``'s checkpoint-N folders, oldest first, as (complete, cut short). Trainer writes a checkpoint's
+    ``trainer_state.json`` after its weights, optimizer and RNG state: a folder without a readable one is a save a
+    kill interrupted, which cannot be resumed (transformers' ``get_last_checkpoint`` would still pick it)."""
+    found = sorted((p for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if _CHECKPOINT_FOLDER.fullmatch(p.name)
+                    and p.is_dir()), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    complete = [p for p in found if _readable_json(p / TRAINER_STATE_NAME)]
+    return complete, [p for p in found if p not in complete]
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def evaluated_weights(load_best_model_at_end: bool) -> str:
@@ -124,10 +143,11 @@ class RunArtefacts:
             return None
         if resume_from_checkpoint is True:
             output_dir = self.args.output_dir
-            resume_from_checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+            complete = checkpoints(output_dir)[0] if os.path.isdir(output_dir) else []
+            resume_from_checkpoint = str(complete[-1]) if complete else None
             if resume_from_checkpoint is None:
                 raise ValueError(
-                    f"--resume_from_checkpoint true, but {output_dir} holds no checkpoint-* folder; drop it to start "
+                    f"--resume_from_checkpoint true, but {output_dir} holds no complete checkpoint-* folder; drop it to start "
                     "from scratch, or pass the checkpoint folder's path."
                 )
         if not os.path.isdir(resume_from_checkpoint):

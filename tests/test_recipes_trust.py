@@ -4,6 +4,7 @@ before training, --help, run_eval refusing a model of other classes, and the dem
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,6 +81,38 @@ def test_a_foreign_folder_is_not_overwritten(tmp_path):
     with pytest.raises(ValueError, match="holds files but no finished stage or checkpoint of ltkd_hf"):
         run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "run")])
     assert (tmp_path / "run" / "teacher" / "notes.txt").read_text() == "mine"
+
+
+def test_a_save_a_kill_cut_short_is_skipped_and_the_last_whole_checkpoint_resumed(tmp_path):
+    """A kill while checkpoint-2 was being written left it without trainer_state.json (Trainer writes that last): the
+    re-run stopped with a wrong diagnosis ("records no settings") or failed reading it after pre-flight. Now the
+    re-run is the run that resumes checkpoint-1 with no checkpoint-2 at all."""
+    cut, gone = tmp_path / "cut", tmp_path / "gone"
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(cut)])
+    finished = teacher_weights(cut)
+    shutil.copytree(cut / "teacher", gone / "teacher")
+    for stage in (cut / "teacher", gone / "teacher"):
+        (stage / "model.safetensors").unlink()
+        (stage / "config.json").unlink()
+    (cut / "teacher" / "checkpoint-2" / "trainer_state.json").unlink()
+    (cut / "teacher" / ".ltkd-tmp-killed").mkdir()  # the staging folder of a killed atomic write
+    shutil.rmtree(gone / "teacher" / "checkpoint-2")
+    for out in (cut, gone):
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])
+    resumed, reference = teacher_weights(cut), teacher_weights(gone)
+    assert all(np.array_equal(resumed[k].numpy(), reference[k].numpy()) for k in reference)
+    assert (cut / "teacher" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert not (cut / "teacher" / ".ltkd-tmp-killed").exists()
+
+    # Killed while saving its first checkpoint: nothing to resume, the stage trains again from the start.
+    stage = cut / "teacher"
+    (stage / "model.safetensors").unlink()
+    (stage / "config.json").unlink()
+    shutil.rmtree(stage / "checkpoint-2")
+    (stage / "checkpoint-1" / "trainer_state.json").unlink()
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(cut)])
+    again = teacher_weights(cut)
+    assert all(np.array_equal(finished[k].numpy(), again[k].numpy()) for k in finished)
 
 
 @pytest.mark.parametrize(

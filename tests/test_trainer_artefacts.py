@@ -158,3 +158,20 @@ def test_folders_are_written_from_the_state_trainer_hands_over(tmp_path):
     trainer._load_from_checkpoint(str(checkpoint))
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, handed[k]) and not torch.equal(v, own[k]), k
+
+
+def test_a_checkpoint_a_kill_cut_short_is_not_the_one_resumed(tmp_path):
+    """get_last_checkpoint picks the highest-numbered folder, finished or not; Trainer writes trainer_state.json last."""
+    from ltkd_hf.run_artefacts import checkpoints
+
+    for step, state in ((1, "{}"), (2, None), (9, "{}"), (10, '{"global'), (11, "{}")):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if state is not None:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-11").rename(tmp_path / "checkpoint-11-old")  # not a checkpoint folder's name
+    complete, cut_short = checkpoints(tmp_path)
+    assert [p.name for p in complete] == ["checkpoint-1", "checkpoint-9"]
+    assert [p.name for p in cut_short] == ["checkpoint-2", "checkpoint-10"]
+    trainer = make_trainer(make_config(tmp_path, save_strategy="steps", save_steps=1))
+    with pytest.raises(ValueError, match=rf"{tmp_path}/checkpoint-9 holds .* records no settings"):  # the last whole one
+        trainer.train(resume_from_checkpoint=True)

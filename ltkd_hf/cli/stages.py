@@ -25,7 +25,6 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..config import DistillationConfig
 from ..data import (
@@ -47,6 +46,7 @@ from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, unwrap_timm
 from ..provenance import check_settings, read_settings, run_settings
+from ..run_artefacts import checkpoints
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
 
@@ -304,6 +304,7 @@ class Stage:
     finished: bool = False
     resume: str | None = None
     clear: bool = False
+    cut_short: list[Path] = field(default_factory=list)  # checkpoint folders a kill left unfinished
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
     description: str | None = None  # how a teacher stage is named as the students' teacher
     teacher_cache_dir: Path | None = None  # set with --teacher_cache: where the teacher's logits are cached
@@ -429,17 +430,20 @@ def plan_stage(
         check_settings(folder, settings, what=f"a finished {name} stage")
         stage.finished = True
         return stage
-    last = get_last_checkpoint(str(folder))
-    if last is None:
+    complete, cut_short = checkpoints(folder)
+    if not complete and not cut_short:
         raise ValueError(
             f"{folder} exists and holds files but no finished stage or checkpoint of ltkd_hf; pass "
             "--overwrite_output_dir true to use it anyway, or choose another --output_dir."
         )
-    if resume == "false":
-        stage.clear = True  # an explicit fresh start: the old checkpoints would be picked up later otherwise
+    if resume == "false" or not complete:
+        # an explicit fresh start, or a run killed while saving its first checkpoint: nothing to resume, and the old
+        # checkpoint folders would be picked up later otherwise
+        stage.clear = True
     else:
-        check_settings(last, settings, what=f"a checkpoint of the {name} stage")
-        stage.resume = last
+        check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage")
+        stage.resume = str(complete[-1])
+        stage.cut_short = cut_short
     return stage
 
 
@@ -479,9 +483,9 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     if stage.finished:
         unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
     state = PartialState()
-    if stage.clear and state.is_main_process:
-        for old in stage.folder.glob("checkpoint-*"):
-            logger.info("Removing %s (a fresh start was asked for)", old)
+    if state.is_main_process:
+        for old in stage.folder.glob("checkpoint-*") if stage.clear else stage.cut_short:
+            logger.info("Removing %s (%s)", old, "a fresh start" if stage.clear else "a save a kill cut short")
             shutil.rmtree(old)
     state.wait_for_everyone()
     data_config = resolve_data_config(model=unwrap_timm(stage.model))
