@@ -115,6 +115,23 @@ def test_a_save_a_kill_cut_short_is_skipped_and_the_last_whole_checkpoint_resume
     assert all(np.array_equal(finished[k].numpy(), again[k].numpy()) for k in finished)
 
 
+def test_the_teacher_program_resumes_the_checkpoint_it_is_given(tmp_path):
+    """ltkd-teacher ignored --resume_from_checkpoint: true on an empty folder, or a missing folder, trained afresh."""
+    with pytest.raises(ValueError, match=r"--resume_from_checkpoint true, but .*teacher holds no checkpoint"):
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "a"), "--resume_from_checkpoint", "true"])
+    with pytest.raises(FileNotFoundError, match=r"--resume_from_checkpoint '/nowhere/checkpoint-8' is not a folder"):
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "a"), "--resume_from_checkpoint",
+                          "/nowhere/checkpoint-8"])
+    assert not (tmp_path / "a" / "teacher").exists()
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "b")])
+    checkpoint = tmp_path / "b" / "teacher" / "checkpoint-2"
+    run_teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "c"), "--resume_from_checkpoint", str(checkpoint)])
+    # checkpoint-2 is the last step: resumed, nothing more trains (a fresh run would have saved checkpoint-1 again)
+    assert not (tmp_path / "c" / "teacher" / "checkpoint-1").exists()
+    assert all(np.array_equal(teacher_weights(tmp_path / "b")[k].numpy(), v.numpy())
+               for k, v in teacher_weights(tmp_path / "c").items())
+
+
 @pytest.mark.parametrize(
     "flags,error,match",
     [

@@ -91,7 +91,7 @@ def plan(argv: list[str] | None = None):
     # the loss's own settings and warm-up: the config's methods[loss], then the command line's
     distill_args = stage_args(config, "student", hub_model_id=repo_id,
                               **method_settings(parsed, config, config.distill_loss))
-    stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args)
+    stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args, product=True)
     if student_args.compare_kd_student and config.distill_loss == "kd":
         logger.info("--compare_kd_student: the distilled student is the KD student (--distill_loss kd)")
     elif student_args.compare_kd_student:  # planned after the distilled student (its refusals first), trained before

@@ -389,10 +389,13 @@ def check_in_memory(data: LongTailedData, model, run: RunArguments) -> None:
 
 
 def plan_stage(
-    name: str, args: DistillationConfig, model, data: LongTailedData, teacher_name: str | None, run: RunArguments
+    name: str, args: DistillationConfig, model, data: LongTailedData, teacher_name: str | None, run: RunArguments,
+    *, product: bool = False,
 ) -> Stage:
     """Decide, before anything trains, whether the stage is reused, resumed or trained from scratch; raise when its
-    folder holds a run with other settings (each difference named) or files this library did not write."""
+    folder holds a run with other settings (each difference named) or files this library did not write. The
+    program's ``product`` stage (ltkd-distill's student, ltkd-teacher's teacher) is the one a
+    ``--resume_from_checkpoint`` folder resumes, and ``true`` needs a checkpoint in it."""
     if run.in_memory_data:
         check_in_memory(data, model, run)
         args = dataclasses.replace(args, device_augmentation=True)
@@ -416,14 +419,14 @@ def plan_stage(
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
         return stage
-    if name == "student" and resume not in (None, "true", "false"):
+    if product and resume not in (None, "true", "false"):
         if not Path(resume).is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
         check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint")
         stage.resume = resume
         return stage
     if not folder.is_dir() or not any(folder.iterdir()):
-        if name == "student" and resume == "true":
+        if product and resume == "true":
             raise ValueError(f"--resume_from_checkpoint true, but {folder} holds no checkpoint to resume.")
         return stage
     if read_settings(folder) is not None and (folder / WEIGHTS_NAME).is_file():
@@ -454,6 +457,7 @@ def plan_teacher(
     run: RunArguments,
     *,
     folder: str = "teacher",
+    product: bool = False,
     **model_kwargs,
 ) -> Stage:
     """The biased teacher's stage, the one way every program builds it: a model from --teacher_init or
@@ -461,7 +465,7 @@ def plan_teacher(
     spec = teacher.teacher_source()
     model = new_model(spec, data, config.seed, **model_kwargs)
     args = teacher_args(config, teacher, folder)
-    stage = plan_stage("teacher", args, model, data, None, run)
+    stage = plan_stage("teacher", args, model, data, None, run, product=product)
     stage.teacher_name = None
     stage.description = describe_teacher_stage(stage.folder, spec, args, teacher)
     return stage

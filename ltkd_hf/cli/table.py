@@ -280,6 +280,11 @@ def plan(argv: list[str] | None = None):
             f"--teacher_losses {' '.join(table_args.teacher_losses)}: trains teachers here, but --teacher "
             f"{given_args.teacher} gives the one teacher every seed distils from; drop one of them."
         )
+    if config.resume_from_checkpoint not in (None, "true", "false"):
+        raise ValueError(
+            f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and each "
+            "resumes its own last checkpoint when re-run; pass false to start them afresh, or drop it."
+        )
     if table_args.select_on and not table_args.sweep:
         raise ValueError("--select_on validation chooses among the cells of a --sweep; pass --sweep SETTING=V1,V2,....")
     features = [loss for loss in table_args.losses if LOSSES[loss].requires_features]

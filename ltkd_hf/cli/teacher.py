@@ -49,7 +49,7 @@ def plan(argv: list[str] | None = None):
     hub_token = check_push(config, repo_id) if config.push_to_hub else None
     with config.main_process_first(desc="loading the dataset"):
         data = load_long_tailed(data_args, verify=run_args.verify_images)
-    stage = plan_teacher(config, teacher_args, data, run_args, **input_args.model_kwargs())
+    stage = plan_teacher(config, teacher_args, data, run_args, product=True, **input_args.model_kwargs())
     stage.args = dataclasses.replace(stage.args, hub_model_id=repo_id)  # where --push_to_hub puts it
     return parsed, data, stage, repo_id, hub_token
 
