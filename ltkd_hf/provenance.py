@@ -88,11 +88,15 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 _ABSENT = object()
 
 
-def _short(value: Any) -> str:
-    if value is _ABSENT:
-        return "not set"
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _shown(old: Any, new: Any) -> tuple[str, str]:
+    """Two differing values as the message shows them: whole when short, else both cut to the same 57-character
+    window, starting a little before the first character where they differ (so the difference is what is shown)."""
+    texts = ["not set" if value is _ABSENT else json.dumps(value) for value in (old, new)]
+    if max(map(len, texts)) <= 60:
+        return texts[0], texts[1]
+    first = next((i for i, (a, b) in enumerate(zip(*texts)) if a != b), min(map(len, texts)))
+    start = max(0, first - 20)
+    return tuple(("..." if start else "") + t[start:start + 57] + ("..." if len(t) > start + 57 else "") for t in texts)
 
 
 def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str = "the run") -> None:
@@ -118,10 +122,10 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
                     old.get("data.source"), new.get("data.source"))
         old.pop("data.source"), new.pop("data.source")
     differences = [
-        f"{key.rsplit('.', 1)[-1]} ({key}): {_short(old.get(key, _ABSENT))} in {folder}, "
-        f"{_short(new.get(key, _ABSENT))} now"
+        "{} ({}): {} in {}, {} now".format(key.rsplit(".", 1)[-1], key, shown[0], folder, shown[1])
         for key in sorted(set(old) | set(new))
         if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+        for shown in [_shown(old.get(key, _ABSENT), new.get(key, _ABSENT))]
     ]
     if differences:
         differing = {key for key in set(old) | set(new) if old.get(key, _ABSENT) != new.get(key, _ABSENT)}

@@ -118,6 +118,12 @@ def check_training_values(args: TrainingArguments) -> None:
             "nothing would be chosen, and the last epoch's weights would be reported as the best checkpoint; "
             "set --eval_strategy and --save_strategy (e.g. epoch) with a held-out eval_dataset, or drop it."
         )
+    rate_default = next(f.default for f in fields(args) if f.name == "lr_decay_rate")
+    if args.lr_decay_epochs is None and args.lr_decay_rate != rate_default:
+        raise ValueError(
+            f"--lr_decay_rate {args.lr_decay_rate} multiplies the learning rate at each of --lr_decay_epochs, which is "
+            "none, so it would change nothing; pass --lr_decay_epochs E1 E2 ..., or drop it."
+        )
     if args.lr_decay_epochs is not None:
         replaced = {"lr_scheduler_type": "linear", "warmup_steps": 0, "lr_scheduler_kwargs": {}}
         for name, default in replaced.items():

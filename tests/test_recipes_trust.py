@@ -115,6 +115,18 @@ def test_a_save_a_kill_cut_short_is_skipped_and_the_last_whole_checkpoint_resume
     assert all(np.array_equal(finished[k].numpy(), again[k].numpy()) for k in finished)
 
 
+def test_a_long_setting_that_differs_is_shown_where_it_differs(tmp_path):
+    """The teacher's description is long: cut at 60 characters, both sides read the same and hid the difference."""
+    from ltkd_hf.provenance import StaleOutputError, check_settings
+
+    name = "/a/long/output/folder/teacher (cifar_resnet8x4, trained here from scratch, learning rate {}, 240 epochs)"
+    (tmp_path / "config.json").write_text(json.dumps({"ltkd": {"settings": {"teacher": name.format(0.05)}}}))
+    with pytest.raises(StaleOutputError) as err:
+        check_settings(tmp_path, {"teacher": name.format(0.1)})
+    message = str(err.value)
+    assert 'learning rate 0.05, 240 epoc' in message and 'learning rate 0.1, 240 epochs' in message
+
+
 def test_the_teacher_program_resumes_the_checkpoint_it_is_given(tmp_path):
     """ltkd-teacher ignored --resume_from_checkpoint: true on an empty folder, or a missing folder, trained afresh."""
     with pytest.raises(ValueError, match=r"--resume_from_checkpoint true, but .*teacher holds no checkpoint"):

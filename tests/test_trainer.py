@@ -297,6 +297,8 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
         (dict(lr_decay_rate=0.0), r"--lr_decay_rate must be in \(0, 1\], got 0.0"),
         # what torch or transformers refused only after the data was read, or took without effect
         (dict(learning_rate=-1.0), "--learning_rate must be >= 0, got -1.0"),
+        (dict(lr_decay_rate=0.5), "--lr_decay_rate 0.5 multiplies the learning rate at each of --lr_decay_epochs, "
+                                  "which is none"),
         (dict(weight_decay=-1.0), "--weight_decay must be >= 0, got -1.0"),
         (dict(label_smoothing_factor=2.0), r"--label_smoothing_factor must be in \[0, 1\), got 2.0"),
         (dict(seed=-1), r"--seed must be in \[0, 2\*\*32 - 1\]"),

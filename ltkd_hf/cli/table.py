@@ -285,6 +285,11 @@ def plan(argv: list[str] | None = None):
             f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and each "
             "resumes its own last checkpoint when re-run; pass false to start them afresh, or drop it."
         )
+    if "select_metric" in parsed.given and not table_args.select_on:
+        raise ValueError(
+            f"--select_metric {table_args.select_metric}: it chooses among sweep cells with --select_on validation, "
+            "which is off, so it would change nothing; pass --select_on validation, or drop it."
+        )
     if table_args.select_on and not table_args.sweep:
         raise ValueError("--select_on validation chooses among the cells of a --sweep; pass --sweep SETTING=V1,V2,....")
     features = [loss for loss in table_args.losses if LOSSES[loss].requires_features]
