@@ -13,7 +13,7 @@ from .data.split_info import SplitInfo
 from .models.loading import check_teacher_matches, unwrap_timm
 from .teacher_cache import check_cacheable
 
-__all__ = ["DeviceBatches", "checked_split_info", "describe_teacher"]
+__all__ = ["DeviceBatches", "check_labelled", "checked_split_info", "describe_teacher"]
 
 
 def _num_classes(model: torch.nn.Module) -> int | None:
@@ -54,6 +54,18 @@ def checked_split_info(
     if teacher is not None:
         check_teacher_matches(teacher, num_classes=info.num_classes, label_names=list(info.label_names))
     return info
+
+
+def check_labelled(**datasets: Any) -> None:
+    """Each named dataset that lists its columns (a ``datasets.Dataset``) holds its labels: without them the first
+    training step, or the evaluation, fails deep in the data pipeline."""
+    for name, dataset in datasets.items():
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, list) and not {"label", "labels"} & set(columns):
+            raise ValueError(
+                f"{name} has the columns {columns} and no 'label' column, so its loss or accuracy cannot be computed; "
+                "pass the split with its labels (load_image_dataset keeps them in 'label')."
+            )
 
 
 def _split_info(

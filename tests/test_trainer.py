@@ -334,6 +334,17 @@ def test_optimizer_settings_that_reach_the_optimizer_are_accepted(tmp_path):
     assert scheduled.lr_scheduler_kwargs == {"power": 2.0}
 
 
+def test_a_dataset_without_labels_is_refused_when_the_trainer_is_built(tmp_path):
+    """It failed with a bare KeyError: 'label' at the first training step."""
+    from datasets import Dataset
+
+    unlabelled = Dataset.from_dict({"image": [[0.0]] * 4})
+    with pytest.raises(ValueError, match=r"train_dataset has the columns \['image'\] and no 'label' column"):
+        make_trainer(make_config(tmp_path), train_dataset=unlabelled)
+    with pytest.raises(ValueError, match=r"eval_dataset has the columns \['image'\] and no 'label' column"):
+        make_trainer(make_config(tmp_path), eval_dataset=unlabelled)
+
+
 def test_float16_without_its_autocast_is_refused(tmp_path):
     """On CPU accelerate has no float16 autocast: --fp16 true trained in float32 while the folders recorded fp16."""
     with pytest.raises(ValueError, match="--fp16 true: accelerate has no float16 autocast on cpu"):
