@@ -194,3 +194,18 @@ def test_every_program_has_a_stage_and_output_settings_change_no_recorded_settin
         assert not SETTINGS[name].trains
         _, _, stages, _, _ = distill.plan([*argv, f"--{name}", value])
         assert {stage: planned.settings for stage, planned in stages.items()} == before, name
+
+
+def test_ctrl_c_says_how_to_resume_on_one_line(capsys, monkeypatch):
+    """Ctrl-C printed a 40-line KeyboardInterrupt traceback and did not say that re-running resumes."""
+    from ltkd_hf.cli.parsing import run_program
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("LTKD_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        run_program("ltkd-distill", interrupted, [])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and len(err.strip().splitlines()) == 1
+    assert "interrupted. Finished stages and saved checkpoints are kept: the same command reuses them and resumes" in err

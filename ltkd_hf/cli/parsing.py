@@ -277,15 +277,23 @@ def _prog(program: str) -> str:
 
 def run_program(program: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Run ``main`` as a command: a user mistake prints ``program: error: <message>`` on one line and exits 2, as
-    argparse does; ``LTKD_DEBUG=1`` shows the traceback instead. A multi-process run closes its processes."""
+    argparse does, and Ctrl-C says how to resume and exits 130; ``LTKD_DEBUG=1`` shows the traceback instead. A
+    multi-process run closes its processes."""
     from .stages import close_processes
 
+    debug = os.environ.get("LTKD_DEBUG", "0") not in ("", "0")
     try:
         main(argv)
     except (ValueError, FileNotFoundError, ConnectionError, PermissionError) as err:
-        if os.environ.get("LTKD_DEBUG", "0") not in ("", "0"):
+        if debug:
             raise
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"{_prog(program)}: error: {message}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{_prog(program)}: interrupted. Finished stages and saved checkpoints are kept: the same command "
+              "reuses them and resumes the interrupted stage from its last checkpoint.", file=sys.stderr)
+        sys.exit(130)
     close_processes()
