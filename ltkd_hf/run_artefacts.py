@@ -147,8 +147,8 @@ class RunArtefacts:
             resume_from_checkpoint = str(complete[-1]) if complete else None
             if resume_from_checkpoint is None:
                 raise ValueError(
-                    f"--resume_from_checkpoint true, but {output_dir} holds no complete checkpoint-* folder; drop it to start "
-                    "from scratch, or pass the checkpoint folder's path."
+                    f"--resume_from_checkpoint true, but {output_dir} holds no complete checkpoint-* folder; drop it "
+                    "to start from scratch, or pass the checkpoint folder's path."
                 )
         if not os.path.isdir(resume_from_checkpoint):
             raise FileNotFoundError(

@@ -16,6 +16,7 @@ step schedule replaces).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import fields
 
@@ -181,13 +182,9 @@ def _check_optimizer_settings(args: TrainingArguments) -> None:
     given += [(f"--{name} {getattr(args, name)}", name, default) for name, default in defaults.items()
               if getattr(args, name) != default]
     for flag, name, without in given:
-        value = getattr(args, name)
-        setattr(args, name, without)
-        try:
-            unchanged = Trainer.get_optimizer_cls_and_kwargs(args)[1] == kwargs
-        finally:
-            setattr(args, name, value)
-        if unchanged:
+        probe = copy.copy(args)  # the config without this setting
+        setattr(probe, name, without)
+        if Trainer.get_optimizer_cls_and_kwargs(probe)[1] == kwargs:
             clear = ' (--optim_args "" clears a config\'s)' if name == "optim_args" else ""
             raise ValueError(
                 f"{flag} changes nothing for --optim {optim} (a setting it does not read, or the value it uses "

@@ -72,10 +72,15 @@ def recorded_config(model: str) -> dict:
     return json.loads(path.read_text())
 
 
+def _recorded_settings(config: dict) -> dict:
+    """The settings a saved folder's config.json records (empty for a model ltkd_hf did not train)."""
+    return (config.get("ltkd") or {}).get("settings") or {}
+
+
 def training_facts(config: dict) -> dict[str, object]:
     """What the model's folder records about its training, for the report; ``not recorded`` where it says nothing."""
     ltkd = config.get("ltkd") or {}
-    settings = ltkd.get("settings") or {}
+    settings = _recorded_settings(config)
     data = settings.get("data") or {}
     schedule = settings.get("schedule") or {}
     split = NOT_RECORDED
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     parsed = parse_args(PROGRAM, ARGUMENTS, argv)
     data_args, eval_args = parsed.values
     recorded = recorded_config(eval_args.model)
-    counts = ((recorded.get("ltkd") or {}).get("settings") or {}).get("data", {}).get("class_counts")
+    counts = (_recorded_settings(recorded).get("data") or {}).get("class_counts")
     split_flags = sorted(parsed.given & set(_SPLIT_FLAGS))
     if counts and split_flags:
         raise ValueError(

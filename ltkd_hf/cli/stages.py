@@ -304,7 +304,6 @@ class Stage:
     finished: bool = False
     resume: str | None = None
     clear: bool = False
-    cut_short: list[Path] = field(default_factory=list)  # checkpoint folders a kill left unfinished
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
     description: str | None = None  # how a teacher stage is named as the students' teacher
     teacher_cache_dir: Path | None = None  # set with --teacher_cache: where the teacher's logits are cached
@@ -446,7 +445,6 @@ def plan_stage(
     else:
         check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage")
         stage.resume = str(complete[-1])
-        stage.cut_short = cut_short
     return stage
 
 
@@ -488,7 +486,7 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
         unwrap_timm(stage.model).load_state_dict(load_file(stage.folder / WEIGHTS_NAME))
     state = PartialState()
     if state.is_main_process:
-        for old in stage.folder.glob("checkpoint-*") if stage.clear else stage.cut_short:
+        for old in stage.folder.glob("checkpoint-*") if stage.clear else checkpoints(stage.folder)[1]:
             logger.info("Removing %s (%s)", old, "a fresh start" if stage.clear else "a save a kill cut short")
             shutil.rmtree(old)
     state.wait_for_everyone()
