@@ -65,7 +65,7 @@ def test_demo_writes_folder_card_report_and_plots(demo, capsys):
         assert metrics[key] == pytest.approx(ltkd[key])
     assert "import ltkd_hf" in card.text
     # the card states what ran: where the teacher came from, the split as made, the seeds, the real split name
-    assert f"| Teacher | `{out / 'teacher'} (cifar_resnet8x4, trained here for 1 epoch at learning rate 0.05 with cross-entropy on this split)` |" in card.text
+    assert "| Teacher | `teacher/ of this run (cifar_resnet8x4, trained here for 1 epoch at learning rate 0.05 with cross-entropy on this split)` |" in card.text
     assert "n_c = int(N_c * 10^(-c / (C - 1))), imbalance factor 10" in card.text and "LT seed 0" in card.text
     assert "| Training seed | 0 |" in card.text and "split `test` (balanced)" in card.text
     assert card.data.datasets is None  # builtin:digits is not a Hub dataset

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,19 @@ def test_rerun_skips_finished_cells_and_dry_run_trains_nothing(table, capsys):
     listed = capsys.readouterr().out
     assert listed.count("reuse") == 9 and listed.count(" train ") == 9  # seed 0 is done, seed 2 is new
     assert not (out / "seed2").exists()
+
+
+def test_a_moved_table_folder_named_by_a_relative_path_is_reused(table, tmp_path, monkeypatch):
+    """The cells recorded their teacher by its absolute folder: a table moved (or named ./out vs /abs/out) was
+    refused as "made with other settings" and every cell had to be trained again."""
+    out, argv, summary = table
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    stamps = {p: p.stat().st_mtime_ns for p in moved.rglob("model.safetensors")}
+    monkeypatch.chdir(tmp_path)
+    relative = [("moved" if arg == str(out) else arg) for arg in argv]
+    assert run_table.main(relative) == summary
+    assert {p: p.stat().st_mtime_ns for p in moved.rglob("model.safetensors")} == stamps
 
 
 def test_a_balanced_teacher_trains_on_logit_adjusted_cross_entropy(tmp_path):

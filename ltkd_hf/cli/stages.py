@@ -39,7 +39,7 @@ from ..data import (
     load_split_manifest,
     verify_images,
 )
-from ..data.fingerprint import file_fingerprint, folder_fingerprint
+from ..data.fingerprint import canonical_source, file_fingerprint, folder_fingerprint
 from ..data.split_info import SplitInfo
 from ..data.transforms import SMALL_INPUT_MAX
 from ..hub.push import check_push_to_hub_ready
@@ -264,15 +264,16 @@ def teacher_cache_folder(stage_folder: Path, teacher_name: str | None) -> Path:
 
 
 def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationConfig, teacher: TeacherArguments) -> str:
-    """How the card, the report and the students' recorded settings name a teacher trained here: its folder, its
-    start and everything only the teacher stage sets (its epochs, learning rate and objective), so that a student
-    distilled from another teacher is never taken for the same run."""
+    """How the card, the report and the students' recorded settings name a teacher trained here: its stage folder's
+    name within the run (students are its siblings, so a run folder moved, or named by another path, is the same
+    run), its start and everything only the teacher stage sets (its epochs, learning rate and objective), so that a
+    student distilled from another teacher is never taken for the same run."""
     how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
     tau = teacher.teacher_logit_adjustment
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
     count, unit = (args.max_steps, "step") if args.max_steps > 0 else (args.num_train_epochs, "epoch")
     length = f"{count:g} {unit}" + ("" if count == 1 else "s")
-    text = f"{folder} ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
+    text = f"{folder.name}/ of this run ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
     return TeacherName(text, folder)
 
 
@@ -283,13 +284,20 @@ def given_teacher(args: GivenTeacherArguments):
         teacher = load_teacher(args.teacher, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"--teacher {args.teacher}: {err}") from err
-    name = args.teacher
-    if args.teacher_checkpoint:
-        name = f"{args.teacher} with the weights of {args.teacher_checkpoint}"
+    # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
+    # fingerprint (a teacher retrained in place is another teacher).
+    name, weights = _spelled(args.teacher), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)
+    if weights:
+        name = f"{name} with the weights of {weights}"
     local = Path(args.teacher_checkpoint or args.teacher).expanduser()
-    if local.exists():  # its files' fingerprint: a teacher retrained in place is another teacher
+    if local.exists():
         name += f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
     return teacher, TeacherName(name, local if local.is_dir() else None)
+
+
+def _spelled(source: str) -> str:
+    """A model source as recorded: an existing local path absolute, anything else (a Hub id) as given."""
+    return canonical_source(source, "local" if Path(source).expanduser().exists() else "hub")
 
 
 @dataclass
