@@ -168,6 +168,36 @@ def test_batch_transform_converts_to_rgb_and_renames():
     np.testing.assert_allclose(out["pixel_values"][0].numpy(), expected, atol=1e-5)
 
 
+def test_16_bit_grayscale_is_scaled_to_8_bits_on_both_data_paths(tmp_path):
+    """PIL's convert("RGB") clips a 16-bit PNG's values at 255: every image of a dark class and a bright one
+    became the same white tensor, and the run trained on it without a word."""
+    from ltkd_hf.data import InMemoryImages
+
+    values = np.random.RandomState(0).randint(0, 65536, (32, 32)).astype(np.uint16)
+    PILImage.fromarray(values).save(tmp_path / "wide.png")
+    opened = PILImage.open(tmp_path / "wide.png")
+    assert opened.mode in ("I;16", "I")  # as Pillow opens a 16-bit PNG
+    eight_bit = np.repeat(np.rint(values / 257.0).astype(np.uint8)[..., None], 3, axis=2)  # 65535 -> 255
+    expected = normalise(eight_bit, CIFAR["mean"], CIFAR["std"])
+    out = ImageClassificationTransform(build_transforms(CIFAR, train=False))({"image": [opened], "label": [0]})
+    np.testing.assert_allclose(out["pixel_values"][0].numpy(), expected, atol=1e-5)
+    split = Dataset.from_dict({"image": [str(tmp_path / "wide.png")], "label": [0]},
+                              features=Features({"image": Image(), "label": ClassLabel(names=["a"])}))
+    in_memory = InMemoryImages.from_dataset(split, CIFAR, train=False)
+    np.testing.assert_array_equal(in_memory.images[0].permute(1, 2, 0).numpy(), eight_bit)
+
+
+def test_floating_point_images_are_refused_by_name(tmp_path):
+    from ltkd_hf.data.verify import verify_images
+
+    path = tmp_path / "float.tiff"
+    PILImage.fromarray(np.random.RandomState(0).rand(8, 8).astype(np.float32)).save(path)
+    split = Dataset.from_dict({"image": [str(path)], "label": [0]},
+                              features=Features({"image": Image(), "label": ClassLabel(names=["a"])}))
+    with pytest.raises(ValueError, match=rf"train split's image at file '{path}' holds floating-point pixels"):
+        verify_images(split)
+
+
 def small_dataset_dict():
     features = Features({"image": Image(), "label": ClassLabel(names=["a", "b"])})
     rows = {"image": [random_image(seed=1), random_image(seed=2)], "label": [1, 0]}

@@ -22,7 +22,7 @@ from timm.data import create_transform
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from .transforms import SMALL_INPUT_MAX, _check_config, _eval_transform_kwargs, build_transforms
+from .transforms import SMALL_INPUT_MAX, _check_config, _eval_transform_kwargs, build_transforms, to_rgb
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -167,7 +167,7 @@ class InMemoryImages(torch.utils.data.Dataset):
         start = 0
         for batch in _batches(split, batch_size):
             for offset, (image, label) in enumerate(zip(batch["image"], batch["label"])):
-                pixels = np.array(resize(image.convert("RGB")), dtype=np.uint8)  # a writable copy
+                pixels = np.array(resize(to_rgb(image)), dtype=np.uint8)  # a writable copy
                 if pixels.shape != (height, width, 3):
                     raise ValueError(
                         f"{name}: image {start + offset} came out {pixels.shape[:2]} after the resize, not "

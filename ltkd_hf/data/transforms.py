@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from datasets import DatasetDict
+from PIL import Image
 from timm.data import create_transform
 from timm.data.transforms import ResizeKeepRatio, str_to_interp_mode
 from torchvision import transforms as T
@@ -16,6 +18,7 @@ __all__ = [
     "SMALL_INPUT_MAX",
     "build_transforms",
     "ImageClassificationTransform",
+    "to_rgb",
     "apply_transforms",
     "collate_fn",
     "NormalizationConverter",
@@ -97,17 +100,31 @@ def build_transforms(data_config: Mapping[str, Any], *, train: bool) -> Callable
     )
 
 
+# Integer grayscale modes PIL opens a 16-bit PNG or TIFF as; ``convert("RGB")`` clips their values at 255.
+_WIDE_GRAYSCALE = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, what every model here reads. 16-bit grayscale (PIL modes ``I;16*``, and ``I`` as a
+    16-bit PNG opens) is scaled to 8 bits (``round(v / 257)``), where PIL's own ``convert("RGB")`` clips every
+    value above 255 and turns the image white; every other mode (L, P, RGBA, CMYK, ...) is PIL's ``convert``."""
+    if image.mode in _WIDE_GRAYSCALE:
+        values = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 @dataclass
 class ImageClassificationTransform:
     """Maps a batch ``{"image": [PIL], "label": [int]}`` to ``{"pixel_values": [tensor], "labels": [int]}``,
-    for ``Dataset.with_transform``. Images are converted to RGB first (grayscale and CMYK files exist in
-    ImageNet)."""
+    for ``Dataset.with_transform``. Images are converted to RGB first with `to_rgb` (grayscale and CMYK files
+    exist in ImageNet; 16-bit grayscale is scaled, not clipped)."""
 
     transform: Callable
 
     def __call__(self, batch: Mapping[str, list]) -> dict[str, list]:
         return {
-            "pixel_values": [self.transform(image.convert("RGB")) for image in batch["image"]],
+            "pixel_values": [self.transform(to_rgb(image)) for image in batch["image"]],
             "labels": [int(label) for label in batch["label"]],
         }
 
