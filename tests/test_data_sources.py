@@ -147,6 +147,11 @@ def test_split_argument_overrides(tmp_path):
     assert len(dd["train"]) == 4 and dd["test"]["label"][:] == [1, 1]
     with pytest.raises(ValueError, match="a mapping must give the keys 'train' and 'test', and may give 'validation'"):
         load_image_dataset(str(tmp_path / "d"), split={"train": "training"})
+    # one split in two roles scored (or chose) a model on images it trained on or was scored on: accepted before
+    with pytest.raises(ValueError, match=r"the source split 'training' .* would be the train and the test split"):
+        load_image_dataset(str(tmp_path / "d"), split={"train": "training", "test": "training"})
+    with pytest.raises(ValueError, match=r"split 'test' .* would be the test and the validation split: .*--validation_sp"):
+        load_image_dataset(str(tmp_path / "d"), split={"train": "training", "test": "test", "validation": "test"})
 
 
 def test_saved_single_dataset_is_refused(tmp_path):
@@ -168,6 +173,36 @@ def test_integer_and_string_labels_become_one_class_label(tmp_path):
     dd = load_image_dataset(str(tmp_path / "strings"))
     assert dd["train"].features["label"].names == ["cat", "dog", "emu"]
     assert dd["train"]["label"][:] == [1, 0, 1] and dd["test"]["label"][:] == [2, 0]
+
+
+def test_integer_ids_that_are_not_0_to_c_minus_1_are_class_names(tmp_path):
+    """ids {3, 7, 12, 40} made 41 classes, 37 of them empty, and the run was refused listing 10 of them."""
+    DatasetDict(
+        train=image_dict([40, 3, 7, 12, 3], Value("int64")), test=image_dict([12, 40, 7, 3], Value("int64"))
+    ).save_to_disk(str(tmp_path / "sparse"))
+    dd = load_image_dataset(str(tmp_path / "sparse"))
+    assert dd["train"].features["label"].names == ["3", "7", "12", "40"]  # numeric order, not "12" < "3"
+    names = dd["train"].features["label"].names
+    assert [names[i] for i in dd["train"]["label"][:]] == ["40", "3", "7", "12", "3"]
+    assert [names[i] for i in dd["test"]["label"][:]] == ["12", "40", "7", "3"]
+
+
+@pytest.mark.parametrize("labels,feature,match", [
+    ([0, -1, 1], Value("int64"), r"label column 'label' holds negative class ids \[-1\] \(unlabelled rows\?\); drop"),
+    ([0.5, 1.0, 2.0], Value("float32"), r"label column 'label' has type .*float32.*; expected ClassLabel, integers or strings"),
+])
+def test_labels_that_are_not_classes_are_refused_naming_the_column(tmp_path, labels, feature, match):
+    DatasetDict(train=image_dict(labels, feature), test=image_dict(labels[:1], feature)).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=match):
+        load_image_dataset(str(tmp_path / "d"))
+
+
+def test_an_image_column_named_as_the_label_is_refused_before_reading_it(tmp_path):
+    """--label_column img failed with pyarrow's 'Function unique has no kernel' traceback."""
+    DatasetDict(train=image_dict([0, 1], ClassLabel(names=["a", "b"])),
+                test=image_dict([0], ClassLabel(names=["a", "b"]))).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"label column 'image' has type Image.*expected ClassLabel, integers or str"):
+        load_image_dataset(str(tmp_path / "d"), label_column="image")
 
 
 def test_class_names_must_agree_between_splits(tmp_path):

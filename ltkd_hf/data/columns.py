@@ -70,14 +70,30 @@ def _class_label(splits: dict[str, Dataset], label: str) -> ClassLabel:
                     f"{feature.names[:10]}...; both splits must use the same ClassLabel."
                 )
         return feature
+    if not _is_integer(feature) and not (isinstance(feature, Value) and feature.dtype == "string"):
+        raise ValueError(
+            f"label column {label!r} has type {feature}; expected ClassLabel, integers or strings (label_column=, "
+            "in the recipes --label_column, names the column holding each image's class)."
+        )
     values = sorted({v for split in splits.values() for v in _unique(split, label) if v is not None})
-    if isinstance(feature, Value) and feature.dtype == "string":
+    if not _is_integer(feature):
         return ClassLabel(names=[str(v) for v in values])
-    if isinstance(feature, Value) and feature.dtype.startswith(("int", "uint")):
-        return ClassLabel(names=[str(i) for i in range(int(values[-1]) + 1 if values else 0)])
-    raise ValueError(
-        f"label column {label!r} has type {feature}; expected ClassLabel, integers or strings."
-    )
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise ValueError(
+            f"label column {label!r} holds negative class ids {negative[:5]} (unlabelled rows?); drop those rows "
+            f"first, e.g. dataset.filter(lambda row: row[{label!r}] >= 0)."
+        )
+    # ids 0..C-1 are the class indices; other ids (3, 7, 12, 40) are names, in numeric order
+    return ClassLabel(names=[str(i) for i in (range(values[-1] + 1) if _contiguous(values) else values)])
+
+
+def _is_integer(feature) -> bool:
+    return isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
+
+
+def _contiguous(values: list[int]) -> bool:
+    return not values or values == list(range(values[-1] + 1))
 
 
 def standardize_columns(
@@ -100,6 +116,8 @@ def standardize_columns(
     out = {}
     for name, split in splits.items():
         split = split.select_columns([image, label])
+        if _is_integer(split.features[label]) and class_label.names != [str(i) for i in range(class_label.num_classes)]:
+            split = split.cast_column(label, Value("string"))  # ids that are not 0..C-1 are mapped by name
         if split.features[label] != class_label:
             split = split.cast_column(label, class_label)
         renames = {old: new for old, new in ((image, "image"), (label, "label")) if old != new}

@@ -110,6 +110,17 @@ def _pick_splits(
         validation = next((s for s in VALIDATION_SPLIT_NAMES if s in labelled and s != test), None)
         if validation is not None:
             wanted["validation"] = validation
+    roles: dict[str, list[str]] = {}
+    for role, name in wanted.items():
+        roles.setdefault(name, []).append(role)
+    shared = {name: used for name, used in roles.items() if name is not None and len(used) > 1}
+    if shared:
+        name, used = next(iter(shared.items()))
+        raise ValueError(
+            f"the source split {name!r} of {source!r} would be the {' and the '.join(used)} split: a model scored "
+            "or chosen on the images it trained on (or chosen on the test images) reports an accuracy no new image "
+            "would give. Use a separate split for each (the recipes: --train_split, --test_split, --validation_split)."
+        )
     missing = {k: v for k, v in wanted.items() if v is None or v not in loaded}
     if missing:
         raise ValueError(
