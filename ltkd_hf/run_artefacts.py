@@ -205,8 +205,9 @@ class RunArtefacts:
         reports = {row: reports[row] for row in ["teacher", *[r for r in reports if r != "teacher"]] if row in reports}
         self.row = name
         if self.args.should_save:
-            write_report(output_dir, reports, class_counts=counts, groups=self.groups,
-                         metadata=dict(metadata) if metadata is not None else self._report_metadata(validation is not None))
+            facts = dict(metadata) if metadata is not None else self._report_metadata(validation is not None)
+            write_report(output_dir, reports, class_counts=counts, groups=self.groups, metadata=facts,
+                         label_names=self.split_info.label_names)
         return reports
 
     def _report_metadata(self, validated: bool) -> dict[str, Any]:
@@ -273,6 +274,7 @@ class RunArtefacts:
             results={**results, **(results_from_report(report[self.row]) if report else {})},
             plots=plots,
             comparison_table=format_report_tables(report, self.groups) if report else None,
+            test_counts=report[self.row].get("test_counts") if report else None,
             license=license,
         )
         write_model_card(out, card)

@@ -152,7 +152,7 @@ def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path
     assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers
 
 
-def test_data_mistakes_name_the_flag_and_the_folder(tmp_path):
+def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
     write_folder(tmp_path / "one", train={"heron": 4}, test={"heron": 2})
     with pytest.raises(ValueError, match=r"--dataset .*one \(an image folder needs train/ and test/ subfolders.*at "
                                          r"least 2\).*--label_column"):
@@ -160,6 +160,17 @@ def test_data_mistakes_name_the_flag_and_the_folder(tmp_path):
     write_folder(tmp_path / "extra", test={"heron": 2, "kingfisher": 2, "osprey": 2, "puffin": 2})
     with pytest.raises(ValueError, match=r"--dataset .*extra: classes \['puffin'\] have no training images"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "extra")])
+    # a balanced folder kept as it is (the default rho 1 of --dataset runs): its groups split the classes by index
+    write_folder(tmp_path / "even", train={"heron": 4, "kingfisher": 4, "osprey": 4})
+    with pytest.raises(ValueError, match=r"--imbalance_factor 1: every class of --dataset .*even keeps 4 training "
+                                         r"images, so there is no head or tail"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "even")])
+    distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "even"),
+                  "--imbalance_factor", "4"])  # made long-tailed: 4, 2, 1
+    write_folder(tmp_path / "uneven", test={"heron": 2, "kingfisher": 1, "osprey": 2})
+    with caplog.at_level("WARNING", logger="ltkd_hf.cli"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "uneven")])
+    assert "The test split of --dataset" in caplog.text and "is not balanced: 1 to 2 images per class" in caplog.text
     write_folder(tmp_path / "two", train={"heron": 4, "kingfisher": 2})
     with pytest.raises(ValueError, match=r"--num_groups 3: num_groups must be an integer in 1..2"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "two")])
@@ -209,9 +220,18 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     run_report = json.loads((out / "student" / "report.json").read_text())["metadata"]
     assert run_report["evaluated"] == facts["evaluated"]
 
+    written = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert facts["evaluated on"] == "builtin:digits, split test"
+    assert written["label_names"] == [str(i) for i in range(10)]  # the per-class lists' classes
+
     save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "bare",
                  label_names=[str(i) for i in range(10)])
-    evaluate.main(["--model", str(tmp_path / "bare"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "b")])
+    bare = ["--model", str(tmp_path / "bare"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "b")]
+    # nothing recorded: the groups came from the default rho (100) without a word, whatever the model trained on
+    with pytest.raises(ValueError, match=r"--imbalance_factor: --model .*bare records no training split, so the "
+                                         r"report's groups are rebuilt from --dataset builtin:digits"):
+        evaluate.main(bare)
+    evaluate.main([*bare, "--imbalance_factor", "10"])
     facts = json.loads((tmp_path / "b" / "report.json").read_text())["metadata"]
     for key in ("training split", "teacher", "objective", "training seed", "evaluated"):
         assert facts[key] == "not recorded", key

@@ -211,13 +211,31 @@ def test_long_tailed_splits_record_the_construction_and_reach_class_groups():
     # imbalance factor 1 keeps every image: nothing is made the head, and the description must not say so
     kept = splits.long_tailed(1, seed=4).split_info
     assert kept.class_counts == splits.split_info.class_counts
-    assert kept.describe() == "every training image kept (imbalance factor 1: the source's own class counts)"
+    assert kept.describe() == ("every training image kept (imbalance factor 1: the source's own class counts, "
+                               "30 to 30 images per class (n_max / n_min 1))")
+    assert lt.split_info.describe().endswith(f": {max(expected)} to {min(expected)} images per class "
+                                             f"(n_max / n_min {max(expected) / min(expected):.3g})")
     assert lt.split_info.groups(3) == ClassGroups.from_counts(expected, 3)
     with pytest.raises(ValueError, match="imbalance_factor must be a finite number >= 1"):
         splits.long_tailed(0.5)
     # numpy numbers are recorded as Python ones: the record is written to JSON in every saved folder
     numpy_args = splits.long_tailed(np.float64(10), seed=np.int64(4), class_order_seed=np.int64(7)).split_info
     assert json.loads(json.dumps(numpy_args.to_dict())) == json.loads(json.dumps(lt.split_info.to_dict()))
+
+
+def test_rho_on_a_source_of_unequal_classes_states_the_counts_it_made():
+    """rho 2 on a folder that was already long-tailed made n_max / n_min 7 with class 3 the largest, while the card
+    said "imbalance factor 2, class 0 is the head"."""
+    rows = [c for c, n in enumerate([6, 5, 8, 12, 2, 3]) for _ in range(n)]
+    ds = Dataset.from_dict({"label": rows, "idx": list(range(len(rows)))},
+                           features=Features({"label": ClassLabel(names=list("abcdef")), "idx": Value("int64")}))
+    info = ImageSplits({"train": ds, "test": ds}, SplitInfo.from_dataset(ds)).long_tailed(2, seed=0).split_info
+    expected = [int(n * 2 ** (-c / 5)) for c, n in enumerate([6, 5, 8, 12, 2, 3])]  # [6, 4, 6, 7, 1, 1]
+    assert info.class_counts == tuple(expected)
+    text = info.describe()
+    assert "class 0 is the head" not in text
+    assert "the source's unequal counts make class 3 (d) the largest" in text
+    assert text.endswith(": 7 to 1 images per class (n_max / n_min 7)")
 
 
 def test_a_split_passed_without_its_record_says_so():

@@ -148,6 +148,7 @@ def test_evaluation_report_matches_loops_and_is_strict_json():
     assert report["groups"]["names"] == ["head", "medium", "tail"]
     assert report["groups"]["sizes"] == [sum(1 for g in paper.class_to_group if g == k) for k in range(3)]
     assert report["num_samples"] == 400 and report["class_counts"] == counts
+    assert report["test_counts"] == [sum(1 for r in refs.tolist() if r == k) for k in range(c)]
 
     text = json.dumps(report, allow_nan=False)  # raises if a NaN slipped through
     assert json.loads(text) == report
@@ -314,3 +315,12 @@ def test_bad_arguments_of_the_other_functions():
         evaluation_report([0, 2, 2], [0, 2, 2], class_counts=[10, 5, 1], probabilities=probs)
     with pytest.raises(ValueError, match=r"C = 3 .* got shape \(2, 4\)"):
         evaluation_report([0, 2], [0, 2], class_counts=[10, 5, 1], probabilities=np.full((2, 4), 0.25))
+
+
+def test_a_test_split_is_called_balanced_only_when_it_is():
+    from ltkd_hf.evaluation import describe_test_split
+
+    assert describe_test_split([30, 30, 30]) == "balanced, 30 images per class"
+    assert describe_test_split([1]) == "balanced, 1 image per class"
+    assert describe_test_split([7, 1, 3]) == "not balanced: 1 to 7 images per class"
+    assert describe_test_split(None) == ""

@@ -115,6 +115,7 @@ def test_write_report_files_read_back(tmp_path, reports):
 
     markdown = paths["markdown"].read_text()
     assert "**checkpoint**: last epoch" in markdown
+    assert "Top-1 accuracy (%) on the test split (balanced, 10 images per class)" in markdown
     _, rows = parse_table(markdown)
     assert list(rows) == list(reports)
     for model, report in reports.items():
@@ -139,6 +140,14 @@ def test_write_report_files_read_back(tmp_path, reports):
             assert 400 <= image.width <= 2000 and 300 <= image.height <= 1500
             # Not a blank canvas: a drawn plot has many distinct colours.
             assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 50
+
+
+def test_an_unbalanced_test_split_is_not_called_balanced(tmp_path):
+    """Every report said "the balanced test split", whatever the test split held."""
+    refs = np.array([0] * 7 + [1] * 2 + list(range(2, C)))  # 7, 2, then 1 image per class
+    report = evaluation_report(refs, refs, class_counts=COUNTS)
+    markdown = write_report(tmp_path, {"model": report}, class_counts=COUNTS, groups=GROUPS)["markdown"].read_text()
+    assert "on the test split (not balanced: 1 to 7 images per class)" in markdown and "balanced test" not in markdown
 
 
 def test_bias_plot_draws_every_model_beside_the_balanced_target(tmp_path, reports, monkeypatch):

@@ -29,18 +29,20 @@ GROUPS = ClassGroups.from_counts(COUNTS, 3)
 SHOTS_AND_ECE = {"accuracy_many_shot": 0.68, "accuracy_medium_shot": 0.49, "accuracy_few_shot": 0.22,
                  "ece": 0.08, "ece_head": 0.04, "ece_medium": 0.085, "ece_tail": 0.13}
 THRESHOLDS = {"many": 100, "few": 20}
+TEST_COUNTS = [100] * len(COUNTS)  # a balanced test split, as CIFAR-100's
 # Made-up evaluation_report rows (only the keys the tables read) for the EXAMPLE card's comparison.
 EXAMPLE_ROWS = {
     "teacher": {"accuracy": 0.45, "accuracy_head": 0.70, "accuracy_medium": 0.45, "accuracy_tail": 0.15,
                 "accuracy_many_shot": 0.72, "accuracy_medium_shot": 0.40, "accuracy_few_shot": 0.10,
                 "threshold_groups": THRESHOLDS, "ece": 0.15, "ece_head": 0.05, "ece_medium": 0.16, "ece_tail": 0.31,
-                "group_mass": [0.52, 0.31, 0.17]},
+                "group_mass": [0.52, 0.31, 0.17], "test_counts": TEST_COUNTS},
     "student (CE)": {"accuracy": 0.42, "accuracy_head": 0.68, "accuracy_medium": 0.42, "accuracy_tail": 0.13,
                      "accuracy_many_shot": 0.70, "accuracy_medium_shot": 0.37, "accuracy_few_shot": 0.08,
                      "threshold_groups": THRESHOLDS, "ece": 0.13, "ece_head": 0.06, "ece_medium": 0.14,
-                     "ece_tail": 0.26, "group_mass": [0.50, 0.32, 0.18]},
+                     "ece_tail": 0.26, "group_mass": [0.50, 0.32, 0.18], "test_counts": TEST_COUNTS},
     "student (LTKD)": {"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27,
-                       **SHOTS_AND_ECE, "threshold_groups": THRESHOLDS, "group_mass": [0.38, 0.33, 0.29]},
+                       **SHOTS_AND_ECE, "threshold_groups": THRESHOLDS, "group_mass": [0.38, 0.33, 0.29],
+                       "test_counts": TEST_COUNTS},
 }
 # The arguments model_cards/EXAMPLE.md was rendered from (test_example_card_is_in_sync keeps them in step).
 EXAMPLE_KWARGS = dict(
@@ -56,6 +58,7 @@ EXAMPLE_KWARGS = dict(
     results={"accuracy": 0.50, "accuracy_head": 0.70, "accuracy_medium": 0.52, "accuracy_tail": 0.27, **SHOTS_AND_ECE},
     plots=["per_class_accuracy.png", "teacher_bias.png"],
     comparison_table=format_report_tables(EXAMPLE_ROWS, GROUPS),
+    test_counts=TEST_COUNTS,
 )
 
 
@@ -179,7 +182,12 @@ def test_card_states_what_ran_for_a_local_dataset_and_teacher(tmp_path: Path) ->
     assert f"| Teacher | `{teacher}` |" in text
     assert "started from `local-dir:/ckpt`" in text
     assert "step profile: the first C // 2 classes keep all images, the others n_c / 10" in text and "LT seed 3" in text
-    assert "split `val` (balanced)" in text and "the balanced `val` split" in text
+    # the split is called balanced only when its images per class say so (an unbalanced one was called balanced)
+    assert "balanced" not in text.split("## Results")[0].replace("balanced target", "")
+    balanced = _card(split_info=local, test_counts=[50] * len(COUNTS))
+    assert "split `val` (balanced, 50 images per class)" in balanced and "on the `val` split (balanced, 50" in balanced
+    uneven = _card(split_info=local, test_counts=[7, 1, *[3] * (len(COUNTS) - 2)])
+    assert "split `val` (not balanced: 1 to 7 images per class)" in uneven
     # a model name that is not a repo id gets a placeholder namespace in the usage snippets
     assert 'hf-hub:<your-username>/resnet8x4-ltkd"' in text
 

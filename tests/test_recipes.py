@@ -67,7 +67,7 @@ def test_demo_writes_folder_card_report_and_plots(demo, capsys):
     # the card states what ran: where the teacher came from, the split as made, the seeds, the real split name
     assert "| Teacher | `teacher/ of this run (cifar_resnet8x4, trained here for 1 epoch at learning rate 0.05 with cross-entropy on this split)` |" in card.text
     assert "n_c = int(N_c * 10^(-c / (C - 1))), imbalance factor 10" in card.text and "LT seed 0" in card.text
-    assert "| Training seed | 0 |" in card.text and "split `test` (balanced)" in card.text
+    assert "| Training seed | 0 |" in card.text and "split `test` (balanced, 30 images per class)" in card.text
     assert card.data.datasets is None  # builtin:digits is not a Hub dataset
 
     # Independent check of the reported accuracy: reload the saved folder with timm and score the test split.

@@ -219,6 +219,24 @@ def test_run_eval_refuses_a_model_of_other_classes(tmp_path):
                        str(tmp_path)])
 
 
+def test_run_eval_refuses_data_the_training_programs_refuse(tmp_path):
+    """A class without test images was scored on the others (tail 100 from one class); a truncated test image
+    was a 30-line OSError traceback. ltkd-distill refused both, naming the class or the file."""
+    three = ["heron", "kingfisher", "osprey"]
+    recorded = {"ltkd": {"settings": {"data": {"class_counts": [6, 4, 3], "label_names": three}}}}  # as a run's
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=3), tmp_path / "model", label_names=three,
+                 extra_config=recorded)
+    evaluate = ["--model", str(tmp_path / "model"), "--output_dir", str(tmp_path / "e")]
+    write_folder(tmp_path / "partial", test_classes=("heron", "osprey"))
+    with pytest.raises(ValueError, match=r"classes \['kingfisher'\] have no test images, so their accuracy cannot be"):
+        run_eval.main([*evaluate, "--dataset", str(tmp_path / "partial")])
+    write_folder(tmp_path / "broken")
+    cut = tmp_path / "broken" / "test" / "osprey" / "1.png"
+    cut.write_bytes(cut.read_bytes()[:200])
+    with pytest.raises(ValueError, match=f"test split's image at file '{cut}' cannot be decoded"):
+        run_eval.main([*evaluate, "--dataset", str(tmp_path / "broken")])
+
+
 def parse(argv):
     return parse_args("ltkd-distill", run_distill.ARGUMENTS, argv, default=default_config).values
 

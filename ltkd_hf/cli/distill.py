@@ -18,7 +18,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from ..config import DistillationConfig
-from ..evaluation import format_group_table
+from ..evaluation import describe_test_split, format_group_table
 from ..models import check_teacher_matches
 from ..provenance import model_source
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
@@ -131,14 +131,15 @@ def main(argv: list[str] | None = None) -> dict:
         kd = train_stage(stages["student_kd"], data, teacher)
         others[kd.model_label] = kd.write_report()[kd.model_label]  # its own row (the teacher's comes again below)
     trainer = train_stage(stages["student"], data, teacher)
-    # Evaluation on the balanced test split: last-epoch weights (no best-checkpoint selection).
+    # Evaluation on the test split: last-epoch weights (no best-checkpoint selection).
     reports = trainer.write_report(other_reports=others)
     trainer.create_model_card()
     if config.push_to_hub:
         trainer.push_to_hub(token=hub_token)
         logger.info("Pushed %s to the Hub as %s", stages["student"].folder, trainer.args.hub_model_id)
     if PartialState().is_main_process:
-        print(f"\nBalanced test split, top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
+        test = describe_test_split(reports[trainer.model_label]["test_counts"])
+        print(f"\nTest split ({test}), top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
         print(format_group_table(reports, trainer.groups.names))
         print(f"Student folder, card and report: {stages['student'].folder}")
     return reports

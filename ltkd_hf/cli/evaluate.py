@@ -3,7 +3,8 @@
     python recipes/run_eval.py --model outputs/ltkd-demo/student --dataset builtin:digits --output_dir eval-out
 
 The groups come from the training class counts recorded in the folder's config.json; for a model trained
-elsewhere, they are rebuilt from --dataset/--imbalance_factor/--lt_seed as in training. The report states how the
+elsewhere, they are rebuilt from --dataset/--imbalance_factor/--lt_seed as in training (--imbalance_factor must
+then be given). The report states how the
 model was trained only from what its folder records ("not recorded" otherwise). A model whose classes (count or
 names, in order) differ from the dataset's is refused.
 """
@@ -19,14 +20,14 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidat
 from timm.data import resolve_data_config
 
 from ..config import DistillationConfig
-from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset
+from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset, verify_images
 from ..evaluation import format_group_table
 from ..models import load_classifier, unwrap_timm
 from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
-from .stages import load_long_tailed, source_splits
+from .stages import every_class_has_images, load_long_tailed, source_splits
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
@@ -135,12 +136,21 @@ def main(argv: list[str] | None = None) -> dict:
         raise type(err)(f"--dataset {data_args.dataset}: {err}") from None
     test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name
     names = list(test.features["label"].names)
+    every_class_has_images(data_args.dataset, test, "test")
+    verify_images(test, split="test")
     model_names = recorded.get("label_names")
     if model_names is not None and [str(n) for n in model_names] != names:
         raise ValueError(
             f"--model {eval_args.model} predicts {len(model_names)} classes {model_names[:10]}, but --dataset "
             f"{data_args.dataset} has {len(names)} classes {names[:10]} (names in class-index order must be equal); "
             "evaluate the model on the dataset it was trained for."
+        )
+    if not counts and "imbalance_factor" not in parsed.given:
+        raise ValueError(
+            f"--imbalance_factor: --model {eval_args.model} records no training split, so the report's groups are "
+            f"rebuilt from --dataset {data_args.dataset} as the model was trained on it; pass --imbalance_factor 1 "
+            "when it trained on the training split as it is (a folder that is already long-tailed), or the rho it was "
+            "made long-tailed with (and its --lt_seed)."
         )
     counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
     model = load_classifier(eval_args.model)
@@ -159,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
         report_to="none",
     )
     trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
-    reports = trainer.write_report(name=eval_args.model, metadata=training_facts(recorded))
+    evaluated_on = {"evaluated on": f"{held_out.source}, split {held_out.test_split}"}
+    reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **training_facts(recorded)})
     print(format_group_table(reports, trainer.groups.names))
     return reports[eval_args.model]
 

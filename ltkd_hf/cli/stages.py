@@ -42,6 +42,7 @@ from ..data import (
 from ..data.fingerprint import canonical_source, file_fingerprint, folder_fingerprint
 from ..data.split_info import SplitInfo
 from ..data.transforms import SMALL_INPUT_MAX
+from ..evaluation import describe_test_split
 from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, unwrap_timm
@@ -55,7 +56,7 @@ logger = logging.getLogger("ltkd_hf.cli")
 
 @dataclass
 class LongTailedData:
-    """The long-tailed training split, the balanced test split, a validation split when there is one, and what
+    """The long-tailed training split, the test split, a validation split when there is one, and what
     describes the training split."""
 
     train: Dataset
@@ -95,6 +96,25 @@ def source_splits(args: DataArguments) -> str | dict[str, str] | None:
     return named if args.validation_split is None else {**named, "validation": args.validation_split}
 
 
+def every_class_has_images(dataset: str, split: Dataset, what: str) -> None:
+    """Refuse ``split`` when a class has no images in it (its accuracy could not be learnt, or measured); a test
+    split whose classes have unequal numbers of images is logged as not balanced."""
+    names = split.features["label"].names
+    counts = np.bincount(np.asarray(split["label"]), minlength=len(names))
+    empty = [names[c] for c in range(len(names)) if counts[c] == 0]
+    if empty:
+        raise ValueError(
+            f"--dataset {dataset}: classes {empty[:10]} have no {what} images, so their accuracy cannot be "
+            f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
+        )
+    if what == "test" and counts.min() != counts.max():
+        logger.warning(
+            "The test split of --dataset %s is %s: overall accuracy is over its images, so the classes with more test "
+            "images weigh more in it (the paper scores on a balanced split); the reports say so.",
+            dataset, describe_test_split(counts.tolist()),
+        )
+
+
 def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
     """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
     every image decodes), and build its long-tailed training split; the test split stays balanced."""
@@ -111,15 +131,8 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
         raise type(err)(f"--dataset {args.dataset}{hint}: {err}".replace("label_column=", "--label_column ").replace(
             "image_column=", "--image_column ")) from None
-    names = splits["train"].features["label"].names
-    for what, split in (("training", splits["train"]), ("test", splits["test"])):
-        counts = np.bincount(np.asarray(split["label"]), minlength=len(names))
-        empty = [names[c] for c in range(len(names)) if counts[c] == 0]
-        if empty:
-            raise ValueError(
-                f"--dataset {args.dataset}: classes {empty[:10]} have no {what} images, so their accuracy cannot be "
-                f"{'learnt' if what == 'training' else 'measured'}; add images for them or remove their folders."
-            )
+    every_class_has_images(args.dataset, splits["train"], "training")
+    every_class_has_images(args.dataset, splits["test"], "test")
     if verify:
         for name, split in splits.items():
             verify_images(split, split=name)
@@ -150,6 +163,13 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             "Long-tailed train split: %d images, %d classes, counts %d..%d",
             sum(info.class_counts), info.num_classes, max(info.class_counts), min(info.class_counts),
         )
+        if len(set(info.class_counts)) == 1:
+            raise ValueError(
+                f"--imbalance_factor {args.imbalance_factor:g}: every class of --dataset {args.dataset} keeps "
+                f"{info.class_counts[0]} training images, so there is no head or tail (the groups would split the "
+                "classes by their index alone); pass --imbalance_factor > 1 (e.g. 100, CIFAR-100-LT's) to make the "
+                "balanced training split long-tailed."
+            )
     return LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
 
 

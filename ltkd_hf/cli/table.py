@@ -32,6 +32,7 @@ from accelerate import PartialState
 
 from .._atomic import atomic_write_files
 from ..config import DistillationConfig, parse_loss_kwargs
+from ..evaluation import describe_test_split
 from ..losses import LOSSES, available_losses
 from ..losses.registry import hyperparameters_of
 from ..models import check_teacher_matches
@@ -375,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
         how = "no cell selected on held-out data: every row is one setting" if swept else "one setting per method"
     summary = summarise(per_seed, chosen)
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
-    title = (f"Top-1 accuracy (%) on the balanced test split of {data_args.dataset}, {data.split_info.describe()}; "
+    test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
+    title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
              f"{teacher_note}{how}; last-epoch weights, mean ± sample std over seeds {table_args.seeds}.")
     out = Path(config.output_dir)
     if PartialState().is_main_process:

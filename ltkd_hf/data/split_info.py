@@ -100,21 +100,27 @@ class SplitInfo:
         if self.validation_holdout:
             held = (f"; first {self.validation_holdout['per_class']} images per class held out as a balanced "
                     f"validation split (seed {self.validation_holdout['seed']})")
+        # the counts as they came out: on a source whose classes are unequal the formula's rho is not n_max / n_min
+        high, low = max(self.class_counts), min(self.class_counts)
+        spread = f"{high} to {low} images per class (n_max / n_min {high / max(low, 1):.3g})"
         if rho == 1:  # every n_c = N_c: no class is made the head, whatever the formula or the class order
-            return f"every training image kept (imbalance factor 1: the source's own class counts){held}"
+            return f"every training image kept (imbalance factor 1: the source's own class counts, {spread}){held}"
         if lt["profile"] == "step":
             formula = f"step profile: the first C // 2 classes keep all images, the others n_c / {rho:g}"
         else:
             exponent = "c / (C - 1)" if lt["exponent"] == "standard" else "c / C"
             formula = f"n_c = int(N_c * {rho:g}^(-{exponent}))"
-        order = (
-            "class 0 is the head"
-            if lt.get("class_order_seed") is None
-            else f"frequency ranks drawn with class_order_seed {lt['class_order_seed']}"
-        )
+        if lt.get("class_order_seed") is not None:
+            order = f"frequency ranks drawn with class_order_seed {lt['class_order_seed']}"
+        elif self.class_counts[0] == high:
+            order = "class 0 is the head"
+        else:
+            head = self.class_counts.index(high)
+            order = (f"the formula favours class 0, but the source's unequal counts make class {head} "
+                     f"({self.label_names[head]}) the largest")
         return (
             f"{formula}, imbalance factor {rho:g}, {order}; rows chosen LDAM-DRW style with LT seed {lt['seed']} "
-            f"(each class's indices shuffled in class order, the first n_c kept){held}"
+            f"(each class's indices shuffled in class order, the first n_c kept): {spread}{held}"
         )
 
     def to_dict(self) -> dict[str, Any]:

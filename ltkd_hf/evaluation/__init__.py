@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .metrics import (
     ECE_BINS,
     SHOT_GROUPS,
+    describe_test_split,
     evaluation_report,
     expected_calibration_error,
     group_accuracy,
@@ -50,6 +51,7 @@ __all__ = [
     "GROUP_ACCURACY_PATH",
     "SHOT_GROUPS",
     "balanced_group_mass",
+    "describe_test_split",
     "evaluation_report",
     "expected_calibration_error",
     "format_group_table",

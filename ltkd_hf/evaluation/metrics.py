@@ -18,6 +18,7 @@ from ..groups import ClassGroups
 __all__ = [
     "ECE_BINS",
     "SHOT_GROUPS",
+    "describe_test_split",
     "evaluation_report",
     "expected_calibration_error",
     "group_accuracy",
@@ -129,6 +130,18 @@ def per_class_accuracy(
     return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
 
 
+def describe_test_split(test_counts: Sequence[int] | None) -> str:
+    """What a test split is, in words, from its images per class: ``"balanced, 30 images per class"``, or, where the
+    classes have unequal numbers of test images, ``"not balanced: 1 to 7 images per class"`` (overall accuracy is
+    over images, so the classes with more test images weigh more in it). ``""`` for ``None`` (not known)."""
+    if test_counts is None or len(test_counts) == 0:
+        return ""
+    low, high = int(min(test_counts)), int(max(test_counts))
+    if low == high:
+        return f"balanced, {low} image{'' if low == 1 else 's'} per class"
+    return f"not balanced: {low} to {high} images per class"
+
+
 def expected_calibration_error(
     probabilities: Sequence[Sequence[float]] | np.ndarray, labels: Sequence[int] | np.ndarray, bins: int = 15
 ) -> float:
@@ -208,7 +221,8 @@ def evaluation_report(
     ``accuracy_many_shot`` / ``accuracy_medium_shot`` / ``accuracy_few_shot``, the literature's threshold groups
     (``ClassGroups.by_threshold(class_counts, many, few)``: more than ``many``, ``few`` to ``many``, fewer than
     ``few`` training images; ``None`` for a group without classes); ``per_class`` (one accuracy per class,
-    ``None`` where the class has no test sample); ``num_samples``; ``class_counts``; and the group definitions
+    ``None`` where the class has no test sample); ``num_samples``; ``test_counts`` (test samples per class, so a
+    report says whether its test split was balanced); ``class_counts``; and the group definitions
     ``groups`` and ``threshold_groups`` (``ClassGroups.to_dict()`` plus ``sizes``; the thresholds too).
 
     With ``probabilities`` (the ``(N, C)`` softmax whose argmax is ``predictions``) it adds ``ece`` and
@@ -231,6 +245,7 @@ def evaluation_report(
         report.update(_calibration(probabilities, preds, refs, paper))
     report["per_class"] = [_finite_or_none(v) for v in per_class_accuracy(preds, refs, paper.num_classes).tolist()]
     report["num_samples"] = int(refs.size)
+    report["test_counts"] = np.bincount(refs, minlength=paper.num_classes).tolist()
     report["class_counts"] = [int(c) for c in class_counts]
     report["groups"] = {**paper.to_dict(), "sizes": paper.sizes}
     report["threshold_groups"] = {**threshold.to_dict(), "sizes": threshold.sizes, "many": many, "few": few}

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from .._atomic import atomic_write_files
 from ..groups import ClassGroups
-from .metrics import ECE_BINS, SHOT_GROUPS
+from .metrics import ECE_BINS, SHOT_GROUPS, describe_test_split
 
 __all__ = [
     "balanced_group_mass",
@@ -84,8 +84,10 @@ def format_report_tables(reports: Mapping[str, Mapping[str, Any]], groups: Class
     medium / few-shot accuracy; expected calibration error per group; and the mean group probability mass against
     the balanced target. ``reports`` maps a model name to its ``evaluation_report``; a table lists the rows that
     hold its keys (calibration and group mass need the ``probabilities`` of ``evaluation_report``)."""
+    test = describe_test_split(next((r["test_counts"] for r in reports.values() if r.get("test_counts")), None))
+    on = f"the test split ({test})" if test else "the test split"
     parts = [
-        "Top-1 accuracy (%) on the balanced test split; a group's accuracy is over the test images of its classes.",
+        f"Top-1 accuracy (%) on {on}; a group's accuracy is over the test images of its classes.",
         format_group_table(reports, groups.names),
     ]
     shot = {m: r for m, r in reports.items() if "accuracy_many_shot" in r}
@@ -114,7 +116,7 @@ def format_report_tables(reports: Mapping[str, Mapping[str, Any]], groups: Class
             "| balanced target | " + " | ".join(f"{v:.3f}" for v in target) + " |",
         ]
         parts += [
-            "Mean predicted probability mass per group on the balanced test split; the balanced target is each "
+            f"Mean predicted probability mass per group on {on}; the balanced target is each "
             "group's share of the classes. More than the target on the head is the head bias.",
             "\n".join(lines) + "\n",
         ]
@@ -226,7 +228,7 @@ def _mass_arrays(masses: Mapping[str, Sequence[float]], groups: ClassGroups) -> 
 
 
 def plot_group_mass(masses: Mapping[str, Sequence[float]], groups: ClassGroups, path: str | os.PathLike) -> Path:
-    """Bars of the probability mass each model puts on each group on the balanced test set, beside the balanced
+    """Bars of the probability mass each model puts on each group on the test set, beside the balanced
     target (dashed; ``balanced_group_mass`` scaled to the masses' total): the paper's Fig. 3 with the students
     added, so whether a student inherited the teacher's head bias is one picture.
 
@@ -252,7 +254,7 @@ def plot_group_mass(masses: Mapping[str, Sequence[float]], groups: ClassGroups, 
     else:
         ax.set_ylabel(f"group probability mass (sum over a batch of {total:g} images)")
     ax.set_xlabel("class group (by training frequency)")
-    ax.set_title("Predicted group mass on the balanced test set")
+    ax.set_title("Predicted group mass on the test set")
     ax.legend(loc="best", fontsize=8)
     return _save_figure(fig, path)
 
@@ -316,6 +318,7 @@ def write_report(
     class_counts: Sequence[int],
     groups: ClassGroups,
     metadata: Mapping[str, Any] | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, per_class_accuracy.png and (when a report holds ``group_mass``)
     teacher_bias.png into ``output_dir``, each atomically; returns ``{"json", "markdown", "per_class_plot",
@@ -325,7 +328,8 @@ def write_report(
     ``evaluation_report``; built with ``probabilities`` it carries the model's ECE and ``group_mass``, and
     teacher_bias.png shows the group mass of every such model beside the balanced target
     (``plot_group_mass``). ``groups`` are the frequency groups of the tables and plots (those the reports were
-    built with); ``metadata`` (dataset, ρ, loss, seed, which checkpoint was evaluated, ...) goes into both files.
+    built with); ``metadata`` (dataset, ρ, loss, seed, which checkpoint was evaluated, ...) goes into both files;
+    ``label_names`` (class-index order), when given, name the classes of report.json's per-class lists.
     """
     if not reports:
         raise ValueError("reports is empty; pass {model name: evaluation_report(...)}.")
@@ -360,6 +364,7 @@ def write_report(
         "metadata": metadata,
         "groups": {**groups.to_dict(), "sizes": groups.sizes},
         "class_counts": [int(c) for c in class_counts],
+        **({"label_names": [str(n) for n in label_names]} if label_names is not None else {}),
         "balanced_group_mass": balanced_group_mass(groups),
         "models": reports,
     }

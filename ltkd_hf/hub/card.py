@@ -14,7 +14,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._atomic import atomic_write_files
 from ..data.split_info import SplitInfo
-from ..evaluation.metrics import ECE_BINS, SHOT_GROUPS
+from ..evaluation.metrics import ECE_BINS, SHOT_GROUPS, describe_test_split
 from ..groups import ClassGroups
 from .save import is_repo_id
 
@@ -138,6 +138,7 @@ def render_model_card(
     training: Mapping[str, Any] | None = None,
     plots: Sequence[str] = (),
     comparison_table: str | None = None,
+    test_counts: Sequence[int] | None = None,
     license: str = "apache-2.0",
 ) -> str:
     """The README.md model card of a trained student, as text.
@@ -150,7 +151,9 @@ def render_model_card(
     ``ece_<group>`` are shown when given: ``results_from_report(evaluation_report(...))`` gives them all). The
     body, rendered from the package's Jinja template with ``ModelCard.from_template``: usage with timm,
     transformers and ``pipeline``; where the student and the teacher came from; the long-tailed split as it was
-    made (``split_info.describe()``) and the held-out split's real name; the loss and its settings; ``training``
+    made (``split_info.describe()``) and the held-out split's real name, with whether it is balanced when its
+    ``test_counts`` (test images per class, as `evaluation_report` records them) are given; the loss and its
+    settings; ``training``
     facts (seeds, schedule); per-group accuracy and ECE, many / medium / few-shot accuracy and any other metric;
     an optional ``comparison_table`` (Markdown, e.g. ``format_report_tables``) and ``plots`` (paths relative to
     the folder); the LTKD citation.
@@ -159,6 +162,7 @@ def render_model_card(
     _check_inputs(groups, results, plots)
     dataset = split_info.source or "the training data"
     test_split = split_info.test_split or "held-out"
+    test_balance = describe_test_split(test_counts)
     base_model = _hub_id(base_model) or _hub_id(student_init) or _hub_id(teacher)
     card_data = ModelCardData(
         model_name=model_name,
@@ -190,7 +194,7 @@ def render_model_card(
         "Student": f"`{architecture}`, started from " + (f"`{student_init}`" if student_init else "random initialisation"),
         "Teacher": teacher_text,
         "Training data": f"`{dataset}`, split `{split_info.train_split or 'train'}`: {split_info.describe()}",
-        "Evaluation data": f"`{dataset}`, split `{test_split}` (balanced)",
+        "Evaluation data": f"`{dataset}`, split `{test_split}`" + (f" ({test_balance})" if test_balance else ""),
         "Class groups": f"{groups.num_groups} by training-set frequency: "
         + ", ".join(f"{n} ({s} classes)" for n, s in zip(groups.names, groups.sizes)),
         "Loss": loss_description or loss_name,
@@ -212,6 +216,7 @@ def render_model_card(
         ece_bins=ECE_BINS,
         **_results_tables(results, groups),
         test_split=test_split,
+        test_balance=test_balance,
         comparison_table=comparison_table.strip() if comparison_table else None,
         plots=list(plots),
     )
