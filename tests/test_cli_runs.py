@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,14 @@ def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="ltkd_hf.cli"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "uneven")])
     assert "The test split of --dataset" in caplog.text and "is not balanced: 1 to 2 images per class" in caplog.text
+    # a saved DatasetDict is no image folder: the folder layout hint misled
+    from datasets import Dataset, DatasetDict, Image as ImageFeature
+    picture = str(next((tmp_path / "even" / "train" / "heron").iterdir()))
+    floats = Dataset.from_dict({"image": [picture] * 2, "label": [0.5, 1.5]}).cast_column("image", ImageFeature())
+    DatasetDict(train=floats, test=floats).save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match=r"--dataset .*saved: label column 'label' has type") as err:
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "saved")])
+    assert "image folder needs" not in str(err.value)
     write_folder(tmp_path / "two", train={"heron": 4, "kingfisher": 2})
     with pytest.raises(ValueError, match=r"--num_groups 3: num_groups must be an integer in 1..2"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "two")])
@@ -211,7 +220,11 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     out = tmp_path / "run"
     distill.main([*FAST, "--output_dir", str(out), "--compare_ce_student", "false", "--lt_seed", "7", "--seed", "3",
                   "--imbalance_factor", "4"])
-    evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "e")])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate.main(["--model", str(out / "student"), "--dataset", "builtin:digits", "--output_dir",
+                       str(tmp_path / "e")])
+    assert not [w for w in caught if "pin_memory" in str(w.message)]  # torch's warning, on every CPU evaluation
     facts = json.loads((tmp_path / "e" / "report.json").read_text())["metadata"]
     assert facts["training seed"] == 3 and "LT seed 7" in facts["training split"]
     assert "imbalance factor 4" in facts["training split"] and facts["teacher"].startswith("teacher/ of this run (cifar_resnet8x4")

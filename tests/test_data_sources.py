@@ -99,6 +99,20 @@ def test_an_image_folder_that_datasets_would_misread_is_refused_naming_the_path(
         load_image_dataset(str(root))
 
 
+def test_what_datasets_leaves_out_of_an_image_folder_is_not_refused(tmp_path):
+    """Jupyter's .ipynb_checkpoints and a zip's __MACOSX folder were refused as class folders holding no image, though
+    datasets leaves them out (and the classes came out right)."""
+    root = tmp_path / "folder"
+    write_image_folder(root, {"train": {"ant": 2, "bee": 1}, "test": {"ant": 1, "bee": 1}})
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "__MACOSX" / "ant").mkdir(parents=True)
+    swatch(9).save(root / "train" / "__MACOSX" / "ant" / "._0.png")
+    (root / "train" / "bee" / ".thumbs").mkdir()
+    swatch(8).save(root / "train" / "bee" / ".thumbs" / "0.png")
+    dd = load_image_dataset(str(root))
+    assert dd["train"].features["label"].names == ["ant", "bee"] and get_class_counts(dd["train"]) == [2, 1]
+
+
 def test_long_tail_of_an_image_folder_records_its_source(tmp_path):
     root = tmp_path / "folder"
     write_image_folder(root, {"train": {"a": 8, "b": 8, "c": 8}, "test": {"a": 1, "b": 1, "c": 1}})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,16 @@ def test_a_moved_table_folder_named_by_a_relative_path_is_reused(table, tmp_path
     relative = [("moved" if arg == str(out) else arg) for arg in argv]
     assert run_table.main(relative) == summary
     assert {p: p.stat().st_mtime_ns for p in moved.rglob("model.safetensors")} == stamps
+
+
+def test_one_seed_has_no_sample_std():
+    """One seed printed "85.00 ± 0.00", a spread of zero measured over nothing."""
+    one = run_table.summarise({"KD": [{"accuracy": 0.85, "accuracy_tail": 0.5}]})
+    assert one["KD"]["accuracy"] == {"values": [85.0], "mean": 85.0, "std": None}
+    assert "| KD | 50.00 | 85.00 | 1 |" in run_table.format_table(one, "title")
+    two = run_table.summarise({"KD": [{"accuracy": 0.85, "accuracy_tail": 0.5}, {"accuracy": 0.80, "accuracy_tail": 0.4}]})
+    assert two["KD"]["accuracy"]["std"] == pytest.approx(statistics.stdev([85.0, 80.0]))
+    assert "| KD | 45.00 ± 7.07 | 82.50 ± 3.54 | 2 |" in run_table.format_table(two, "title")
 
 
 def test_a_balanced_teacher_trains_on_logit_adjusted_cross_entropy(tmp_path):

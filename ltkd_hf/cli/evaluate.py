@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from timm.data import resolve_data_config
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         distill_loss="ce",
         num_groups=eval_args.num_groups,
         per_device_eval_batch_size=eval_args.batch_size,
+        dataloader_pin_memory=torch.cuda.is_available(),  # torch warns that it has nothing to pin into on a CPU
         report_to="none",
     )
     trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)

@@ -127,7 +127,8 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             )
     except (ValueError, FileNotFoundError) as err:
         hint = ""
-        if "label column" in str(err) and Path(args.dataset).expanduser().is_dir():
+        folder = Path(args.dataset).expanduser()
+        if "label column" in str(err) and folder.is_dir() and not (folder / "dataset_dict.json").is_file():
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
         raise type(err)(f"--dataset {args.dataset}{hint}: {err}".replace("label_column=", "--label_column ").replace(
             "image_column=", "--image_column ")) from None

@@ -207,14 +207,14 @@ def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) ->
 
 
 def summarise(per_seed: dict[str, list[dict]], chosen: dict[str, list[dict]] | None = None) -> dict[str, dict]:
-    """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std; and, for a row selected on
-    validation, the settings chosen for each seed (``chosen``)."""
+    """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std (``None`` for one seed); and,
+    for a row selected on validation, the settings chosen for each seed (``chosen``)."""
     summary = {}
     for row, reports in per_seed.items():
         entry: dict[str, Any] = {"seeds": len(reports)}
         for key in ("accuracy_tail", "accuracy"):
             values = np.array([100.0 * _metric(r, key) for r in reports])
-            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            std = float(values.std(ddof=1)) if len(values) > 1 else None  # one seed has no sample std
             entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": std}
         if chosen and row in chosen:
             entry["chosen on validation"] = chosen[row]
@@ -251,12 +251,17 @@ def select_on_validation(
     return per_seed, chosen
 
 
+def _over_seeds(seeds: list[int]) -> str:
+    return f"mean ± sample std over seeds {seeds}" if len(seeds) > 1 else f"seed {seeds[0]} alone (no spread)"
+
+
 def format_table(summary: dict[str, dict], title: str) -> str:
     selected = any("chosen on validation" in entry for entry in summary.values())
     lines = [title, "", "| model | tail | all | seeds |" + (" chosen on validation |" if selected else ""),
              "|---|---:|---:|---:|" + ("---|" if selected else "")]
     for row, entry in summary.items():
-        cells = [f"{entry[k]['mean']:.2f} ± {entry[k]['std']:.2f}" for k in ("accuracy_tail", "accuracy")]
+        cells = [f"{entry[k]['mean']:.2f}" + ("" if entry[k]["std"] is None else f" ± {entry[k]['std']:.2f}")
+                 for k in ("accuracy_tail", "accuracy")]
         line = f"| {row} | {cells[0]} | {cells[1]} | {entry['seeds']} |"
         if selected:
             choices = entry.get("chosen on validation") or []
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
     test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
     title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
-             f"{teacher_note}{how}; last-epoch weights, mean ± sample std over seeds {table_args.seeds}.")
+             f"{teacher_note}{how}; last-epoch weights, {_over_seeds(table_args.seeds)}.")
     out = Path(config.output_dir)
     if PartialState().is_main_process:
         _say_what_is_replaced(out, summary)

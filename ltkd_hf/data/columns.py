@@ -72,8 +72,8 @@ def _class_label(splits: dict[str, Dataset], label: str) -> ClassLabel:
         return feature
     if not _is_integer(feature) and not (isinstance(feature, Value) and feature.dtype == "string"):
         raise ValueError(
-            f"label column {label!r} has type {feature}; expected ClassLabel, integers or strings (label_column=, "
-            "in the recipes --label_column, names the column holding each image's class)."
+            f"label column {label!r} has type {feature}; expected ClassLabel, integers or strings. Pass "
+            "label_column=<the column holding each image's class>."
         )
     values = sorted({v for split in splits.values() for v in _unique(split, label) if v is not None})
     if not _is_integer(feature):

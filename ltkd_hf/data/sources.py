@@ -64,8 +64,8 @@ def _check_image_folder(path: Path) -> None:
     folder (a class the model would never see) and mislabels an image outside a class folder or one level deeper;
     each is refused here, naming the path."""
     extensions = set(ImageFolder.EXTENSIONS)
-    for split in sorted(p for p in path.iterdir() if p.is_dir() and any(c.is_dir() for c in p.iterdir())):
-        for item in sorted(split.iterdir()):
+    for split in sorted(p for p in _listed(path) if p.is_dir() and any(c.is_dir() for c in _listed(p))):
+        for item in sorted(_listed(split)):
             if item.is_file() and item.suffix.lower() in extensions:
                 raise ValueError(
                     f"{item}: an image directly under {split.name}/, outside any class folder; move it into "
@@ -74,7 +74,7 @@ def _check_image_folder(path: Path) -> None:
             if not item.is_dir():
                 continue
             nested = next((p for p in sorted(item.rglob("*")) if p.is_file() and p.parent != item
-                           and p.suffix.lower() in extensions), None)
+                           and p.suffix.lower() in extensions and not _hidden(p.relative_to(item))), None)
             if nested is not None:
                 raise ValueError(
                     f"{nested}: an image in a subfolder of the class folder {split.name}/{item.name}/; put the images "
@@ -85,6 +85,16 @@ def _check_image_folder(path: Path) -> None:
                     f"{item}: the class folder holds no image, so the class would be left out without a word; add "
                     "its images, or remove the folder."
                 )
+
+
+def _hidden(relative: Path) -> bool:
+    """What ``datasets`` leaves out of a folder: hidden (``.ipynb_checkpoints``, ``.DS_Store``) and special
+    (``__MACOSX``) files and folders, and anything inside them."""
+    return any(part.startswith((".", "__")) for part in relative.parts)
+
+
+def _listed(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not _hidden(Path(p.name))]
 
 
 def _looks_like_path(source: str) -> bool:
