@@ -97,14 +97,16 @@ def tables_after(markdown, caption_start):
 
 def test_write_report_files_read_back(tmp_path, reports):
     paths = write_report(tmp_path / "out", reports, class_counts=COUNTS, groups=GROUPS,
-                         metadata={"dataset": "digits-LT", "checkpoint": "last epoch", "seed": np.int64(0)})
+                         metadata={"dataset": "digits-LT", "checkpoint": "last epoch", "seed": np.int64(0),
+                                   "model": {"architecture": "cifar_resnet8x4", "init": None}})
     assert set(paths) == {"json", "markdown", "per_class_plot", "teacher_bias_plot"}
 
     def no_nan(token):
         raise AssertionError(f"non-standard JSON constant {token}")
 
     data = json.loads(paths["json"].read_text(), parse_constant=no_nan)
-    assert data["metadata"] == {"dataset": "digits-LT", "checkpoint": "last epoch", "seed": 0}
+    assert data["metadata"] == {"dataset": "digits-LT", "checkpoint": "last epoch", "seed": 0,
+                                "model": {"architecture": "cifar_resnet8x4", "init": None}}
     assert data["models"] == json.loads(json.dumps(reports))
     for report in data["models"].values():
         assert {"ece", "ece_head", "ece_medium", "ece_tail", "group_mass", "accuracy_many_shot",
@@ -115,6 +117,7 @@ def test_write_report_files_read_back(tmp_path, reports):
 
     markdown = paths["markdown"].read_text()
     assert "**checkpoint**: last epoch" in markdown
+    assert "- **model**: architecture cifar_resnet8x4, init none\n" in markdown  # not a Python dict's repr
     assert "Top-1 accuracy (%) on the test split (balanced, 10 images per class)" in markdown
     _, rows = parse_table(markdown)
     assert list(rows) == list(reports)

@@ -293,6 +293,13 @@ def _write_text(text: str, path: Path) -> None:
     atomic_write_files(path.parent, {path.name: write})
 
 
+def _readable(value: Any) -> str:
+    """A metadata value as text: a mapping (the model's architecture and start) as ``key value`` pairs, not a dict."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {'none' if inner is None else inner}" for key, inner in value.items())
+    return str(value)
+
+
 def _markdown(
     reports: Mapping[str, Mapping[str, Any]],
     groups: ClassGroups,
@@ -300,7 +307,7 @@ def _markdown(
     images: Mapping[str, str],
 ) -> str:
     lines = ["# Evaluation report", ""]
-    lines += [f"- **{k}**: {v}" for k, v in metadata.items()]
+    lines += [f"- **{k}**: {_readable(v)}" for k, v in metadata.items()]
     lines += [
         f"- **groups**: {', '.join(f'{n} ({s} classes)' for n, s in zip(groups.names, groups.sizes))}, "
         f"by training frequency",
