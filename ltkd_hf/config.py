@@ -6,6 +6,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import inspect
+import os
 
 import torch
 from transformers import TrainingArguments
@@ -202,6 +203,14 @@ class DistillationConfig(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._refuse_unsupported()
+        launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch for every process
+        if launched > 1 and self.world_size < launched:
+            raise ValueError(
+                f"{launched} processes were launched, but accelerate set up no distributed training (world size "
+                f"{self.world_size}), so each process would train its own copy of the student and write the same "
+                "folders. On CPU pass --use_cpu true --ddp_backend gloo (use_cpu=True, ddp_backend='gloo'); on GPUs "
+                "launch with accelerate launch --multi_gpu or torchrun."
+            )
         names = available_losses()
         if self.distill_loss not in names:
             raise ValueError(f"--distill_loss {self.distill_loss!r} is not a registered loss; choose one of {names}.")

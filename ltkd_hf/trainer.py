@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate.utils import DistributedType
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
@@ -146,12 +145,6 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 f"--fp16 true: accelerate has no float16 autocast on {self.args.device.type}, so every step would run "
                 "in float32 while the folders record fp16; use --bf16 true there, or drop it."
-            )
-        if self.accelerator.num_processes > 1 and self.accelerator.distributed_type == DistributedType.NO:
-            raise ValueError(
-                f"{self.accelerator.num_processes} processes are running, but accelerate set up no distributed "
-                "training, so each process would train its own copy of the student. On CPU pass use_cpu=True "
-                "(--use_cpu true --ddp_backend gloo); on GPUs launch with accelerate launch --multi_gpu or torchrun."
             )
         # Older transformers decide the GA scaling from this flag alone; our loss takes no loss kwargs.
         self.model_accepts_loss_kwargs = False

@@ -206,6 +206,18 @@ def test_two_processes_shard_train_and_gather_every_test_image(tmp_path):
     assert state["global_step"] == math.ceil(sum(report["class_counts"]) / (64 * 2))  # one epoch, batch 64 x 2
 
 
+def test_processes_launched_without_distributed_training_are_refused_before_anything_trains(tmp_path):
+    """torchrun on CPU without --use_cpu: each process trained its own copy, then both wrote the same folders (one
+    crashed on the other's staging file); the trainer's guard never fired, as accelerate reported one process."""
+    out = tmp_path / "run"
+    proc = torchrun(REPO / "recipes" / "run_distill.py", *QUICK, "--output_dir", out, timeout=300)
+    assert proc.returncode != 0
+    # one line per process from the program (the launcher adds its own report of the failed children)
+    assert proc.stderr.count("run_distill.py: error: 2 processes were launched, but accelerate set up no distributed "
+                             "training (world size 1)") == 2 and "--use_cpu true --ddp_backend gloo" in proc.stderr
+    assert not out.exists()
+
+
 def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp_path):
     out = tmp_path / "run"
     run_distill.main(
