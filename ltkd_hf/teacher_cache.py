@@ -71,12 +71,15 @@ def cache_key(
     augmentation: BatchAugmentation,
     teacher_input: Any,
     *,
+    precision: str = "no",
     evaluation: bool = False,
 ) -> dict[str, Any]:
     """What a cache holds the logits of: the teacher's weights (and buffers), the images' pixels and order, the
-    augmentation (padding, size, normalisation) and ``teacher_input`` (a description of the conversion from the
-    student's inputs to the teacher's: the two models' mean, std and input size). ``evaluation``: the logits of a
-    held-out split, which is not augmented (one outcome per image, normalised only)."""
+    augmentation (padding, size, normalisation), ``teacher_input`` (a description of the conversion from the
+    student's inputs to the teacher's: the two models' mean, std and input size) and ``precision``, the autocast the
+    teacher's forward runs under (accelerate's ``mixed_precision``: "no", "bf16", "fp16"; bf16 logits differ from
+    float32 ones in the third digit). ``evaluation``: the logits of a held-out split, which is not augmented (one
+    outcome per image, normalised only)."""
     if not evaluation:
         check_cacheable(augmentation)
     padding = None if evaluation else augmentation.padding
@@ -88,6 +91,7 @@ def cache_key(
                          "mean": list(augmentation.mean), "std": list(augmentation.std)},
         "outcomes": 1 if evaluation else augmentation_outcomes(padding),
         "teacher_input": json.loads(json.dumps(teacher_input, default=str)),
+        "precision": precision,
         "dtype": "float32",
     }
 
@@ -105,16 +109,22 @@ class TeacherLogitCache:
         """The cache in ``folder`` when its recorded key equals ``key``; ``None`` when there is none or it differs
         (the differing entries are logged)."""
         folder = Path(folder)
-        if not all((folder / name).is_file() for name in (KEY_NAME, LOGITS_NAME, FILLED_NAME)):
+        try:
+            recorded = json.loads((folder / KEY_NAME).read_text())
+            if recorded != key:
+                differing = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
+                logger.info("The teacher-logit cache in %s was made for another %s: creating it anew.", folder,
+                            ", ".join(differing))
+                return None
+            logits = np.load(folder / LOGITS_NAME, mmap_mode="r+")
+            filled = np.load(folder / FILLED_NAME, mmap_mode="r+")
+            # Another run may have been creating a cache for another key meanwhile (it removes the key first, then
+            # replaces the arrays): the arrays just opened are this key's only if the key is still there.
+            if json.loads((folder / KEY_NAME).read_text()) != key:
+                return None
+        except (FileNotFoundError, ValueError, EOFError):  # absent, or replaced while being read
             return None
-        recorded = json.loads((folder / KEY_NAME).read_text())
-        if recorded != key:
-            differing = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
-            logger.info("The teacher-logit cache in %s was made for another %s: creating it anew.", folder,
-                        ", ".join(differing))
-            return None
-        return cls(folder, key, np.load(folder / LOGITS_NAME, mmap_mode="r+"),
-                   np.load(folder / FILLED_NAME, mmap_mode="r+"))
+        return cls(folder, key, logits, filled)
 
     @classmethod
     def create(cls, folder: str | os.PathLike, key: dict[str, Any], num_classes: int) -> "TeacherLogitCache":

@@ -242,12 +242,14 @@ class DistillationTrainer(Trainer):
                 "machine."
             )
         teacher = self.accelerator.unwrap_model(self.teacher, keep_torch_compile=False)
-        conversion = repr(self.teacher_input_transform)
+        conversion, precision = repr(self.teacher_input_transform), self.accelerator.mixed_precision
         if dataset is None:
-            key = cache_key(teacher, self.train_dataset, self.device_batches.augmentation, conversion)
+            key = cache_key(teacher, self.train_dataset, self.device_batches.augmentation, conversion,
+                            precision=precision)
             folder = self.teacher_cache_dir
         else:
-            key = cache_key(teacher, dataset, self.device_batches.augmentation, conversion, evaluation=True)
+            key = cache_key(teacher, dataset, self.device_batches.augmentation, conversion, precision=precision,
+                            evaluation=True)
             folder = self.teacher_cache_dir / f"evaluation-{key['images'][:16]}"
         with self.args.main_process_first(desc="the teacher-logit cache"):
             cache = TeacherLogitCache.open(folder, key)

@@ -107,6 +107,8 @@ def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
 
 
 def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
+    from ltkd_hf.cli.arguments import GivenTeacherArguments
+    from ltkd_hf.cli.stages import given_teacher, teacher_cache_folder
     from ltkd_hf.hub import save_student
     import timm
 
@@ -118,6 +120,10 @@ def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     relative = stages_of([*PLAN, "--output_dir", "o", "--teacher", "./given/"])
     assert relative["student"].teacher_name == stages["student"].teacher_name
+    # --teacher . put its logit cache inside the teacher's folder (as "-logit-cache"), changing its fingerprint
+    monkeypatch.chdir(tmp_path / "given")
+    _, name = given_teacher(GivenTeacherArguments(teacher="."))
+    assert teacher_cache_folder(tmp_path / "o" / "student", name) == tmp_path / "given-logit-cache"
     with pytest.raises(ValueError, match=r"--teacher_epochs: sets how the teacher is trained here, but --teacher"):
         stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
                    "--teacher_epochs", "3"])

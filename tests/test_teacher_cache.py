@@ -91,3 +91,23 @@ def test_a_cache_is_used_only_for_the_teacher_images_and_augmentation_it_was_mad
     assert cache_key(teacher, images, wider, None)["outcomes"] == 50
     with pytest.raises(ValueError, match="infinitely many outcomes"):
         cache_key(teacher, images, BatchAugmentation(AUG.mean, AUG.std, padding=None, size=(224, 224)), None)
+
+
+def test_a_cache_replaced_by_another_runs_key_while_it_opens_is_not_used(tmp_path, monkeypatch):
+    """Two runs from one teacher with other splits share its cache folder: one opened its key, then mapped the
+    arrays the other had just created for its own key, and filled them with its logits, which the other then read
+    as its own (measured by a 2-process race: tens of rows marked filled holding zeros)."""
+    images, teacher = setup()
+    mine = cache_key(teacher, images, AUG, {"conversion": None})
+    theirs = {**mine, "images": "another split"}
+    TeacherLogitCache.create(tmp_path, mine, num_classes=3)
+    load = np.load
+
+    def raced(path, *args, **kwargs):  # the other run creates its cache just before this one maps the arrays
+        monkeypatch.setattr(np, "load", load)
+        TeacherLogitCache.create(tmp_path, theirs, num_classes=3)
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", raced)
+    assert TeacherLogitCache.open(tmp_path, mine) is None
+    assert TeacherLogitCache.open(tmp_path, theirs) is not None

@@ -25,7 +25,7 @@ from timm.data import resolve_data_config
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.models import create_student, unwrap_timm
-from ltkd_hf.teacher_cache import FILLED_NAME, LOGITS_NAME
+from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME
 
 from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config
@@ -159,6 +159,19 @@ def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_
     _, other_online, other_online_weights, _ = train(tmp_path / "kd-other-online", "kd", False,
                                                      teacher_model=teacher(seed=2))
     assert_same_run(other, other_weights, other_online, other_online_weights)
+
+
+def test_a_cache_filled_under_another_precision_is_made_anew(tmp_path, caplog):
+    """The key named the teacher's weights, not the autocast its forward ran under: a run without --bf16 read the
+    bf16 logits of an earlier run (its weights 0.1 away from its online run) and logged "same teacher"."""
+    caplog.set_level(logging.INFO, logger="ltkd_hf")
+    cache = tmp_path / "cache"
+    train(tmp_path / "bf16", "kd", True, cache_dir=cache, steps=1, bf16=True)
+    assert json.loads((cache / KEY_NAME).read_text())["precision"] == "bf16"
+    caplog.clear()
+    _, _, _, calls = train(tmp_path / "fp32", "kd", True, cache_dir=cache, steps=1)
+    assert "made for another precision: creating it anew" in caplog.text and calls == 1
+    assert json.loads((cache / KEY_NAME).read_text())["precision"] == "no"
 
 
 def test_a_reports_teacher_row_is_read_from_the_cache_after_the_first_report(tmp_path):

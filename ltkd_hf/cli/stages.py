@@ -313,7 +313,7 @@ def given_teacher(args: GivenTeacherArguments):
     local = Path(args.teacher_checkpoint or args.teacher).expanduser()
     if local.exists():
         name += f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
-    return teacher, TeacherName(name, local if local.is_dir() else None)
+    return teacher, TeacherName(name, local.resolve() if local.is_dir() else None)
 
 
 def _spelled(source: str) -> str:
