@@ -62,6 +62,8 @@ def test_table_has_a_row_per_method_setting_and_teacher(table):
         seed_reports = [json.loads((out / f"seed{s}" / _folder(row) / "report.json").read_text()) for s in (0, 1)]
         recorded = [r["models"]["teacher" if row.startswith("teacher") else _model(r)] for r in seed_reports]
         assert entry["accuracy"]["values"] == pytest.approx([100 * r["accuracy"] for r in recorded])
+        # the tail, recounted from per-class accuracy over the table's rarest group, is each report's own tail
+        assert entry["accuracy_tail"]["values"] == pytest.approx([100 * r["accuracy_tail"] for r in recorded])
     markdown = (out / "table.md").read_text()
     assert "| LTKD (alpha=6) |" in markdown and "mean ± sample std over seeds [0, 1]" in markdown
     settings = json.loads((out / "seed0" / "ltkd-alpha=1" / "config.json").read_text())["ltkd"]["settings"]
@@ -107,14 +109,28 @@ def test_a_moved_table_folder_named_by_a_relative_path_is_reused(table, tmp_path
     assert {p: p.stat().st_mtime_ns for p in moved.rglob("model.safetensors")} == stamps
 
 
+def cell_report(accuracy: float, per_class: list[float], test_counts: list[int]) -> dict:
+    return {"accuracy": accuracy, "per_class": per_class, "test_counts": test_counts}
+
+
 def test_one_seed_has_no_sample_std():
     """One seed printed "85.00 ± 0.00", a spread of zero measured over nothing."""
-    one = run_table.summarise({"KD": [{"accuracy": 0.85, "accuracy_tail": 0.5}]})
+    seed0, seed1 = cell_report(0.85, [1.0, 0.5], [10, 10]), cell_report(0.80, [1.0, 0.4], [10, 10])
+    one = run_table.summarise({"KD": [seed0]}, tail=[1])
     assert one["KD"]["accuracy"] == {"values": [85.0], "mean": 85.0, "std": None}
     assert "| KD | 50.00 | 85.00 | 1 |" in run_table.format_table(one, "title")
-    two = run_table.summarise({"KD": [{"accuracy": 0.85, "accuracy_tail": 0.5}, {"accuracy": 0.80, "accuracy_tail": 0.4}]})
+    two = run_table.summarise({"KD": [seed0, seed1]}, tail=[1])
     assert two["KD"]["accuracy"]["std"] == pytest.approx(statistics.stdev([85.0, 80.0]))
     assert "| KD | 45.00 ± 7.07 | 82.50 ± 3.54 | 2 |" in run_table.format_table(two, "title")
+
+
+def test_the_tail_column_is_one_set_of_classes_in_every_row():
+    """With --sweep num_groups=3,10 the K = 10 row's "tail" was its own rarest tenth (one class), beside the other
+    rows' rarest third: the column changed meaning within one table."""
+    per_class, test_counts = [0.9, 0.8, 0.7, 0.6, 0.2, 0.4], [5, 5, 5, 5, 2, 8]
+    k10 = {**cell_report(0.6, per_class, test_counts), "accuracy_tail": 0.4, "groups": {"names": ["group_9"]}}
+    summary = run_table.summarise({"LTKD (num_groups=10)": [k10]}, tail=[4, 5])  # the table's rarest third
+    assert summary["LTKD (num_groups=10)"]["accuracy_tail"]["values"] == [pytest.approx(100 * (0.2 * 2 + 0.4 * 8) / 10)]
 
 
 def test_a_balanced_teacher_trains_on_logit_adjusted_cross_entropy(tmp_path):

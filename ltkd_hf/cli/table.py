@@ -32,6 +32,7 @@ from accelerate import PartialState
 
 from .._atomic import atomic_write_files
 from ..config import DistillationConfig, parse_loss_kwargs
+from ..groups import ClassGroups
 from ..evaluation import describe_test_split
 from ..losses import LOSSES, available_losses
 from ..losses.registry import hyperparameters_of
@@ -206,20 +207,31 @@ def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) ->
         raise ValueError(f"--sweep, cell {cell.row!r}: {err}") from None
 
 
-def summarise(per_seed: dict[str, list[dict]], chosen: dict[str, list[dict]] | None = None) -> dict[str, dict]:
+def summarise(
+    per_seed: dict[str, list[dict]], tail: list[int], chosen: dict[str, list[dict]] | None = None
+) -> dict[str, dict]:
     """Tail and overall accuracy (%) per row: each seed's, the mean and the sample std (``None`` for one seed); and,
-    for a row selected on validation, the settings chosen for each seed (``chosen``)."""
+    for a row selected on validation, the settings chosen for each seed (``chosen``). The tail is the accuracy over
+    the test images of the classes ``tail`` (the table's rarest group) in every row, also in a row that swept
+    ``num_groups`` (whose own report's rarest group holds other classes)."""
     summary = {}
     for row, reports in per_seed.items():
         entry: dict[str, Any] = {"seeds": len(reports)}
         for key in ("accuracy_tail", "accuracy"):
-            values = np.array([100.0 * _metric(r, key) for r in reports])
+            values = np.array([100.0 * (_classes_accuracy(r, tail) if key == "accuracy_tail" else r[key])
+                               for r in reports])
             std = float(values.std(ddof=1)) if len(values) > 1 else None  # one seed has no sample std
             entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": std}
         if chosen and row in chosen:
             entry["chosen on validation"] = chosen[row]
         summary[row] = entry
     return summary
+
+
+def _classes_accuracy(report: dict, classes: list[int]) -> float:
+    """Top-1 accuracy over the test images of ``classes``, from a report's per-class accuracy and test counts."""
+    counts = [report["test_counts"][c] for c in classes]
+    return sum(report["per_class"][c] * n for c, n in zip(classes, counts) if n) / sum(counts)
 
 
 def _metric(report: dict, key: str, split: str | None = None) -> float:
@@ -379,7 +391,8 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed.setdefault(cell.row, []).append(report)
         swept = len({cell.settings for _, cell, _ in results}) > 1
         how = "no cell selected on held-out data: every row is one setting" if swept else "one setting per method"
-    summary = summarise(per_seed, chosen)
+    groups = ClassGroups.from_counts(data.split_info.class_counts, config.num_groups)
+    summary = summarise(per_seed, groups.classes_of(groups.num_groups - 1), chosen)
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
     test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
     title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
