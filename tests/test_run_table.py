@@ -124,6 +124,18 @@ def test_one_seed_has_no_sample_std():
     assert "| KD | 45.00 ± 7.07 | 82.50 ± 3.54 | 2 |" in run_table.format_table(two, "title")
 
 
+def test_the_best_students_numbers_are_bold_as_in_the_paper():
+    """The README's table showed LTKD in bold as made by ltkd-table, which bolded nothing."""
+    summary = run_table.summarise({
+        "teacher": [cell_report(0.95, [1.0, 0.9], [10, 10])],  # above every student: never bold
+        "KD": [cell_report(0.85, [1.0, 0.6], [10, 10])],
+        "LTKD": [cell_report(0.80, [1.0, 0.7], [10, 10])],
+    }, tail=[1])
+    table = run_table.format_table(summary, "title")
+    assert "| teacher | 90.00 | 95.00 | 1 |" in table
+    assert "| KD | 60.00 | **85.00** | 1 |" in table and "| LTKD | **70.00** | 80.00 | 1 |" in table
+
+
 def test_the_tail_column_is_one_set_of_classes_in_every_row():
     """With --sweep num_groups=3,10 the K = 10 row's "tail" was its own rarest tenth (one class), beside the other
     rows' rarest third: the column changed meaning within one table."""

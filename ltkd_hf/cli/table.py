@@ -268,12 +268,18 @@ def _over_seeds(seeds: list[int]) -> str:
 
 
 def format_table(summary: dict[str, dict], title: str) -> str:
+    """The Markdown table: a row per model, tail and overall mean (± sample std), the best student's in bold."""
     selected = any("chosen on validation" in entry for entry in summary.values())
     lines = [title, "", "| model | tail | all | seeds |" + (" chosen on validation |" if selected else ""),
              "|---|---:|---:|---:|" + ("---|" if selected else "")]
+    students = [entry for row, entry in summary.items() if not row.startswith("teacher")]
+    best = {k: max((round(e[k]["mean"], 2) for e in students), default=None) for k in ("accuracy_tail", "accuracy")}
     for row, entry in summary.items():
-        cells = [f"{entry[k]['mean']:.2f}" + ("" if entry[k]["std"] is None else f" ± {entry[k]['std']:.2f}")
-                 for k in ("accuracy_tail", "accuracy")]
+        cells = []
+        for k in ("accuracy_tail", "accuracy"):
+            text = f"{entry[k]['mean']:.2f}" + ("" if entry[k]["std"] is None else f" ± {entry[k]['std']:.2f}")
+            bold = not row.startswith("teacher") and len(students) > 1 and round(entry[k]["mean"], 2) == best[k]
+            cells.append(f"**{text}**" if bold else text)
         line = f"| {row} | {cells[0]} | {cells[1]} | {entry['seeds']} |"
         if selected:
             choices = entry.get("chosen on validation") or []
