@@ -30,6 +30,8 @@ def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
     # chosen on validation, whatever the test numbers say
     assert [r["accuracy"] for r in per_seed["LTKD"]] == [0.1, 0.2]
     assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": "6"}, {"alpha": "1"}]
+    # in percent, as every other number of the table (it was a fraction beside percentages)
+    assert [c["validation accuracy (%)"] for c in chosen["LTKD"]] == [pytest.approx(70.0), pytest.approx(80.0)]
     assert [c["seed"] for c in chosen["LTKD"]] == [0, 1] and len(per_seed["KD, logit-adjusted teacher"]) == 2
 
 

@@ -258,7 +258,8 @@ def select_on_validation(
         row = Cell(loss, (), teacher_loss).row
         per_seed.setdefault(row, []).append(report)
         chosen.setdefault(row, []).append(
-            {"seed": seed, "settings": dict(cell.settings), f"validation {metric}": _metric(report, metric, "validation")}
+            {"seed": seed, "settings": dict(cell.settings),
+             f"validation {metric} (%)": 100.0 * _metric(report, metric, "validation")}  # percent, as the table
         )
     return per_seed, chosen
 
