@@ -99,8 +99,12 @@ def _shown(old: Any, new: Any) -> tuple[str, str]:
     return tuple(("..." if start else "") + t[start:start + 57] + ("..." if len(t) > start + 57 else "") for t in texts)
 
 
-def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str = "the run") -> None:
-    """Raise `StaleOutputError` naming every setting in which ``folder``'s recorded run differs from ``current``.
+def check_settings(
+    folder: str | Path, current: Mapping[str, Any], *, what: str = "the run", flags: Mapping[str, str] | None = None
+) -> None:
+    """Raise `StaleOutputError` naming every setting in which ``folder``'s recorded run differs from ``current``,
+    with the command-line flag that sets it where ``flags`` (setting name -> flag) says it is not ``--<name>`` (the
+    teacher stage's epochs are ``--teacher_epochs``).
 
     A folder without recorded settings (not written by this library) is refused too: nothing says what it holds.
     The data is identified by its content: when the recorded fingerprint equals the current one, another path to
@@ -121,9 +125,12 @@ def check_settings(folder: str | Path, current: Mapping[str, Any], *, what: str 
         logger.info("%s was made from the same data files at %s (now %s): same data.", folder,
                     old.get("data.source"), new.get("data.source"))
         old.pop("data.source"), new.pop("data.source")
+    flags = flags or {}
     differences = [
-        "{} ({}): {} in {}, {} now".format(key.rsplit(".", 1)[-1], key, shown[0], folder, shown[1])
+        "{} ({}{}): {} in {}, {} now".format(name, key, f", set by {flags[name]}" if name in flags else "", shown[0],
+                                             folder, shown[1])
         for key in sorted(set(old) | set(new))
+        for name in [key.rsplit(".", 1)[-1]]
         if old.get(key, _ABSENT) != new.get(key, _ABSENT)
         for shown in [_shown(old.get(key, _ABSENT), new.get(key, _ABSENT))]
     ]

@@ -248,6 +248,13 @@ def cross_entropy_args(config: DistillationConfig, folder: str, **changes) -> Di
     return stage_args(config, folder, **{**objective, **changes})
 
 
+# The flags that set a recorded setting where it is not --<setting>: in every stage, and in the teacher's.
+_RECIPE_FLAGS = {"device_augmentation": "--in_memory_data"}
+_TEACHER_FLAGS = {"num_train_epochs": "--teacher_epochs",
+                  "learning_rate": "--teacher_learning_rate (default --learning_rate)",
+                  "ce_logit_adjustment": "--teacher_logit_adjustment"}
+
+
 def teacher_args(config: DistillationConfig, teacher: TeacherArguments, folder: str = "teacher") -> DistillationConfig:
     """Arguments of the biased teacher's stage: cross-entropy (logit-adjusted with --teacher_logit_adjustment) for
     --teacher_epochs at --teacher_learning_rate (default --learning_rate)."""
@@ -444,13 +451,14 @@ def plan_stage(
             )
         stage.teacher_cache_dir = teacher_cache_folder(stage.folder, teacher_name)
     folder, resume = stage.folder, args.resume_from_checkpoint
+    flags = {**_RECIPE_FLAGS, **(_TEACHER_FLAGS if name == "teacher" else {})}  # for a stale folder's message
     if run.overwrite_output_dir:
         stage.clear = folder.is_dir()
         return stage
     if product and resume not in (None, "true", "false"):
         if not Path(resume).is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
-        check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint")
+        check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint", flags=flags)
         stage.resume = resume
         return stage
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -458,7 +466,7 @@ def plan_stage(
             raise ValueError(f"--resume_from_checkpoint true, but {folder} holds no checkpoint to resume.")
         return stage
     if read_settings(folder) is not None and (folder / WEIGHTS_NAME).is_file():
-        check_settings(folder, settings, what=f"a finished {name} stage")
+        check_settings(folder, settings, what=f"a finished {name} stage", flags=flags)
         stage.finished = True
         return stage
     complete, cut_short = checkpoints(folder)
@@ -472,7 +480,7 @@ def plan_stage(
         # checkpoint folders would be picked up later otherwise
         stage.clear = True
     else:
-        check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage")
+        check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage", flags=flags)
         stage.resume = str(complete[-1])
     return stage
 
