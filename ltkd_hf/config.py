@@ -9,6 +9,7 @@ import inspect
 import os
 
 import torch
+from accelerate.utils import DistributedType
 from transformers import TrainingArguments
 
 from .groups import ClassGroups
@@ -204,7 +205,12 @@ class DistillationConfig(TrainingArguments):
         super().__post_init__()
         self._refuse_unsupported()
         launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch for every process
-        if launched > 1 and self.world_size < launched:
+        # accelerate reports one process (the recipes on CPU), or several with no distributed type (a gloo group
+        # started by ddp_backend without use_cpu): either way each process would train alone
+        alone = launched > 1 and (
+            self.world_size < launched or self.distributed_state.distributed_type == DistributedType.NO
+        )
+        if alone:
             raise ValueError(
                 f"{launched} processes were launched, but accelerate set up no distributed training (world size "
                 f"{self.world_size}), so each process would train its own copy of the student and write the same "

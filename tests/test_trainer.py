@@ -245,7 +245,7 @@ def test_several_processes_without_distributed_setup_are_refused(tmp_path):
     # On CPU, accelerate sets up DDP only with use_cpu=True; without it every process would train alone.
     proc = torchrun(WORKER, "first-step", tmp_path / "out", tmp_path / "unused.json", "--no-use-cpu")
     assert proc.returncode != 0
-    assert "2 processes are running, but accelerate set up no distributed training" in proc.stderr
+    assert "2 processes were launched, but accelerate set up no distributed training" in proc.stderr
     assert "--use_cpu true" in proc.stderr
 
 
