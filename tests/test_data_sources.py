@@ -82,6 +82,7 @@ def test_image_folder_without_split_subfolders_is_refused(tmp_path):
     ("empty class", r"train/crane: the class folder holds no image, so the class would be left out"),
     ("stray image", r"train/stray.png: an image directly under train/, outside any class folder"),
     ("nested image", r"train/bee/more/0.png: an image in a subfolder of the class folder train/bee/"),
+    ("linked class", r"train/crane: a class folder that is a symbolic link, which datasets' imagefolder does not "),
 ])
 def test_an_image_folder_that_datasets_would_misread_is_refused_naming_the_path(tmp_path, mistake, match):
     """imagefolder dropped an empty class folder without a word, and an image outside a class folder (or one level
@@ -90,6 +91,8 @@ def test_an_image_folder_that_datasets_would_misread_is_refused_naming_the_path(
     write_image_folder(root, {"train": {"ant": 2, "bee": 2}, "test": {"ant": 1, "bee": 1}})
     if mistake == "empty class":
         (root / "train" / "crane").mkdir()
+    elif mistake == "linked class":  # its images existed, but imagefolder left the class out: "no training images"
+        (root / "train" / "crane").symlink_to(root / "train" / "bee", target_is_directory=True)
     elif mistake == "stray image":
         swatch(1).save(root / "train" / "stray.png")
     else:
@@ -211,12 +214,32 @@ def test_labels_that_are_not_classes_are_refused_naming_the_column(tmp_path, lab
         load_image_dataset(str(tmp_path / "d"))
 
 
+def test_a_label_column_of_one_class_is_refused_naming_the_column(tmp_path):
+    """label_column='coarse_label' (one superclass in the data) failed later with "class_counts must list ... at
+    least 2 classes, got [22]", naming no column."""
+    names = ClassLabel(names=["a", "b"])
+    one = image_dict([0, 1], names, extra={"coarse_label": ([7, 7], Value("int64"))})
+    DatasetDict(train=one, test=one).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"label column 'coarse_label' holds 1 class \['7'\]: a classifier needs at "
+                                         r"least 2\. Pass label_column="):
+        load_image_dataset(str(tmp_path / "d"), label_column="coarse_label")
+
+
 def test_an_image_column_named_as_the_label_is_refused_before_reading_it(tmp_path):
     """--label_column img failed with pyarrow's 'Function unique has no kernel' traceback."""
     DatasetDict(train=image_dict([0, 1], ClassLabel(names=["a", "b"])),
                 test=image_dict([0], ClassLabel(names=["a", "b"]))).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(ValueError, match=r"label column 'image' has type Image.*expected ClassLabel, integers or str"):
         load_image_dataset(str(tmp_path / "d"), label_column="image")
+
+
+def test_a_test_label_the_training_split_does_not_name_is_refused_naming_the_split(tmp_path):
+    """datasets' bare "Invalid string class label kiwi" named neither the split nor the classes."""
+    DatasetDict(train=image_dict([0, 1], ClassLabel(names=["apple", "pear"])),
+                test=image_dict(["pear", "kiwi"], Value("string"))).save_to_disk(str(tmp_path / "d"))
+    with pytest.raises(ValueError, match=r"split 'test': Invalid string class label kiwi; its labels must be among "
+                                         r"the 2 classes the training split names \(\['apple', 'pear'\]\)"):
+        load_image_dataset(str(tmp_path / "d"))
 
 
 def test_class_names_must_agree_between_splits(tmp_path):

@@ -113,13 +113,24 @@ def standardize_columns(
                 "image_column=<the column holding the images>."
             )
     class_label = _class_label(splits, label)
+    if class_label.num_classes < 2:
+        raise ValueError(
+            f"label column {label!r} holds {class_label.num_classes} class {class_label.names}: a classifier needs at "
+            "least 2. Pass label_column=<the column holding each image's class>."
+        )
     out = {}
     for name, split in splits.items():
         split = split.select_columns([image, label])
         if _is_integer(split.features[label]) and class_label.names != [str(i) for i in range(class_label.num_classes)]:
             split = split.cast_column(label, Value("string"))  # ids that are not 0..C-1 are mapped by name
         if split.features[label] != class_label:
-            split = split.cast_column(label, class_label)
+            try:
+                split = split.cast_column(label, class_label)
+            except ValueError as err:  # datasets: "Invalid string class label kiwi"
+                raise ValueError(
+                    f"split {name!r}: {err}; its labels must be among the {class_label.num_classes} classes the "
+                    f"training split names ({class_label.names[:10]}{'...' if class_label.num_classes > 10 else ''})."
+                ) from None
         renames = {old: new for old, new in ((image, "image"), (label, "label")) if old != new}
         out[name] = split.rename_columns(renames) if renames else split
     return DatasetDict(out)

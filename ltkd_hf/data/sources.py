@@ -61,8 +61,8 @@ def _load_local(path: Path) -> DatasetDict:
 
 def _check_image_folder(path: Path) -> None:
     """An image folder is ``<split>/<class>/<image>``. ``datasets``' imagefolder silently drops an empty class
-    folder (a class the model would never see) and mislabels an image outside a class folder or one level deeper;
-    each is refused here, naming the path."""
+    folder (a class the model would never see), does not follow a class folder that is a symbolic link, and
+    mislabels an image outside a class folder or one level deeper; each is refused here, naming the path."""
     extensions = set(ImageFolder.EXTENSIONS)
     for split in sorted(p for p in _listed(path) if p.is_dir() and any(c.is_dir() for c in _listed(p))):
         for item in sorted(_listed(split)):
@@ -73,6 +73,11 @@ def _check_image_folder(path: Path) -> None:
                 )
             if not item.is_dir():
                 continue
+            if item.is_symlink():
+                raise ValueError(
+                    f"{item}: a class folder that is a symbolic link, which datasets' imagefolder does not follow (the "
+                    "class would have no images); copy the folder, or make a real folder of links to its images."
+                )
             nested = next((p for p in sorted(item.rglob("*")) if p.is_file() and p.parent != item
                            and p.suffix.lower() in extensions and not _hidden(p.relative_to(item))), None)
             if nested is not None:
