@@ -303,7 +303,13 @@ def test_push_is_refused_at_once_when_offline(tmp_path):
 
 
 def test_a_second_table_in_the_same_folder_says_which_rows_it_replaces(tmp_path, caplog):
-    (tmp_path / "table.json").write_text(json.dumps({"rows": {"KD": {}, "LTKD (alpha=1)": {}}}))
+    (tmp_path / "table.json").write_text(json.dumps({"rows": {"KD": {"seeds": 3}, "LTKD (alpha=1)": {"seeds": 3}}}))
     with caplog.at_level("WARNING", logger="ltkd_hf.cli"):
-        table._say_what_is_replaced(tmp_path, {"KD": {}, "LTKD (beta=6)": {}})
+        table._say_what_is_replaced(tmp_path, {"KD": {"seeds": 3}, "LTKD (beta=6)": {"seeds": 3}})
     assert "its rows ['LTKD (alpha=1)'] are not in this command's table" in caplog.text
+    assert "over more seeds" not in caplog.text
+    caplog.clear()
+    # a re-run with --seeds 3 alone replaced a three-seed table by a one-seed one without a word
+    with caplog.at_level("WARNING", logger="ltkd_hf.cli"):
+        table._say_what_is_replaced(tmp_path, {"KD": {"seeds": 1}, "LTKD (alpha=1)": {"seeds": 3}})
+    assert "its rows ['KD'] were over more seeds than this command's" in caplog.text

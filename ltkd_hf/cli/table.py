@@ -416,14 +416,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _say_what_is_replaced(out: Path, summary: dict) -> None:
-    """A table written into a folder that holds another command's table replaces it: say which rows go."""
+    """A table written into a folder that holds another command's table replaces it: say which rows go, and which
+    rows lose seeds."""
     previous = out / "table.json"
     if not previous.is_file():
         return
-    gone = [row for row in json.loads(previous.read_text()).get("rows", {}) if row not in summary]
+    rows = json.loads(previous.read_text()).get("rows", {})
+    gone = [row for row in rows if row not in summary]
     if gone:
         logger.warning("Replacing %s: its rows %s are not in this command's table (their cells' folders stay in %s).",
                        previous, gone, out)
+    fewer = [row for row in summary if rows.get(row, {}).get("seeds", 0) > summary[row]["seeds"]]
+    if fewer:
+        logger.warning("Replacing %s: its rows %s were over more seeds than this command's (the other seeds' cells "
+                       "stay in %s; pass them in --seeds to keep them in the table).", previous, fewer, out)
 
 
 def cli() -> None:
