@@ -31,6 +31,7 @@ from .evaluation.metrics import group_accuracy
 from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
+from .hub.save import WEIGHTS_NAME
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
 from .teacher_cache import TeacherLogitCache, cache_key
 from .trainer_inputs import DeviceBatches, check_labelled, checked_split_info, describe_teacher
@@ -558,6 +559,12 @@ class DistillationTrainer(Trainer):
         """Write the group model card into ``args.output_dir/README.md``: ``model-index`` with overall / head /
         medium / tail accuracy from the latest ``evaluate()``, where each model started, the long-tailed split as
         it was made, the loss and its settings, the seeds, the report's table and plots when `write_report` ran."""
+        if self.state.global_step == 0 and not (Path(self.args.output_dir) / WEIGHTS_NAME).is_file():
+            raise ValueError(
+                f"create_model_card(): the student has not trained (no step) and {self.args.output_dir} holds no saved "
+                "model, so the card would describe a run that did not happen; call train() and save_model() first "
+                "(or save_model() for weights trained elsewhere)."
+            )
         results = self._card_results()
         if self.is_world_process_zero():
             name = getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name

@@ -107,6 +107,19 @@ def test_save_model_writes_the_folder_every_loader_reads(tmp_path):
     assert ltkd_hf.load_student(str(tmp_path / "saved")).num_classes == 6
 
 
+def test_no_card_for_a_student_that_neither_trained_nor_was_saved(tmp_path):
+    """create_model_card() before train() wrote a card of the untrained initialisation, its accuracies and "how the
+    run was made" included, into a folder without weights."""
+    trainer = make_trainer(make_config(tmp_path, max_steps=1), eval_dataset=SyntheticImages(8))
+    with pytest.raises(ValueError, match=r"create_model_card\(\): the student has not trained \(no step\) and .* holds "
+                                         r"no saved model"):
+        trainer.create_model_card()
+    assert not (tmp_path / "README.md").exists()
+    trainer.save_model()  # weights trained elsewhere, saved here: the card describes them
+    trainer.create_model_card()
+    assert ModelCard.load(tmp_path / "README.md").data.eval_results
+
+
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
     changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))
