@@ -212,6 +212,16 @@ def test_help_works(recipe):
     assert "--output_dir" in proc.stdout
 
 
+def test_help_says_whose_defaults_it_shows(capsys):
+    """--help showed the demo's --imbalance_factor 20 as the default, while a run with --dataset gets 1."""
+    for argv, config, rho in (([], "demo", "20"), (["--dataset", "my_images"], "base", "1")):
+        with pytest.raises(SystemExit):
+            parse([*argv, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"The defaults shown are the '{config}' config's" in text
+        assert f"1 keeps the split as it is. (default: {rho})" in text
+
+
 def test_run_eval_refuses_a_model_of_other_classes(tmp_path):
     names = [f"digit_{i}" for i in range(10)]
     save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "named", label_names=names)

@@ -18,7 +18,8 @@ class DataArguments:
         metadata={"help": "Hub dataset id, local imagefolder, save_to_disk folder, or builtin:digits (offline demo)."},
     )
     imbalance_factor: float = field(
-        default=100.0, metadata={"help": "rho = n_max / n_min of the long-tailed split (>= 1)."}
+        default=100.0, metadata={"help": "rho >= 1: class c keeps int(N_c * rho^(-c/(C-1))) of its N_c training "
+                                 "images (n_max / n_min = rho on a balanced source); 1 keeps the split as it is."}
     )
     lt_seed: int = field(default=0, metadata={"help": "Seed of the LDAM-DRW row selection."})
     lt_profile: str = field(default="exp", metadata={"help": "Long-tail profile: exp or step."})

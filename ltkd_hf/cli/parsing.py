@@ -198,7 +198,13 @@ def parse_args(
     all_fields = [f for t in dataclass_types for f in fields(t) if f.init]
     optional = {f.name for f in all_fields if (f.default is None or "None" in str(f.type)) and "str" not in str(f.type)}
     argv, unset = _unset_with_none(argv, optional)
-    parser = _ProgramParser(program, dataclass_types, prog=_prog(program), allow_abbrev=False)  # no silent prefixes
+    which = None if default is None else (
+        f"The defaults shown are the {config_name!r} config's (the built-in demo's without --dataset; a command with "
+        "--dataset, or a --config without a defaults: key, starts from the 'base' config); add --dataset or --config "
+        "to --help to see theirs."
+    )
+    parser = _ProgramParser(program, dataclass_types, prog=_prog(program), allow_abbrev=False,  # no silent prefixes
+                            description=which)
     parser.add_argument("--config", default=None, help="YAML file of settings (or a packaged config: base, demo); "
                         "command-line flags override it. Its methods: key (config-only, no flag) sets each loss's "
                         "settings and warm-up, e.g. methods: {catkd: {distill_loss_kwargs: {catkd_loss_weight: 80.0}, "
