@@ -29,7 +29,7 @@ def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
     per_seed, chosen = select_on_validation(results, "accuracy")
     # chosen on validation, whatever the test numbers say
     assert [r["accuracy"] for r in per_seed["LTKD"]] == [0.1, 0.2]
-    assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": "6"}, {"alpha": "1"}]
+    assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": 6.0}, {"alpha": 1.0}]  # values, not their text
     # in percent, as every other number of the table (it was a fraction beside percentages)
     assert [c["validation accuracy (%)"] for c in chosen["LTKD"]] == [pytest.approx(70.0), pytest.approx(80.0)]
     assert [c["seed"] for c in chosen["LTKD"]] == [0, 1] and len(per_seed["KD, logit-adjusted teacher"]) == 2
@@ -59,10 +59,10 @@ def test_select_on_validation_end_to_end_and_refused_without_validation(tmp_path
     cells = {alpha: json.loads((out / "seed0" / f"ltkd-alpha={alpha}" / "report.json").read_text())
              ["models"]["student (LTKD)"] for alpha in ("1", "6")}
     best = max(("1", "6"), key=lambda a: (cells[a]["validation"]["accuracy"], a == "1"))  # ties: the first cell
-    assert choice["settings"] == {"alpha": best}
+    assert choice["settings"] == {"alpha": float(best)}
     assert summary["LTKD"]["accuracy"]["values"] == [pytest.approx(100 * cells[best]["accuracy"], abs=1e-9)]
     text = (out / "table.md").read_text()
-    assert "chosen per seed on the validation split by accuracy" in text and f"seed 0: alpha={best}" in text
+    assert "chosen per seed on the validation split by accuracy" in text and f"seed 0: alpha={best} |" in text
 
     write_folder(tmp_path / "plain", with_validation=False)
     with pytest.raises(ValueError, match=r"--select_on validation: --dataset .*plain has no validation split"):

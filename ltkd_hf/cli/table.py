@@ -258,7 +258,7 @@ def select_on_validation(
         row = Cell(loss, (), teacher_loss).row
         per_seed.setdefault(row, []).append(report)
         chosen.setdefault(row, []).append(
-            {"seed": seed, "settings": dict(cell.settings),
+            {"seed": seed, "settings": {key: _swept_value(loss, key, text) for key, text in cell.settings},
              f"validation {metric} (%)": 100.0 * _metric(report, metric, "validation")}  # percent, as the table
         )
     return per_seed, chosen
@@ -285,7 +285,8 @@ def format_table(summary: dict[str, dict], title: str) -> str:
         if selected:
             choices = entry.get("chosen on validation") or []
             line += " " + "; ".join(
-                f"seed {c['seed']}: " + (", ".join(f"{k}={v}" for k, v in c["settings"].items()) or "its only setting")
+                f"seed {c['seed']}: " + (", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in c["settings"].items()) or "its only setting")
                 for c in choices
             ) + " |"
         lines.append(line)
