@@ -345,7 +345,8 @@ class DistillationTrainer(Trainer):
 
     # -- loss ----------------------------------------------------------------------------------
     def distill_ramp(self) -> float:
-        """Weight of the distillation term now: linear from 0 to 1 over ``warmup_epochs``."""
+        """Weight of the distillation term now: ``min(epochs done / warmup_epochs, 1)``, the epochs done counted per
+        optimizer step (``state.epoch``): 0 at the first step, full from the end of epoch ``warmup_epochs``."""
         if self.args.warmup_epochs <= 0:
             return 1.0
         return min((self.state.epoch or 0.0) / self.args.warmup_epochs, 1.0)
@@ -371,9 +372,11 @@ class DistillationTrainer(Trainer):
                 teacher = {"teacher_logits": logits, "teacher_features": features}
             else:
                 logits = inputs.get("teacher_logits")
-                if logits is None:  # called outside the training loop's window
+                # outside the training loop's window the batch is its own: the last window's statistics are not its
+                statistics = self._window_statistics if logits is not None else None
+                if logits is None:
                     logits = self.teacher_logits(pixel_values)
-                teacher = {"teacher_logits": logits, "batch_statistics": self._window_statistics}
+                teacher = {"teacher_logits": logits, "batch_statistics": statistics}
         # The student (and the loss, given the teacher) through the wrapped model's forward: the engine sees it all.
         student_logits, distill = model(pixel_values=pixel_values, labels=labels, **teacher)
         ce = self._cross_entropy(student_logits, labels, train)

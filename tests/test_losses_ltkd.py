@@ -203,6 +203,35 @@ def test_half_precision_logits_up_to_80(dtype, temperature):
     assert zs.grad.dtype == dtype and torch.isfinite(zs.grad.float()).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ["three groups", "one class per group"])
+def test_a_group_with_almost_no_teacher_mass_keeps_its_rebalancing(dtype, case):
+    """S_G summed float32 probabilities: a group whose mass over the batch is below e^-87 (a confident teacher at
+    T = 1) summed to 0, so its rebalanced target collapsed instead of being boosted: the loss was 2.43 (three groups)
+    and 1.34 (K = C) where the exact one is 0."""
+    from ltkd_hf.losses import LTKDLoss
+
+    if case == "three groups":
+        zs, zt, class_to_group = torch.zeros(4, 9), torch.zeros(4, 9), torch.arange(9) // 3
+        zt[:, 6:] = -160.0
+    else:
+        zs, zt, class_to_group = torch.zeros(4, 5), torch.full((4, 5), 80.0), torch.arange(5)
+        zt[:, 0] = -80.0
+    ref = ltkd_reference(zs.double(), zt.double(), class_to_group.tolist(), temperature=1.0, alpha=6.0, beta=6.0,
+                         rebalance=True, reweight=True)
+    out = ltkd_loss(zs.to(dtype), zt.to(dtype), class_to_group, temperature=1.0)
+    # the trainer's path: the window's statistics from batch_statistics, passed back in
+    loss_fn = LTKDLoss(class_counts=[10] * zs.shape[1], num_groups=int(class_to_group.max()) + 1, temperature=1.0)
+    loss_fn.class_to_group = class_to_group
+    windowed = loss_fn(zs.to(dtype), zt.to(dtype), batch_statistics=loss_fn.batch_statistics(zt.to(dtype)))
+    # float32 rounding of logits of 160 (eps * 160 = 2e-5 per term; the within-group KL's cancellation, times
+    # beta = 6), far below the 0.4 (cross) and 1.3-2.4 (loss) of the collapsed target
+    scale = torch.finfo(torch.float32).eps * float(zt.abs().max())
+    for terms in (out, windowed):
+        for name, expected, atol in zip(("loss", "cross_group"), ref, (60 * scale, 10 * scale)):
+            torch.testing.assert_close(terms[name].double(), expected, rtol=1e-4, atol=atol)
+
+
 # -- bad input -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "change,match",

@@ -423,3 +423,22 @@ def test_teacher_in_bfloat16_on_request(tmp_path):
     for key in ("within_group", "distill"):  # the teacher's logits carry bf16 rounding, the loss stays float32
         # bf16 rounds O(1-10) logits by up to ~0.03: a term moves by ~1% of itself, and by ~0.03^2 = 1e-3 near 0
         assert logs["bfloat16"][key] == pytest.approx(logs["float32"][key], rel=0.05, abs=1e-3), key
+
+
+def test_compute_loss_outside_the_training_loop_rebalances_its_own_batch(tmp_path):
+    """After train(), a training-mode compute_loss on another batch rebalanced with the last window's group sums
+    (those of the images the loop last drew), not its own."""
+    trainer = make_trainer(make_config(tmp_path, max_steps=1, distill_loss="ltkd", learning_rate=0.0))
+    trainer.train()
+    assert trainer._window_statistics is not None  # the loop's last window
+    other = SyntheticImages(8, seed=5)
+    inputs = {"pixel_values": other.images, "labels": other.labels}
+    model = trainer.model.train()
+    loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+    with torch.no_grad():
+        teacher_logits = trainer.teacher_logits(other.images)
+    expected = ltkd_loss(outputs["logits"].detach(), teacher_logits, trainer.loss_fn.class_to_group, temperature=4.0,
+                         alpha=6.0, beta=6.0)["loss"]
+    ce = torch.nn.functional.cross_entropy(outputs["logits"].detach(), other.labels)
+    # float32 terms of O(1-10) logits computed by two paths: 1e-5 relative, 1e-6 floor
+    assert loss.item() == pytest.approx((ce + expected).item(), rel=1e-5, abs=1e-6)

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
 from ._checks import check_class_to_group, check_logits, check_nonnegative, check_positive
-from ._numerics import compute_dtype
+from ._numerics import compute_dtype, statistics_dtype
 from ..groups import ClassGroups
 from .registry import DistillationLoss, register_loss
 
@@ -43,9 +43,10 @@ def rebalance_log_scales(group_sums: torch.Tensor) -> torch.Tensor:
     return sums.mean().log() - sums.log()
 
 
-def _batch_group_sums(group_mass: torch.Tensor, batch_dim: int, sync_across_processes: bool) -> torch.Tensor:
-    """``S_G = sum_x b_t,G(x)`` over the batch, over the global batch when processes are synced."""
-    sums = group_mass.sum(batch_dim)
+def _batch_group_sums(log_mass: torch.Tensor, batch_dim: int, sync_across_processes: bool) -> torch.Tensor:
+    """``S_G = sum_x b_t,G(x)`` from the log masses, over the batch (the global batch when processes are synced),
+    summed in `statistics_dtype`: a float32 sum of masses below e^-87 is 0, which would drop the group's boost."""
+    sums = log_mass.to(statistics_dtype(log_mass.device)).exp().sum(batch_dim)
     if sync_across_processes and dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     return sums
@@ -60,7 +61,7 @@ def _rebalanced_log_target(log_mass: torch.Tensor, group_sums: torch.Tensor, dim
     ``s_G`` are. A group with no mass at all (``S_G`` underflowed to 0) counts as holding the smallest
     positive float, so its factor stays finite.
     """
-    log_sums = group_sums.to(log_mass.dtype).clamp_min(torch.finfo(log_mass.dtype).tiny).log()
+    log_sums = group_sums.clamp_min(torch.finfo(group_sums.dtype).tiny).log().to(log_mass.dtype)  # log in S's dtype
     return torch.log_softmax(log_mass - (log_sums.unsqueeze(1) if dim == 0 else log_sums), dim=dim)
 
 
@@ -81,10 +82,10 @@ def rebalance_group_mass(
         ``(batch, K)`` ``b̂_t,G = s_G b_t,G / sum_G' s_G' b_t,G'`` with ``s_G = mean(S) / S_G``. Carries no
         gradient: it is the frozen teacher's target.
     """
-    mass = teacher_group_mass.detach()
+    log_mass = teacher_group_mass.detach().log()
     if group_sums is None:
-        group_sums = _batch_group_sums(mass, 0, sync_across_processes)
-    return _rebalanced_log_target(mass.log(), group_sums, dim=1).exp_()
+        group_sums = _batch_group_sums(log_mass, 0, sync_across_processes)
+    return _rebalanced_log_target(log_mass, group_sums, dim=1).exp_()
 
 
 def _grouped_exp2(
@@ -153,7 +154,7 @@ class _LTKDFunction(torch.autograd.Function):
 
         if rebalance:
             if group_sums is None:
-                group_sums = _batch_group_sums(b_t, 1, sync_across_processes)
+                group_sums = _batch_group_sums(log_b_t, 1, sync_across_processes)
             log_target = _rebalanced_log_target(log_b_t, group_sums, dim=0)
             target = log_target.exp()
         else:
@@ -225,7 +226,7 @@ def _singleton_group_terms(
     log_target = torch.log_softmax(teacher_logits.detach().to(dtype) / temperature, dim=1)
     if rebalance:
         if class_sums is None:
-            class_sums = _batch_group_sums(log_target.exp(), 0, sync_across_processes)
+            class_sums = _batch_group_sums(log_target, 0, sync_across_processes)
         log_target = _rebalanced_log_target(log_target, class_sums, dim=1)
     cross = torch.nn.functional.kl_div(log_p_s, log_target, reduction="batchmean", log_target=True)
     return {"loss": temperature**2 * alpha * cross, "cross_group": cross, "within_group": torch.zeros_like(cross)}
@@ -294,7 +295,8 @@ def ltkd_loss(
             Every process must then call the loss, as with DDP.
 
     Returns:
-        ``{"loss", "cross_group", "within_group"}``, 0-dim float32 tensors; only ``loss`` is weighted.
+        ``{"loss", "cross_group", "within_group"}``, 0-dim tensors in the math's dtype (float32, float64 for
+        float64 input); only ``loss`` is weighted.
 
     Validating ``class_to_group`` here reads it (one device sync on an accelerator); ``LTKDLoss``
     validates it once at construction instead.
@@ -358,7 +360,8 @@ class LTKDLoss(DistillationLoss):
         """``S_G = sum_x b_t,G(x)`` over ``teacher_logits``' rows, unreduced across processes: sum it over the
         micro-batches of a gradient-accumulation window (and all-reduce it) and pass the total to ``forward``
         as ``batch_statistics``, so the window rebalances as one batch."""
-        probs = torch.softmax(teacher_logits.detach().to(compute_dtype(teacher_logits)) / self.temperature, dim=1)
+        log_probs = torch.log_softmax(teacher_logits.detach().to(compute_dtype(teacher_logits)) / self.temperature, 1)
+        probs = log_probs.to(statistics_dtype(log_probs.device)).exp()  # as _batch_group_sums: no float32 underflow
         sums = probs.new_zeros(self.num_groups)
         return sums.index_add_(0, self.class_to_group.to(probs.device), probs.sum(0))
 
