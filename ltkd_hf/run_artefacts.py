@@ -201,7 +201,8 @@ class RunArtefacts:
             reports[row] = scored(probabilities[at], labels)
             if validation is not None:
                 held = scored(validation[0][at], validation[1])
-                reports[row]["validation"] = {key: v for key, v in held.items() if key.startswith("accuracy")}
+                reports[row]["validation"] = {key: v for key, v in held.items()
+                                              if key.startswith("accuracy") or key in ("per_class", "test_counts")}
         reports = {row: reports[row] for row in ["teacher", *[r for r in reports if r != "teacher"]] if row in reports}
         self.row = name
         if self.args.should_save:

@@ -17,8 +17,10 @@ FAST = ["--max_steps", "1", "--lr_decay_epochs", "none", "--warmup_epochs", "0",
         "--student", "cifar_resnet8x4"]
 
 
-def report(validation: float, test: float) -> dict:
-    return {"accuracy": test, "accuracy_tail": test, "validation": {"accuracy": validation, "accuracy_tail": validation}}
+def report(validation: float, test: float, validation_tail: float = 0.0) -> dict:
+    """A cell's report with two classes of 10 test (and validation) images each; class 1 is the tail."""
+    held = {"accuracy": validation, "per_class": [validation, validation_tail], "test_counts": [10, 10]}
+    return {"accuracy": test, "per_class": [test, test], "test_counts": [10, 10], "validation": held}
 
 
 def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
@@ -26,13 +28,19 @@ def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
     kd = Cell("kd", (), "logit_adjusted")
     results = [(0, a1, report(0.5, 0.9)), (0, a6, report(0.7, 0.1)), (1, a1, report(0.8, 0.2)),
                (1, a6, report(0.6, 0.95)), (0, kd, report(0.4, 0.4)), (1, kd, report(0.3, 0.3))]
-    per_seed, chosen = select_on_validation(results, "accuracy")
+    per_seed, chosen = select_on_validation(results, "accuracy", tail=[1])
     # chosen on validation, whatever the test numbers say
     assert [r["accuracy"] for r in per_seed["LTKD"]] == [0.1, 0.2]
     assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": 6.0}, {"alpha": 1.0}]  # values, not their text
     # in percent, as every other number of the table (it was a fraction beside percentages)
     assert [c["validation accuracy (%)"] for c in chosen["LTKD"]] == [pytest.approx(70.0), pytest.approx(80.0)]
     assert [c["seed"] for c in chosen["LTKD"]] == [0, 1] and len(per_seed["KD, logit-adjusted teacher"]) == 2
+    # by the tail: the table's tail classes, recounted from per-class accuracy as the table's column is (a row that
+    # swept num_groups ranked its cells by its own rarest group)
+    by_tail = [(0, a1, report(0.9, 0.5, validation_tail=0.2)), (0, a6, report(0.1, 0.7, validation_tail=0.6))]
+    per_seed, chosen = select_on_validation(by_tail, "accuracy_tail", tail=[1])
+    assert [c["settings"] for c in chosen["LTKD"]] == [{"alpha": 6.0}]
+    assert chosen["LTKD"][0]["validation accuracy_tail (%)"] == pytest.approx(60.0)
 
 
 def write_folder(root, with_validation: bool) -> None:

@@ -153,6 +153,19 @@ def test_an_unbalanced_test_split_is_not_called_balanced(tmp_path):
     assert "on the test split (not balanced: 1 to 7 images per class)" in markdown and "balanced test" not in markdown
 
 
+def test_validation_accuracies_have_their_own_table(tmp_path, reports):
+    """The validation accuracies were in report.json only, though the docs said every report and card showed
+    them (the card embeds these tables)."""
+    held = {"accuracy": 0.5, "accuracy_head": 0.75, "accuracy_medium": 0.5, "accuracy_tail": 0.25}
+    rows = {name: {**report, "validation": held} if name == "student (LTKD)" else report
+            for name, report in reports.items()}
+    markdown = write_report(tmp_path, rows, class_counts=COUNTS, groups=GROUPS)["markdown"].read_text()
+    section = markdown.split("on the validation split")[1]
+    _, table = parse_table(section)
+    assert list(table) == ["student (LTKD)"]
+    assert table["student (LTKD)"] == {"head": "75.00", "medium": "50.00", "tail": "25.00", "overall": "50.00"}
+
+
 def test_bias_plot_draws_every_model_beside_the_balanced_target(tmp_path, reports, monkeypatch):
     drawn = {}
 

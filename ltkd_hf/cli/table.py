@@ -218,8 +218,7 @@ def summarise(
     for row, reports in per_seed.items():
         entry: dict[str, Any] = {"seeds": len(reports)}
         for key in ("accuracy_tail", "accuracy"):
-            values = np.array([100.0 * (_classes_accuracy(r, tail) if key == "accuracy_tail" else r[key])
-                               for r in reports])
+            values = np.array([100.0 * _score(r, key, tail) for r in reports])
             std = float(values.std(ddof=1)) if len(values) > 1 else None  # one seed has no sample std
             entry[key] = {"values": values.tolist(), "mean": float(values.mean()), "std": std}
         if chosen and row in chosen:
@@ -234,23 +233,22 @@ def _classes_accuracy(report: dict, classes: list[int]) -> float:
     return sum(report["per_class"][c] * n for c, n in zip(classes, counts) if n) / sum(counts)
 
 
-def _metric(report: dict, key: str, split: str | None = None) -> float:
-    """``accuracy`` or ``accuracy_tail`` of a report (of its ``split`` part when given); the tail is the rarest
-    frequency group, whatever K named it (``group_9`` for K = 10)."""
-    if key == "accuracy_tail" and "groups" in report:
-        key = f"accuracy_{report['groups']['names'][-1]}"
-    return (report[split] if split else report)[key]
+def _score(report: dict, metric: str, tail: list[int]) -> float:
+    """``accuracy``, or ``accuracy_tail``: the accuracy over the test images of the classes ``tail``."""
+    return report["accuracy"] if metric == "accuracy" else _classes_accuracy(report, tail)
 
 
 def select_on_validation(
-    results: list[tuple[int, Cell, dict]], metric: str
+    results: list[tuple[int, Cell, dict]], metric: str, tail: list[int]
 ) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
-    """For each method (a loss from a teacher) and seed, the sweep cell best on the validation split by ``metric``:
+    """For each method (a loss from a teacher) and seed, the sweep cell best on the validation split by ``metric``
+    (the tail: the classes ``tail``, as the table's column):
     ``({method row: [its test report per seed]}, {method row: [{seed, settings, validation value} per seed]})``."""
     best: dict[tuple[str, str, int], tuple[Cell, dict]] = {}
     for seed, cell, report in results:
         key = (cell.loss, cell.teacher_loss, seed)
-        if key not in best or _metric(report, metric, "validation") > _metric(best[key][1], metric, "validation"):
+        value = _score(report["validation"], metric, tail)
+        if key not in best or value > _score(best[key][1]["validation"], metric, tail):
             best[key] = (cell, report)
     per_seed: dict[str, list[dict]] = {}
     chosen: dict[str, list[dict]] = {}
@@ -259,7 +257,7 @@ def select_on_validation(
         per_seed.setdefault(row, []).append(report)
         chosen.setdefault(row, []).append(
             {"seed": seed, "settings": {key: _swept_value(loss, key, text) for key, text in cell.settings},
-             f"validation {metric} (%)": 100.0 * _metric(report, metric, "validation")}  # percent, as the table
+             f"validation {metric} (%)": 100.0 * _score(report["validation"], metric, tail)}  # percent, as the table
         )
     return per_seed, chosen
 
@@ -389,9 +387,11 @@ def main(argv: list[str] | None = None) -> dict:
             teacher = None if cell.loss == "ce" else given if given is not None else loaded[cell.teacher_loss]
             trainer = train_stage(stage, data, teacher)
             results.append((seed, cell, trainer.write_report(name=trainer.model_label)[trainer.model_label]))
+    groups = ClassGroups.from_counts(data.split_info.class_counts, config.num_groups)
+    tail = groups.classes_of(groups.num_groups - 1)  # the table's rarest group, in every row and on validation
     chosen = None
     if table_args.select_on:
-        selected, chosen = select_on_validation(results, table_args.select_metric)
+        selected, chosen = select_on_validation(results, table_args.select_metric, tail)
         per_seed.update(selected)
         how = f"each method's sweep cell chosen per seed on the validation split by {table_args.select_metric}"
     else:
@@ -399,8 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_seed.setdefault(cell.row, []).append(report)
         swept = len({cell.settings for _, cell, _ in results}) > 1
         how = "no cell selected on held-out data: every row is one setting" if swept else "one setting per method"
-    groups = ClassGroups.from_counts(data.split_info.class_counts, config.num_groups)
-    summary = summarise(per_seed, groups.classes_of(groups.num_groups - 1), chosen)
+    summary = summarise(per_seed, tail, chosen)
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
     test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
     title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
