@@ -143,6 +143,8 @@ def test_the_tail_column_is_one_set_of_classes_in_every_row():
     k10 = {**cell_report(0.6, per_class, test_counts), "accuracy_tail": 0.4, "groups": {"names": ["group_9"]}}
     summary = run_table.summarise({"LTKD (num_groups=10)": [k10]}, tail=[4, 5])  # the table's rarest third
     assert summary["LTKD (num_groups=10)"]["accuracy_tail"]["values"] == [pytest.approx(100 * (0.2 * 2 + 0.4 * 8) / 10)]
+    # a validation split without an image of the tail classes: no number (it divided by zero)
+    assert math.isnan(run_table._classes_accuracy(cell_report(0.5, [0.5, None], [4, 0]), [1]))
 
 
 def test_a_balanced_teacher_trains_on_logit_adjusted_cross_entropy(tmp_path):

@@ -23,6 +23,7 @@ import difflib
 import itertools
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,9 +229,11 @@ def summarise(
 
 
 def _classes_accuracy(report: dict, classes: list[int]) -> float:
-    """Top-1 accuracy over the test images of ``classes``, from a report's per-class accuracy and test counts."""
+    """Top-1 accuracy over the test images of ``classes``, from a report's per-class accuracy and test counts (nan
+    when none of them has an image, as a dataset's own validation split may)."""
     counts = [report["test_counts"][c] for c in classes]
-    return sum(report["per_class"][c] * n for c, n in zip(classes, counts) if n) / sum(counts)
+    total = sum(counts)
+    return sum(report["per_class"][c] * n for c, n in zip(classes, counts) if n) / total if total else math.nan
 
 
 def _score(report: dict, metric: str, tail: list[int]) -> float:
