@@ -127,6 +127,10 @@ def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--teacher_epochs: sets how the teacher is trained here, but --teacher"):
         stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
                    "--teacher_epochs", "3"])
+    # the Hub flags push the student of a run with a given teacher (they were refused as teacher-stage flags)
+    named = stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
+                       "--hub_model_id", "alice/student"])
+    assert named["student"].args.hub_model_id == "alice/student"
 
 
 # -- 5, 7, 8, 12 and the unclear messages: refused before training, the flag named -------------------------------------

@@ -112,7 +112,10 @@ def kd_args(parsed, config: DistillationConfig) -> DistillationConfig:
 
 
 def _teacher_stage_flags() -> set[str]:
-    return {name for name, s in SETTINGS.items() if TEACHER in s.stages and not s.stages & {"student_ce", "eval"}}
+    """The settings of how the teacher is trained here (its weights; not --push_to_hub or --hub_model_id, which
+    push the student of a run with a given teacher)."""
+    return {name for name, s in SETTINGS.items()
+            if TEACHER in s.stages and s.trains and not s.stages & {"student_ce", "eval"}}
 
 
 def main(argv: list[str] | None = None) -> dict:
