@@ -301,7 +301,8 @@ def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationCo
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
     count, unit = (args.max_steps, "step") if args.max_steps > 0 else (args.num_train_epochs, "epoch")
     length = f"{count:g} {unit}" + ("" if count == 1 else "s")
-    text = f"{folder.name}/ of this run ({how} here for {length} at learning rate {args.learning_rate:g} with {objective} on this split)"
+    text = (f"{folder.name}/ of this run ({how} here for {length} at learning rate {args.learning_rate:g} with "
+            f"{objective} on this split)")
     return TeacherName(text, folder)
 
 

@@ -309,8 +309,8 @@ def plan(argv: list[str] | None = None):
         )
     if config.resume_from_checkpoint not in (None, "true", "false"):
         raise ValueError(
-            f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and each "
-            "resumes its own last checkpoint when re-run; pass false to start them afresh, or drop it."
+            f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and "
+            "each resumes its own last checkpoint when re-run; pass false to start them afresh, or drop it."
         )
     if "select_metric" in parsed.given and not table_args.select_on:
         raise ValueError(

@@ -85,15 +85,12 @@ def _class_label(splits: dict[str, Dataset], label: str) -> ClassLabel:
             f"first, e.g. dataset.filter(lambda row: row[{label!r}] >= 0)."
         )
     # ids 0..C-1 are the class indices; other ids (3, 7, 12, 40) are names, in numeric order
-    return ClassLabel(names=[str(i) for i in (range(values[-1] + 1) if _contiguous(values) else values)])
+    return ClassLabel(names=[str(v) for v in values])
 
 
 def _is_integer(feature) -> bool:
     return isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
 
-
-def _contiguous(values: list[int]) -> bool:
-    return not values or values == list(range(values[-1] + 1))
 
 
 def standardize_columns(
@@ -118,11 +115,12 @@ def standardize_columns(
             f"label column {label!r} holds {class_label.num_classes} class {class_label.names}: a classifier needs at "
             "least 2. Pass label_column=<the column holding each image's class>."
         )
+    ids_are_names = class_label.names != [str(i) for i in range(class_label.num_classes)]  # not 0..C-1
     out = {}
     for name, split in splits.items():
         split = split.select_columns([image, label])
-        if _is_integer(split.features[label]) and class_label.names != [str(i) for i in range(class_label.num_classes)]:
-            split = split.cast_column(label, Value("string"))  # ids that are not 0..C-1 are mapped by name
+        if _is_integer(split.features[label]) and ids_are_names:
+            split = split.cast_column(label, Value("string"))  # mapped by name
         if split.features[label] != class_label:
             try:
                 split = split.cast_column(label, class_label)

@@ -34,8 +34,8 @@ def verify_images(dataset: Dataset, *, split: str = "train", image_column: str =
                 ) from err
             if mode == "F":
                 raise ValueError(
-                    f"The {split} split's image at {_where(path, start + offset)} holds floating-point pixels (PIL mode "
-                    "F), which have no fixed range to read as 8-bit colour; save it as an 8- or 16-bit image."
+                    f"The {split} split's image at {_where(path, start + offset)} holds floating-point pixels (PIL "
+                    "mode F), which have no fixed range to read as 8-bit colour; save it as an 8- or 16-bit image."
                 )
 
 

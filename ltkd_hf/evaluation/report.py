@@ -82,8 +82,9 @@ def balanced_group_mass(groups: ClassGroups) -> np.ndarray:
 def format_report_tables(reports: Mapping[str, Mapping[str, Any]], groups: ClassGroups) -> str:
     """The report's tables in Markdown, each with a one-line caption: head / medium / tail top-1 accuracy; the same
     on the validation split for the rows that carry one (``"validation"``); many / medium / few-shot accuracy;
-    expected calibration error per group; and the mean group probability mass against the balanced target. ``reports`` maps a model name to its ``evaluation_report``; a table lists the rows that
-    hold its keys (calibration and group mass need the ``probabilities`` of ``evaluation_report``)."""
+    expected calibration error per group; and the mean group probability mass against the balanced target.
+    ``reports`` maps a model name to its ``evaluation_report``; a table lists the rows that hold its keys
+    (calibration and group mass need the ``probabilities`` of ``evaluation_report``)."""
     test = describe_test_split(next((r["test_counts"] for r in reports.values() if r.get("test_counts")), None))
     on = f"the test split ({test})" if test else "the test split"
     parts = [
