@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from .config import DistillationConfig
+from .data.fingerprint import folder_fingerprint
 from .data.split_info import SplitInfo
 from .models.loading import unwrap_timm
 from .training_fields import OBJECTIVE_FIELDS, WEIGHT_FIELDS
@@ -30,13 +31,16 @@ class StaleOutputError(ValueError):
 
 
 def model_source(model: nn.Module) -> dict[str, Any]:
-    """The architecture of ``model``, the checkpoint its weights started from (``None``: random init) and the input
-    size it reads."""
+    """The architecture of ``model``, the checkpoint its weights started from (``None``: random init; a Hub repo at
+    its commit; a folder with its files' fingerprint, as a folder trained again in place is another start) and the
+    input size it reads."""
     timm_model = unwrap_timm(model)
-    config = getattr(model, "config", None)
+    init = getattr(getattr(model, "config", None), "base_model_source", None)
+    if init is not None and init.startswith("local-dir:"):
+        init += f" [{folder_fingerprint(init.removeprefix('local-dir:'))}]"
     return {
         "architecture": timm_model.pretrained_cfg.get("architecture") or type(timm_model).__name__,
-        "init": getattr(config, "base_model_source", None),
+        "init": init,
         "input_size": list(timm_model.pretrained_cfg.get("input_size") or []),
     }
 

@@ -244,12 +244,12 @@ class RunArtefacts:
             raise ValueError(f"evaluate() gave no {missing}; the card needs overall and per-group accuracy.")
         args, out = self.args, Path(self.args.output_dir)
         plots = [p for p in ("per_class_accuracy.png", "teacher_bias.png") if (out / p).is_file()] if report else []
-        source = model_source(self.model.student)
+        config = getattr(self.model.student, "config", None)
         card = render_model_card(
             model_name=model_name,
-            architecture=source["architecture"],
-            student_init=source["init"],
-            base_model=getattr(getattr(self.model.student, "config", None), "base_model", None),
+            architecture=model_source(self.model.student)["architecture"],
+            student_init=getattr(config, "base_model_source", None),
+            base_model=getattr(config, "base_model", None),
             teacher=self.teacher_name,
             split_info=self.split_info,
             groups=self.groups,

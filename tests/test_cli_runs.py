@@ -133,6 +133,37 @@ def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
     assert named["student"].args.hub_model_id == "alice/student"
 
 
+def test_a_hub_teacher_or_start_is_recorded_and_loaded_at_its_commit(tmp_path, fake_hub):
+    """A Hub teacher was recorded by its id alone: pushed again with other weights, the finished student of the old
+    one was reused, and its card named the new one. The teacher and an hf-hub: --student_init are now recorded, and
+    loaded, at the commit their revision points at; a --student_init folder with its files' fingerprint."""
+    import timm
+    import torch
+    from huggingface_hub import HfApi
+
+    from ltkd_hf.hub import save_student
+
+    api = HfApi(endpoint=fake_hub.url, token=fake_hub.token)
+    api.create_repo("alice/teacher")
+    seen = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = timm.create_model("cifar_resnet8x4", num_classes=10)
+        save_student(model, tmp_path / "t", label_names=[str(i) for i in range(10)])
+        api.upload_folder(folder_path=str(tmp_path / "t"), repo_id="alice/teacher")
+        head = fake_hub.repos["alice/teacher"].head
+        _, _, stages, given, _ = distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"),
+                                              "--teacher", "hf-hub:alice/teacher"])
+        assert stages["student"].teacher_name == f"hf-hub:alice/teacher@{head}"
+        assert torch.equal(given.stem[0].weight, model.stem[0].weight)
+        starts = stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--student_init", "hf-hub:alice/teacher"])
+        assert starts["student"].settings["model"]["init"] == f"hf-hub:alice/teacher@{head}"
+        local = stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--student_init", f"local-dir:{tmp_path / 't'}"])
+        seen.append(local["student"].settings["model"]["init"])
+        assert seen[-1].startswith(f"local-dir:{tmp_path / 't'} [files:")
+    assert seen[0] != seen[1]  # the folder saved again is another start
+
+
 # -- 5, 7, 8, 12 and the unclear messages: refused before training, the flag named -------------------------------------
 @pytest.mark.parametrize("argv,match", [
     (["--student", "local-dir:/ckpt"], r"--student 'local-dir:/ckpt' is a checkpoint.*--student_init local-dir:/ckpt"),

@@ -223,3 +223,39 @@ def test_teacher_from_a_wrapper_folder_takes_the_students_input_size(tmp_path):
     del config["pretrained_cfg"]
     config_path.write_text(json.dumps(config))
     assert timm.data.resolve_data_config(model=load_teacher(str(tmp_path)))["input_size"] == (3, 32, 32)
+
+
+def test_a_checkpoint_of_a_run_at_another_input_size_loads_as_teacher_and_as_start(tmp_path):
+    """--input_size reaches create_student as pretrained_cfg_overlay, which the TimmWrapper config records among
+    its model_args: a Trainer checkpoint of such a run (the demo's, at 16 px) was a TypeError ("multiple values for
+    pretrained_cfg_overlay") as a teacher, and as a start with --input_size given again."""
+    small = {"pretrained_cfg_overlay": {"input_size": (3, 16, 16)}}
+    student = create_student(ARCH, num_classes=3, **small)
+    with torch.no_grad():
+        for tensor in student.parameters():
+            tensor.uniform_(-0.5, 0.5)
+    student.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["model_args"] == {
+        "pretrained_cfg_overlay": {"input_size": [3, 16, 16]}}
+    teacher = load_teacher(str(tmp_path))
+    assert_same_weights(teacher, unwrap_timm(student))
+    assert timm.data.resolve_data_config(model=teacher)["input_size"] == (3, 16, 16)
+    for kwargs, size in (({}, (3, 16, 16)), (small, (3, 16, 16)),
+                         ({"pretrained_cfg_overlay": {"input_size": (3, 24, 24)}}, (3, 24, 24))):
+        again = create_student(f"local-dir:{tmp_path}", num_classes=3, pretrained=True, **kwargs)
+        assert_same_weights(unwrap_timm(again), unwrap_timm(student))
+        assert timm.data.resolve_data_config(model=unwrap_timm(again))["input_size"] == size
+
+
+def test_a_transformers_native_model_is_refused_by_name(tmp_path):
+    """A transformers ViT saved with save_pretrained has no timm 'architecture': as a teacher it was a KeyError."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, image_size=16,
+                       patch_size=8, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(tmp_path)
+    match = r"names a transformers 'vit' model, not a timm one; ltkd_hf's models are timm models"
+    with pytest.raises(ValueError, match=match):
+        load_teacher(str(tmp_path))
+    with pytest.raises(ValueError, match=match):
+        create_student(f"local-dir:{tmp_path}", num_classes=3, pretrained=True)

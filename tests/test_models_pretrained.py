@@ -17,7 +17,7 @@ from timm.models import save_for_hf
 from transformers import AutoImageProcessor
 
 import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
-from ltkd_hf.models import create_student, unwrap_timm
+from ltkd_hf.models import create_student, load_teacher, pin_hub_source, unwrap_timm
 
 NAMES = ["ant", "bat", "cod", "doe", "eel"]
 CKPT_NAMES = [f"old{i}" for i in range(10)]
@@ -189,19 +189,39 @@ def upload(hub, folder: Path, repo_id: str) -> str:
 def test_hf_hub_start_from_the_fake_hub(fake_hub, tmp_path):
     source, folder = timm_folder(tmp_path / "ckpt", "cifar_resnet8x4")
     head = upload(fake_hub, folder, "alice/ckpt")
-    for spec, revision in (("hf-hub:alice/ckpt", None), (f"hf-hub:alice/ckpt@{head}", head)):
+    for spec in ("hf-hub:alice/ckpt", f"hf-hub:alice/ckpt@{head}"):
         student = create_student(spec, num_classes=5, label_names=NAMES, pretrained=True)
         assert_backbone_is(student, source)
         assert_new_classifier(student, source, 5)
         config = student.config
-        assert (config.base_model, config.base_model_revision) == ("alice/ckpt", revision)
-        assert config.base_model_source == spec
+        # at the commit the revision (default main) points at: a repo pushed again is another start
+        assert (config.base_model, config.base_model_revision) == ("alice/ckpt", head)
+        assert config.base_model_source == f"hf-hub:alice/ckpt@{head}"
         assert config.id2label == dict(enumerate(NAMES)) and config.pretrained_cfg["input_size"] == (3, 32, 32)
     downloads = [path for method, path, _ in fake_hub.requests if method == "GET" and "/resolve/" in path]
     assert any(path.endswith("/model.safetensors") for path in downloads)  # really from the fake Hub
     fresh = create_student("hf-hub:alice/ckpt", num_classes=5)  # the architecture from the Hub, fresh weights
     assert fresh.config.architecture == "cifar_resnet8x4" and fresh.config.base_model is None
     assert not torch.equal(unwrap_timm(fresh).stem[0].weight, source.stem[0].weight)
+
+
+def test_a_hub_model_in_transformers_layout_is_a_teacher(fake_hub, tmp_path):
+    """A TimmWrapper repo (save_pretrained, a Trainer checkpoint pushed) as a teacher was a KeyError: timm cannot
+    read its config.json. It loads at the commit its revision points at."""
+    source = trained_like("cifar_wrn_40_1", 5)
+    wrapped = create_student("cifar_wrn_40_1", num_classes=5, label_names=NAMES)
+    unwrap_timm(wrapped).load_state_dict(source.state_dict())
+    wrapped.save_pretrained(tmp_path / "wrapped")
+    head = upload(fake_hub, tmp_path / "wrapped", "alice/wrapped")
+    teacher = load_teacher("hf-hub:alice/wrapped")
+    assert_backbone_is(teacher, source, skip=classifier_keys(source))
+    assert all(torch.equal(teacher.state_dict()[k], source.state_dict()[k]) for k in classifier_keys(source))
+    assert teacher.pretrained_cfg["label_names"] == NAMES and pin_hub_source("hf-hub:alice/wrapped") == (
+        f"hf-hub:alice/wrapped@{head}")
+    (tmp_path / "wrapped" / "model.safetensors").unlink()
+    upload(fake_hub, tmp_path / "wrapped", "alice/config-only")
+    with pytest.raises(ValueError, match=r"'hf-hub:alice/config-only': a transformers TimmWrapper model must hold"):
+        load_teacher("hf-hub:alice/config-only")
 
 
 def test_timm_name_with_a_pretrained_tag_loads_its_hub_weights(fake_hub, tmp_path):

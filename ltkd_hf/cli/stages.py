@@ -45,7 +45,7 @@ from ..data.transforms import SMALL_INPUT_MAX
 from ..evaluation import describe_test_split
 from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
-from ..models import create_student, load_teacher, unwrap_timm
+from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
 from ..provenance import check_settings, read_settings, run_settings
 from ..run_artefacts import checkpoints
 from ..trainer import DistillationTrainer
@@ -310,12 +310,14 @@ def given_teacher(args: GivenTeacherArguments):
     """The teacher named by --teacher (frozen) and how the card names it (a `TeacherName`, with the teacher's
     folder when --teacher is one)."""
     try:
-        teacher = load_teacher(args.teacher, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
+        # A Hub teacher by the commit its revision points at now (a repo pushed again is another teacher).
+        source = pin_hub_source(args.teacher)
+        teacher = load_teacher(source, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"--teacher {args.teacher}: {err}") from err
     # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
     # fingerprint (a teacher retrained in place is another teacher).
-    name, weights = _spelled(args.teacher), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)
+    name, weights = _spelled(source), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)
     if weights:
         name = f"{name} with the weights of {weights}"
     local = Path(args.teacher_checkpoint or args.teacher).expanduser()

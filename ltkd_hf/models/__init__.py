@@ -1,7 +1,14 @@
 """Model architectures and loading. Importing this package registers the CIFAR models with timm."""
 
 from . import cifar_mobilenet, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401  (register)
-from .loading import check_teacher_matches, create_student, load_classifier, load_teacher, unwrap_timm
+from .loading import (
+    check_teacher_matches,
+    create_student,
+    load_classifier,
+    load_teacher,
+    pin_hub_source,
+    unwrap_timm,
+)
 
 CIFAR_MODEL_NAMES = (
     "cifar_resnet8x4",
@@ -33,5 +40,6 @@ __all__ = [
     "create_student",
     "load_classifier",
     "load_teacher",
+    "pin_hub_source",
     "unwrap_timm",
 ]

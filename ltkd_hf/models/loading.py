@@ -24,11 +24,15 @@ from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg
 from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split  # timm exports them only from _hub
 from torch import nn
 from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers.utils.hub import extract_commit_hash
 
-__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "unwrap_timm"]
+__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "pin_hub_source", "unwrap_timm"]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
+_HUB_PREFIX, _LOCAL_PREFIX = "hf-hub:", "local-dir:"
+# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
+_REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
 
 
 def _require_model_name(
@@ -138,8 +142,9 @@ def _wrapper_cfg_overlay(config: dict[str, Any]) -> dict[str, Any]:
     """The ``pretrained_cfg_overlay`` for a model from a transformers TimmWrapper config.json: its
     ``pretrained_cfg`` (students from ``create_student`` save one), else at least the input size its model_args
     set (``img_size``, ``in_chans``), so ``resolve_data_config`` sees the size the model takes."""
-    overlay = {k: v for k, v in (config.get("pretrained_cfg") or {}).items() if k in _CFG_FIELDS}
     args = config.get("model_args") or {}
+    saved = {**(args.get("pretrained_cfg_overlay") or {}), **(config.get("pretrained_cfg") or {})}
+    overlay = {k: v for k, v in saved.items() if k in _CFG_FIELDS}
     if "input_size" not in overlay and (args.get("img_size") is not None or args.get("in_chans") is not None):
         registered = get_pretrained_cfg(config["architecture"])
         size = tuple(registered.input_size) if registered is not None else (3, 224, 224)
@@ -151,6 +156,13 @@ def _wrapper_cfg_overlay(config: dict[str, Any]) -> dict[str, Any]:
     return overlay
 
 
+def _wrapper_model_args(config: dict[str, Any]) -> dict[str, Any]:
+    """The ``timm.create_model`` keyword arguments a TimmWrapper config.json records, less the class count and the
+    ``pretrained_cfg_overlay`` (a student created with one records it there; `_wrapper_cfg_overlay` takes it in)."""
+    args = config.get("model_args") or {}
+    return {k: v for k, v in args.items() if k not in ("num_classes", "pretrained_cfg_overlay")}
+
+
 def _load_wrapper_folder(path: Path) -> nn.Module:
     """A timm model from a transformers TimmWrapper folder (``save_pretrained``, Trainer checkpoints)."""
     config = json.loads((path / "config.json").read_text())
@@ -160,9 +172,10 @@ def _load_wrapper_folder(path: Path) -> nn.Module:
     if label_names is None and config.get("id2label"):
         label_names = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     num_classes = config.get("num_classes") or config.get("num_labels") or len(label_names or [])
-    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
     overlay = _wrapper_cfg_overlay(config)
-    model = timm.create_model(architecture, num_classes=num_classes, pretrained_cfg_overlay=overlay, **model_args)
+    model = timm.create_model(
+        architecture, num_classes=num_classes, pretrained_cfg_overlay=overlay, **_wrapper_model_args(config)
+    )
     weights = path / "model.safetensors"
     _load_weights(model, _strip_wrapper_prefix(load_state_dict(str(weights))), str(weights))
     if label_names is not None:
@@ -226,16 +239,7 @@ def load_teacher(
                 f"checkpoint={checkpoint!r} was given with source={source!r}, which carries its own weights: "
                 f"pass checkpoint only with an architecture name."
             )
-        folder = None if source.startswith("hf-hub:") else Path(source.removeprefix("local-dir:"))
-        if folder is not None:
-            _check_folder(folder, "source", source, allow_unsafe_pickle)
-        if folder is not None and json.loads((folder / "config.json").read_text()).get("model_type") == "timm_wrapper":
-            # transformers' layout: timm cannot read its config.json.
-            if not (folder / "model.safetensors").is_file():
-                raise ValueError(f"source={source!r}: a transformers folder must hold model.safetensors.")
-            model = _load_wrapper_folder(folder)
-        else:
-            model = timm.create_model(source if folder is None else f"local-dir:{folder}", pretrained=True)
+        model = _load_saved_model(source, allow_unsafe_pickle)
         _check_loaded_classes(model, num_classes, source)
     elif checkpoint is None:
         _require_model_name("source", source)
@@ -258,6 +262,26 @@ def load_teacher(
             model.reset_classifier(found)
         _load_weights(model, state_dict, checkpoint)
     return model.requires_grad_(False).eval()
+
+
+def _load_saved_model(source: str, allow_unsafe_pickle: bool) -> nn.Module:
+    """The timm model of a model folder or an ``hf-hub:`` repo (at the commit its revision points at now), in timm's
+    layout or transformers' TimmWrapper layout, with its weights."""
+    if source.startswith(_HUB_PREFIX):
+        repo_id, commit, config_path = _hub_config(source)
+        folder, timm_name = config_path.parent, f"{_HUB_PREFIX}{repo_id}@{commit}"
+        if _read_json(config_path, source).get("model_type") == "timm_wrapper":
+            _hub_file(source, repo_id, "model.safetensors", commit)  # into the commit's folder, if the repo has it
+    else:
+        folder = Path(source.removeprefix(_LOCAL_PREFIX))
+        _check_folder(folder, "source", source, allow_unsafe_pickle)
+        timm_name = f"{_LOCAL_PREFIX}{folder}"
+    if _read_json(folder / "config.json", source).get("model_type") != "timm_wrapper":
+        return timm.create_model(timm_name, pretrained=True)
+    # transformers' layout: timm cannot read its config.json
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"source={source!r}: a transformers TimmWrapper model must hold model.safetensors.")
+    return _load_wrapper_folder(folder)
 
 
 def _teacher_label_names(teacher: nn.Module) -> list[str] | None:
@@ -318,11 +342,6 @@ def load_classifier(path_or_id: str) -> nn.Module:
     inner = unwrap_timm(model)
     inner.pretrained_cfg = inner.default_cfg = {**inner.pretrained_cfg, **_wrapper_cfg_overlay(model.config.to_dict())}
     return model
-
-
-_HUB_PREFIX, _LOCAL_PREFIX = "hf-hub:", "local-dir:"
-# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
-_REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
 
 
 @dataclass
@@ -390,9 +409,12 @@ def _read_json(path: Path, source: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"source={source!r}: {str(path)!r} is not valid JSON ({error}).") from None
     if not isinstance(config, dict) or not config.get("architecture"):
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        what = f"a transformers {model_type!r} model, not a timm one" if model_type else "no 'architecture'"
         raise ValueError(
-            f"source={source!r}: {str(path)!r} names no 'architecture'; a start checkpoint needs timm's config.json "
-            f"(timm.models.save_for_hf, ltkd_hf.save_student) or a transformers TimmWrapper one (save_pretrained)."
+            f"source={source!r}: {str(path)!r} names {what}; ltkd_hf's models are timm models: a folder or repo "
+            f"with timm's config.json (timm.models.save_for_hf, ltkd_hf.save_student) or transformers' TimmWrapper "
+            f"one (save_pretrained of a timm model, e.g. a Trainer checkpoint of ltkd_hf)."
         )
     return config
 
@@ -424,7 +446,10 @@ def _local_start(source: str, pretrained: bool) -> _Start:
     return _Start(name, config, wrapper, recorded=f"{_LOCAL_PREFIX}{folder}")
 
 
-def _hub_start(source: str, pretrained: bool) -> _Start:
+def _hub_config(source: str) -> tuple[str, str, Path]:
+    """An ``hf-hub:`` source's repo id, the commit its revision (default main) points at now and that commit's
+    config.json, downloaded. Every other file is then read from that commit: config and weights agree, and the
+    commit says exactly which weights a run used (a repo pushed again is another model)."""
     repo_id, revision = _hub_spec(source)
     config_path = _hub_file(source, repo_id, "config.json", revision)
     if config_path is None:
@@ -432,17 +457,32 @@ def _hub_start(source: str, pretrained: bool) -> _Start:
             f"source={source!r}: the Hub repo {repo_id!r} has no config.json, so it is not a timm or transformers "
             f"TimmWrapper model repo (those hold config.json + model.safetensors)."
         )
+    return repo_id, extract_commit_hash(str(config_path), None), config_path
+
+
+def pin_hub_source(source: str) -> str:
+    """``hf-hub:<owner>/<name>[@<revision>]`` as ``hf-hub:<owner>/<name>@<commit>``, the commit its revision
+    points at now, so that what a run records names one set of weights; any other source as it is."""
+    if not source.startswith(_HUB_PREFIX):
+        return source
+    repo_id, commit, _ = _hub_config(source)
+    return f"{_HUB_PREFIX}{repo_id}@{commit}"
+
+
+def _hub_start(source: str, pretrained: bool) -> _Start:
+    repo_id, commit, config_path = _hub_config(source)
     config = _read_json(config_path, source)
+    pinned = f"{_HUB_PREFIX}{repo_id}@{commit}"
     if config.get("model_type") == "timm_wrapper":  # transformers' layout: timm cannot read its config.json
-        if pretrained and _hub_file(source, repo_id, "model.safetensors", revision) is None:
+        if pretrained and _hub_file(source, repo_id, "model.safetensors", commit) is None:
             raise ValueError(
                 f"source={source!r}: the Hub repo {repo_id!r} holds no model.safetensors; a student starts only "
                 f"from safetensors (unpickling a file can run arbitrary code)."
             )
-        return _Start(config["architecture"], config, config_path.parent, repo_id, revision, source)
+        return _Start(config["architecture"], config, config_path.parent, repo_id, commit, pinned)
     if pretrained:
-        _require_hub_safetensors(source, repo_id, revision, config.get("pretrained_cfg") or {})
-    return _Start(source, config, None, repo_id, revision, source)
+        _require_hub_safetensors(source, repo_id, commit, config.get("pretrained_cfg") or {})
+    return _Start(pinned, config, None, repo_id, commit, pinned)
 
 
 def _timm_start(source: str, pretrained: bool) -> _Start:
@@ -490,8 +530,8 @@ def _build_from_wrapper(start: _Start, pretrained: bool, num_classes: int, model
     filter resamples a ViT's position embeddings for another img_size)."""
     config, folder = start.config, start.wrapper_folder
     _require_model_name(f"architecture in {str(folder / 'config.json')!r}", start.name)
-    overlay = _wrapper_cfg_overlay(config)
-    kwargs = {**{k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}, **model_kwargs}
+    kwargs = {**_wrapper_model_args(config), **model_kwargs}
+    overlay = {**_wrapper_cfg_overlay(config), **kwargs.pop("pretrained_cfg_overlay", {})}
     if not pretrained:
         return timm.create_model(start.name, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs)
     names = _wrapper_label_names(config)
@@ -579,9 +619,10 @@ def create_student(
         - ``config.base_model``: the Hub repo id the weights came from (the ``hf-hub:`` repo, or the hf_hub_id
           of a timm name's pretrained tag, e.g. ``"timm/resnet18.a1_in1k"``); None for a local folder or when
           not ``pretrained``.
-        - ``config.base_model_revision``: the ``@revision`` of an ``hf-hub:`` source, else None.
-        - ``config.base_model_source``: the source the weights came from (``local-dir:`` with an absolute path);
-          None when not ``pretrained``.
+        - ``config.base_model_revision``: the commit of an ``hf-hub:`` source's files (its ``@revision``, default
+          main, resolved when the student is created), else None.
+        - ``config.base_model_source``: the source the weights came from (``local-dir:`` with an absolute path,
+          ``hf-hub:<owner>/<name>@<commit>``); None when not ``pretrained``.
     """
     if not isinstance(source, str) or not source.strip():
         raise ValueError(
