@@ -26,7 +26,9 @@ from torch import nn
 from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
 from transformers.utils.hub import extract_commit_hash
 
-__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "pin_hub_source", "unwrap_timm"]
+__all__ = [
+    "check_teacher_matches", "create_student", "load_classifier", "load_teacher", "pin_hub_source", "unwrap_timm"
+]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
