@@ -120,6 +120,19 @@ def test_push_is_refused_offline_and_outside_the_tokens_namespaces(fake_hub: Fak
     assert [path for _, path, _ in fake_hub.requests] == ["/api/whoami-v2", "/api/whoami-v2"]  # none when offline
 
 
+def test_an_unreachable_endpoint_is_one_connection_error(fake_hub: FakeHub, monkeypatch) -> None:
+    """huggingface_hub's transport raises its HTTP library's own errors (httpx's ConnectError is no OSError): the
+    push check let it through as a traceback before training."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    with pytest.raises(ConnectionError, match=rf"--push_to_hub true: cannot reach {closed} to check the token \("):
+        check_push_to_hub_ready("alice/x", token=fake_hub.token)
+
+
 @pytest.mark.parametrize("repo_id", ["alice/x/y", "alice/bad name", "", "alice/--x"])
 def test_check_push_to_hub_ready_rejects_bad_repo_ids(repo_id: str) -> None:
     with pytest.raises(ValueError, match=rf"repo_id={re.escape(repr(repo_id))} is not a valid Hub repo id"):

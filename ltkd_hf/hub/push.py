@@ -53,10 +53,10 @@ def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
             f"--hub_token: {endpoint} refused the token (HTTP {status}); pass a valid token with --hub_token, set "
             "HF_TOKEN, or run `hf auth login`. Checked before training so the run does not end without its upload."
         ) from None
-    except (OSError, ConnectionError) as err:  # requests/httpx connection errors derive from OSError
+    except Exception as err:  # the transport's own errors: httpx's or httpx2's, by huggingface_hub's version
         raise ConnectionError(
-            f"--push_to_hub true: cannot reach {endpoint} to check the token ({type(err).__name__}); check the "
-            "network or HF_ENDPOINT, or drop --push_to_hub and push the folder later."
+            f"--push_to_hub true: cannot reach {endpoint} to check the token ({type(err).__name__}: {err}); check "
+            "the network or HF_ENDPOINT, or drop --push_to_hub and push the folder later."
         ) from None
     access = (me.get("auth") or {}).get("accessToken") or {}
     if access.get("role") == "read":
