@@ -164,6 +164,32 @@ def test_a_hub_teacher_or_start_is_recorded_and_loaded_at_its_commit(tmp_path, f
     assert seen[0] != seen[1]  # the folder saved again is another start
 
 
+def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_hub):
+    """--model hf-hub:alice/x was "neither a folder nor a reachable Hub model" (only the bare id worked), and
+    --teacher alice/x said nothing of the hf-hub: prefix it needed."""
+    import timm
+    from huggingface_hub import HfApi
+
+    from ltkd_hf.hub import save_student
+
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=10), tmp_path / "bare",
+                 label_names=[str(i) for i in range(10)])
+    api = HfApi(endpoint=fake_hub.url, token=fake_hub.token)
+    api.create_repo("alice/bare")
+    api.upload_folder(folder_path=str(tmp_path / "bare"), repo_id="alice/bare")
+    head = fake_hub.repos["alice/bare"].head
+    common = ["--dataset", "builtin:digits", "--imbalance_factor", "10"]
+    local = evaluate.main(["--model", str(tmp_path / "bare"), *common, "--output_dir", str(tmp_path / "local")])
+    for spec in ("hf-hub:alice/bare", f"hf-hub:alice/bare@{head}", "alice/bare"):
+        report = evaluate.main(["--model", spec, *common, "--output_dir", str(tmp_path / spec.replace("/", "_"))])
+        assert (report["per_class"], report["ece"]) == (local["per_class"], local["ece"]), spec  # the same weights
+    with pytest.raises(ValueError, match=r"--model hf-hub:alice/bare@: source='hf-hub:alice/bare@' is not a valid"):
+        evaluate.main(["--model", "hf-hub:alice/bare@", *common])
+    with pytest.raises(FileNotFoundError, match=r"--teacher alice/bare: .*a Hub model needs the 'hf-hub:' prefix: "
+                                                r"'hf-hub:alice/bare'"):
+        stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", "alice/bare"])
+
+
 # -- 5, 7, 8, 12 and the unclear messages: refused before training, the flag named -------------------------------------
 @pytest.mark.parametrize("argv,match", [
     (["--student", "local-dir:/ckpt"], r"--student 'local-dir:/ckpt' is a checkpoint.*--student_init local-dir:/ckpt"),

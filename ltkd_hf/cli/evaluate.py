@@ -23,7 +23,7 @@ from timm.data import resolve_data_config
 from ..config import DistillationConfig
 from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset, verify_images
 from ..evaluation import format_group_table
-from ..models import load_classifier, unwrap_timm
+from ..models import load_classifier, parse_hub_source, unwrap_timm
 from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
@@ -38,7 +38,10 @@ _SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "cla
 
 @dataclass
 class EvalArguments:
-    model: str = field(default=None, metadata={"help": "Student folder or Hub id (required)."})
+    model: str = field(
+        default=None,
+        metadata={"help": "Student folder or Hub model (hf-hub:<owner>/<name>[@<revision>], or the bare id); required."},
+    )
     output_dir: str = field(default="eval-report", metadata={"help": "Where report.json/report.md and plots go."})
     num_groups: int = field(default=3, metadata={"help": "K frequency groups of the report."})
     batch_size: int = field(default=256, metadata={"help": "Evaluation batch size."})
@@ -65,11 +68,16 @@ def recorded_config(model: str) -> dict:
         raise FileNotFoundError(f"--model {model}: no such folder; pass a saved student folder or a Hub model id.")
     else:
         try:
-            path = Path(hf_hub_download(model, "config.json"))
+            repo_id, revision = parse_hub_source(model) if model.startswith("hf-hub:") else (model, None)
+        except ValueError as err:
+            raise ValueError(f"--model {model}: {err}") from None
+        try:
+            path = Path(hf_hub_download(repo_id, "config.json", revision=revision))
         except (HFValidationError, EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
             raise FileNotFoundError(
                 f"--model {model}: neither a folder nor a reachable Hub model ({type(err).__name__}); pass a saved "
-                "student folder or a Hub model id (offline mode needs it in the local cache)."
+                "student folder or a Hub model (hf-hub:<owner>/<name>[@<revision>], or the bare id; offline mode "
+                "needs it in the local cache)."
             ) from None
     return json.loads(path.read_text())
 

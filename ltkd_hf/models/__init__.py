@@ -6,6 +6,7 @@ from .loading import (
     create_student,
     load_classifier,
     load_teacher,
+    parse_hub_source,
     pin_hub_source,
     unwrap_timm,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "create_student",
     "load_classifier",
     "load_teacher",
+    "parse_hub_source",
     "pin_hub_source",
     "unwrap_timm",
 ]

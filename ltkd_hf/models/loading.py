@@ -27,7 +27,8 @@ from transformers import AutoModelForImageClassification, TimmWrapperConfig, Tim
 from transformers.utils.hub import extract_commit_hash
 
 __all__ = [
-    "check_teacher_matches", "create_student", "load_classifier", "load_teacher", "pin_hub_source", "unwrap_timm"
+    "check_teacher_matches", "create_student", "load_classifier", "load_teacher", "parse_hub_source", "pin_hub_source",
+    "unwrap_timm",
 ]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
@@ -185,6 +186,14 @@ def _load_wrapper_folder(path: Path) -> nn.Module:
     return model
 
 
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return "/" in name
+
+
 def _looks_like_path(source: str) -> bool:
     return not source.startswith(("hf-hub:", "local-dir:")) and (
         os.sep in source or "/" in source or source.startswith((".", "~"))
@@ -229,7 +238,8 @@ def load_teacher(
         The timm model, with ``requires_grad`` False everywhere and in eval mode.
     """
     if _looks_like_path(source) and not os.path.exists(source):
-        raise FileNotFoundError(f"source={source!r} does not exist (expected a model folder or a timm name).")
+        hub = f"; a Hub model needs the 'hf-hub:' prefix: 'hf-hub:{source}'" if _is_repo_id(source) else ""
+        raise FileNotFoundError(f"source={source!r} does not exist (expected a model folder or a timm name{hub}).")
     if os.path.isfile(source):
         raise ValueError(
             f"source={source!r} is a file: pass the architecture name as source and this file as checkpoint= "
@@ -336,11 +346,13 @@ def unwrap_timm(model: nn.Module) -> nn.Module:
 
 
 def load_classifier(path_or_id: str) -> nn.Module:
-    """``AutoModelForImageClassification.from_pretrained(path_or_id)`` in eval mode, its timm model given the
+    """``AutoModelForImageClassification.from_pretrained(path_or_id)`` (a folder, a Hub id, or
+    ``hf-hub:<owner>/<name>[@<revision>]`` as the other loaders take it) in eval mode, its timm model given the
     ``pretrained_cfg`` of the folder's config.json. transformers builds the timm model from the architecture alone,
     so without it ``resolve_data_config(model=unwrap_timm(model))`` would see the architecture's default input size
     and normalisation (32 px for the CIFAR models), not those the model was trained with (the demo's 16 px)."""
-    model = AutoModelForImageClassification.from_pretrained(path_or_id).eval()
+    name, revision = parse_hub_source(path_or_id) if path_or_id.startswith(_HUB_PREFIX) else (path_or_id, None)
+    model = AutoModelForImageClassification.from_pretrained(name, revision=revision).eval()
     inner = unwrap_timm(model)
     inner.pretrained_cfg = inner.default_cfg = {**inner.pretrained_cfg, **_wrapper_cfg_overlay(model.config.to_dict())}
     return model
@@ -358,7 +370,7 @@ class _Start:
     recorded: str | None = None  # the source as recorded in the student's config
 
 
-def _hub_spec(source: str) -> tuple[str, str | None]:
+def parse_hub_source(source: str) -> tuple[str, str | None]:
     """``hf-hub:<owner>/<name>[@<revision>]`` -> (repo id, revision)."""
     repo_id, at, revision = source[len(_HUB_PREFIX):].partition("@")
     try:
@@ -452,7 +464,7 @@ def _hub_config(source: str) -> tuple[str, str, Path]:
     """An ``hf-hub:`` source's repo id, the commit its revision (default main) points at now and that commit's
     config.json, downloaded. Every other file is then read from that commit: config and weights agree, and the
     commit says exactly which weights a run used (a repo pushed again is another model)."""
-    repo_id, revision = _hub_spec(source)
+    repo_id, revision = parse_hub_source(source)
     config_path = _hub_file(source, repo_id, "config.json", revision)
     if config_path is None:
         raise ValueError(
