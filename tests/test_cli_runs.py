@@ -220,6 +220,22 @@ def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path
     assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers
 
 
+def test_the_command_lines_errors_name_flags_not_python_arguments(tmp_path):
+    """A pickled --teacher_checkpoint said "pass allow_unsafe_pickle=True", and a Hub dataset offline said "pass
+    source='DIR'" without naming --dataset (it was no one-line error either: a ConnectionError went unwrapped)."""
+    import timm
+    import torch
+
+    torch.save(timm.create_model("cifar_resnet8x4", num_classes=10).state_dict(), tmp_path / "t.pth")
+    with pytest.raises(ValueError, match=r"--teacher cifar_resnet8x4: --teacher_checkpoint '.*t\.pth' is a pickle.*"
+                                         r"if you trust its origin, pass --allow_unsafe_pickle true\.$"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", "cifar_resnet8x4",
+                      "--teacher_checkpoint", str(tmp_path / "t.pth")])
+    with pytest.raises(ConnectionError, match=r"^--dataset alice/not-cached: Could not load the Hub dataset .* "
+                                              r"where the Hub is reachable and pass --dataset DIR, or"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", "alice/not-cached"])
+
+
 def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
     write_folder(tmp_path / "one", train={"heron": 4}, test={"heron": 2})
     with pytest.raises(ValueError, match=r"--dataset .*one \(an image folder needs train/ and test/ subfolders.*at "

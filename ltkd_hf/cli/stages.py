@@ -125,13 +125,16 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             splits = load_image_dataset(
                 args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
             )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         hint = ""
         folder = Path(args.dataset).expanduser()
         if "label column" in str(err) and folder.is_dir() and not (folder / "dataset_dict.json").is_file():
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
-        raise type(err)(f"--dataset {args.dataset}{hint}: {err}".replace("label_column=", "--label_column ").replace(
-            "image_column=", "--image_column ")) from None
+        flags = {"label_column=": "--label_column ", "image_column=": "--image_column ", "source='DIR'": "--dataset DIR"}
+        message = f"--dataset {args.dataset}{hint}: {err}"
+        for argument, flag in flags.items():
+            message = message.replace(argument, flag)
+        raise type(err)(message) from None
     every_class_has_images(args.dataset, splits["train"], "training")
     every_class_has_images(args.dataset, splits["test"], "test")
     if verify:
@@ -314,7 +317,8 @@ def given_teacher(args: GivenTeacherArguments):
         source = pin_hub_source(args.teacher)
         teacher = load_teacher(source, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"--teacher {args.teacher}: {err}") from err
+        message = f"--teacher {args.teacher}: {err}".replace("checkpoint=", "--teacher_checkpoint ")
+        raise type(err)(message.replace("allow_unsafe_pickle=True", "--allow_unsafe_pickle true")) from err
     # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
     # fingerprint (a teacher retrained in place is another teacher).
     name, weights = _spelled(source), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)
