@@ -167,6 +167,17 @@ def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
     assert set(RECIPE_REFUSED) <= set(SETTINGS)
 
 
+def test_the_recipes_refuse_the_hub_flags_of_pushes_during_training():
+    """--hub_strategy all_checkpoints was accepted and did nothing: the recipes' stages never push while training,
+    and the final push leaves the checkpoints home."""
+    for program, arguments in (("ltkd-distill", distill.ARGUMENTS), ("ltkd-teacher", teacher.ARGUMENTS)):
+        with pytest.raises(ValueError, match=rf"--hub_strategy: not a flag of {program}: the recipes push the "
+                                             r"finished model once, at the end, without its checkpoints"):
+            parse_args(program, arguments, ["--hub_strategy", "all_checkpoints"])
+        with pytest.raises(ValueError, match=rf"--hub_always_push: not a flag of {program}: it decides when pushes"):
+            parse_args(program, arguments, ["--hub_always_push", "true"])
+
+
 def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
     with pytest.raises(ValueError, match=r"--load_best_model_at_end: not a flag of ltkd-distill: the recipes evaluate "
                                          r"on the test split, so it would choose the checkpoint on the split the report"):

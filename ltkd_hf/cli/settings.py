@@ -116,6 +116,10 @@ RECIPE_REFUSED = {
     "load_best_model_at_end": "the recipes evaluate on the test split, so it would choose the checkpoint on the split "
     "the report scores; they keep the last epoch's weights (to choose settings on held-out data: ltkd-table --sweep "
     "... --select_on validation)",
+    # Trainer pushes during training only when a stage's push_to_hub is on, and the recipes' stages never push
+    "hub_strategy": "the recipes push the finished model once, at the end, without its checkpoints (Trainer's 'end'); "
+    "push a checkpoint-N folder yourself with ltkd_hf.hub.push_student if you want one on the Hub",
+    "hub_always_push": "it decides when pushes during training may overlap, and the recipes push once, at the end",
 }
 # Refused as flags only. methods (a mapping per loss) is read from a config only; a config key one program does
 # not read is skipped for it (one config serves every program of a setting).
