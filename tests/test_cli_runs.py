@@ -194,6 +194,10 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
 @pytest.mark.parametrize("argv,match", [
     (["--student", "local-dir:/ckpt"], r"--student 'local-dir:/ckpt' is a checkpoint.*--student_init local-dir:/ckpt"),
     (["--teacher_architecture", "hf-hub:org/x"], r"--teacher_architecture 'hf-hub:org/x' is a checkpoint"),
+    # a pretrained tag was dropped without a word: the architecture trained from its own initialisation
+    (["--student", "resnet10t.c3_in1k"], r"--student resnet10t\.c3_in1k: the tag 'c3_in1k' names pretrained weights.*"
+                                         r"pass --student_init resnet10t\.c3_in1k .*, or --student resnet10t\.$"),
+    (["--teacher_architecture", "resnet18.a1_in1k"], r"pass --teacher_init resnet18\.a1_in1k to start from those"),
     (["--num_train_epochs", "0"], r"--num_train_epochs 0.0 \(and no --max_steps\) trains nothing"),
     (["--num_train_epochs", "3", "--lr_decay_epochs", "none"], r"--warmup_epochs 5 is not shorter than --num_train_epochs 3.0"),
     (["--max_steps", "2", "--lr_decay_epochs", "none"], r"stage student: --warmup_epochs 5 is not shorter than the stage"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from timm.models import split_model_name_tag
+
 
 @dataclass
 class DataArguments:
@@ -125,6 +127,16 @@ class ModelSource(NamedTuple):
 _CHECKPOINT_PREFIXES = ("local-dir:", "hf-hub:", "hf_hub:")
 
 
+def _refuse_weights_tag(flag: str, name: str, init_flag: str) -> None:
+    """An architecture flag names no weights: a timm name's pretrained tag (``resnet18.a1_in1k``) would be dropped."""
+    architecture, tag = split_model_name_tag(name)
+    if tag:
+        raise ValueError(
+            f"{flag} {name}: the tag {tag!r} names pretrained weights, but {flag} builds the architecture from its "
+            f"own initialisation; pass {init_flag} {name} to start from those weights, or {flag} {architecture}."
+        )
+
+
 @dataclass
 class StudentArguments:
     """The student: the distilled one and the ones it is compared with (cross-entropy alone, plain KD)."""
@@ -160,6 +172,7 @@ class StudentArguments:
                 f"--student {self.student!r} is a checkpoint, but --student names an architecture trained from its "
                 f"initialisation; pass --student_init {self.student} to start from these weights."
             )
+        _refuse_weights_tag("--student", self.student, "--student_init")
 
     def student_source(self) -> ModelSource:
         """What the student stages build: a checkpoint with --student_init, else --student."""
@@ -210,6 +223,7 @@ class TeacherArguments:
                 f"{self.teacher_architecture} to fine-tune from it, or --teacher {self.teacher_architecture} to "
                 "distil from it as it is."
             )
+        _refuse_weights_tag("--teacher_architecture", self.teacher_architecture, "--teacher_init")
 
     def teacher_source(self) -> ModelSource:
         """What the teacher stage builds: a checkpoint with --teacher_init, else --teacher_architecture."""
