@@ -144,8 +144,9 @@ def render_model_card(
     """The README.md model card of a trained student, as text.
 
     Front matter (``huggingface_hub.ModelCardData``): ``library_name: timm``, tags, ``datasets`` (only for a
-    Hub dataset), ``base_model`` (the Hub checkpoint the student started from: ``base_model``, or ``student_init``
-    when it is a Hub id; else the teacher when it is one), the license and a ``model-index`` with one entry per
+    Hub dataset), ``base_model`` (the Hub checkpoint the student's weights started from: ``base_model``, or
+    ``student_init`` when it is a Hub id; never the teacher, whose weights the student does not derive from: the
+    Hub would list it among the teacher's fine-tunes), the license and a ``model-index`` with one entry per
     metric in ``results`` (`required_results`: overall accuracy, and head / medium / tail with the 3 paper groups;
     many / medium / few-shot accuracy ``accuracy_<many|medium|few>_shot`` and expected calibration error ``ece``,
     ``ece_<group>`` are shown when given: ``results_from_report(evaluation_report(...))`` gives them all). The
@@ -163,7 +164,7 @@ def render_model_card(
     dataset = split_info.source or "the training data"
     test_split = split_info.test_split or "held-out"
     test_balance = describe_test_split(test_counts)
-    base_model = _hub_id(base_model) or _hub_id(student_init) or _hub_id(teacher)
+    base_model = _hub_id(base_model) or _hub_id(student_init)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="timm",
