@@ -57,9 +57,10 @@ def _check_source_counts(class_counts: Sequence[int]) -> np.ndarray:
 
 
 def _target_counts(
-    counts: np.ndarray, rho: float, profile: str, exponent: str, rank: np.ndarray
+    counts: np.ndarray, rho: float, profile: str, exponent: str, rank: np.ndarray, names: Sequence[str] | None = None
 ) -> list[int]:
-    """Kept images per class, class ``c`` sitting at frequency rank ``rank[c]`` (0 = head)."""
+    """Kept images per class, class ``c`` sitting at frequency rank ``rank[c]`` (0 = head); ``names`` name the
+    classes in the warning (else their indices)."""
     num_classes = counts.size
     denominator = num_classes - 1.0 if exponent == "standard" else float(num_classes)
     # Python floats and (1/rho)**(r/d), the LDAM-DRW expression, so that int() truncates exactly as there
@@ -69,7 +70,7 @@ def _target_counts(
         for r in rank.tolist()
     ]
     kept = [int(n * f) for n, f in zip(counts.tolist(), factors)]
-    clamped = [c for c, k in enumerate(kept) if k == 0]
+    clamped = [c if names is None else names[c] for c, k in enumerate(kept) if k == 0]
     if clamped:
         warnings.warn(
             f"imbalance_factor={rho:g} leaves classes {clamped[:20]} with 0 images; each keeps 1 image instead "
@@ -174,7 +175,8 @@ def make_long_tailed(
         if class_order_seed is None
         else np.random.RandomState(class_order_seed).permutation(num_classes)
     )
-    kept = _target_counts(source_counts, rho, profile, exponent, rank)
+    names = getattr(dataset.features[label_column], "names", None)
+    kept = _target_counts(source_counts, rho, profile, exponent, rank, names)
 
     # A stable argsort lists each class's rows in ascending order, exactly np.where(labels == c)[0].
     by_class = np.argsort(labels, kind="stable")
