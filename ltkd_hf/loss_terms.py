@@ -15,16 +15,18 @@ class LossTerms:
         self._sums: dict[str, dict[str, torch.Tensor]] = {"train": {}, "eval": {}}
         self._counts = {"train": 0, "eval": 0}
 
-    def add(self, mode: str, terms: dict[str, torch.Tensor]) -> None:
-        """Add one step's terms (detached, float32) to ``mode``'s sums."""
+    def add(self, mode: str, terms: dict[str, torch.Tensor], weight: int = 1) -> None:
+        """Add one step's terms (detached, float32) to ``mode``'s sums, counted ``weight`` times (an evaluation
+        batch's image count, so that its means are over images, as Trainer's ``eval_loss``)."""
         sums = self._sums[mode]
         for name, value in terms.items():
-            value = value.detach().float()
+            value = value.detach().float() * weight
             sums[name] = sums[name] + value if name in sums else value
-        self._counts[mode] += 1
+        self._counts[mode] += weight
 
     def pop_means(self, mode: str) -> dict[str, torch.Tensor]:
-        """``mode``'s mean of each term since the last call (sorted by name; empty when no step was added)."""
+        """``mode``'s weighted mean of each term since the last call (sorted by name; empty when no step was
+        added)."""
         sums, count = self._sums[mode], self._counts[mode]
         self._sums[mode], self._counts[mode] = {}, 0
         return {name: sums[name] / count for name in sorted(sums)}

@@ -391,7 +391,8 @@ class DistillationTrainer(Trainer):
             loss = ce
             if self._report_mode and self.teacher is not None:
                 outputs["teacher_logits"] = self._report_teacher_logits(inputs, pixel_values)
-        self.loss_terms.add("train" if train else "eval", terms)
+        # training terms are means over steps (as Trainer's loss), evaluation terms over images (as its eval_loss)
+        self.loss_terms.add("train" if train else "eval", terms, weight=1 if train else len(labels))
         return (loss, outputs) if return_outputs else loss
 
     def _report_teacher_logits(self, inputs: dict[str, Any], pixel_values: torch.Tensor) -> torch.Tensor:

@@ -136,6 +136,21 @@ def test_logs_every_component_and_group_metrics(tmp_path):
     assert eval_log["eval_ce"] == pytest.approx(eval_ce, rel=1e-4, abs=1e-6)
 
 
+def test_eval_ce_is_the_mean_over_images_as_eval_loss_is(tmp_path):
+    """The eval loss terms were means over batches: with a smaller last batch (4, 4, 2 images) eval_ce was another
+    number than eval_loss, which Trainer takes over images."""
+    student, evaluation = make_student(), SyntheticImages(10, seed=3)
+    trainer = make_trainer(make_config(tmp_path, per_device_eval_batch_size=4), model=student, eval_dataset=evaluation)
+    metrics = trainer.evaluate()
+    with torch.no_grad():
+        per_image = F.cross_entropy(student.eval()(pixel_values=evaluation.images).logits, evaluation.labels,
+                                    reduction="none")
+    by_batch = torch.stack([per_image[i:i + 4].mean() for i in (0, 4, 8)]).mean().item()
+    assert abs(per_image.mean().item() - by_batch) > 5e-4  # the two means differ on this data, beyond the tolerance
+    assert metrics["eval_loss"] == pytest.approx(per_image.mean().item(), rel=1e-5, abs=1e-6)
+    assert metrics["eval_ce"] == pytest.approx(per_image.mean().item(), rel=1e-5, abs=1e-6)
+
+
 def test_warmup_ramps_distillation_linearly(tmp_path):
     config = make_config(tmp_path, warmup_epochs=4.0)
     trainer = make_trainer(config)
