@@ -193,6 +193,15 @@ def test_card_states_what_ran_for_a_local_dataset_and_teacher(tmp_path: Path) ->
     assert 'hf-hub:<your-username>/resnet8x4-ltkd"' in text
 
 
+def test_the_tags_say_what_trained_the_model() -> None:
+    """Every card was tagged knowledge-distillation and ltkd: the biased teacher's (cross-entropy) and a DKD
+    student's too."""
+    assert set(_front_matter(_card(loss_name="ce", teacher=None))["tags"]) == {"image-classification", "long-tailed",
+                                                                               "timm"}
+    dkd = set(_front_matter(_card(loss_name="dkd", loss_config={"alpha": 1.0, "beta": 8.0}))["tags"])
+    assert "ltkd" not in dkd and {"knowledge-distillation", "dkd"} <= dkd
+
+
 def test_student_checkpoint_on_the_hub_is_the_base_model() -> None:
     meta = _front_matter(_card(student_init="hf-hub:timm/resnet18.a1_in1k"))
     assert meta["base_model"] == "timm/resnet18.a1_in1k"

@@ -21,7 +21,8 @@ from .save import is_repo_id
 __all__ = ["render_model_card", "required_results", "results_from_report", "write_model_card", "CARD_TAGS"]
 
 TEMPLATE_NAME = "model_card.md.jinja"
-CARD_TAGS = ("image-classification", "knowledge-distillation", "long-tailed", "ltkd", "timm")
+# Every card's tags; a distilled student's add "knowledge-distillation" and its loss's name ("ltkd", "dkd", ...).
+CARD_TAGS = ("image-classification", "long-tailed", "timm")
 _SHOTS = {
     "many": "many-shot classes: more than 100 training images",
     "medium": "medium-shot classes: 20 to 100 training images",
@@ -169,7 +170,7 @@ def render_model_card(
         model_name=model_name,
         library_name="timm",
         pipeline_tag="image-classification",
-        tags=list(CARD_TAGS),
+        tags=[*CARD_TAGS, *(() if loss_name.lower() == "ce" else ("knowledge-distillation", loss_name.lower()))],
         datasets=[split_info.hub_dataset_id] if split_info.hub_dataset_id else None,
         base_model=base_model,
         license=license,
