@@ -92,7 +92,6 @@ def _is_integer(feature) -> bool:
     return isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))
 
 
-
 def standardize_columns(
     splits: dict[str, Dataset], *, image_column: str | None = None, label_column: str | None = None
 ) -> DatasetDict:
