@@ -204,6 +204,18 @@ def test_integer_ids_that_are_not_0_to_c_minus_1_are_class_names(tmp_path):
     assert [names[i] for i in dd["test"]["label"][:]] == ["12", "40", "7", "3"]
 
 
+def test_integer_ids_take_the_names_of_another_splits_class_label(tmp_path):
+    """Plain ids in the training split beside a test split's ClassLabel (a map that dropped the feature) lost the
+    test split's names: the classes were "0", "1", "2", and a teacher naming them was refused as another order."""
+    DatasetDict(
+        train=image_dict([2, 0, 1, 2], Value("int64")),
+        test=image_dict([1, 2, 0], ClassLabel(names=["ant", "bee", "cod"])),
+    ).save_to_disk(str(tmp_path / "mixed"))
+    dd = load_image_dataset(str(tmp_path / "mixed"))
+    assert dd["train"].features["label"] == dd["test"].features["label"] == ClassLabel(names=["ant", "bee", "cod"])
+    assert dd["train"]["label"][:] == [2, 0, 1, 2] and dd["test"]["label"][:] == [1, 2, 0]
+
+
 @pytest.mark.parametrize("labels,feature,match", [
     ([0, -1, 1], Value("int64"), r"label column 'label' holds negative class ids \[-1\] \(unlabelled rows\?\); drop"),
     ([0.5, 1.0, 2.0], Value("float32"), r"label column 'label' has type .*float32.*; expected ClassLabel, integers or strings"),

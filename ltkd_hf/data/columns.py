@@ -84,6 +84,10 @@ def _class_label(splits: dict[str, Dataset], label: str) -> ClassLabel:
             f"label column {label!r} holds negative class ids {negative[:5]} (unlabelled rows?); drop those rows "
             f"first, e.g. dataset.filter(lambda row: row[{label!r}] >= 0)."
         )
+    named = {tuple(split.features[label].names) for split in splits.values()
+             if isinstance(split.features[label], ClassLabel)}
+    if len(named) == 1 and values[-1] < len(next(iter(named))):  # the ids index another split's named classes
+        return ClassLabel(names=list(next(iter(named))))
     # ids 0..C-1 are the class indices; other ids (3, 7, 12, 40) are names, in numeric order
     return ClassLabel(names=[str(v) for v in values])
 
