@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
@@ -574,7 +575,24 @@ class DistillationTrainer(Trainer):
             name = getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name
             self.artefacts.write_card(name or Path(self.args.output_dir).name, results, self.report, license)
 
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs):
-        """Push ``args.output_dir`` (the canonical folder and its group card; checkpoints stay home)."""
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        **kwargs,
+    ):
+        """Push ``args.output_dir`` (the canonical folder and its group card; checkpoints stay home) to ``revision``
+        (default ``args.hub_revision``, else main), a branch created when the repo has none of that name (Trainer
+        uploads to it but never creates it: the upload failed, after the training)."""
         self._card_results()  # every process: evaluate() is collective when the card needs it
-        return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+        token, revision = token or self.args.hub_token, revision or self.args.hub_revision
+        if revision is not None and self.is_world_process_zero():
+            if self.hub_model_id is None:
+                self.init_hf_repo(token=token)
+            # HfApi's default endpoint is read when huggingface_hub is imported; read HF_ENDPOINT now instead.
+            api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+            api.create_branch(self.hub_model_id, branch=revision, exist_ok=True)
+        return super().push_to_hub(commit_message=commit_message, blocking=blocking, token=token, revision=revision,
+                                   **kwargs)

@@ -26,6 +26,8 @@ class FakeRepo:
     private: bool
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
+    branches: set[str] = field(default_factory=lambda: {"main"})
+    committed_to: list[str] = field(default_factory=list)  # the branch of each commit (the files are shared)
 
     @property
     def head(self) -> str:
@@ -104,6 +106,15 @@ class _Handler(BaseHTTPRequestHandler):
             except yaml.YAMLError as err:
                 return self._json(400, {"errors": [{"message": str(err)}], "warnings": []})
             return self._json(200, {"errors": [], "warnings": []})
+        match = re.match(r"^/api/models/(.+)/branch/([^/]+)$", path)
+        if match:
+            repo = self.server.repos.get(match.group(1))
+            if repo is None:
+                return self._error(404, "RepoNotFound", f"Repository {match.group(1)} not found")
+            if match.group(2) in repo.branches:
+                return self._error(409, "Conflict", f"Branch {match.group(2)} already exists")
+            repo.branches.add(match.group(2))
+            return self._json(200, {})
         match = re.match(r"^/api/models/(.+)/(preupload|commit)/([^/]+)$", path)
         if match is None:
             return self._error(404, "NotFound", f"no route for POST {path}")
@@ -111,6 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self.server.repos.get(repo_id)
         if repo is None:
             return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if revision not in repo.branches:  # as the Hub: a commit goes to an existing branch
+            return self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", repo=repo)
         if action == "preupload":
             files = json.loads(body)["files"]
             return self._json(
@@ -127,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             repo.files.update(new_files)
             digest = hashlib.sha1(repr((repo.head, sorted(repo.files.items()))).encode()).hexdigest()
             repo.commits.append(digest)
+            repo.committed_to.append(revision)
         return self._json(
             200,
             {"commitUrl": f"{self.server.url}/{repo_id}/commit/{digest}", "commitOid": digest, "pullRequestUrl": None},

@@ -265,6 +265,21 @@ def test_clipping_covers_the_fusion_modules_and_the_loss_follows_train_eval(tmp_
     assert not trainer.loss_fn.training and not any(m.training for m in trainer.loss_fn.modules())
 
 
+def test_push_to_a_new_branch_creates_it(tmp_path, fake_hub, monkeypatch):
+    """hub_revision names the branch Trainer uploads to, but Trainer never creates it: a push to a new branch failed
+    (the Hub's "Invalid rev id") after the whole training."""
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)  # transformers caches its HfApi (and endpoint)
+    config = make_config(tmp_path / "run", max_steps=1, hub_model_id="alice/branched", hub_token=fake_hub.token,
+                         hub_revision="seed-1")
+    trainer = make_trainer(config, eval_dataset=SyntheticImages(6, seed=5))
+    trainer.train()
+    trainer.push_to_hub()
+    trainer.push_to_hub()  # the branch exists now
+    repo = fake_hub.repos["alice/branched"]
+    assert repo.branches == {"main", "seed-1"} and repo.committed_to == ["seed-1", "seed-1"]
+    assert "model.safetensors" in repo.files
+
+
 def test_saved_folder_and_hub_upload_hold_the_student_only(tmp_path, fake_hub, monkeypatch):
     """The checkpoints carry distill_loss.safetensors; save_model's folder and what push_to_hub uploads hold the
     student's tensors alone, and the folder loads with timm."""
