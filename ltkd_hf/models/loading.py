@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import timm
 import torch
@@ -280,10 +280,10 @@ def _load_saved_model(source: str, allow_unsafe_pickle: bool) -> nn.Module:
     """The timm model of a model folder or an ``hf-hub:`` repo (at the commit its revision points at now), in timm's
     layout or transformers' TimmWrapper layout, with its weights."""
     if source.startswith(_HUB_PREFIX):
-        repo_id, commit, config_path = _hub_config(source)
-        folder, timm_name = config_path.parent, f"{_HUB_PREFIX}{repo_id}@{commit}"
-        if _read_json(config_path, source).get("model_type") == "timm_wrapper":
-            _hub_file(source, repo_id, "model.safetensors", commit)  # into the commit's folder, if the repo has it
+        hub = _hub_config(source)
+        folder, timm_name = hub.path.parent, hub.pinned
+        if _read_json(hub.path, source).get("model_type") == "timm_wrapper":
+            _hub_file(source, hub.repo_id, "model.safetensors", hub.commit)  # into the commit's folder, if there
     else:
         folder = Path(source.removeprefix(_LOCAL_PREFIX))
         _check_folder(folder, "source", source, allow_unsafe_pickle)
@@ -460,10 +460,22 @@ def _local_start(source: str, pretrained: bool) -> _Start:
     return _Start(name, config, wrapper, recorded=f"{_LOCAL_PREFIX}{folder}")
 
 
-def _hub_config(source: str) -> tuple[str, str, Path]:
-    """An ``hf-hub:`` source's repo id, the commit its revision (default main) points at now and that commit's
+class _HubConfig(NamedTuple):
+    """An ``hf-hub:`` source's repo, the commit its revision (default main) points at now, and that commit's
     config.json, downloaded. Every other file is then read from that commit: config and weights agree, and the
     commit says exactly which weights a run used (a repo pushed again is another model)."""
+
+    repo_id: str
+    commit: str
+    path: Path
+
+    @property
+    def pinned(self) -> str:
+        """The source at that commit: ``hf-hub:<owner>/<name>@<commit>``."""
+        return f"{_HUB_PREFIX}{self.repo_id}@{self.commit}"
+
+
+def _hub_config(source: str) -> _HubConfig:
     repo_id, revision = parse_hub_source(source)
     config_path = _hub_file(source, repo_id, "config.json", revision)
     if config_path is None:
@@ -471,32 +483,28 @@ def _hub_config(source: str) -> tuple[str, str, Path]:
             f"source={source!r}: the Hub repo {repo_id!r} has no config.json, so it is not a timm or transformers "
             f"TimmWrapper model repo (those hold config.json + model.safetensors)."
         )
-    return repo_id, extract_commit_hash(str(config_path), None), config_path
+    return _HubConfig(repo_id, extract_commit_hash(str(config_path), None), config_path)
 
 
 def pin_hub_source(source: str) -> str:
     """``hf-hub:<owner>/<name>[@<revision>]`` as ``hf-hub:<owner>/<name>@<commit>``, the commit its revision
     points at now, so that what a run records names one set of weights; any other source as it is."""
-    if not source.startswith(_HUB_PREFIX):
-        return source
-    repo_id, commit, _ = _hub_config(source)
-    return f"{_HUB_PREFIX}{repo_id}@{commit}"
+    return _hub_config(source).pinned if source.startswith(_HUB_PREFIX) else source
 
 
 def _hub_start(source: str, pretrained: bool) -> _Start:
-    repo_id, commit, config_path = _hub_config(source)
-    config = _read_json(config_path, source)
-    pinned = f"{_HUB_PREFIX}{repo_id}@{commit}"
+    hub = _hub_config(source)
+    config = _read_json(hub.path, source)
     if config.get("model_type") == "timm_wrapper":  # transformers' layout: timm cannot read its config.json
-        if pretrained and _hub_file(source, repo_id, "model.safetensors", commit) is None:
+        if pretrained and _hub_file(source, hub.repo_id, "model.safetensors", hub.commit) is None:
             raise ValueError(
-                f"source={source!r}: the Hub repo {repo_id!r} holds no model.safetensors; a student starts only "
+                f"source={source!r}: the Hub repo {hub.repo_id!r} holds no model.safetensors; a student starts only "
                 f"from safetensors (unpickling a file can run arbitrary code)."
             )
-        return _Start(config["architecture"], config, config_path.parent, repo_id, commit, pinned)
+        return _Start(config["architecture"], config, hub.path.parent, hub.repo_id, hub.commit, hub.pinned)
     if pretrained:
-        _require_hub_safetensors(source, repo_id, commit, config.get("pretrained_cfg") or {})
-    return _Start(pinned, config, None, repo_id, commit, pinned)
+        _require_hub_safetensors(source, hub.repo_id, hub.commit, config.get("pretrained_cfg") or {})
+    return _Start(hub.pinned, config, None, hub.repo_id, hub.commit, hub.pinned)
 
 
 def _timm_start(source: str, pretrained: bool) -> _Start:
