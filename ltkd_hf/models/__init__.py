@@ -1,15 +1,8 @@
 """Model architectures and loading. Importing this package registers the CIFAR models with timm."""
 
 from . import cifar_mobilenet, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401  (register)
-from .loading import (
-    check_teacher_matches,
-    create_student,
-    load_classifier,
-    load_teacher,
-    parse_hub_source,
-    pin_hub_source,
-    unwrap_timm,
-)
+from .hub_source import parse_hub_source, pin_hub_source
+from .loading import check_teacher_matches, create_student, load_classifier, load_teacher, unwrap_timm
 
 CIFAR_MODEL_NAMES = (
     "cifar_resnet8x4",

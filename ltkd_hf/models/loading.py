@@ -10,32 +10,26 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import timm
 import torch
 from accelerate.utils import extract_model_from_parallel
-from huggingface_hub import errors as hf_errors
-from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from timm.layers import to_2tuple
 from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg, load_state_dict
-from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives, hf_split  # timm exports them only from _hub
+from timm.models._hub import hf_split  # timm exports it only from _hub
 from torch import nn
 from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
-from transformers.utils.hub import extract_commit_hash
 
-__all__ = [
-    "check_teacher_matches", "create_student", "load_classifier", "load_teacher", "parse_hub_source", "pin_hub_source",
-    "unwrap_timm",
-]
+from .hub_source import HUB_PREFIX, hub_config, hub_file, parse_hub_source, require_hub_safetensors
+
+__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "unwrap_timm"]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
-_HUB_PREFIX, _LOCAL_PREFIX = "hf-hub:", "local-dir:"
-# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
-_REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+_LOCAL_PREFIX = "local-dir:"
 
 
 def _require_model_name(
@@ -279,11 +273,11 @@ def load_teacher(
 def _load_saved_model(source: str, allow_unsafe_pickle: bool) -> nn.Module:
     """The timm model of a model folder or an ``hf-hub:`` repo (at the commit its revision points at now), in timm's
     layout or transformers' TimmWrapper layout, with its weights."""
-    if source.startswith(_HUB_PREFIX):
-        hub = _hub_config(source)
+    if source.startswith(HUB_PREFIX):
+        hub = hub_config(source)
         folder, timm_name = hub.path.parent, hub.pinned
         if _read_json(hub.path, source).get("model_type") == "timm_wrapper":
-            _hub_file(source, hub.repo_id, "model.safetensors", hub.commit)  # into the commit's folder, if there
+            hub_file(source, hub.repo_id, "model.safetensors", hub.commit)  # into the commit's folder, if there
     else:
         folder = Path(source.removeprefix(_LOCAL_PREFIX))
         _check_folder(folder, "source", source, allow_unsafe_pickle)
@@ -351,7 +345,7 @@ def load_classifier(path_or_id: str) -> nn.Module:
     ``pretrained_cfg`` of the folder's config.json. transformers builds the timm model from the architecture alone,
     so without it ``resolve_data_config(model=unwrap_timm(model))`` would see the architecture's default input size
     and normalisation (32 px for the CIFAR models), not those the model was trained with (the demo's 16 px)."""
-    name, revision = parse_hub_source(path_or_id) if path_or_id.startswith(_HUB_PREFIX) else (path_or_id, None)
+    name, revision = parse_hub_source(path_or_id) if path_or_id.startswith(HUB_PREFIX) else (path_or_id, None)
     model = AutoModelForImageClassification.from_pretrained(name, revision=revision).eval()
     inner = unwrap_timm(model)
     inner.pretrained_cfg = inner.default_cfg = {**inner.pretrained_cfg, **_wrapper_cfg_overlay(model.config.to_dict())}
@@ -368,53 +362,6 @@ class _Start:
     hub_id: str | None = None  # the Hub repo the weights come from
     revision: str | None = None
     recorded: str | None = None  # the source as recorded in the student's config
-
-
-def parse_hub_source(source: str) -> tuple[str, str | None]:
-    """``hf-hub:<owner>/<name>[@<revision>]`` -> (repo id, revision)."""
-    repo_id, at, revision = source[len(_HUB_PREFIX):].partition("@")
-    try:
-        validate_repo_id(repo_id)
-        if at and (not revision or "@" in revision):
-            raise HFValidationError(f"bad revision {revision!r}")
-    except HFValidationError as error:
-        raise ValueError(
-            f"source={source!r} is not a valid Hub model spec ({error}); write 'hf-hub:<owner>/<name>' or "
-            f"'hf-hub:<owner>/<name>@<revision>'."
-        ) from None
-    return repo_id, revision or None
-
-
-def _hub_file(source: str, repo_id: str, filename: str, revision: str | None) -> Path | None:
-    """A file of a Hub repo, downloaded to the cache; None when the repo does not hold it."""
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except hf_errors.RepositoryNotFoundError:
-        raise ValueError(
-            f"source={source!r}: the Hub has no model repo {repo_id!r} that this login may read (check the "
-            f"name; a private or gated repo needs `hf auth login` or HF_TOKEN)."
-        ) from None
-    except hf_errors.RevisionNotFoundError:
-        raise ValueError(
-            f"source={source!r}: the Hub repo {repo_id!r} has no revision {revision!r}; pass a branch, tag or "
-            f"commit of that repo after '@', or drop it for main."
-        ) from None
-    except _REMOTE_MISSING:
-        return None
-
-
-def _require_hub_safetensors(source: str, repo_id: str, revision: str | None, pretrained_cfg: dict[str, Any]) -> None:
-    """Raise unless the Hub repo holds the safetensors file timm loads first, so timm never falls back to a
-    pickled ``pytorch_model.bin``."""
-    filename = pretrained_cfg.get("hf_hub_filename") or HF_WEIGHTS_NAME
-    names = [filename] if filename.endswith(_SAFE_SUFFIX) else list(_get_safe_alternatives(filename))
-    if any(_hub_file(source, repo_id, name, revision) is not None for name in names):
-        return
-    raise ValueError(
-        f"source={source!r}: the Hub repo {repo_id!r} holds no safetensors weights ({', '.join(names) or filename} "
-        f"not found). Only safetensors are loaded (unpickling a file can run arbitrary code): convert the weights "
-        f"(safetensors.torch.save_file(state_dict, 'model.safetensors')) and use that repo or a 'local-dir:' folder."
-    )
 
 
 def _read_json(path: Path, source: str) -> dict[str, Any]:
@@ -460,50 +407,18 @@ def _local_start(source: str, pretrained: bool) -> _Start:
     return _Start(name, config, wrapper, recorded=f"{_LOCAL_PREFIX}{folder}")
 
 
-class _HubConfig(NamedTuple):
-    """An ``hf-hub:`` source's repo, the commit its revision (default main) points at now, and that commit's
-    config.json, downloaded. Every other file is then read from that commit: config and weights agree, and the
-    commit says exactly which weights a run used (a repo pushed again is another model)."""
-
-    repo_id: str
-    commit: str
-    path: Path
-
-    @property
-    def pinned(self) -> str:
-        """The source at that commit: ``hf-hub:<owner>/<name>@<commit>``."""
-        return f"{_HUB_PREFIX}{self.repo_id}@{self.commit}"
-
-
-def _hub_config(source: str) -> _HubConfig:
-    repo_id, revision = parse_hub_source(source)
-    config_path = _hub_file(source, repo_id, "config.json", revision)
-    if config_path is None:
-        raise ValueError(
-            f"source={source!r}: the Hub repo {repo_id!r} has no config.json, so it is not a timm or transformers "
-            f"TimmWrapper model repo (those hold config.json + model.safetensors)."
-        )
-    return _HubConfig(repo_id, extract_commit_hash(str(config_path), None), config_path)
-
-
-def pin_hub_source(source: str) -> str:
-    """``hf-hub:<owner>/<name>[@<revision>]`` as ``hf-hub:<owner>/<name>@<commit>``, the commit its revision
-    points at now, so that what a run records names one set of weights; any other source as it is."""
-    return _hub_config(source).pinned if source.startswith(_HUB_PREFIX) else source
-
-
 def _hub_start(source: str, pretrained: bool) -> _Start:
-    hub = _hub_config(source)
+    hub = hub_config(source)
     config = _read_json(hub.path, source)
     if config.get("model_type") == "timm_wrapper":  # transformers' layout: timm cannot read its config.json
-        if pretrained and _hub_file(source, hub.repo_id, "model.safetensors", hub.commit) is None:
+        if pretrained and hub_file(source, hub.repo_id, "model.safetensors", hub.commit) is None:
             raise ValueError(
                 f"source={source!r}: the Hub repo {hub.repo_id!r} holds no model.safetensors; a student starts only "
                 f"from safetensors (unpickling a file can run arbitrary code)."
             )
         return _Start(config["architecture"], config, hub.path.parent, hub.repo_id, hub.commit, hub.pinned)
     if pretrained:
-        _require_hub_safetensors(source, hub.repo_id, hub.commit, config.get("pretrained_cfg") or {})
+        require_hub_safetensors(source, hub.repo_id, hub.commit, config.get("pretrained_cfg") or {})
     return _Start(hub.pinned, config, None, hub.repo_id, hub.commit, hub.pinned)
 
 
@@ -530,7 +445,7 @@ def _timm_start(source: str, pretrained: bool) -> _Start:
             f"start from a 'local-dir:'/'hf-hub:' folder with config.json + model.safetensors."
         )
     repo_id, revision = hf_split(cfg.hf_hub_id)
-    _require_hub_safetensors(source, repo_id, revision, cfg.to_dict())
+    require_hub_safetensors(source, repo_id, revision, cfg.to_dict())
     return _Start(source, None, None, repo_id, revision, source)
 
 
@@ -662,7 +577,7 @@ def create_student(
                 f"model_kwargs[{key!r}]={value!r} is not JSON-serializable, but the student's config.json must hold "
                 f"it to rebuild the model: pass a name or a number (e.g. act_layer='gelu')."
             ) from None
-    if source.startswith(_HUB_PREFIX):
+    if source.startswith(HUB_PREFIX):
         start = _hub_start(source, pretrained)
     elif source.startswith(_LOCAL_PREFIX):
         start = _local_start(source, pretrained)
