@@ -155,6 +155,35 @@ def test_an_unsupported_setting_in_a_config_is_refused(tmp_path):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(path)])
 
 
+@pytest.mark.parametrize("line,match", [
+    # each was a traceback (TypeError, AttributeError), or reached the trainer to fail after the teacher's folder
+    ("seed: 1.5", r"seed: 1\.5 is not an integer, as --seed takes"),
+    ("imbalance_factor: [20]", r"imbalance_factor: \[20\] is not a number"),
+    ("student: null", r"student: None is not a value \(this setting cannot be unset\)"),
+    ("per_device_train_batch_size: 64.5", r"per_device_train_batch_size: 64\.5 is not an integer"),
+    ("num_train_epochs: true", r"num_train_epochs: True is not a number"),
+    ("num_train_epochs: three", r"num_train_epochs: 'three' is not a number"),
+    ("bf16: maybe", r"bf16: 'maybe' is not true or false"),
+    ("lr_scheduler_type: cosin", r"lr_scheduler_type: 'cosin' is not one of \['linear'"),
+])
+def test_a_config_value_of_the_wrong_type_is_one_line_naming_the_file_and_key(tmp_path, line, match):
+    config = tmp_path / "wrong.yaml"
+    config.write_text(f"defaults: demo\n{line}\n")
+    with pytest.raises(ValueError, match=rf"^--config {config}: {match}.*; fix the file\.$"):
+        parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(config)])
+
+
+def test_config_values_are_converted_as_the_flags_convert_them(tmp_path):
+    config = tmp_path / "right.yaml"
+    config.write_text("defaults: demo\nlr_decay_epochs: 20\nseed: '3'\nbf16: false\nnum_train_epochs: 40\n"
+                      "teacher_learning_rate: null\n")
+    parsed = parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(config)])
+    args = parsed.values[-1]
+    assert args.lr_decay_epochs == [20.0] and args.seed == 3 and args.bf16 is False  # one value: a list of it
+    assert args.num_train_epochs == 40.0 and isinstance(args.num_train_epochs, float)
+    assert parsed.values[2].teacher_learning_rate is None
+
+
 def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
     with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of ltkd-distill: .*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
 
 from ..config import DistillationConfig, parse_loss_kwargs
 from ..losses import available_losses
@@ -220,7 +221,8 @@ def parse_args(
     if refused_keys:
         raise ValueError(f"--config {config_name}: {refused_keys[0]}: not a setting of the recipes: "
                          f"{RECIPE_REFUSED[refused_keys[0]]}.")
-    parser.set_defaults(**{k: v for k, v in values.items() if k in offered})
+    parser.set_defaults(**_typed_config(parser, {k: v for k, v in values.items() if k in offered}, optional,
+                                        config_name))
     parser.set_defaults(**{k: v for k, v in unset.items() if k in offered})
     given = {a[2:].partition("=")[0] for a in argv if a.startswith("--")} | set(unset)
     refused = refused_flags(program)
@@ -232,6 +234,47 @@ def parse_args(
     if remaining:
         raise ValueError(_not_offered(remaining[0], program, offered, known_names))
     return Parsed(tuple(parsed[: len(dataclass_types)]), values, given - {"config"}, config_name)
+
+
+_KINDS = {int: "an integer", float: "a number", string_to_bool: "true or false"}
+
+
+def _typed_config(parser: argparse.ArgumentParser, values: dict[str, Any], optional: set[str], config_name: str
+                  ) -> dict[str, Any]:
+    """A config's values as the command line's flags would give them: argparse converts and checks the values it
+    parses, but takes defaults as they are, so a YAML value of the wrong type (``seed: 1.5``, ``imbalance_factor:
+    [20]``, ``student: null``) would reach the run unchecked. A list flag takes one value as a list of it."""
+    actions = {a.dest: a for a in parser._actions if a.nargs != 0}
+
+    def refuse(key: str, value: Any, what: str) -> ValueError:
+        return ValueError(f"--config {config_name}: {key}: {value!r} is not {what}, as --{key} takes; fix the file.")
+
+    def one(key: str, action: argparse.Action, value: Any) -> Any:
+        kind = _KINDS.get(action.type) or (f"one of {list(action.choices)}" if action.choices else None)
+        if kind is None:  # text, or a mapping the dataclass parses itself
+            return value
+        if isinstance(value, (list, dict)) or (action.type in (int, float) and isinstance(value, bool)):
+            raise refuse(key, value, kind)
+        try:
+            converted = action.type(str(value).lower() if isinstance(value, bool) else str(value))
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise refuse(key, value, kind) from None
+        if action.choices and converted not in action.choices:
+            raise refuse(key, value, kind)
+        return converted
+
+    typed = {}
+    for key, value in values.items():
+        action = actions[key]
+        if value is None:
+            if key not in optional:
+                raise refuse(key, value, "a value (this setting cannot be unset)")
+            typed[key] = None
+        elif action.nargs in ("+", "*"):
+            typed[key] = [one(key, action, item) for item in (value if isinstance(value, list) else [value])]
+        else:
+            typed[key] = one(key, action, value)
+    return typed
 
 
 def method_settings(parsed: Parsed, config: DistillationConfig, loss: str) -> dict[str, Any]:
