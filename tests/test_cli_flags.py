@@ -184,6 +184,18 @@ def test_config_values_are_converted_as_the_flags_convert_them(tmp_path):
     assert parsed.values[2].teacher_learning_rate is None
 
 
+def test_a_flag_of_several_values_given_twice_is_refused():
+    """argparse keeps a flag's last value: a second --sweep silently replaced the first, and its rows vanished from
+    the table. A one-value flag given again stays the usual override of an earlier value."""
+    with pytest.raises(ValueError, match=r"^--sweep: given twice, and only the last would count; give all its values "
+                                         r"after one --sweep \(e.g. --sweep alpha=1,6 beta=1,6\)\.$"):
+        parse_args("ltkd-table", table.ARGUMENTS, ["--losses", "ltkd", "--sweep", "alpha=1,2", "--sweep", "beta=1"])
+    with pytest.raises(ValueError, match=r"^--seeds: given twice"):
+        parse_args("ltkd-table", table.ARGUMENTS, ["--seeds", "0", "--seeds=1"])
+    parsed = parse_args("ltkd-distill", distill.ARGUMENTS, ["--num_train_epochs", "30", "--num_train_epochs", "40"])
+    assert parsed.values[-1].num_train_epochs == 40
+
+
 def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
     with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of ltkd-distill: .*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])

@@ -199,7 +199,7 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
                                          r"pass --student_init resnet10t\.c3_in1k .*, or --student resnet10t\.$"),
     (["--teacher_architecture", "resnet18.a1_in1k"], r"pass --teacher_init resnet18\.a1_in1k to start from those"),
     (["--num_train_epochs", "0"], r"--num_train_epochs 0.0 \(and no --max_steps\) trains nothing"),
-    (["--num_train_epochs", "3", "--lr_decay_epochs", "none"], r"--warmup_epochs 5 is not shorter than --num_train_epochs 3.0"),
+    (["--num_train_epochs", "3", "--lr_decay_epochs", "none"], r"--warmup_epochs 5.0 is not shorter than --num_train_epochs 3.0"),
     (["--max_steps", "2", "--lr_decay_epochs", "none"], r"stage student: --warmup_epochs 5 is not shorter than the stage"),
     (["--input_size", "0"], r"--input_size 0: pass a side of at least 8 pixels"),
     (["--class_order_seed", "-1"], r"--class_order_seed -1: a seed of numpy's legacy generator"),

@@ -214,7 +214,7 @@ def test_help_works(recipe):
 
 def test_help_says_whose_defaults_it_shows(capsys):
     """--help showed the demo's --imbalance_factor 20 as the default, while a run with --dataset gets 1."""
-    for argv, config, rho in (([], "demo", "20"), (["--dataset", "my_images"], "base", "1")):
+    for argv, config, rho in (([], "demo", "20.0"), (["--dataset", "my_images"], "base", "1.0")):
         with pytest.raises(SystemExit):
             parse([*argv, "--help"])
         text = " ".join(capsys.readouterr().out.split())

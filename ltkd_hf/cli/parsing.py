@@ -212,6 +212,14 @@ def parse_args(
                         "warmup_epochs: 0}}, for the runs of that loss (--distill_loss_kwargs and --warmup_epochs "
                         "override it). See the module docstring of ltkd_hf.cli.parsing.")
     offered = {a.dest for a in parser._actions}
+    # A flag of several values given twice reads as "add these" (--sweep alpha=1,2 --sweep beta=1), but argparse
+    # keeps the last one; a one-value flag given again is the usual override of a command's earlier value.
+    flags = [a[2:].partition("=")[0] for a in argv if a.startswith("--")]
+    lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
+    twice = sorted({name for name in flags if name in lists and flags.count(name) > 1})
+    if twice:
+        raise ValueError(f"--{twice[0]}: given twice, and only the last would count; give all its values after one "
+                         f"--{twice[0]} (e.g. --sweep alpha=1,6 beta=1,6).")
     values = load_config(config_name) if config_name else {}
     known_names = {f.name for f in all_fields} | _every_program_setting()
     unknown = sorted(set(values) - known_names)
