@@ -196,6 +196,13 @@ def test_a_flag_of_several_values_given_twice_is_refused():
     assert parsed.values[-1].num_train_epochs == 40
 
 
+def test_the_table_refuses_seed_for_seeds():
+    """ltkd-table --seed 3 was accepted and every cell still trained with --seeds' 0."""
+    with pytest.raises(ValueError, match=r"^--seed: not a flag of ltkd-table: each cell trains with its seed from "
+                                         r"--seeds \(--seeds 3 for one run of seed 3\)\.$"):
+        parse_args("ltkd-table", table.ARGUMENTS, ["--losses", "kd", "--seed", "3"])
+
+
 def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
     with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of ltkd-distill: .*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])

@@ -128,7 +128,8 @@ CONFIG_ONLY = {
     "set the loss's settings with --distill_loss_kwargs and its warm-up with --warmup_epochs",
 }
 PROGRAM_REFUSED = {
-    "ltkd-table": {"compare_ce_student": "the table's rows are --losses; add or drop ce there"},
+    "ltkd-table": {"compare_ce_student": "the table's rows are --losses; add or drop ce there",
+                   "seed": "each cell trains with its seed from --seeds (--seeds 3 for one run of seed 3)"},
 }
 
 
