@@ -203,6 +203,16 @@ def test_the_table_refuses_seed_for_seeds():
         parse_args("ltkd-table", table.ARGUMENTS, ["--losses", "kd", "--seed", "3"])
 
 
+def test_epochs_given_with_max_steps_are_refused():
+    """--max_steps overrides the epochs (Trainer's rule): --teacher_epochs 3 --max_steps 2 recorded 3 epochs for a
+    teacher trained 2 steps, and changing the ignored value later made the folder stale."""
+    for flag in ("--num_train_epochs", "--teacher_epochs"):
+        with pytest.raises(ValueError, match=rf"^{flag}: --max_steps 2 sets the length of every stage \(Trainer's "
+                                             r"max_steps overrides the epochs\), so it would change nothing"):
+            parse_args("ltkd-distill", distill.ARGUMENTS, ["--max_steps", "2", flag, "3"])
+    parse_args("ltkd-distill", distill.ARGUMENTS, ["--max_steps", "2"])  # the config's epochs: overridden, as documented
+
+
 def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
     with pytest.raises(ValueError, match=r"--device_augmentation: not a flag of ltkd-distill: .*--in_memory_data true"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--device_augmentation", "true"])

@@ -282,7 +282,7 @@ def test_one_step_teacher_and_student_see_the_same_augmented_batch_and_ce_matche
 def test_recipe_flag_trains_a_stage_from_in_memory_splits(tmp_path):
     data_args, *_, run_args, config = parse_args(
         "ltkd-distill", distill.ARGUMENTS,
-        ["--in_memory_data", "true", "--imbalance_factor", "10", "--max_steps", "1", "--num_train_epochs", "1",
+        ["--in_memory_data", "true", "--imbalance_factor", "10", "--max_steps", "1",
          "--lr_decay_epochs", "none", "--per_device_train_batch_size", "16",
          "--disable_tqdm", "true", "--dataloader_pin_memory", "false", "--output_dir", str(tmp_path)],
     ).values

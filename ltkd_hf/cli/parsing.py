@@ -241,6 +241,11 @@ def parse_args(
     remaining = parsed[-1]
     if remaining:
         raise ValueError(_not_offered(remaining[0], program, offered, known_names))
+    config = next((v for v in parsed if isinstance(v, DistillationConfig)), None)
+    epochs = sorted(given & {"num_train_epochs", "teacher_epochs"})
+    if config is not None and config.max_steps > 0 and epochs:
+        raise ValueError(f"--{epochs[0]}: --max_steps {config.max_steps} sets the length of every stage (Trainer's "
+                         "max_steps overrides the epochs), so it would change nothing; drop one of them.")
     return Parsed(tuple(parsed[: len(dataclass_types)]), values, given - {"config"}, config_name)
 
 
