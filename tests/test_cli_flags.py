@@ -210,7 +210,7 @@ def test_epochs_given_with_max_steps_are_refused():
         with pytest.raises(ValueError, match=rf"^{flag}: --max_steps 2 sets the length of every stage \(Trainer's "
                                              r"max_steps overrides the epochs\), so it would change nothing"):
             parse_args("ltkd-distill", distill.ARGUMENTS, ["--max_steps", "2", flag, "3"])
-    parse_args("ltkd-distill", distill.ARGUMENTS, ["--max_steps", "2"])  # the config's epochs: overridden, as documented
+    parse_args("ltkd-distill", distill.ARGUMENTS, ["--max_steps", "2"])  # the config's epochs: overridden (documented)
 
 
 def test_the_recipes_refuse_device_augmentation_alone(tmp_path):
