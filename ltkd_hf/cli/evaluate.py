@@ -40,7 +40,7 @@ _SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "cla
 class EvalArguments:
     model: str = field(
         default=None,
-        metadata={"help": "Student folder or Hub model (hf-hub:<owner>/<name>[@<revision>], or the bare id); required."},
+        metadata={"help": "Student folder or Hub model (hf-hub:<owner>/<name>[@<revision>] or the bare id), required."},
     )
     output_dir: str = field(default="eval-report", metadata={"help": "Where report.json/report.md and plots go."})
     num_groups: int = field(default=3, metadata={"help": "K frequency groups of the report."})

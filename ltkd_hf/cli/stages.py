@@ -130,7 +130,8 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
         folder = Path(args.dataset).expanduser()
         if "label column" in str(err) and folder.is_dir() and not (folder / "dataset_dict.json").is_file():
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
-        flags = {"label_column=": "--label_column ", "image_column=": "--image_column ", "source='DIR'": "--dataset DIR"}
+        flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
+                 "source='DIR'": "--dataset DIR"}
         message = f"--dataset {args.dataset}{hint}: {err}"
         for argument, flag in flags.items():
             message = message.replace(argument, flag)
@@ -204,7 +205,8 @@ def use_all_cpu_cores() -> None:
     state = PartialState()
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # set by accelerate launch for every process
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if launched and state.device.type == "cpu" and state.num_processes == 1 and os.environ.get("OMP_NUM_THREADS") == "1":
+    one_thread = os.environ.get("OMP_NUM_THREADS") == "1"
+    if launched and state.device.type == "cpu" and state.num_processes == 1 and one_thread:
         if torch.get_num_threads() < cores:
             torch.set_num_threads(cores)
             logger.info("accelerate launch set OMP_NUM_THREADS=1; this single CPU process uses its %d cores", cores)
@@ -366,8 +368,8 @@ class Stage:
         if self.teacher_cache_dir is not None:
             lines.append(f"    teacher-logit cache: {self.teacher_cache_dir}")
         flat = _flatten_settings(self.settings)
-        lines += [f"    {key} = {json.dumps(value)}" for key, value in flat.items() if not key.startswith("data.class_counts")
-                  and not key.startswith("data.label_names")]
+        lines += [f"    {key} = {json.dumps(value)}" for key, value in flat.items()
+                  if not key.startswith(("data.class_counts", "data.label_names"))]
         return "\n".join(lines)
 
 
