@@ -185,8 +185,8 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
         assert (report["per_class"], report["ece"]) == (local["per_class"], local["ece"]), spec  # the same weights
     with pytest.raises(ValueError, match=r"--model hf-hub:alice/bare@: source='hf-hub:alice/bare@' is not a valid"):
         evaluate.main(["--model", "hf-hub:alice/bare@", *common])
-    with pytest.raises(FileNotFoundError, match=r"--teacher alice/bare: .*a Hub model needs the 'hf-hub:' prefix: "
-                                                r"'hf-hub:alice/bare'"):
+    with pytest.raises(FileNotFoundError, match=r"^--teacher alice/bare: it does not exist .*a Hub model needs the "
+                                                r"'hf-hub:' prefix: 'hf-hub:alice/bare'"):
         stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", "alice/bare"])
 
 
@@ -198,6 +198,8 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
     (["--student", "resnet10t.c3_in1k"], r"--student resnet10t\.c3_in1k: the tag 'c3_in1k' names pretrained weights.*"
                                          r"pass --student_init resnet10t\.c3_in1k .*, or --student resnet10t\.$"),
     (["--teacher_architecture", "resnet18.a1_in1k"], r"pass --teacher_init resnet18\.a1_in1k to start from those"),
+    # the flag names the source: the library's "source='none'" beside it named a Python argument
+    (["--student", "none"], r"^--student none: it is not a registered timm architecture"),
     (["--num_train_epochs", "0"], r"--num_train_epochs 0.0 \(and no --max_steps\) trains nothing"),
     (["--num_train_epochs", "3", "--lr_decay_epochs", "none"],
      r"--warmup_epochs 5.0 is not shorter than --num_train_epochs 3.0"),

@@ -236,8 +236,8 @@ def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs
             pretrained=spec.pretrained,
             **model_kwargs,
         )
-    except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"{spec.flag} {spec.source}: {err}") from err
+    except (ValueError, FileNotFoundError) as err:  # the flag names the source: not the library's argument too
+        raise type(err)(f"{spec.flag} {spec.source}: {str(err).replace(f'source={spec.source!r}', 'it')}") from err
 
 
 def stage_args(config: DistillationConfig, folder: str, **changes) -> DistillationConfig:
@@ -319,7 +319,8 @@ def given_teacher(args: GivenTeacherArguments):
         source = pin_hub_source(args.teacher)
         teacher = load_teacher(source, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
-        message = f"--teacher {args.teacher}: {err}".replace("checkpoint=", "--teacher_checkpoint ")
+        message = f"--teacher {args.teacher}: {str(err).replace(f'source={args.teacher!r}', 'it')}".replace(
+            "checkpoint=", "--teacher_checkpoint ")
         raise type(err)(message.replace("allow_unsafe_pickle=True", "--allow_unsafe_pickle true")) from err
     # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
     # fingerprint (a teacher retrained in place is another teacher).
