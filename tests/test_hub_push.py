@@ -74,6 +74,15 @@ def test_second_push_updates_existing_repo(fake_hub: FakeHub, tmp_path: Path) ->
     assert repo.files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
 
 
+def test_push_to_a_branch_creates_it_once(fake_hub: FakeHub, tmp_path: Path) -> None:
+    """push_student could push only to main; as trainer.push_to_hub(revision=...) it creates the branch it needs."""
+    folder, _ = _student_folder(tmp_path)
+    for _ in range(2):  # the second push finds the branch there
+        push_student(folder, "alice/branched", token=fake_hub.token, revision="seed-1")
+    repo = fake_hub.repos["alice/branched"]
+    assert repo.branches == {"main", "seed-1"} and repo.committed_to == ["seed-1", "seed-1"]
+
+
 def test_token_comes_from_hf_token_env(fake_hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
     folder, _ = _student_folder(tmp_path)
     monkeypatch.setenv("HF_TOKEN", fake_hub.token)

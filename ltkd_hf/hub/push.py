@@ -82,11 +82,12 @@ def push_student(
     token: str | None = None,
     private: bool = False,
     commit_message: str = "Upload LTKD-distilled student",
+    revision: str | None = None,
 ) -> str:
     """Upload a student folder (written by ``save_student``) to the Hub repo ``repo_id``; returns the commit URL.
 
-    The repo is created if it does not exist. The endpoint is ``HF_ENDPOINT`` when set. Trainer checkpoints
-    in the folder (``checkpoint-*``) are not uploaded.
+    The repo is created if it does not exist, and so is the branch ``revision`` (default: main). The endpoint is
+    ``HF_ENDPOINT`` when set. Trainer checkpoints in the folder (``checkpoint-*``) are not uploaded.
     """
     folder = Path(output_dir)
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / name).is_file()]
@@ -99,10 +100,13 @@ def push_student(
     # HfApi's default endpoint is read when huggingface_hub is imported; read HF_ENDPOINT now instead.
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     repo = api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision is not None:
+        api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
     commit = api.upload_folder(
         repo_id=repo.repo_id,
         folder_path=folder,
         commit_message=commit_message,
         ignore_patterns=list(PUSH_IGNORE_PATTERNS),
+        revision=revision,
     )
     return commit.commit_url
