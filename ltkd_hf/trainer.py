@@ -487,6 +487,7 @@ class DistillationTrainer(Trainer):
                 return TrainOutput(state.global_step, float("nan"), {})
         if self.args.teacher_cache:
             self.teacher_cache = self.open_teacher_cache()
+        self.report = None  # a report of the weights before this training: the card must not take it for theirs
         output = super().train(checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval)
         if self.teacher_cache is not None and self.teacher_cache.lookups:
             cache = self.teacher_cache

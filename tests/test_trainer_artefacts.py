@@ -120,6 +120,24 @@ def test_no_card_for_a_student_that_neither_trained_nor_was_saved(tmp_path):
     assert ModelCard.load(tmp_path / "README.md").data.eval_results
 
 
+def test_a_report_written_before_training_does_not_speak_for_the_trained_weights(tmp_path):
+    """write_report() before train() kept its report in the trainer: the card after training took its accuracies
+    over the new evaluation's, and its comparison table, so a pushed card showed the untrained model's numbers."""
+    trainer = make_trainer(make_config(tmp_path, max_steps=2, learning_rate=0.3), eval_dataset=SyntheticImages(12))
+    trainer.write_report()
+    trainer.train()
+    trainer.save_model()
+    accuracy = trainer.evaluate()["eval_accuracy"]
+    trainer.create_model_card()
+    card = ModelCard.load(tmp_path / "README.md")
+    overall = next(r for r in card.data.eval_results if r.metric_type == "accuracy")
+    assert overall.metric_value == pytest.approx(accuracy, abs=1e-12)
+    assert "### Comparison" not in card.text  # the untrained model's table: write_report() again for the new one
+    trainer.write_report()
+    trainer.create_model_card()
+    assert "### Comparison" in ModelCard.load(tmp_path / "README.md").text
+
+
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
     changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))
