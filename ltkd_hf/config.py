@@ -6,6 +6,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import inspect
+import math
 import os
 
 import torch
@@ -223,9 +224,9 @@ class DistillationConfig(TrainingArguments):
         self.distill_loss_kwargs = parse_loss_kwargs(self.distill_loss, self.distill_loss_kwargs)
         for name in ("ce_weight", "warmup_epochs", "ce_logit_adjustment"):
             value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"--{name} must be >= 0, got {value}.")
-        if not isinstance(self.num_groups, int) or self.num_groups < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ValueError(f"--{name} must be a finite number >= 0, got {value!r}.")
+        if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1:
             raise ValueError(f"--num_groups must be an integer >= 1, got {self.num_groups!r}.")
         _check_loss_values(self.distill_loss, self.distill_loss_kwargs, self.num_groups)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):

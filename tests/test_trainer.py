@@ -306,6 +306,13 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
         (dict(distill_loss_kwargs={"alpha": -1.0}), "--distill_loss_kwargs alpha=-1.0: alpha must be .*>= 0"),
         (dict(distill_loss_kwargs="alpha=1,alpha=2"), "--distill_loss_kwargs 'alpha=1,alpha=2': alpha given twice"),
         (dict(num_groups=0), "--num_groups must be an integer >= 1, got 0"),
+        (dict(num_groups=True), "--num_groups must be an integer >= 1, got True"),
+        # inf passed ">= 0": the student's weights went non-finite while the log said loss 0.0 (ce_weight), or the
+        # CE was nan (ce_logit_adjustment), or the distillation term never ramped up (warmup_epochs)
+        (dict(ce_weight=float("inf")), r"--ce_weight must be a finite number >= 0, got inf"),
+        (dict(ce_logit_adjustment=float("inf")), r"--ce_logit_adjustment must be a finite number >= 0, got inf"),
+        (dict(warmup_epochs=float("inf")), r"--warmup_epochs must be a finite number >= 0, got inf"),
+        (dict(ce_weight="2"), r"--ce_weight must be a finite number >= 0, got '2'"),
         (dict(per_device_eval_batch_size=0), "--per_device_eval_batch_size must be >= 1, got 0"),
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),
         (dict(lr_decay_epochs=[10.0]), r"--lr_decay_epochs \[10.0\] needs epoch-based training, but --max_steps 2"),
