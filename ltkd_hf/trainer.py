@@ -207,6 +207,11 @@ class DistillationTrainer(Trainer):
         # With torch_compile on, accelerate compiles it here too, with the student's backend and mode.
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
+    @property
+    def _distils(self) -> bool:
+        """Whether training runs the teacher: with distill_loss "ce" a teacher given serves the reports only."""
+        return self.teacher is not None and self.args.distill_loss != "ce"
+
     @torch.no_grad()
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The frozen teacher's float32 logits for the student's inputs."""
@@ -278,7 +283,7 @@ class DistillationTrainer(Trainer):
         for batch in batches:  # uint8 images -> augmented pixel_values, before the teacher sees them
             self.device_batches(batch, train=True)
         # Feature losses run the teacher with its features in compute_loss, micro-batch by micro-batch.
-        if self.teacher is None or not batches or self.loss_fn.requires_features:
+        if not self._distils or not batches or self.loss_fn.requires_features:
             return batches, num_items
         if self.teacher_cache is not None:
             logits = [self._cached_teacher_logits(batch) for batch in batches]
@@ -365,7 +370,7 @@ class DistillationTrainer(Trainer):
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         train = model.training
         teacher: dict[str, Any] = {}
-        if train and self.teacher is not None:
+        if train and self._distils:
             if self.loss_fn.requires_features:
                 logits, features = self._teacher_forward(pixel_values, self.loss_fn.teacher_capture)
                 if self.args.check_teacher_finite:  # read after the backward is queued, as for the window's logits

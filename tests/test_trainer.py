@@ -418,6 +418,20 @@ def test_cross_entropy_alone_needs_no_teacher(tmp_path):
         make_trainer(make_config(tmp_path), teacher_model=None)
 
 
+def test_a_teacher_given_to_cross_entropy_serves_the_report_only(tmp_path):
+    """With distill_loss="ce" a teacher given (every ce cell of ltkd-table gets the seed's teacher) ran on every
+    training batch and its logits were thrown away."""
+    teacher, calls = make_teacher(), []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    students = [make_student(), make_student()]
+    for student, given in zip(students, (teacher, None)):
+        config = make_config(tmp_path / str(given is None), distill_loss="ce", eval_strategy="no")
+        make_trainer(config, model=student, teacher_model=given, eval_dataset=SyntheticImages(6)).train()
+    assert calls == []  # 2 steps, no teacher forward
+    for (key, a), b in zip(students[0].state_dict().items(), students[1].state_dict().values()):
+        assert torch.equal(a, b), key  # the same run as without a teacher
+
+
 def test_channels_last_changes_memory_format_not_results(tmp_path):
     logs = []
     for channels_last in (False, True):
