@@ -87,7 +87,8 @@ def parse_loss_kwargs(loss: str, kwargs: dict[str, Any] | str | None) -> dict[st
                 f"--distill_loss_kwargs {key}={kwargs[key]!r}: --distill_loss {loss} does not take {key!r}; "
                 f"it accepts {settings}."
             )
-    return {k: _convert(loss, k, v, accepted[k]) for k, v in kwargs.items()}
+    # a setting given as None is not set (the loss's default), so the recorded settings hold the value it trains with
+    return {k: _convert(loss, k, v, accepted[k]) for k, v in kwargs.items() if v is not None}
 
 
 def _check_loss_values(loss: str, kwargs: dict[str, Any], num_groups: int) -> None:

@@ -382,6 +382,9 @@ def test_config_defaults_for_image_distillation(tmp_path):
     assert config.loss_settings() == dict(
         temperature=4.0, alpha=6.0, beta=6.0, rebalance=True, reweight=True, sync_across_processes=True
     )
+    # None is "not set" (the loss trains with alpha 6): the recorded settings said alpha None
+    unset = DistillationConfig(output_dir=str(tmp_path), report_to="none", distill_loss_kwargs={"alpha": None})
+    assert unset.distill_loss_kwargs == {} and unset.loss_settings() == config.loss_settings()
 
 
 def test_step_schedule_decays_at_the_given_epochs(tmp_path):
