@@ -159,6 +159,23 @@ def test_warmup_ramps_distillation_linearly(tmp_path):
         assert trainer.distill_ramp() == expected
 
 
+class _OtherKeys(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return {"image": torch.zeros(3, 32, 32), "label": torch.tensor(i % 6)}
+
+
+def test_a_dataset_of_other_keys_is_named_not_a_key_error(tmp_path):
+    """A torch dataset yielding {"image", "label"} failed with KeyError: 'pixel_values' deep in the first step."""
+    trainer = make_trainer(make_config(tmp_path), train_dataset=_OtherKeys())
+    # (transformers' default collator has renamed label to labels)
+    with pytest.raises(ValueError, match=r"A training batch holds \['image', 'labels'\] but no \['pixel_values'\]: "
+                                         r"DistillationTrainer reads 'pixel_values'"):
+        trainer.train()
+
+
 def run_worker(*args, env=None, check=True):
     proc = subprocess.run(
         [sys.executable, str(WORKER), *map(str, args)],
