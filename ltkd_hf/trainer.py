@@ -285,8 +285,9 @@ class DistillationTrainer(Trainer):
             missing = [key for key in ("pixel_values", "labels") if key not in batch]
             if missing:  # else a KeyError deep in the step
                 raise ValueError(
-                    f"A training batch holds {sorted(batch)} but no {missing}: DistillationTrainer reads 'pixel_values' "
-                    "(or uint8 'images') and 'labels'; rename the dataset's keys, or pass a data_collator that does."
+                    f"A training batch holds {sorted(batch)} but no {missing}: DistillationTrainer reads "
+                    "'pixel_values' (or uint8 'images') and 'labels'; rename the dataset's keys, or pass a "
+                    "data_collator that does."
                 )
         # Feature losses run the teacher with its features in compute_loss, micro-batch by micro-batch.
         if not self._distils or not batches or self.loss_fn.requires_features:
