@@ -166,6 +166,10 @@ def test_save_rejects_bad_arguments(tmp_path: Path) -> None:
     model = _timm_student()
     with pytest.raises(ValueError, match=r"label_names has 3 names but the model has num_classes=4"):
         save_student(model, tmp_path / "a", label_names=LABELS[:3])
+    for names in (None, "abcd"):  # a TypeError, and four one-letter classes
+        with pytest.raises(ValueError, match=rf"label_names={names!r}: pass one name per output class"):
+            save_student(model, tmp_path / "a", label_names=names)
+    assert not (tmp_path / "a").exists()
     with pytest.raises(ValueError, match=r"extra_config keys \['num_classes'\].*namespace"):
         save_student(model, tmp_path / "b", label_names=LABELS, extra_config={"num_classes": 3})
     with pytest.raises(ValueError, match="extra_config must be JSON-serializable"):

@@ -80,8 +80,13 @@ def save_student(
     leaves the previous folder as it was. Returns the folder.
     """
     timm_model = unwrap_timm(model)
-    label_names = [str(name) for name in label_names]
     num_classes = getattr(timm_model, "num_classes", None)
+    if label_names is None or isinstance(label_names, str):
+        raise ValueError(
+            f"label_names={label_names!r}: pass one name per output class, in class-index order (a list of "
+            f"{num_classes}: the card, pipeline and id2label name the classes with them)."
+        )
+    label_names = [str(name) for name in label_names]
     if len(label_names) != num_classes:
         raise ValueError(
             f"label_names has {len(label_names)} names but the model has num_classes={num_classes}; "
