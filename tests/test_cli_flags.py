@@ -182,6 +182,9 @@ def test_config_values_are_converted_as_the_flags_convert_them(tmp_path):
     assert args.lr_decay_epochs == [20.0] and args.seed == 3 and args.bf16 is False  # one value: a list of it
     assert args.num_train_epochs == 40.0 and isinstance(args.num_train_epochs, float)
     assert parsed.values[2].teacher_learning_rate is None
+    config.write_text("defaults: demo\nlr_decay_epochs: none\nteacher_learning_rate: None\n")  # as --name none
+    parsed = parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(config)])
+    assert parsed.values[-1].lr_decay_epochs is None and parsed.values[2].teacher_learning_rate is None
 
 
 def test_a_flag_of_several_values_given_twice_is_refused():

@@ -279,6 +279,8 @@ def _typed_config(parser: argparse.ArgumentParser, values: dict[str, Any], optio
     typed = {}
     for key, value in values.items():
         action = actions[key]
+        if isinstance(value, str) and value.lower() == "none" and key in optional:
+            value = None  # as --name none unsets it on the command line
         if value is None:
             if key not in optional:
                 raise refuse(key, value, "a value (this setting cannot be unset)")
