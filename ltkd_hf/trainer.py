@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import HfApi
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
@@ -32,6 +31,7 @@ from .evaluation.metrics import group_accuracy
 from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
+from .hub.push import hub_api
 from .hub.save import WEIGHTS_NAME
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
 from .teacher_cache import TeacherLogitCache, cache_key
@@ -604,8 +604,6 @@ class DistillationTrainer(Trainer):
         if revision is not None and self.is_world_process_zero():
             if self.hub_model_id is None:
                 self.init_hf_repo(token=token)
-            # HfApi's default endpoint is read when huggingface_hub is imported; read HF_ENDPOINT now instead.
-            api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
-            api.create_branch(self.hub_model_id, branch=revision, exist_ok=True)
+            hub_api(token).create_branch(self.hub_model_id, branch=revision, exist_ok=True)
         return super().push_to_hub(commit_message=commit_message, blocking=blocking, token=token, revision=revision,
                                    **kwargs)

@@ -438,7 +438,7 @@ def test_cross_entropy_alone_needs_no_teacher(tmp_path):
         make_trainer(make_config(tmp_path), teacher_model=None)
 
 
-def test_a_teacher_given_to_cross_entropy_serves_the_report_only(tmp_path):
+def test_a_teacher_given_to_cross_entropy_does_not_run_in_training(tmp_path):
     """With distill_loss="ce" a teacher given (every ce cell of ltkd-table gets the seed's teacher) ran on every
     training batch and its logits were thrown away."""
     teacher, calls = make_teacher(), []

@@ -198,6 +198,7 @@ def parse_args(
     # rewrites field types in place (Optional[list[float]] becomes list[float]), so the default says it too.
     all_fields = [f for t in dataclass_types for f in fields(t) if f.init]
     optional = {f.name for f in all_fields if (f.default is None or "None" in str(f.type)) and "str" not in str(f.type)}
+    flags = [a[2:].partition("=")[0] for a in argv if a.startswith("--")]  # as given, "--name none" included
     argv, unset = _unset_with_none(argv, optional)
     which = None if default is None else (
         f"The defaults shown are the {config_name!r} config's (the built-in demo's without --dataset; a command with "
@@ -214,7 +215,6 @@ def parse_args(
     offered = {a.dest for a in parser._actions}
     # A flag of several values given twice reads as "add these" (--sweep alpha=1,2 --sweep beta=1), but argparse
     # keeps the last one; a one-value flag given again is the usual override of a command's earlier value.
-    flags = [a[2:].partition("=")[0] for a in argv if a.startswith("--")]
     lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
     twice = sorted({name for name in flags if name in lists and flags.count(name) > 1})
     if twice:
@@ -232,7 +232,7 @@ def parse_args(
     parser.set_defaults(**_typed_config(parser, {k: v for k, v in values.items() if k in offered}, optional,
                                         config_name))
     parser.set_defaults(**{k: v for k, v in unset.items() if k in offered})
-    given = {a[2:].partition("=")[0] for a in argv if a.startswith("--")} | set(unset)
+    given = set(flags)
     refused = refused_flags(program)
     named = sorted(given & set(refused))
     if named:

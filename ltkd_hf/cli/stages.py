@@ -115,6 +115,15 @@ def every_class_has_images(dataset: str, split: Dataset, what: str) -> None:
         )
 
 
+def _as_flags(err: Exception, flags: dict[str, str]) -> str:
+    """A library error's message for the command line: each Python argument it names (``label_column=``) as the
+    flag that sets it (``--label_column``), or as ``it`` where the message's flag prefix already names the value."""
+    message = str(err)
+    for argument, flag in flags.items():
+        message = message.replace(argument, flag)
+    return message
+
+
 def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
     """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
     every image decodes), and build its long-tailed training split; the test split stays balanced."""
@@ -132,10 +141,7 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
         flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
                  "source='DIR'": "--dataset DIR"}
-        message = f"--dataset {args.dataset}{hint}: {err}"
-        for argument, flag in flags.items():
-            message = message.replace(argument, flag)
-        raise type(err)(message) from None
+        raise type(err)(f"--dataset {args.dataset}{hint}: {_as_flags(err, flags)}") from None
     every_class_has_images(args.dataset, splits["train"], "training")
     every_class_has_images(args.dataset, splits["test"], "test")
     if verify:
@@ -236,8 +242,8 @@ def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs
             pretrained=spec.pretrained,
             **model_kwargs,
         )
-    except (ValueError, FileNotFoundError) as err:  # the flag names the source: not the library's argument too
-        raise type(err)(f"{spec.flag} {spec.source}: {str(err).replace(f'source={spec.source!r}', 'it')}") from err
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"{spec.flag} {spec.source}: {_as_flags(err, {f'source={spec.source!r}': 'it'})}") from err
 
 
 def stage_args(config: DistillationConfig, folder: str, **changes) -> DistillationConfig:
@@ -319,9 +325,9 @@ def given_teacher(args: GivenTeacherArguments):
         source = pin_hub_source(args.teacher)
         teacher = load_teacher(source, checkpoint=args.teacher_checkpoint, allow_unsafe_pickle=args.allow_unsafe_pickle)
     except (ValueError, FileNotFoundError) as err:
-        message = f"--teacher {args.teacher}: {str(err).replace(f'source={args.teacher!r}', 'it')}".replace(
-            "checkpoint=", "--teacher_checkpoint ")
-        raise type(err)(message.replace("allow_unsafe_pickle=True", "--allow_unsafe_pickle true")) from err
+        flags = {f"source={args.teacher!r}": "it", "checkpoint=": "--teacher_checkpoint ",
+                 "allow_unsafe_pickle=True": "--allow_unsafe_pickle true"}
+        raise type(err)(f"--teacher {args.teacher}: {_as_flags(err, flags)}") from err
     # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
     # fingerprint (a teacher retrained in place is another teacher).
     name, weights = _spelled(source), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)

@@ -16,7 +16,7 @@ from .._atomic import atomic_write_files
 from ..data.split_info import SplitInfo
 from ..evaluation.metrics import ECE_BINS, SHOT_GROUPS, describe_test_split
 from ..groups import ClassGroups
-from .save import is_repo_id
+from ..models.hub_source import is_repo_id
 
 __all__ = ["render_model_card", "required_results", "results_from_report", "write_model_card", "CARD_TAGS"]
 

@@ -11,10 +11,16 @@ from huggingface_hub.utils import validate_repo_id
 
 from .save import CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["check_push_to_hub_ready", "push_student", "PUSH_IGNORE_PATTERNS"]
+__all__ = ["check_push_to_hub_ready", "hub_api", "push_student", "PUSH_IGNORE_PATTERNS"]
 
 # Trainer checkpoints and our staging folders live in the output dir too; they are not part of the model.
 PUSH_IGNORE_PATTERNS = ("checkpoint-*", "checkpoint-*/**", ".ltkd-tmp-*", ".ltkd-tmp-*/**")
+
+
+def hub_api(token: str | None = None) -> HfApi:
+    """An ``HfApi`` on the endpoint in use now: ``HF_ENDPOINT`` when set (``HfApi``'s default endpoint is read
+    when huggingface_hub is imported), else huggingface_hub's."""
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or constants.ENDPOINT, token=token)
 
 
 def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
@@ -44,9 +50,10 @@ def check_push_to_hub_ready(repo_id: str, token: str | None = None) -> str:
             "set HF_TOKEN, or run `hf auth login` once. Checked before training so the run does not end "
             "without its upload."
         )
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    api = hub_api(resolved)
+    endpoint = api.endpoint
     try:
-        me = HfApi(endpoint=endpoint).whoami(token=resolved)
+        me = api.whoami()
     except HfHubHTTPError as err:
         status = getattr(err.response, "status_code", None)
         raise ValueError(
@@ -97,8 +104,7 @@ def push_student(
             "ltkd_hf.hub.save_student(model, output_dir, label_names=...) before pushing."
         )
     token = check_push_to_hub_ready(repo_id, token)
-    # HfApi's default endpoint is read when huggingface_hub is imported; read HF_ENDPOINT now instead.
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = hub_api(token)
     repo = api.create_repo(repo_id, private=private, exist_ok=True)
     if revision is not None:
         api.create_branch(repo.repo_id, branch=revision, exist_ok=True)

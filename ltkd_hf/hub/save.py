@@ -10,11 +10,10 @@ from typing import Any, Sequence
 
 import timm
 from safetensors.torch import save_file
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from timm.models._hub import save_config_for_hf  # timm exports it only from _hub
 from torch import nn
 
+from ..models.hub_source import is_repo_id
 from ..models.loading import unwrap_timm
 from .._atomic import atomic_write_files
 
@@ -30,17 +29,6 @@ _RESERVED_KEYS = frozenset(
         "model_args", "pretrained_cfg", "model_type", "num_labels", "id2label", "label2id",
     }
 )
-
-
-def is_repo_id(name: str) -> bool:
-    """Whether ``name`` is a Hub model id of the form ``owner/name`` (not a local path that exists)."""
-    if name.count("/") != 1 or Path(name).exists():
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
 
 
 def _write_config(

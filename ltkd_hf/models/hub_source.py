@@ -13,12 +13,23 @@ from huggingface_hub.utils import validate_repo_id
 from timm.models._hub import HF_WEIGHTS_NAME, _get_safe_alternatives  # timm exports them only from _hub
 from transformers.utils.hub import extract_commit_hash
 
-__all__ = ["HUB_PREFIX", "HubConfig", "hub_config", "hub_file", "parse_hub_source", "pin_hub_source",
+__all__ = ["HUB_PREFIX", "HubConfig", "hub_config", "hub_file", "is_repo_id", "parse_hub_source", "pin_hub_source",
            "require_hub_safetensors"]
 
 HUB_PREFIX = "hf-hub:"
 # Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
 _REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is a Hub model id of the form ``owner/name`` (not a local path that exists)."""
+    if name.count("/") != 1 or Path(name).exists():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def parse_hub_source(source: str) -> tuple[str, str | None]:

@@ -15,15 +15,13 @@ from typing import Any
 import timm
 import torch
 from accelerate.utils import extract_model_from_parallel
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from timm.layers import to_2tuple
 from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg, load_state_dict
 from timm.models._hub import hf_split  # timm exports it only from _hub
 from torch import nn
 from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
 
-from .hub_source import HUB_PREFIX, hub_config, hub_file, parse_hub_source, require_hub_safetensors
+from .hub_source import HUB_PREFIX, hub_config, hub_file, is_repo_id, parse_hub_source, require_hub_safetensors
 
 __all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "unwrap_timm"]
 
@@ -180,14 +178,6 @@ def _load_wrapper_folder(path: Path) -> nn.Module:
     return model
 
 
-def _is_repo_id(name: str) -> bool:
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return "/" in name
-
-
 def _looks_like_path(source: str) -> bool:
     return not source.startswith(("hf-hub:", "local-dir:")) and (
         os.sep in source or "/" in source or source.startswith((".", "~"))
@@ -232,7 +222,7 @@ def load_teacher(
         The timm model, with ``requires_grad`` False everywhere and in eval mode.
     """
     if _looks_like_path(source) and not os.path.exists(source):
-        hub = f"; a Hub model needs the 'hf-hub:' prefix: 'hf-hub:{source}'" if _is_repo_id(source) else ""
+        hub = f"; a Hub model needs the 'hf-hub:' prefix: 'hf-hub:{source}'" if is_repo_id(source) else ""
         raise FileNotFoundError(f"source={source!r} does not exist (expected a model folder or a timm name{hub}).")
     if os.path.isfile(source):
         raise ValueError(
@@ -273,18 +263,18 @@ def load_teacher(
 def _load_saved_model(source: str, allow_unsafe_pickle: bool) -> nn.Module:
     """The timm model of a model folder or an ``hf-hub:`` repo (at the commit its revision points at now), in timm's
     layout or transformers' TimmWrapper layout, with its weights."""
-    if source.startswith(HUB_PREFIX):
-        hub = hub_config(source)
-        folder, timm_name = hub.path.parent, hub.pinned
-        if _read_json(hub.path, source).get("model_type") == "timm_wrapper":
-            hub_file(source, hub.repo_id, "model.safetensors", hub.commit)  # into the commit's folder, if there
-    else:
+    hub = hub_config(source) if source.startswith(HUB_PREFIX) else None
+    if hub is None:
         folder = Path(source.removeprefix(_LOCAL_PREFIX))
         _check_folder(folder, "source", source, allow_unsafe_pickle)
         timm_name = f"{_LOCAL_PREFIX}{folder}"
+    else:
+        folder, timm_name = hub.path.parent, hub.pinned
     if _read_json(folder / "config.json", source).get("model_type") != "timm_wrapper":
         return timm.create_model(timm_name, pretrained=True)
-    # transformers' layout: timm cannot read its config.json
+    # transformers' layout: timm cannot read its config.json; a repo's weights into the same commit's folder
+    if hub is not None:
+        hub_file(source, hub.repo_id, "model.safetensors", hub.commit)
     if not (folder / "model.safetensors").is_file():
         raise ValueError(f"source={source!r}: a transformers TimmWrapper model must hold model.safetensors.")
     return _load_wrapper_folder(folder)
