@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -35,8 +36,8 @@ import torch
 
 from .data.in_memory import BatchAugmentation, InMemoryImages, augmentation_outcomes
 
-__all__ = ["FILLED_NAME", "KEY_NAME", "LOGITS_NAME", "TeacherLogitCache", "cache_key", "check_cacheable",
-           "tensor_fingerprint"]
+__all__ = ["FILLED_NAME", "KEY_NAME", "LOGITS_NAME", "TeacherLogitCache", "cache_key", "check_cache_folder",
+           "check_cacheable", "tensor_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,38 @@ def check_cacheable(augmentation: BatchAugmentation) -> None:
             "infinitely many outcomes, so its teacher logits cannot be cached exactly; train without the teacher "
             "cache (--teacher_cache false)."
         )
+
+
+def check_cache_folder(folder: str | os.PathLike, world_size: int) -> None:
+    """Raise unless a run of ``world_size`` processes can share a cache in ``folder``: its processes run on one
+    machine (torchrun's and accelerate's ``LOCAL_WORLD_SIZE`` is the world size), and ``folder`` is no file."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if world_size > local:
+        raise ValueError(
+            f"teacher_cache=True on {world_size // local} machines: the cache fills from memory-mapped writes that "
+            "only one machine's page cache keeps coherent; run without it (--teacher_cache false), or on one machine."
+        )
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ValueError(
+            f"teacher_cache=True keeps the teacher's logits in the folder {folder}, which is a file; move or remove "
+            "that file (or, in Python, pass another teacher_cache_dir)."
+        )
+
+
+def _damage(path: Path, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the ``.npy`` file at ``path`` for an array of leading dimensions ``shape``, or ``None``.
+    A file shorter than its header promises must not be mapped for writing: numpy pads it with zeros, which would
+    read back as filled rows of logits."""
+    with open(path, "rb") as file:
+        major, _ = np.lib.format.read_magic(file)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        dims, _, dtype = read_header(file)
+        size, expected = os.fstat(file.fileno()).st_size, file.tell() + math.prod(dims) * dtype.itemsize
+    if tuple(dims[: len(shape)]) != shape:
+        return f"{path.name} holds an array of shape {dims}, not {shape}"
+    if size < expected:
+        return f"{path.name} holds {size} of its {expected} bytes"
+    return None
 
 
 def cache_key(
@@ -115,6 +148,11 @@ class TeacherLogitCache:
                 differing = sorted(k for k in set(recorded) | set(key) if recorded.get(k) != key.get(k))
                 logger.info("The teacher-logit cache in %s was made for another %s: creating it anew.", folder,
                             ", ".join(differing))
+                return None
+            shape = (key["num_images"], key["outcomes"])
+            damage = _damage(folder / LOGITS_NAME, shape) or _damage(folder / FILLED_NAME, shape)
+            if damage is not None:
+                logger.warning("The teacher-logit cache in %s is damaged (%s): creating it anew.", folder, damage)
                 return None
             logits = np.load(folder / LOGITS_NAME, mmap_mode="r+")
             filled = np.load(folder / FILLED_NAME, mmap_mode="r+")

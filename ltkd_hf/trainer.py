@@ -34,7 +34,7 @@ from .models.loading import unwrap_timm
 from .hub.push import hub_api
 from .hub.save import WEIGHTS_NAME
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
-from .teacher_cache import TeacherLogitCache, cache_key
+from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder
 from .trainer_inputs import DeviceBatches, check_labelled, checked_split_info, describe_teacher
 
 logger = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ class DistillationTrainer(Trainer):
         if args.teacher_cache:
             self.device_batches.check_cacheable(train_dataset)
             self.teacher_cache_dir = Path(teacher_cache_dir or Path(args.output_dir) / "_teacher-logit-cache")
+            check_cache_folder(self.teacher_cache_dir, args.world_size)
         elif teacher_cache_dir is not None:
             raise ValueError(
                 f"teacher_cache_dir={str(teacher_cache_dir)!r} is given but teacher_cache is off, so no cache is "
@@ -240,14 +241,8 @@ class DistillationTrainer(Trainer):
     def open_teacher_cache(self, dataset: InMemoryImages | None = None) -> TeacherLogitCache:
         """The teacher-logit cache in ``teacher_cache_dir`` made for this teacher, training split, augmentation and
         input conversion; with ``dataset``, a held-out split's (not augmented) in a subfolder of it named by the
-        split's fingerprint. The main process opens it or creates it (empty), then the others open it."""
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.args.world_size))
-        if self.args.world_size > local:
-            raise ValueError(
-                f"teacher_cache=True on {self.args.world_size // local} machines: the cache fills from memory-mapped "
-                "writes that only one machine's page cache keeps coherent; run without --teacher_cache, or on one "
-                "machine."
-            )
+        split's fingerprint. The main process opens it or creates it (empty), then the others open it (one that finds
+        it replaced by a run of another key meanwhile creates its own)."""
         teacher = self.accelerator.unwrap_model(self.teacher, keep_torch_compile=False)
         conversion, precision = repr(self.teacher_input_transform), self.accelerator.mixed_precision
         if dataset is None:
@@ -263,16 +258,11 @@ class DistillationTrainer(Trainer):
             if cache is not None:
                 logger.info("Reusing the teacher-logit cache in %s (same teacher, split and augmentation): %.1f%% of "
                             "its rows filled.", folder, 100 * cache.filled_fraction())
-            elif self.args.should_save:  # the process that writes the run's files creates it
+            else:  # the main process, first; another only when a run of another key replaced it meanwhile
                 logger.info("Creating the teacher-logit cache in %s: %d images x %d outcomes, filled as %s draws "
                             "them.", folder, key["num_images"], key["outcomes"],
                             "training" if dataset is None else "evaluation")
                 cache = TeacherLogitCache.create(folder, key, self.split_info.num_classes)
-            else:
-                raise ValueError(
-                    f"Process {self.args.process_index} found no teacher-logit cache in {folder} after the main "
-                    "process created it: teacher_cache_dir must be a folder every process of the machine can read."
-                )
         return cache
 
     # -- the optimizer step --------------------------------------------------------------------

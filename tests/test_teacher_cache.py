@@ -10,7 +10,7 @@ import torch
 
 from ltkd_hf.data import BatchAugmentation, InMemoryImages, normalize_images, random_crop_flip
 from ltkd_hf.data.in_memory import crop_flip
-from ltkd_hf.teacher_cache import TeacherLogitCache, cache_key
+from ltkd_hf.teacher_cache import LOGITS_NAME, TeacherLogitCache, cache_key
 
 AUG = BatchAugmentation(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), padding=4, size=(16, 16))
 
@@ -111,3 +111,24 @@ def test_a_cache_replaced_by_another_runs_key_while_it_opens_is_not_used(tmp_pat
     monkeypatch.setattr(np, "load", raced)
     assert TeacherLogitCache.open(tmp_path, mine) is None
     assert TeacherLogitCache.open(tmp_path, theirs) is not None
+
+
+def test_a_truncated_array_is_damage_not_zero_logits(tmp_path, caplog):
+    """Mapping a short .npy file for writing pads it with zeros: a truncated logits.npy was reused, and its lost rows,
+    still marked filled, came back as all-zero teacher logits."""
+    images, teacher = setup()
+    key = cache_key(teacher, images, AUG, {"conversion": None})
+    cache = TeacherLogitCache.create(tmp_path, key, num_classes=3)
+    index, outcome, pixels = draw(images, torch.Generator().manual_seed(1))
+    cache.lookup(index, outcome, pixels, Online(teacher))
+    del cache
+    logits = tmp_path / LOGITS_NAME
+    size = logits.stat().st_size
+    with open(logits, "r+b") as file:
+        file.truncate(size - 100)
+    with caplog.at_level("WARNING", logger="ltkd_hf"):
+        assert TeacherLogitCache.open(tmp_path, key) is None
+    assert logits.stat().st_size == size - 100  # not padded back
+    assert f"is damaged (logits.npy holds {size - 100} of its {size} bytes): creating it anew" in caplog.text
+    fresh = TeacherLogitCache.create(tmp_path, key, num_classes=3)
+    assert fresh.filled_fraction() == 0 and logits.stat().st_size == size

@@ -14,7 +14,7 @@ import pytest
 from ltkd_hf.cli import distill, table, teacher
 from ltkd_hf.cli.parsing import parse_args
 from ltkd_hf.models import load_teacher
-from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME, tensor_fingerprint
+from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME, check_cache_folder, tensor_fingerprint
 
 from image_folders import TRAIN_COUNTS, write_folder
 
@@ -125,3 +125,19 @@ def test_what_the_cache_cannot_serve_is_refused_before_training(birds, tmp_path,
 def test_only_the_distilling_programs_offer_the_flag():
     with pytest.raises(ValueError, match=r"--teacher_cache: not a setting of ltkd-teacher.*student, student_kd"):
         parse_args("ltkd-teacher", teacher.ARGUMENTS, [*CACHE])
+
+
+def test_a_cache_the_run_could_not_share_is_refused_before_any_stage_trains(birds, tmp_path, monkeypatch):
+    """Both were refused in the distilling stage's train(): on two machines after the teacher and the CE student had
+    trained, and a file where the cache's folder goes was a NotADirectoryError traceback from every process. The
+    plan checks the folder with `check_cache_folder`, which refuses both."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "teacher-logit-cache").write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"in the folder {out / 'teacher-logit-cache'}, which is a file; move or"):
+        distill.plan([*FAST, *TEACHER, *CACHE, "--dataset", str(birds), "--output_dir", str(out)])
+    assert not list(tmp_path.rglob("*.safetensors"))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's on each of two machines of 2 processes
+    check_cache_folder(tmp_path / "cache", world_size=2)
+    with pytest.raises(ValueError, match=r"teacher_cache=True on 2 machines.*\(--teacher_cache false\)"):
+        check_cache_folder(tmp_path / "cache", world_size=4)

@@ -25,7 +25,7 @@ from timm.data import resolve_data_config
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.models import create_student, unwrap_timm
-from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME
+from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME, TeacherLogitCache
 
 from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config
@@ -236,7 +236,7 @@ def test_a_gradient_accumulation_window_rebalances_as_one_batch_with_the_cache(t
         assert (loss.batch_statistics(online[0]) * 2 - window).abs().max() > 0.1
 
 
-def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path, monkeypatch):
+def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
     for loss, match in (("ce", r"--teacher_cache true: --distill_loss ce .* no teacher runs"),
                         ("reviewkd", r"--teacher_cache true: --distill_loss reviewkd reads the teacher's intermediate "
                                      r"features.*\(bkd, dist, dkd, kd, ltkd\)")):
@@ -257,13 +257,10 @@ def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"random-resized crop .* infinitely many outcomes.*--teacher_cache false"):
         DistillationTrainer(model=large, teacher_model=teacher(), args=make_config(tmp_path, teacher_cache=True,
                             device_augmentation=True), train_dataset=data, class_counts=CLASS_COUNTS)
-    # several machines (world size 4, 2 processes on this one): memory-mapped writes are coherent on one only
-    trainer = build(tmp_path / "nodes", "kd", True, steps=1)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
-    monkeypatch.setattr(type(trainer.args), "world_size", property(lambda self: 4))
-    with pytest.raises(ValueError, match=r"teacher_cache=True on 2 machines: .* run without --teacher_cache"):
-        trainer.train()
-    monkeypatch.undo()
+    # a cache folder no run could share (several machines, or a file: check_cache_folder) is refused when built
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"in the folder .*a-file, which is a file; move or remove that file"):
+        build(tmp_path / "file", "kd", True, steps=1, cache_dir=tmp_path / "a-file")
     assert not (tmp_path / "cache").exists()
     # batches that lost their rows (a collator of its own) are refused at the first step, naming collate_images
     trainer = build(tmp_path / "rows", "kd", True, steps=1)
@@ -310,3 +307,15 @@ def _two_process_worker(out: Path, result: Path) -> None:
 
 if __name__ == "__main__":
     _two_process_worker(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_a_process_that_finds_the_cache_replaced_by_another_run_makes_its_own(tmp_path, monkeypatch):
+    """A process other than the main one that found the main process's cache replaced by another run's key (two runs
+    of other splits from one teacher) stopped the run, blaming the folder's permissions."""
+    trainer = build(tmp_path / "out", "kd", True)
+    mine = trainer.open_teacher_cache().key  # the main process created it
+    TeacherLogitCache.create(trainer.teacher_cache_dir, {**mine, "images": "another split"}, num_classes=NUM_CLASSES)
+    monkeypatch.setattr(DistillationConfig, "should_save", property(lambda self: False))  # not the main process
+    cache = trainer.open_teacher_cache()
+    assert cache.key == mine and cache.filled_fraction() == 0
+    assert json.loads((trainer.teacher_cache_dir / KEY_NAME).read_text()) == mine

@@ -49,6 +49,7 @@ from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
 from ..provenance import check_settings, read_settings, run_settings
 from ..run_artefacts import checkpoints
 from ..trainer import DistillationTrainer
+from ..teacher_cache import check_cache_folder
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
 
 logger = logging.getLogger("ltkd_hf.cli")
@@ -466,6 +467,7 @@ def plan_stage(
                 "--in_memory_data true (models of input size up to 64 px), or drop --teacher_cache."
             )
         stage.teacher_cache_dir = teacher_cache_folder(stage.folder, teacher_name)
+        check_cache_folder(stage.teacher_cache_dir, args.world_size)  # before any stage trains, not in its train()
     folder, resume = stage.folder, args.resume_from_checkpoint
     flags = {**_RECIPE_FLAGS, **(_TEACHER_FLAGS if name == "teacher" else {})}  # for a stale folder's message
     if run.overwrite_output_dir:
