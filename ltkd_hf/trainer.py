@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
@@ -266,6 +267,18 @@ class DistillationTrainer(Trainer):
         return cache
 
     # -- the optimizer step --------------------------------------------------------------------
+    def get_train_dataloader(self):
+        """Trainer's loader, then each process's generators seeded apart (accelerate's ``set_seed(seed,
+        device_specific=True)``: the seed plus the process index). Trainer seeds every process alike and only its
+        loader workers apart, so the device augmentation, or a transform run in the main process
+        (``dataloader_num_workers=0``), drew the same crops and flips on every process: each process's j-th image
+        augmented as the others' j-th. The sampler has taken the common seed by now: the processes still split one
+        shuffled order."""
+        dataloader = super().get_train_dataloader()
+        if self.args.world_size > 1:
+            set_seed(self.args.seed, device_specific=True)
+        return dataloader
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """The gradient-accumulation window's micro-batches, each with its teacher logits; the loss's batch
         statistics are summed over the window and (for a syncing loss) all processes before any student step."""

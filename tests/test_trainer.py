@@ -281,6 +281,19 @@ def test_several_processes_without_distributed_setup_are_refused(tmp_path):
     assert "--use_cpu true" in proc.stderr
 
 
+@pytest.mark.parametrize("path", ["device", "loader"])
+def test_each_process_draws_its_own_augmentation(tmp_path, path):
+    """Trainer seeds every process alike, so each drew the same crops and flips for its share of the batch: rank 1's
+    j-th image augmented as rank 0's j-th (a 2-process run's 256 cached rows held 88 distinct outcomes, each an even
+    number of times). Every training image here is one picture: two samples differ by their augmentation alone."""
+    result = tmp_path / "first"
+    proc = torchrun(HERE / "augmentation_worker.py", tmp_path / "out", result, path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (torch.load(f"{result}.rank{rank}.pt") for rank in (0, 1))
+    assert set(first["index"].tolist()).isdisjoint(second["index"].tolist())  # still one shuffled order, split
+    assert not torch.equal(first["pixel_values"], second["pixel_values"])
+
+
 # -- bad input --------------------------------------------------------------------------------------
 def test_class_counts_that_disagree_with_the_student(tmp_path):
     with pytest.raises(ValueError, match="The training split has 5 classes but the student has 6 outputs"):
