@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from ltkd_hf.losses import kd_loss, ltkd_loss, rebalance_group_mass, rebalance_log_scales
+from ltkd_hf.losses import create_loss, kd_loss, ltkd_loss, rebalance_group_mass, rebalance_log_scales
 from loss_references import kd_reference, ltkd_reference, random_groups
 
 # Tolerances: a float32 term is built from log-sum-exps of O(1-10) logits, so a float64 reference or another
@@ -247,6 +247,10 @@ def test_a_group_with_almost_no_teacher_mass_keeps_its_rebalancing(dtype, case):
         (dict(temperature=-2), "temperature must be a finite number > 0, got -2"),
         (dict(alpha=-1.0), "alpha must be a finite number >= 0 .*got -1.0"),
         (dict(beta=float("nan")), "beta must be a finite number >= 0 .*got nan"),
+        # bool("false") is True: a string switched the option on, whatever it said
+        (dict(rebalance="false"), "rebalance must be True or False, got 'false'"),
+        (dict(reweight=0), "reweight must be True or False, got 0"),
+        (dict(sync_across_processes="no"), "sync_across_processes must be True or False, got 'no'"),
     ],
 )
 def test_bad_input_is_a_value_error_naming_it(change, match):
@@ -255,6 +259,10 @@ def test_bad_input_is_a_value_error_naming_it(change, match):
     kwargs.update(change)
     with pytest.raises(ValueError, match=match):
         ltkd_loss(**kwargs)
+    options = {k: v for k, v in change.items() if k in ("rebalance", "reweight", "sync_across_processes")}
+    if options:  # the loss object (create_loss, DistillationConfig's path) refuses them too
+        with pytest.raises(ValueError, match=match):
+            create_loss("ltkd", class_counts=[9, 5, 3, 2, 1], **options)
 
 
 # -- accelerator -----------------------------------------------------------------------------------

@@ -32,6 +32,13 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_flag(name: str, value: bool) -> bool:
+    """True or False, nothing else: ``bool("false")`` is True, so a string would silently switch the option on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
+
+
 def check_nonnegative(name: str, value: float) -> float:
     """A finite number >= 0 (loss weights)."""
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:

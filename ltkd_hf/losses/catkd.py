@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_nonnegative
+from ._checks import check_flag, check_nonnegative
 from ._numerics import compute_dtype
 from .registry import DistillationLoss, register_loss
 
@@ -136,9 +136,7 @@ class CATKDLoss(DistillationLoss):
         super().__init__()
         self.catkd_loss_weight = check_nonnegative("catkd_loss_weight", catkd_loss_weight)
         self.cam_resolution = _check_resolution(cam_resolution)
-        if not isinstance(normalize_cams, bool):
-            raise ValueError(f"normalize_cams must be True or False, got {normalize_cams!r}.")
-        self.normalize_cams = normalize_cams
+        self.normalize_cams = check_flag("normalize_cams", normalize_cams)
 
     def forward(self, student_logits, teacher_logits, labels=None, *, student_features=None, teacher_features=None):
         student_map, student_weight = _final_map_and_weight(student_features, "student")

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_class_to_group, check_logits, check_nonnegative, check_positive
+from ._checks import check_class_to_group, check_flag, check_logits, check_nonnegative, check_positive
 from ._numerics import compute_dtype, statistics_dtype
 from ..groups import ClassGroups
 from .registry import DistillationLoss, register_loss
@@ -308,7 +308,8 @@ def ltkd_loss(
     num_groups = check_class_to_group(class_to_group, student_logits.shape[1], num_groups)
     return ltkd_terms(
         student_logits, teacher_logits, class_to_group, num_groups, temperature=temperature, alpha=alpha,
-        beta=beta, rebalance=rebalance, reweight=reweight, sync_across_processes=sync_across_processes,
+        beta=beta, rebalance=check_flag("rebalance", rebalance), reweight=check_flag("reweight", reweight),
+        sync_across_processes=check_flag("sync_across_processes", sync_across_processes),
     )
 
 
@@ -349,8 +350,8 @@ class LTKDLoss(DistillationLoss):
         self.temperature = check_positive("temperature", temperature)
         self.alpha = check_nonnegative("alpha", alpha)
         self.beta = check_nonnegative("beta", beta)
-        self.rebalance, self.reweight = bool(rebalance), bool(reweight)
-        self.sync_across_processes = bool(sync_across_processes)
+        self.rebalance, self.reweight = check_flag("rebalance", rebalance), check_flag("reweight", reweight)
+        self.sync_across_processes = check_flag("sync_across_processes", sync_across_processes)
         class_to_group = groups.index()
         self.num_groups = check_class_to_group(class_to_group, groups.num_classes, groups.num_groups)
         self.register_buffer("class_to_group", class_to_group, persistent=False)
