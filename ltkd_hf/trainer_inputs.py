@@ -10,7 +10,7 @@ import torch
 from .config import DistillationConfig
 from .data.in_memory import BatchAugmentation, InMemoryImages
 from .data.split_info import SplitInfo
-from .models.loading import check_teacher_matches, unwrap_timm
+from .models.loading import check_teacher_matches, label_names_of, unwrap_timm
 from .teacher_cache import check_cacheable
 
 __all__ = ["DeviceBatches", "check_labelled", "checked_split_info", "describe_teacher"]
@@ -21,15 +21,6 @@ def _num_classes(model: torch.nn.Module) -> int | None:
     if config is not None and getattr(config, "num_labels", None) is not None:
         return int(config.num_labels)
     return getattr(unwrap_timm(model), "num_classes", None)
-
-
-def _label_names(model: torch.nn.Module) -> list[str] | None:
-    id2label = getattr(getattr(model, "config", None), "id2label", None)
-    if not id2label:
-        return None
-    names = [id2label[i] for i in range(len(id2label))]
-    # transformers fills unnamed labels with LABEL_i: those say nothing about the dataset's order.
-    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
 def checked_split_info(
@@ -78,7 +69,7 @@ def _split_info(
             raise ValueError("Pass split_info or class_counts, not both: split_info carries the class counts.")
         return split_info
     if class_counts is not None:
-        names = _label_names(model)
+        names = label_names_of(model)
         return SplitInfo.from_counts(class_counts, names if names and len(names) == len(class_counts) else None)
     if hasattr(train_dataset, "features") and hasattr(train_dataset, "info"):
         return SplitInfo.from_dataset(train_dataset)
@@ -97,7 +88,7 @@ def _check_student(model: torch.nn.Module, info: SplitInfo) -> None:
             f"build the student with num_classes={info.num_classes} or pass the counts of the dataset it is "
             "trained on."
         )
-    names = _label_names(model)
+    names = label_names_of(model)
     if names is not None and [str(n) for n in names] != list(info.label_names):
         raise ValueError(
             f"The student's label names {names[:5]}... differ from the dataset's {list(info.label_names)[:5]}...; "
@@ -117,7 +108,8 @@ class DeviceBatches:
 
     Training batches are augmented (random crop with zero padding, flip, per sample) and normalised, and record
     each sample's outcome number as ``augmentation_outcome``; evaluation batches are normalised only. The
-    augmentation draws from the device's default generator (seeded by ``args.seed``, saved in checkpoints).
+    augmentation draws from the device's default generator (seeded by ``args.seed``, plus the process index
+    with several processes; saved in checkpoints).
     """
 
     def __init__(self, augmentation: BatchAugmentation | None, device: torch.device) -> None:

@@ -5,6 +5,7 @@ reports state only what they know."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -322,6 +323,18 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     assert facts["evaluated"] == "last-epoch weights"  # the folder's load_best_model_at_end, as the run's own report
     run_report = json.loads((out / "student" / "report.json").read_text())["metadata"]
     assert run_report["evaluated"] == facts["evaluated"]
+    # a checkpoint is where its trainer_state.json puts it, not the run's last weights
+    from transformers import TrainerState
+
+    checkpoint = tmp_path / "copy" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(out / "student" / name, checkpoint)
+    TrainerState(global_step=2, max_steps=8, epoch=0.5, num_train_epochs=2).save_to_json(
+        str(checkpoint / "trainer_state.json"))
+    evaluate.main(["--model", str(checkpoint), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "c")])
+    evaluated = json.loads((tmp_path / "c" / "report.json").read_text())["metadata"]["evaluated"]
+    assert evaluated == "checkpoint at step 2 of 8, epoch 0.5 of 2"
 
     written = json.loads((tmp_path / "e" / "report.json").read_text())
     assert facts["evaluated on"] == "builtin:digits, split test"

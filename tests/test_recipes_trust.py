@@ -249,8 +249,61 @@ def test_run_eval_refuses_data_the_training_programs_refuse(tmp_path):
     write_folder(tmp_path / "broken")
     cut = tmp_path / "broken" / "test" / "osprey" / "1.png"
     cut.write_bytes(cut.read_bytes()[:200])
-    with pytest.raises(ValueError, match=f"test split's image at file '{cut}' cannot be decoded"):
+    with pytest.raises(ValueError, match=f"test split's image at file '{cut}' cannot be decoded") as err:
         run_eval.main([*evaluate, "--dataset", str(tmp_path / "broken")])
+    assert "--verify_images" not in str(err.value)  # a flag of the training programs, which ltkd-eval refuses
+
+
+def test_run_eval_loads_what_timm_saves_checks_its_names_and_names_each_mistake(tmp_path):
+    """Each was a traceback, a report scored on the wrong classes, or a message naming no flag."""
+    from timm.models import save_for_hf
+
+    write_folder(tmp_path / "birds")
+    three = ["heron", "kingfisher", "osprey"]
+    data = ["--dataset", str(tmp_path / "birds"), "--imbalance_factor", "1"]
+    # timm's own saver records model_args.num_classes: transformers' wrapper got it twice (a TypeError)
+    save_for_hf(timm.create_model("cifar_resnet8x4", num_classes=3), tmp_path / "timm", safe_serialization=True,
+                model_config={"label_names": three})
+    report = run_eval.main(["--model", str(tmp_path / "timm"), *data, "--output_dir", str(tmp_path / "e")])
+    assert report["num_samples"] == 6
+    # names kept only in pretrained_cfg (as timm keeps them) were not checked: a dataset of other classes was scored
+    config = json.loads((tmp_path / "timm" / "config.json").read_text())
+    config["pretrained_cfg"]["label_names"] = config.pop("label_names")
+    config["model_args"].pop("num_classes")
+    shutil.copytree(tmp_path / "timm", tmp_path / "cfg-names")
+    (tmp_path / "cfg-names" / "config.json").write_text(json.dumps(config))
+    write_folder(tmp_path / "other", test_classes=("heron", "kingfisher", "wren"))
+    shutil.rmtree(tmp_path / "other" / "train" / "osprey")
+    shutil.copytree(tmp_path / "other" / "train" / "heron", tmp_path / "other" / "train" / "wren")
+    with pytest.raises(ValueError, match=r"predicts 3 classes \['heron', 'kingfisher', 'osprey'\], but --dataset .* "
+                                         r"has 3 classes \['heron', 'kingfisher', 'wren'\]"):
+        run_eval.main(["--model", str(tmp_path / "cfg-names"), "--dataset", str(tmp_path / "other"),
+                       "--imbalance_factor", "1", "--output_dir", str(tmp_path / "o")])
+    # a folder without weights, a config.json that is no JSON: transformers' OSError, json's bare message
+    (tmp_path / "empty").mkdir()
+    shutil.copy(tmp_path / "timm" / "config.json", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"--model .*empty: .*no file named model.safetensors"):
+        run_eval.main(["--model", str(tmp_path / "empty"), *data, "--output_dir", str(tmp_path / "o")])
+    (tmp_path / "empty" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"--model .*empty: .*config.json is not valid JSON"):
+        run_eval.main(["--model", str(tmp_path / "empty"), *data, "--output_dir", str(tmp_path / "o")])
+    # a file as the report folder was Trainer's FileExistsError traceback, after loading everything
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match=r"--output_dir .*a-file: is a file; pass a folder"):
+        run_eval.main(["--model", str(tmp_path / "timm"), *data, "--output_dir", str(tmp_path / "a-file")])
+    # the same model spelt another way was refused as "another model's report"
+    run_eval.main(["--model", f"{tmp_path / 'timm'}/", *data, "--output_dir", str(tmp_path / "e")])
+    # the default --num_groups on a 2-class model named no flag ("got 3", which the user never typed)
+    save_student(timm.create_model("cifar_resnet8x4", num_classes=2), tmp_path / "two", label_names=three[:2])
+    write_folder(tmp_path / "pair", test_classes=three[:2])
+    shutil.rmtree(tmp_path / "pair" / "train" / "osprey")
+    with pytest.raises(ValueError, match=r"--num_groups 3 \(the default\): num_groups must be an integer in 1..2"):
+        run_eval.main(["--model", str(tmp_path / "two"), "--dataset", str(tmp_path / "pair"), "--imbalance_factor",
+                       "1", "--output_dir", str(tmp_path / "o")])
+    # --imbalance_factor from a config counts as given, as every other setting does
+    (tmp_path / "eval.yaml").write_text(f"dataset: {tmp_path / 'birds'}\nimbalance_factor: 1\n")
+    run_eval.main(["--config", str(tmp_path / "eval.yaml"), "--model", str(tmp_path / "timm"), "--output_dir",
+                   str(tmp_path / "c")])
 
 
 def parse(argv):

@@ -19,16 +19,18 @@ import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from timm.data import resolve_data_config
+from transformers.trainer_callback import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 
 from ..config import DistillationConfig
-from ..data import SplitInfo, apply_transforms, collate_fn, load_image_dataset, verify_images
+from ..data import SplitInfo, apply_transforms, collate_fn, verify_images
 from ..evaluation import format_group_table
-from ..models import load_classifier, parse_hub_source, unwrap_timm
+from ..models import label_names_of, load_classifier, parse_hub_source, unwrap_timm
 from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
-from .stages import every_class_has_images, load_long_tailed, source_splits
+from .stages import every_class_has_images, load_long_tailed, load_splits
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
@@ -79,7 +81,10 @@ def recorded_config(model: str) -> dict:
                 "student folder or a Hub model (hf-hub:<owner>/<name>[@<revision>], or the bare id; offline mode "
                 "needs it in the local cache)."
             ) from None
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"--model {model}: {path} is not valid JSON ({err}); pass a saved student folder.") from None
 
 
 def _recorded_settings(config: dict) -> dict:
@@ -87,8 +92,20 @@ def _recorded_settings(config: dict) -> dict:
     return (config.get("ltkd") or {}).get("settings") or {}
 
 
-def training_facts(config: dict) -> dict[str, object]:
-    """What the model's folder records about its training, for the report; ``not recorded`` where it says nothing."""
+def evaluated_checkpoint(model: str) -> str | None:
+    """A Trainer checkpoint folder's place in its run ("checkpoint at step 2 of 8, epoch 0.5 of 2"), from its
+    trainer_state.json; None for any other model."""
+    path = Path(model) / TRAINER_STATE_NAME
+    if not path.is_file():
+        return None
+    state = TrainerState.load_from_json(str(path))
+    return (f"checkpoint at step {state.global_step} of {state.max_steps}, epoch {state.epoch:g} of "
+            f"{state.num_train_epochs:g}")
+
+
+def training_facts(config: dict, checkpoint: str | None = None) -> dict[str, object]:
+    """What the model's folder records about its training, for the report; ``not recorded`` where it says nothing.
+    ``checkpoint``: where in its run a checkpoint folder's weights are (`evaluated_checkpoint`)."""
     ltkd = config.get("ltkd") or {}
     settings = _recorded_settings(config)
     data = settings.get("data") or {}
@@ -103,14 +120,16 @@ def training_facts(config: dict) -> dict[str, object]:
         "teacher": settings.get("teacher") if "teacher" in settings else NOT_RECORDED,
         "objective": ltkd.get("objective") or NOT_RECORDED,
         "training seed": schedule.get("seed", NOT_RECORDED),
-        "evaluated": NOT_RECORDED if "load_best_model_at_end" not in schedule
-        else evaluated_weights(schedule["load_best_model_at_end"]),
+        "evaluated": checkpoint or (NOT_RECORDED if "load_best_model_at_end" not in schedule
+                                    else evaluated_weights(schedule["load_best_model_at_end"])),
     }
 
 
 def check_report_folder(output_dir: Path, model: str) -> None:
-    """``output_dir`` may hold this model's earlier report (a re-run replaces it), not a saved model's folder nor
-    another model's report: those would be overwritten without a word."""
+    """``output_dir`` may hold this model's earlier report (a re-run replaces it, however the model's folder is
+    spelt), not a saved model's folder nor another model's report: those would be overwritten without a word."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir}: is a file; pass a folder for the report.")
     if (output_dir / "config.json").is_file():
         raise ValueError(
             f"--output_dir {output_dir}: holds a saved model, whose report.json is its own; write the evaluation to "
@@ -118,7 +137,7 @@ def check_report_folder(output_dir: Path, model: str) -> None:
         )
     report = output_dir / "report.json"
     rows = list(json.loads(report.read_text()).get("models", {})) if report.is_file() else [model]
-    if model not in rows:
+    if not any(row == model or Path(row).is_dir() and Path(row).resolve() == Path(model).resolve() for row in rows):
         raise ValueError(
             f"--output_dir {output_dir}: holds the report of {rows}; write the evaluation of --model {model} to "
             "another folder, or remove that report."
@@ -138,23 +157,26 @@ def main(argv: list[str] | None = None) -> dict:
             "counts give the report's groups), so the flag would change nothing; drop it."
         )
     check_report_folder(Path(eval_args.output_dir), eval_args.model)
-    try:
-        loaded = load_image_dataset(data_args.dataset, split=source_splits(data_args),
-                                    image_column=data_args.image_column, label_column=data_args.label_column)
-    except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"--dataset {data_args.dataset}: {err}") from None
+    loaded = load_splits(data_args)
     test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
     verify_images(test, split="test")
-    model_names = recorded.get("label_names")
-    if model_names is not None and [str(n) for n in model_names] != names:
+    try:
+        model = load_classifier(eval_args.model)
+    except (OSError, ValueError) as err:  # a folder without weights: transformers' OSError
+        raise (ValueError if isinstance(err, ValueError) else FileNotFoundError)(
+            f"--model {eval_args.model}: {err}") from None
+    model_names = label_names_of(model)  # its config's id2label, or timm's pretrained_cfg label_names
+    if model.config.num_labels != len(names) or model_names not in (None, names):
+        predicts = f"{len(model_names)} classes {model_names[:10]}" if model_names else (
+            f"{model.config.num_labels} classes")
         raise ValueError(
-            f"--model {eval_args.model} predicts {len(model_names)} classes {model_names[:10]}, but --dataset "
-            f"{data_args.dataset} has {len(names)} classes {names[:10]} (names in class-index order must be equal); "
-            "evaluate the model on the dataset it was trained for."
+            f"--model {eval_args.model} predicts {predicts}, but --dataset {data_args.dataset} has {len(names)} "
+            f"classes {names[:10]} (names in class-index order must be equal); evaluate the model on the dataset it "
+            "was trained for."
         )
-    if not counts and "imbalance_factor" not in parsed.given:
+    if not counts and "imbalance_factor" not in parsed.given | set(parsed.config):
         raise ValueError(
             f"--imbalance_factor: --model {eval_args.model} records no training split, so the report's groups are "
             f"rebuilt from --dataset {data_args.dataset} as the model was trained on it; pass --imbalance_factor 1 "
@@ -162,13 +184,12 @@ def main(argv: list[str] | None = None) -> dict:
             "made long-tailed with (and its --lt_seed)."
         )
     counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
-    model = load_classifier(eval_args.model)
-    if model.config.num_labels != len(names):
-        raise ValueError(
-            f"--model {eval_args.model} has {model.config.num_labels} outputs but --dataset {data_args.dataset} has "
-            f"{len(names)} classes; evaluate the model on the dataset it was trained for."
-        )
     info = SplitInfo(counts, names, held_out.source, held_out.source_kind, held_out.train_split, held_out.test_split)
+    try:
+        info.groups(eval_args.num_groups)
+    except ValueError as err:
+        default = "" if "num_groups" in parsed.given | set(parsed.config) else " (the default)"
+        raise ValueError(f"--num_groups {eval_args.num_groups}{default}: {err}") from None
     prepared = apply_transforms({"test": test}, resolve_data_config(model=unwrap_timm(model)))["test"]
     config = DistillationConfig(
         output_dir=eval_args.output_dir,
@@ -180,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
     evaluated_on = {"evaluated on": f"{held_out.source}, split {held_out.test_split}"}
-    reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **training_facts(recorded)})
+    facts = training_facts(recorded, evaluated_checkpoint(eval_args.model))
+    reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **facts})
     print(format_group_table(reports, trainer.groups.names))
     return reports[eval_args.model]
 

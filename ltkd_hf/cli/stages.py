@@ -125,9 +125,9 @@ def _as_flags(err: Exception, flags: dict[str, str]) -> str:
     return message
 
 
-def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
-    """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
-    every image decodes), and build its long-tailed training split; the test split stays balanced."""
+def load_splits(args: DataArguments):
+    """``args.dataset``'s splits (its ``--split_manifest``'s, when given), a load error's message naming
+    ``--dataset`` and the flags that fix it."""
     try:
         if args.split_manifest:
             splits = load_split_manifest(args.manifests(), args.dataset, class_names=args.manifest_class_names)
@@ -143,11 +143,21 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
         flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
                  "source='DIR'": "--dataset DIR"}
         raise type(err)(f"--dataset {args.dataset}{hint}: {_as_flags(err, flags)}") from None
+    return splits
+
+
+def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:
+    """Load ``args.dataset``, check that every class has training and test images (and, with ``verify``, that
+    every image decodes), and build its long-tailed training split; the test split stays balanced."""
+    splits = load_splits(args)
     every_class_has_images(args.dataset, splits["train"], "training")
     every_class_has_images(args.dataset, splits["test"], "test")
     if verify:
         for name, split in splits.items():
-            verify_images(split, split=name)
+            try:
+                verify_images(split, split=name)
+            except ValueError as err:
+                raise ValueError(f"{err} (--verify_images false skips this check)") from None
     if args.validation_per_class:
         if "validation" in splits:
             raise ValueError(

@@ -32,10 +32,10 @@ def _load_hub(source: str) -> DatasetDict:
         loaded = datasets.load_dataset(source)
     except ConnectionError as err:
         raise ConnectionError(
-            f"Could not load the Hub dataset {source!r}: the Hub is unreachable or offline mode is on "
-            f"(HF_DATASETS_OFFLINE / HF_HUB_OFFLINE). To use a local copy, run datasets.load_dataset({source!r})"
-            ".save_to_disk('DIR') where the Hub is reachable and pass source='DIR', or pass an image folder with "
-            "train/ and test/ subfolders (one subfolder per class inside each)."
+            f"Could not load the Hub dataset {source!r} (no local folder has that name): the Hub is unreachable or "
+            f"offline mode is on (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE). To use a local copy, run "
+            f"datasets.load_dataset({source!r}).save_to_disk('DIR') where the Hub is reachable and pass source='DIR', "
+            "or pass an image folder with train/ and test/ subfolders (one subfolder per class inside each)."
         ) from err
     except datasets.exceptions.DatasetNotFoundError as err:
         raise FileNotFoundError(

@@ -29,8 +29,7 @@ def verify_images(dataset: Dataset, *, split: str = "train", image_column: str =
             except (OSError, SyntaxError, ValueError) as err:
                 raise ValueError(
                     f"The {split} split's image at {_where(path, start + offset)} cannot be decoded "
-                    f"({type(err).__name__}: {err}). Replace or delete the file and run the command again "
-                    "(--verify_images false skips this check)."
+                    f"({type(err).__name__}: {err}). Replace or delete the file and run the command again."
                 ) from err
             if mode == "F":
                 raise ValueError(

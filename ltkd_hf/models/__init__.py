@@ -2,7 +2,7 @@
 
 from . import cifar_mobilenet, cifar_resnet, cifar_shufflenet, cifar_vgg, cifar_wrn  # noqa: F401  (register)
 from .hub_source import parse_hub_source, pin_hub_source
-from .loading import check_teacher_matches, create_student, load_classifier, load_teacher, unwrap_timm
+from .loading import check_teacher_matches, create_student, label_names_of, load_classifier, load_teacher, unwrap_timm
 
 CIFAR_MODEL_NAMES = (
     "cifar_resnet8x4",
@@ -32,6 +32,7 @@ __all__ = [
     "CIFAR_PAIRS",
     "check_teacher_matches",
     "create_student",
+    "label_names_of",
     "load_classifier",
     "load_teacher",
     "parse_hub_source",

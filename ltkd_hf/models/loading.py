@@ -19,11 +19,13 @@ from timm.layers import to_2tuple
 from timm.models import PretrainedCfg, filter_pretrained_cfg, get_pretrained_cfg, load_state_dict
 from timm.models._hub import hf_split  # timm exports it only from _hub
 from torch import nn
-from transformers import AutoModelForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification
+from transformers import (AutoConfig, AutoModelForImageClassification, TimmWrapperConfig,
+                          TimmWrapperForImageClassification)
 
 from .hub_source import HUB_PREFIX, hub_config, hub_file, is_repo_id, parse_hub_source, require_hub_safetensors
 
-__all__ = ["check_teacher_matches", "create_student", "load_classifier", "load_teacher", "unwrap_timm"]
+__all__ = ["check_teacher_matches", "create_student", "label_names_of", "load_classifier", "load_teacher",
+           "unwrap_timm"]
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _SAFE_SUFFIX = ".safetensors"
@@ -280,13 +282,13 @@ def _load_saved_model(source: str, allow_unsafe_pickle: bool) -> nn.Module:
     return _load_wrapper_folder(folder)
 
 
-def _teacher_label_names(teacher: nn.Module) -> list[str] | None:
-    """The teacher's class names in logit order; None when it has none or only transformers' LABEL_i."""
-    id2label = getattr(getattr(extract_model_from_parallel(teacher), "config", None), "id2label", None)
-    if id2label:
-        names = [id2label[i] for i in range(len(id2label))]
-    else:
-        names = getattr(unwrap_timm(teacher), "pretrained_cfg", {}).get("label_names")
+def label_names_of(model: nn.Module) -> list[str] | None:
+    """A classifier's class names in logit order (a transformers config's ``id2label``, else timm's
+    ``pretrained_cfg["label_names"]``); None when it has none, or only transformers' placeholder ``LABEL_i``."""
+    id2label = getattr(getattr(extract_model_from_parallel(model), "config", None), "id2label", None)
+    names = [id2label[i] for i in range(len(id2label))] if id2label else None
+    if names is None or names == [f"LABEL_{i}" for i in range(len(names))]:
+        names = getattr(unwrap_timm(model), "pretrained_cfg", {}).get("label_names")
         if isinstance(names, dict):  # timm accepts {index: name}
             names = [names[k] for k in sorted(names, key=int)]
     if names is None or [str(n) for n in names] == [f"LABEL_{i}" for i in range(len(names))]:
@@ -306,7 +308,7 @@ def check_teacher_matches(teacher: nn.Module, *, num_classes: int, label_names: 
             f"The teacher predicts {teacher_classes} classes but the dataset has num_classes={num_classes}. "
             f"Use a teacher trained on this dataset's classes."
         )
-    names = _teacher_label_names(teacher)
+    names = label_names_of(teacher)
     if names is None or label_names is None:
         return
     mismatches = [
@@ -336,7 +338,10 @@ def load_classifier(path_or_id: str) -> nn.Module:
     so without it ``resolve_data_config(model=unwrap_timm(model))`` would see the architecture's default input size
     and normalisation (32 px for the CIFAR models), not those the model was trained with (the demo's 16 px)."""
     name, revision = parse_hub_source(path_or_id) if path_or_id.startswith(HUB_PREFIX) else (path_or_id, None)
-    model = AutoModelForImageClassification.from_pretrained(name, revision=revision).eval()
+    config = AutoConfig.from_pretrained(name, revision=revision)
+    if getattr(config, "model_args", None):  # timm's save_for_hf records num_classes, which the wrapper passes too
+        config.model_args = {k: v for k, v in config.model_args.items() if k != "num_classes"}
+    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, config=config).eval()
     inner = unwrap_timm(model)
     inner.pretrained_cfg = inner.default_cfg = {**inner.pretrained_cfg, **_wrapper_cfg_overlay(model.config.to_dict())}
     return model
