@@ -259,3 +259,14 @@ def test_a_transformers_native_model_is_refused_by_name(tmp_path):
         load_teacher(str(tmp_path))
     with pytest.raises(ValueError, match=match):
         create_student(f"local-dir:{tmp_path}", num_classes=3, pretrained=True)
+
+
+def test_an_offline_hub_source_names_itself_and_the_way_out():
+    """huggingface_hub's offline miss says only "An error happened while trying to locate the file on the Hub":
+    neither the repo, nor the file, nor what to do. The tests run with HF_HUB_OFFLINE=1 and an empty Hub cache."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    for load in (load_teacher, lambda source: create_student(source, num_classes=3)):
+        with pytest.raises(LocalEntryNotFoundError, match=r"source='hf-hub:nobody/absent' cannot be read: the "
+                                                          r"Hub is unreachable .* no config.json of 'nobody/absent'"):
+            load("hf-hub:nobody/absent")

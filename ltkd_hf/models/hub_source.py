@@ -17,7 +17,7 @@ __all__ = ["HUB_PREFIX", "HubConfig", "hub_config", "hub_file", "is_repo_id", "p
            "require_hub_safetensors"]
 
 HUB_PREFIX = "hf-hub:"
-# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing" and propagate as they are.
+# Not found on the Hub; offline misses (LocalEntryNotFoundError) are not "missing": they are raised, naming the file.
 _REMOTE_MISSING = getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError)
 
 
@@ -63,6 +63,12 @@ def hub_file(source: str, repo_id: str, filename: str, revision: str | None) -> 
         ) from None
     except _REMOTE_MISSING:
         return None
+    except hf_errors.LocalEntryNotFoundError:  # its own message names neither the repo nor the file
+        raise hf_errors.LocalEntryNotFoundError(
+            f"source={source!r} cannot be read: the Hub is unreachable (offline mode, HF_HUB_OFFLINE=1, or no "
+            f"network) and the local Hub cache holds no {filename} of {repo_id!r}; load it once where the Hub is "
+            "reachable (the cache then serves it offline), or pass a local folder ('local-dir:DIR')."
+        ) from None
 
 
 def require_hub_safetensors(source: str, repo_id: str, revision: str | None, pretrained_cfg: dict[str, Any]) -> None:
