@@ -19,8 +19,8 @@ import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from timm.data import resolve_data_config
-from transformers.trainer_callback import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 
 from ..config import DistillationConfig
 from ..data import SplitInfo, apply_transforms, collate_fn, verify_images

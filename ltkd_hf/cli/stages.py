@@ -48,8 +48,8 @@ from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
 from ..provenance import check_settings, read_settings, run_settings
 from ..run_artefacts import checkpoints
-from ..trainer import DistillationTrainer
 from ..teacher_cache import check_cache_folder
+from ..trainer import DistillationTrainer
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
 
 logger = logging.getLogger("ltkd_hf.cli")
