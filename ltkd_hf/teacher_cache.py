@@ -160,7 +160,10 @@ class TeacherLogitCache:
             # replaces the arrays): the arrays just opened are this key's only if the key is still there.
             if json.loads((folder / KEY_NAME).read_text()) != key:
                 return None
-        except (FileNotFoundError, ValueError, EOFError):  # absent, or replaced while being read
+        except (FileNotFoundError, ValueError, EOFError) as error:  # absent, unreadable, or replaced while read
+            if (folder / KEY_NAME).is_file():  # not the first run's absent cache, nor another run's creation
+                logger.warning("The teacher-logit cache in %s cannot be read (%s: %s): creating it anew.", folder,
+                               type(error).__name__, error)
             return None
         return cls(folder, key, logits, filled)
 

@@ -10,7 +10,7 @@ import torch
 
 from ltkd_hf.data import BatchAugmentation, InMemoryImages, normalize_images, random_crop_flip
 from ltkd_hf.data.in_memory import crop_flip
-from ltkd_hf.teacher_cache import LOGITS_NAME, TeacherLogitCache, cache_key
+from ltkd_hf.teacher_cache import FILLED_NAME, LOGITS_NAME, TeacherLogitCache, cache_key
 
 AUG = BatchAugmentation(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), padding=4, size=(16, 16))
 
@@ -132,3 +132,7 @@ def test_a_truncated_array_is_damage_not_zero_logits(tmp_path, caplog):
     assert f"is damaged (logits.npy holds {size - 100} of its {size} bytes): creating it anew" in caplog.text
     fresh = TeacherLogitCache.create(tmp_path, key, num_classes=3)
     assert fresh.filled_fraction() == 0 and logits.stat().st_size == size
+    (tmp_path / FILLED_NAME).unlink()  # a file lost: made anew as before, and now the log says why
+    with caplog.at_level("WARNING", logger="ltkd_hf"):
+        assert TeacherLogitCache.open(tmp_path, key) is None
+    assert "cannot be read (FileNotFoundError:" in caplog.text
