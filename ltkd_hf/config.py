@@ -290,6 +290,11 @@ class DistillationConfig(TrainingArguments):
                     f"({default!r})."
                 )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled config without the Hub token: Trainer saves the pickle as training_args.bin in every saved
+        folder and checkpoint, which a push uploads (a write token on the Hub)."""
+        return {**self.__dict__, "hub_token": None}
+
     def loss_settings(self) -> dict[str, Any]:
         """Every setting of the chosen loss: its defaults updated with ``distill_loss_kwargs``."""
         defaults = {k: v for k, v in hyperparameters_of(LOSSES[self.distill_loss]).items() if k not in _NOT_LOSS_KWARGS}

@@ -576,16 +576,21 @@ class DistillationTrainer(Trainer):
         metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()}
         return {k: float(v) for k, v in metrics.items() if k.startswith("accuracy")}
 
+    def _check_trained_or_saved(self, call: str) -> None:
+        """Refuse a card (and a push, which writes one) of a student that has neither trained nor been saved: it
+        would describe a run that did not happen, with the untrained weights' accuracies."""
+        if self.state.global_step == 0 and not (Path(self.args.output_dir) / WEIGHTS_NAME).is_file():
+            raise ValueError(
+                f"{call}: the student has not trained (no step) and {self.args.output_dir} holds no saved model, so "
+                "the card would describe a run that did not happen; call train() and save_model() first (or "
+                "save_model() for weights trained elsewhere)."
+            )
+
     def create_model_card(self, model_name: str | None = None, license: str = "apache-2.0", **kwargs: Any) -> None:
         """Write the group model card into ``args.output_dir/README.md``: ``model-index`` with overall / head /
         medium / tail accuracy from the latest ``evaluate()``, where each model started, the long-tailed split as
         it was made, the loss and its settings, the seeds, the report's table and plots when `write_report` ran."""
-        if self.state.global_step == 0 and not (Path(self.args.output_dir) / WEIGHTS_NAME).is_file():
-            raise ValueError(
-                f"create_model_card(): the student has not trained (no step) and {self.args.output_dir} holds no saved "
-                "model, so the card would describe a run that did not happen; call train() and save_model() first "
-                "(or save_model() for weights trained elsewhere)."
-            )
+        self._check_trained_or_saved("create_model_card()")
         results = self._card_results()
         if self.is_world_process_zero():
             name = getattr(self, "hub_model_id", None) or self.args.hub_model_id or model_name
@@ -602,6 +607,7 @@ class DistillationTrainer(Trainer):
         """Push ``args.output_dir`` (the canonical folder and its group card; checkpoints stay home) to ``revision``
         (default ``args.hub_revision``, else main), a branch created when the repo has none of that name (Trainer
         uploads to it but never creates it: the upload failed, after the training)."""
+        self._check_trained_or_saved("push_to_hub()")  # before Trainer's save_model() makes the folder look saved
         self._card_results()  # every process: evaluate() is collective when the card needs it
         token, revision = token or self.args.hub_token, revision or self.args.hub_revision
         if revision is not None and self.is_world_process_zero():

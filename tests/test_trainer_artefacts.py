@@ -71,6 +71,11 @@ def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, mo
     hf_hub_download("alice/wrn40-1-digits-ltkd", "model.safetensors")  # into the same snapshot folder
     assert (downloaded / "model.safetensors").read_bytes() == (student_dir / "model.safetensors").read_bytes()
     assert_three_loaders_agree(downloaded, unwrap_timm(trainer.model.student).eval(), labels=names)
+    # The token reached the push, not the pickled arguments each saved folder holds and the push uploads.
+    secret = fake_hub.token.encode()
+    assert trainer.args.hub_token == fake_hub.token
+    assert secret not in Path(hf_hub_download("alice/wrn40-1-digits-ltkd", "training_args.bin")).read_bytes()
+    assert not [p for p in tmp_path.rglob("training_args.bin") if secret in p.read_bytes()]
 
 
 def test_teacher_gets_its_own_normalisation_without_a_transform(tmp_path):
@@ -115,6 +120,10 @@ def test_no_card_for_a_student_that_neither_trained_nor_was_saved(tmp_path):
                                          r"no saved model"):
         trainer.create_model_card()
     assert not (tmp_path / "README.md").exists()
+    # push_to_hub() saves first, so the folder then looked saved: random weights went up, with a card of a run
+    with pytest.raises(ValueError, match=r"push_to_hub\(\): the student has not trained"):
+        trainer.push_to_hub()
+    assert not (tmp_path / "model.safetensors").exists()
     trainer.save_model()  # weights trained elsewhere, saved here: the card describes them
     trainer.create_model_card()
     assert ModelCard.load(tmp_path / "README.md").data.eval_results
