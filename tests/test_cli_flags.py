@@ -239,6 +239,25 @@ def test_the_recipes_refuse_the_hub_flags_of_pushes_during_training():
             parse_args(program, arguments, ["--hub_always_push", "true"])
 
 
+@pytest.mark.parametrize("program", [distill, teacher])
+@pytest.mark.parametrize("flags, shown", [(["--hub_model_id", "alice/x"], "--hub_model_id alice/x"),
+                                          (["--hub_private_repo", "true"], "--hub_private_repo true"),
+                                          (["--hub_revision", "seed-1"], "--hub_revision seed-1"),
+                                          (["--hub_token", "hf_secret"], "--hub_token")])
+def test_a_setting_of_the_push_without_the_push_is_refused_before_training(tmp_path, program, flags, shown):
+    """They were accepted and did nothing, and --hub_model_id titled the card after a repo nothing went to."""
+    with pytest.raises(ValueError, match=rf"^{shown}: a setting of the push, and --push_to_hub is off") as err:
+        program.plan([*flags, "--output_dir", str(tmp_path / "run")])
+    assert "hf_secret" not in str(err.value) and not (tmp_path / "run").exists()
+
+
+def test_the_table_refuses_the_push_flags_it_ignored():
+    for flags in (["--push_to_hub", "true"], ["--hub_model_id", "alice/x"], ["--hub_token", "hf_x"]):
+        with pytest.raises(ValueError, match=rf"{flags[0]}: not a flag of ltkd-table: ltkd-table pushes nothing; "
+                                             r"push a cell's student folder with ltkd_hf.hub.push_student"):
+            parse_args("ltkd-table", table.ARGUMENTS, flags)
+
+
 def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
     with pytest.raises(ValueError, match=r"--load_best_model_at_end: not a flag of ltkd-distill: the recipes evaluate "
                                          r"on the test split, so it would choose the checkpoint on the split the report"):

@@ -128,10 +128,11 @@ def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"--teacher_epochs: sets how the teacher is trained here, but --teacher"):
         stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
                    "--teacher_epochs", "3"])
-    # the Hub flags push the student of a run with a given teacher (they were refused as teacher-stage flags)
-    named = stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
-                       "--hub_model_id", "alice/student"])
-    assert named["student"].args.hub_model_id == "alice/student"
+    # the Hub flags push the student of a run with a given teacher (they were refused as teacher-stage flags); without
+    # --push_to_hub they are refused as settings of a push that does not happen
+    with pytest.raises(ValueError, match=r"--hub_model_id alice/student: a setting of the push, and --push_to_hub"):
+        stages_of([*PLAN, "--output_dir", str(tmp_path / "o"), "--teacher", str(tmp_path / "given"),
+                   "--hub_model_id", "alice/student"])
 
 
 def test_a_hub_teacher_or_start_is_recorded_and_loaded_at_its_commit(tmp_path, fake_hub):

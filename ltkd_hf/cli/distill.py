@@ -60,9 +60,9 @@ def plan(argv: list[str] | None = None):
             )
     setup_logging()
     use_all_cpu_cores()
-    check_output_dir(config.output_dir)
     repo_id = config.hub_model_id or Path(config.output_dir).name
-    hub_token = check_push(config, repo_id) if config.push_to_hub else None
+    hub_token = check_push(config, repo_id)
+    check_output_dir(config.output_dir)
     teacher, teacher_name = given_teacher(given_args) if given_args.teacher else (None, None)
     with config.main_process_first(desc="loading the dataset"):  # one process downloads, the others read the cache
         data = load_long_tailed(data_args, verify=run_args.verify_images)

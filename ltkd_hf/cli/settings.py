@@ -129,7 +129,11 @@ CONFIG_ONLY = {
 }
 PROGRAM_REFUSED = {
     "ltkd-table": {"compare_ce_student": "the table's rows are --losses; add or drop ce there",
-                   "seed": "each cell trains with its seed from --seeds (--seeds 3 for one run of seed 3)"},
+                   "seed": "each cell trains with its seed from --seeds (--seeds 3 for one run of seed 3)",
+                   **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "hub_revision"),
+                                   "ltkd-table pushes nothing; push a cell's student folder with "
+                                   "ltkd_hf.hub.push_student(folder, repo_id), or train it with ltkd-distill "
+                                   "--push_to_hub true")},
 }
 
 

@@ -195,6 +195,10 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     return LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
 
 
+# The settings that only configure --push_to_hub's push.
+_PUSH_SETTINGS = ("hub_model_id", "hub_token", "hub_private_repo", "hub_revision")
+
+
 def setup_logging() -> None:
     """INFO logs on the main process, warnings on the others."""
     logging.basicConfig(
@@ -203,8 +207,17 @@ def setup_logging() -> None:
     )
 
 
-def check_push(config: DistillationConfig, repo_id: str) -> str:
-    """The Hub token, once the push to ``repo_id`` is known to be possible (checked before any training)."""
+def check_push(config: DistillationConfig, repo_id: str) -> str | None:
+    """With ``--push_to_hub true``, the Hub token, once the push to ``repo_id`` is known to be possible (checked
+    before any training). Without it, None; a setting of the push is then refused: it would change nothing, and
+    ``--hub_model_id`` would title the card after a repo nothing was pushed to."""
+    if not config.push_to_hub:
+        given = [name for name in _PUSH_SETTINGS if getattr(config, name) not in (None, False)]
+        if given:
+            value = {"hub_token": "", "hub_private_repo": " true"}.get(given[0], f" {getattr(config, given[0])}")
+            raise ValueError(f"--{given[0]}{value}: a setting of the push, and --push_to_hub is off, so it would "
+                             "change nothing; add --push_to_hub true, or drop it.")
+        return None
     return check_push_to_hub_ready(repo_id, config.hub_token)
 
 

@@ -44,9 +44,9 @@ def plan(argv: list[str] | None = None):
     data_args, teacher_args, input_args, run_args, config = parsed.values
     setup_logging()
     use_all_cpu_cores()
-    check_output_dir(config.output_dir)
     repo_id = config.hub_model_id or f"{Path(config.output_dir).name}-teacher"
-    hub_token = check_push(config, repo_id) if config.push_to_hub else None
+    hub_token = check_push(config, repo_id)
+    check_output_dir(config.output_dir)
     with config.main_process_first(desc="loading the dataset"):
         data = load_long_tailed(data_args, verify=run_args.verify_images)
     stage = plan_teacher(config, teacher_args, data, run_args, product=True, **input_args.model_kwargs())
