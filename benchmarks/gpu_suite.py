@@ -280,7 +280,8 @@ def mixed_precision_part(setup: Setup) -> Outcome:
                      f"| {r['finite']} | {rel} |")
         out.checks.append({
             "check": f"{precision}: teacher dtype, frozen, student moved, finite, first step within "
-                     f"{mixed_precision_check.MAX_RELATIVE_DIFFERENCE:g} of fp32",
+                     f"{mixed_precision_check.MAX_RELATIVE_DIFFERENCE:g} of fp32 (of each term, or of "
+                     f"{mixed_precision_check.FLOOR_SHARE_OF_LOSS:g} x the loss for a smaller term)",
             "target": "all hold", "measured": "OK" if r["ok"] else "FAIL", "value": None, "met": r["ok"],
         })
     out.tables.append("\n".join(lines))

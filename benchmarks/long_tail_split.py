@@ -34,6 +34,14 @@ def main() -> None:
     parser.add_argument("--rho", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    for flag, value in (("--rows", args.rows), ("--classes", args.classes), ("--repeats", args.repeats)):
+        if value < 1:
+            parser.error(f"{flag} {value}: pass at least 1")
+    if args.rows < 30 * args.classes:
+        parser.error(f"--rows {args.rows}: pass at least 30 x --classes ({30 * args.classes}), so every class draws "
+                     "images and the long tail keeps at least one of each")
+    if args.rho < 1:
+        parser.error(f"--rho {args.rho:g}: pass an imbalance factor of at least 1")
     disable_progress_bars()
 
     # ImageNet-1k's train split has 732..1300 images per class; a uniform draw of labels is close enough.

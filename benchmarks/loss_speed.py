@@ -40,6 +40,7 @@ from torch.profiler import ProfilerActivity, profile
 from ltkd_hf import ClassGroups
 from ltkd_hf.losses import capture_features, create_loss, kd_loss
 from ltkd_hf.models import CIFAR_PAIRS
+from devices import add_device_argument, check_device
 
 
 def naive_ltkd(student_logits, teacher_logits, one_hot, temperature=4.0, alpha=6.0, beta=6.0):
@@ -246,7 +247,7 @@ def markdown(rows: list[dict[str, float]]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this benchmark (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -309,6 +310,7 @@ def measure(opts: argparse.Namespace) -> list[dict[str, object]]:
 def main() -> None:
     parser = build_parser()
     opts = parser.parse_args()
+    check_device(parser, opts.device)
     try:
         check_options(opts)
     except ValueError as err:

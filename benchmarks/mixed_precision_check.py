@@ -7,7 +7,8 @@ For each precision it trains the paper's CIFAR pair (cifar_resnet32x4 -> cifar_r
 few steps on random data and checks: the teacher holds weights in the half dtype (on CUDA; the trainer keeps it
 in float32 on CPU) and stays frozen; every logged loss component is finite; the student moved; and the first
 step's LTKD terms (learning rate 0) agree with the float32 run to within the half-precision error of the
-models' logits.
+models' logits: within 5% of each term, or of 1% of the loss for a term smaller than that (the relative difference
+printed is to the term itself).
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import torch
 import ltkd_hf  # noqa: F401  (registers the CIFAR architectures)
 from ltkd_hf import DistillationConfig, DistillationTrainer
 from ltkd_hf.models import create_student
+from devices import add_device_argument, check_device
 from trainer_speed import CLASS_COUNTS, NUM_CLASSES, InMemory
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TERMS = ("loss", "ce", "cross_group", "within_group", "distill")
 MAX_RELATIVE_DIFFERENCE = 0.05  # to fp32, of the first step's terms: the half-precision error of the logits
+# A term is judged against at least this share of the fp32 loss: the cross-group KL of a few random samples is ~1e-4,
+# where the half-precision logits' absolute error alone is a large relative one (0.4 at batch 4 on a CPU).
+FLOOR_SHARE_OF_LOSS = 0.01
 
 
 def run(precision: str, learning_rate: float, steps: int, batch: int = 64, device: str = "cuda"):
@@ -70,7 +75,7 @@ def run(precision: str, learning_rate: float, steps: int, batch: int = 64, devic
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this check (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    add_device_argument(parser, default="cuda")
     parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, of bf16 and fp16")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="steps of the run that must move the student")
@@ -90,7 +95,11 @@ def measure(opts: argparse.Namespace) -> dict[str, dict]:
         teacher_dtype, frozen, _, first = run(precision, 0.0, 1, opts.batch, opts.device)
         _, _, moved, logs = run(precision, 0.05, opts.steps, opts.batch, opts.device)
         finite = all(math.isfinite(h[k]) for h in logs for k in TERMS)
-        rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in ("ce", "cross_group", "within_group")}
+        terms = ("ce", "cross_group", "within_group")
+        rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in terms}
+        floor = FLOOR_SHARE_OF_LOSS * abs(reference["loss"])
+        close = all(abs(first[0][k] - reference[k]) < MAX_RELATIVE_DIFFERENCE * max(abs(reference[k]), floor)
+                    for k in terms)
         # The trainer casts the teacher to the half dtype on CUDA only (half matmuls are slow on CPU).
         expected_dtype = HALF_DTYPES[precision] if opts.device == "cuda" else torch.float32
         results[precision] = {
@@ -99,16 +108,15 @@ def measure(opts: argparse.Namespace) -> dict[str, dict]:
             "student_moved": moved,
             "finite": finite,
             "relative_difference": rel,
-            "ok": teacher_dtype == expected_dtype and frozen and moved and finite
-            and max(rel.values()) < MAX_RELATIVE_DIFFERENCE,
+            "ok": teacher_dtype == expected_dtype and frozen and moved and finite and close,
         }
     return results
 
 
 def main() -> None:
-    opts = build_parser().parse_args()
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("mixed_precision_check.py needs a CUDA GPU (or --device cpu for a CPU smoke run).")
+    parser = build_parser()
+    opts = parser.parse_args()
+    check_device(parser, opts.device)
     name = torch.cuda.get_device_name() if opts.device == "cuda" else "CPU"
     print(name, "torch", torch.__version__)
     results = measure(opts)

@@ -39,6 +39,7 @@ from ltkd_hf.data import (
 from ltkd_hf.losses import create_loss
 from ltkd_hf.models import create_student, unwrap_timm
 
+from devices import add_device_argument, check_device
 from trainer_speed import StepTimer, synchronize
 
 TEACHER, STUDENT, NUM_CLASSES = "cifar_resnet8x4", "cifar_wrn_40_1", 10
@@ -123,7 +124,7 @@ LOOPS = {
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this benchmark (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
@@ -158,7 +159,9 @@ def markdown(med: dict[str, float]) -> str:
 
 
 def main() -> None:
-    opts = build_parser().parse_args()
+    parser = build_parser()
+    opts = parser.parse_args()
+    check_device(parser, opts.device)
     med = measure(opts)
     device = torch.device(opts.device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

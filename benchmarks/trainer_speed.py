@@ -45,6 +45,7 @@ from ltkd_hf import ClassGroups, DistillationConfig, DistillationTrainer
 from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.losses import create_loss
 from ltkd_hf.models import create_student, unwrap_timm
+from devices import add_device_argument, check_device
 
 NUM_CLASSES = 100
 CLASS_COUNTS = [int(500 * 100 ** (-c / 99)) for c in range(NUM_CLASSES)]
@@ -236,7 +237,7 @@ def loop_names(value: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The command line of this benchmark (also parsed by gpu_suite.py, so its commands are exact)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--pair", choices=sorted(PAIRS), default="cifar", help="student and teacher (see above)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--batch", type=int, default=64)
@@ -298,6 +299,7 @@ def markdown(med: dict[str, float]) -> str:
 def main() -> None:
     parser = build_parser()
     opts = parser.parse_args()
+    check_device(parser, opts.device)
     try:
         check_options(opts)
     except ValueError as err:
