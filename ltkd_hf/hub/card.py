@@ -162,7 +162,10 @@ def render_model_card(
     """
     results = dict(results)
     _check_inputs(groups, results, plots)
-    dataset = split_info.source or "the training data"
+    # A local folder by its name: its absolute path would publish the machine's layout (config.json keeps the path,
+    # with the files' fingerprint, for the run's own checks).
+    local = split_info.source and split_info.source_kind in ("local", "manifest")
+    dataset = Path(split_info.source).name if local else split_info.source or "the training data"
     test_split = split_info.test_split or "held-out"
     test_balance = describe_test_split(test_counts)
     base_model = _hub_id(base_model) or _hub_id(student_init)
@@ -193,7 +196,8 @@ def render_model_card(
     if teacher:
         teacher_text = f"[`{teacher}`](https://huggingface.co/{_hub_id(teacher)})" if _hub_id(teacher) else f"`{teacher}`"
     setup = {
-        "Student": f"`{architecture}`, started from " + (f"`{student_init}`" if student_init else "random initialisation"),
+        "Model": f"`{architecture}`, started from "
+        + (f"`{student_init}`" if student_init else "random initialisation"),
         "Teacher": teacher_text,
         "Training data": f"`{dataset}`, split `{split_info.train_split or 'train'}`: {split_info.describe()}",
         "Evaluation data": f"`{dataset}`, split `{test_split}`" + (f" ({test_balance})" if test_balance else ""),
