@@ -76,6 +76,7 @@ def test_a_documented_command_parses(where, command, monkeypatch):
         pytest.skip("run by tests/test_recipes.py::test_two_processes_shard_train_and_gather_every_test_image")
     script, argv = program_and_arguments(command)
     if script.startswith("benchmarks/"):
+        monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/x.py` has it: its neighbours
         spec = importlib.util.spec_from_file_location(Path(script).stem, REPO / script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
