@@ -79,6 +79,9 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     (["--losses", "ltkd", "--sweep", "alpha=1,"], r"--sweep 'alpha=1,': write SETTING=V1,V2"),
     # an unreadable value is the value's fault, not the setting's
     (["--select_metric", "accuracy_tail"], r"--select_metric accuracy_tail: .*--select_on validation, which is off"),
+    # it reaches --distill_loss's cells only: with ltkd (the default) not among --losses, the cells trained at T = 4
+    (["--losses", "kd", "dkd", "--distill_loss_kwargs", "temperature=2"],
+     r"--distill_loss_kwargs: it sets the cells of --distill_loss ltkd, which --losses kd dkd does not run"),
     (["--resume_from_checkpoint", "/nowhere/checkpoint-8"], r"--resume_from_checkpoint /nowhere/checkpoint-8: a table "
                                                              r"has a stage per cell and seed"),
     (["--losses", "ltkd", "--sweep", "alpha=x,6"], r"cell 'LTKD \(alpha=x\)'.*alpha='x': ltkd's alpha takes a float"),

@@ -312,6 +312,12 @@ def plan(argv: list[str] | None = None):
             f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and "
             "each resumes its own last checkpoint when re-run; pass false to start them afresh, or drop it."
         )
+    if "distill_loss_kwargs" in parsed.given and config.distill_loss not in table_args.losses:
+        raise ValueError(
+            f"--distill_loss_kwargs: it sets the cells of --distill_loss {config.distill_loss}, which --losses "
+            f"{' '.join(table_args.losses)} does not run, so it would change nothing; add {config.distill_loss} to "
+            "--losses, or name the loss it is for with --distill_loss."
+        )
     if "select_metric" in parsed.given and not table_args.select_on:
         raise ValueError(
             f"--select_metric {table_args.select_metric}: it chooses among sweep cells with --select_on validation, "
