@@ -28,6 +28,7 @@ from trainer_speed import CLASS_COUNTS, NUM_CLASSES, InMemory
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TERMS = ("loss", "ce", "cross_group", "within_group", "distill")
+COMPARED = ("ce", "cross_group", "within_group")  # the first step's terms checked against fp32
 MAX_RELATIVE_DIFFERENCE = 0.05  # to fp32, of the first step's terms: the half-precision error of the logits
 # A term is judged against at least this share of the fp32 loss: the cross-group KL of a few random samples is ~1e-4,
 # where the half-precision logits' absolute error alone is a large relative one (0.4 at batch 4 on a CPU).
@@ -95,11 +96,10 @@ def measure(opts: argparse.Namespace) -> dict[str, dict]:
         teacher_dtype, frozen, _, first = run(precision, 0.0, 1, opts.batch, opts.device)
         _, _, moved, logs = run(precision, 0.05, opts.steps, opts.batch, opts.device)
         finite = all(math.isfinite(h[k]) for h in logs for k in TERMS)
-        terms = ("ce", "cross_group", "within_group")
-        rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in terms}
+        rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in COMPARED}
         floor = FLOOR_SHARE_OF_LOSS * abs(reference["loss"])
         close = all(abs(first[0][k] - reference[k]) < MAX_RELATIVE_DIFFERENCE * max(abs(reference[k]), floor)
-                    for k in terms)
+                    for k in COMPARED)
         # The trainer casts the teacher to the half dtype on CUDA only (half matmuls are slow on CPU).
         expected_dtype = HALF_DTYPES[precision] if opts.device == "cuda" else torch.float32
         results[precision] = {

@@ -29,11 +29,11 @@ from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
 from .distillation_model import DistillationModel
 from .evaluation.metrics import group_accuracy
+from .hub.push import hub_api
+from .hub.save import WEIGHTS_NAME
 from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
-from .hub.push import hub_api
-from .hub.save import WEIGHTS_NAME
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
 from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder
 from .trainer_inputs import DeviceBatches, check_labelled, checked_split_info, describe_teacher

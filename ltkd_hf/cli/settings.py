@@ -127,10 +127,12 @@ CONFIG_ONLY = {
     "methods": "it is config-only (each loss's settings, under methods: in the --config YAML); on the command line "
     "set the loss's settings with --distill_loss_kwargs and its warm-up with --warmup_epochs",
 }
+# The settings that only configure --push_to_hub's push (refused without it, and by ltkd-table with it).
+PUSH_SETTINGS = ("hub_model_id", "hub_token", "hub_private_repo", "hub_revision")
 PROGRAM_REFUSED = {
     "ltkd-table": {"compare_ce_student": "the table's rows are --losses; add or drop ce there",
                    "seed": "each cell trains with its seed from --seeds (--seeds 3 for one run of seed 3)",
-                   **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "hub_revision"),
+                   **dict.fromkeys(("push_to_hub", *PUSH_SETTINGS),
                                    "ltkd-table pushes nothing; push a cell's student folder with "
                                    "ltkd_hf.hub.push_student(folder, repo_id), or train it with ltkd-distill "
                                    "--push_to_hub true")},

@@ -51,6 +51,7 @@ from ..run_artefacts import checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
+from .settings import PUSH_SETTINGS
 
 logger = logging.getLogger("ltkd_hf.cli")
 
@@ -195,10 +196,6 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     return LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
 
 
-# The settings that only configure --push_to_hub's push.
-_PUSH_SETTINGS = ("hub_model_id", "hub_token", "hub_private_repo", "hub_revision")
-
-
 def setup_logging() -> None:
     """INFO logs on the main process, warnings on the others."""
     logging.basicConfig(
@@ -212,7 +209,7 @@ def check_push(config: DistillationConfig, repo_id: str) -> str | None:
     before any training). Without it, None; a setting of the push is then refused: it would change nothing, and
     ``--hub_model_id`` would title the card after a repo nothing was pushed to."""
     if not config.push_to_hub:
-        given = [name for name in _PUSH_SETTINGS if getattr(config, name) not in (None, False)]
+        given = [name for name in PUSH_SETTINGS if getattr(config, name) not in (None, False)]
         if given:
             value = {"hub_token": "", "hub_private_repo": " true"}.get(given[0], f" {getattr(config, given[0])}")
             raise ValueError(f"--{given[0]}{value}: a setting of the push, and --push_to_hub is off, so it would "

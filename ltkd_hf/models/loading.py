@@ -286,14 +286,13 @@ def label_names_of(model: nn.Module) -> list[str] | None:
     """A classifier's class names in logit order (a transformers config's ``id2label``, else timm's
     ``pretrained_cfg["label_names"]``); None when it has none, or only transformers' placeholder ``LABEL_i``."""
     id2label = getattr(getattr(extract_model_from_parallel(model), "config", None), "id2label", None)
-    names = [id2label[i] for i in range(len(id2label))] if id2label else None
-    if names is None or names == [f"LABEL_{i}" for i in range(len(names))]:
-        names = getattr(unwrap_timm(model), "pretrained_cfg", {}).get("label_names")
-        if isinstance(names, dict):  # timm accepts {index: name}
-            names = [names[k] for k in sorted(names, key=int)]
-    if names is None or [str(n) for n in names] == [f"LABEL_{i}" for i in range(len(names))]:
-        return None
-    return [str(n) for n in names]
+    timm_names = getattr(unwrap_timm(model), "pretrained_cfg", {}).get("label_names")
+    if isinstance(timm_names, dict):  # timm accepts {index: name}
+        timm_names = [timm_names[k] for k in sorted(timm_names, key=int)]
+    for names in ([id2label[i] for i in range(len(id2label))] if id2label else None, timm_names):
+        if names and [str(n) for n in names] != [f"LABEL_{i}" for i in range(len(names))]:
+            return [str(n) for n in names]
+    return None
 
 
 def check_teacher_matches(teacher: nn.Module, *, num_classes: int, label_names: Sequence[str] | None) -> None:
