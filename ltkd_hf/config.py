@@ -35,8 +35,9 @@ def loss_settings_help() -> str:
     return "; ".join(parts)
 
 
-def _convert(loss: str, key: str, text: Any, default: Any) -> Any:
-    """A ``key=value`` value as the type of the setting's default (bool, int, float)."""
+def _convert(loss: str, key: str, text: Any, default: Any, flag: str) -> Any:
+    """A ``key=value`` value as the type of the setting's default (bool, int, float); ``flag`` names where it was
+    given."""
     if not isinstance(text, str):
         return text
     try:
@@ -51,15 +52,18 @@ def _convert(loss: str, key: str, text: Any, default: Any) -> Any:
             return float(text)
     except ValueError:
         raise ValueError(
-            f"--distill_loss_kwargs {key}={text!r}: {loss}'s {key} takes a {type(default).__name__} "
+            f"{flag} {key}={text!r}: {loss}'s {key} takes a {type(default).__name__} "
             f"(default {default})."
         ) from None
     return text
 
 
-def parse_loss_kwargs(loss: str, kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
+def parse_loss_kwargs(
+    loss: str, kwargs: dict[str, Any] | str | None, *, flag: str = "--distill_loss_kwargs"
+) -> dict[str, Any]:
     """Check ``kwargs`` (a mapping, or ``"key=value,key=value"`` as on the command line) against the settings
-    ``loss`` takes and return them typed; an unknown or inapplicable setting names what ``loss`` accepts."""
+    ``loss`` takes and return them typed; an unknown or inapplicable setting names what ``loss`` accepts. Errors
+    name ``flag``: where the settings were given."""
     if kwargs is None or kwargs == "":
         return {}
     if isinstance(kwargs, str):
@@ -68,32 +72,34 @@ def parse_loss_kwargs(loss: str, kwargs: dict[str, Any] | str | None) -> dict[st
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise ValueError(
-                    f"--distill_loss_kwargs {kwargs!r}: write key=value pairs separated by commas, e.g. "
+                    f"{flag} {kwargs!r}: write key=value pairs separated by commas, e.g. "
                     "'alpha=6,beta=6,temperature=4'."
                 )
             if key.strip() in pairs:
-                raise ValueError(f"--distill_loss_kwargs {kwargs!r}: {key.strip()} given twice; give each setting once.")
+                raise ValueError(f"{flag} {kwargs!r}: {key.strip()} given twice; give each setting once.")
             pairs[key.strip()] = value.strip()
         kwargs = pairs
     if not isinstance(kwargs, dict):
-        raise ValueError(f"--distill_loss_kwargs must be a mapping or 'key=value,...', got {kwargs!r}.")
+        raise ValueError(f"{flag} must be a mapping or 'key=value,...', got {kwargs!r}.")
     accepted = {k: v for k, v in hyperparameters_of(LOSSES[loss]).items() if k not in _NOT_LOSS_KWARGS}
+    named = f"--distill_loss {loss}" if flag == "--distill_loss_kwargs" else loss  # the flag, where given with it
     for key in kwargs:
         if key in _NOT_LOSS_KWARGS:
-            raise ValueError(f"--distill_loss_kwargs {key}: set it with {_NOT_LOSS_KWARGS[key]} instead.")
+            raise ValueError(f"{flag} {key}: set it with {_NOT_LOSS_KWARGS[key]} instead.")
         if key not in accepted:
             settings = ", ".join(f"{k} (default {v})" for k, v in accepted.items()) or "no settings"
             raise ValueError(
-                f"--distill_loss_kwargs {key}={kwargs[key]!r}: --distill_loss {loss} does not take {key!r}; "
+                f"{flag} {key}={kwargs[key]!r}: {named} does not take {key!r}; "
                 f"it accepts {settings}."
             )
     # a setting given as None is not set (the loss's default), so the recorded settings hold the value it trains with
-    return {k: _convert(loss, k, v, accepted[k]) for k, v in kwargs.items() if v is not None}
+    return {k: _convert(loss, k, v, accepted[k], flag) for k, v in kwargs.items() if v is not None}
 
 
-def _check_loss_values(loss: str, kwargs: dict[str, Any], num_groups: int) -> None:
+def check_loss_values(loss: str, kwargs: dict[str, Any], num_groups: int = 3, *, flag: str | None = None) -> None:
     """Build the loss once on stand-in classes so an out-of-range value fails now, not after earlier stages
-    trained. Losses sized from the models (feature losses) are checked when the trainer builds them."""
+    trained. Losses sized from the models (feature losses) are checked when the trainer builds them. Errors name
+    ``flag`` (default: ``--distill_loss <loss> --distill_loss_kwargs``): where the settings were given."""
     takes = inspect.signature(LOSSES[loss].__init__).parameters
     if "student" in takes or "teacher" in takes:
         return
@@ -102,7 +108,8 @@ def _check_loss_values(loss: str, kwargs: dict[str, Any], num_groups: int) -> No
         create_loss(loss, groups=ClassGroups.from_counts(counts, num_groups), class_counts=counts, **kwargs)
     except ValueError as err:
         settings = ",".join(f"{k}={v}" for k, v in kwargs.items())
-        raise ValueError(f"--distill_loss {loss} --distill_loss_kwargs {settings}: {err}") from None
+        flag = flag or f"--distill_loss {loss} --distill_loss_kwargs"
+        raise ValueError(f"{flag} {settings}: {err}") from None
 
 
 @dataclass
@@ -229,7 +236,7 @@ class DistillationConfig(TrainingArguments):
                 raise ValueError(f"--{name} must be a finite number >= 0, got {value!r}.")
         if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1:
             raise ValueError(f"--num_groups must be an integer >= 1, got {self.num_groups!r}.")
-        _check_loss_values(self.distill_loss, self.distill_loss_kwargs, self.num_groups)
+        check_loss_values(self.distill_loss, self.distill_loss_kwargs, self.num_groups)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
@@ -252,11 +259,6 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"--num_train_epochs {self.num_train_epochs} (and no --max_steps) trains nothing; pass a number of "
                 "epochs > 0 or --max_steps N."
-            )
-        if self.distill_loss != "ce" and self.max_steps <= 0 and self.warmup_epochs >= self.num_train_epochs:
-            raise ValueError(
-                f"--warmup_epochs {self.warmup_epochs} is not shorter than --num_train_epochs {self.num_train_epochs}: "
-                "the distillation term would never reach its full weight; pass a shorter warm-up (0 for none)."
             )
 
     def _check_teacher_cache(self) -> None:

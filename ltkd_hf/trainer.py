@@ -36,7 +36,7 @@ from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
 from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder
-from .trainer_inputs import DeviceBatches, check_labelled, checked_split_info, describe_teacher
+from .trainer_inputs import DeviceBatches, check_labelled, check_run_length, checked_split_info, describe_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class DistillationTrainer(Trainer):
         check_labelled(train_dataset=train_dataset, eval_dataset=kwargs.get("eval_dataset"),
                        validation_dataset=validation_dataset)
         self.split_info = checked_split_info(args, model, teacher_model, split_info, class_counts, train_dataset)
+        if hasattr(train_dataset, "__len__"):
+            check_run_length(args, len(train_dataset))
         self.groups = self.split_info.groups(args.num_groups)
         # Feature losses size their modules from the models; with the seed fixed here, trainable parts start alike
         # in every process and run, whatever the models' construction drew from the global generator.

@@ -13,7 +13,7 @@ from .data.split_info import SplitInfo
 from .models.loading import check_teacher_matches, label_names_of, unwrap_timm
 from .teacher_cache import check_cacheable
 
-__all__ = ["DeviceBatches", "check_labelled", "checked_split_info", "describe_teacher"]
+__all__ = ["DeviceBatches", "check_labelled", "check_run_length", "checked_split_info", "describe_teacher"]
 
 
 def _num_classes(model: torch.nn.Module) -> int | None:
@@ -57,6 +57,35 @@ def check_labelled(**datasets: Any) -> None:
                 f"{name} has the columns {columns} and no 'label' column, so its loss or accuracy cannot be computed; "
                 "pass the split with its labels (load_image_dataset keeps them in 'label')."
             )
+
+
+def run_length(args: DistillationConfig, num_train: int) -> tuple[int, float]:
+    """The optimizer steps and epochs a run of ``args`` makes over ``num_train`` training images (as Trainer counts
+    them: whole accumulation windows per epoch)."""
+    per_step = args.per_device_train_batch_size * args.world_size
+    batches = num_train // per_step if args.dataloader_drop_last else -(-num_train // per_step)
+    steps_per_epoch = batches // args.gradient_accumulation_steps
+    if args.max_steps > 0:
+        epochs = args.max_steps / steps_per_epoch if steps_per_epoch else float("inf")
+        return args.max_steps, epochs
+    return int(steps_per_epoch * args.num_train_epochs + 0.999999), args.num_train_epochs
+
+
+def check_run_length(args: DistillationConfig, num_train: int) -> None:
+    """Refuse a run that would make no optimizer step, or whose distillation warm-up never ends."""
+    steps, epochs = run_length(args, num_train)
+    if steps <= 0:
+        raise ValueError(
+            f"{num_train} training images in batches of --per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} x {args.world_size} processes with --gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps} make no optimizer step; lower the batch size or the accumulation."
+        )
+    if args.distill_loss != "ce" and args.warmup_epochs >= epochs:
+        raise ValueError(
+            f"--warmup_epochs {args.warmup_epochs:g} is not shorter than the run ({epochs:.3g} epochs, {steps} "
+            "steps): the distillation term would stay below full weight throughout (the students of different "
+            "losses would barely differ); pass --warmup_epochs 0 or a shorter warm-up, or train longer."
+        )
 
 
 def _split_info(

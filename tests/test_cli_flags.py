@@ -300,3 +300,17 @@ def test_ctrl_c_says_how_to_resume_on_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert exit_.value.code == 130 and len(err.strip().splitlines()) == 1
     assert "interrupted. Finished stages and saved checkpoints are kept: the same command reuses them and resumes" in err
+
+
+@pytest.mark.parametrize("program,argv,message", [
+    (table, ["--seeds", "0", "1.5"], "argument --seeds: invalid int value: '1.5'; see --help."),
+    (distill, ["--learning_rate", "fast"],
+     "argument --learning_rate/--learning-rate: invalid float value: 'fast'; see --help."),
+    (distill, ["--distill_loss"], "argument --distill_loss/--distill-loss: expected one argument; see --help."),
+])
+def test_a_value_argparse_cannot_read_is_one_line(capsys, program, argv, message):
+    """argparse printed the whole usage, over a hundred lines, above its error."""
+    with pytest.raises(SystemExit) as exit_:
+        program.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.endswith(f": error: {message}\n")

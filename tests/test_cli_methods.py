@@ -167,8 +167,13 @@ def test_methods_merge_through_defaults_key_by_key_over_the_top_level(tmp_path):
 @pytest.mark.parametrize("methods, message", [
     ("{catkdd: {warmup_epochs: 0}}", r"methods\.catkdd: not a distillation loss; choose from \[.*'catkd'"),
     ("{ce: {warmup_epochs: 0}}", r"methods\.ce: not a distillation loss"),
+    # the entry named, not --distill_loss_kwargs or --distill_loss, which the command did not pass
     ("{catkd: {distill_loss_kwargs: {beta: 8}}}",
-     r"methods\.catkd\.distill_loss_kwargs: .*--distill_loss catkd does not take 'beta'; it accepts catkd_loss_weight"),
+     r"methods\.catkd\.distill_loss_kwargs beta=8: catkd does not take 'beta'; it accepts catkd_loss_weight"),
+    ("{dkd: {distill_loss_kwargs: {beta: x}}}",
+     r"methods\.dkd\.distill_loss_kwargs beta='x': dkd's beta takes a float"),
+    ("{ltkd: {distill_loss_kwargs: {alpha: -1}}}",
+     r"methods\.ltkd\.distill_loss_kwargs alpha=-1: alpha must be a finite number >= 0"),
     ("{dkd: {learning_rate: 0.1}}", r"methods\.dkd\.learning_rate: a method sets only \['distill_loss_kwargs', "
                                     r"'warmup_epochs'\]; set learning_rate at the top level"),
     ("{dkd: {warmup_epochs: -1}}", r"methods\.dkd\.warmup_epochs -1: pass a number of epochs >= 0"),
@@ -183,6 +188,20 @@ def test_a_bad_methods_entry_is_refused_when_the_config_is_read(tmp_path, method
     for path in (bad, layered):  # the message names the file that holds the entry
         with pytest.raises(ValueError, match=rf"^--config {re.escape(str(bad))}: {message}"):
             parse_args("ltkd-distill", distill.ARGUMENTS, ["--config", str(path)])
+
+
+def test_a_methods_warm_up_as_long_as_the_run_is_refused_naming_the_entry(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text("defaults: demo\nmethods: {kd: {warmup_epochs: 40}}\n")
+    common = ["--config", str(config), *DEMO_DATA, "--output_dir", str(tmp_path / "out")]
+    entry = rf"--config {re.escape(str(config))}: methods\.kd\.warmup_epochs 40 is not shorter than the run \(30 epochs"
+    with pytest.raises(ValueError, match=rf"^seed 0, cell 'KD': stage kd: {entry}"):
+        table.plan([*common, "--losses", "kd"])
+    with pytest.raises(ValueError, match=rf"^stage student_kd: {entry}"):
+        distill.plan([*common, "--compare_kd_student", "true"])
+    # the flag given on the command line is named as the flag
+    with pytest.raises(ValueError, match=r"^stage student: --warmup_epochs 40 is not shorter than the run"):
+        distill.plan([*common, "--warmup_epochs", "40", "--distill_loss", "kd"])
 
 
 def test_methods_is_config_only(capsys):

@@ -69,7 +69,10 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     (["--losses", "ltkd", "--sweep", "seed=1,2"], r"takes 'seed'; sweep a setting of a selected loss"),
     (["--losses", "ltkd", "--sweep", "learning_rate=0.1,0.01"], r"--sweep learning_rate=.*Training settings"),
     (["--seeds", "0", "0"], r"--seeds 0 0: \[0\] given twice"),
-    (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"cell 'LTKD \(alpha=-2\)'.*alpha"),
+    # a swept value is checked as --sweep's, before the data loads: it named --distill_loss_kwargs, and the cell twice
+    (["--losses", "ltkd", "--sweep", "alpha=1,-2"], r"^--sweep alpha=-2.0: alpha must be a finite number >= 0"),
+    (["--losses", "kd", "dkd", "--sweep", "beta=1,-2"], r"^--sweep beta=-2.0: beta must be a finite number >= 0"),
+    (["--losses", "kd", "--sweep", "num_groups=3,x"], r"^--sweep num_groups=x: a number of class groups is a whole"),
     (["--losses", "kd", "--sweep", "num_groups=3,11"], r"cell 'KD \(num_groups=11\)'.*--num_groups 11"),
     (["--compare_ce_student", "false"], r"--compare_ce_student: not a flag of ltkd-table: the table's rows are --losses"),
     # a value or a setting given twice: one folder trained twice and counted as two seeds, or a sweep dropped
@@ -84,12 +87,22 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
      r"--distill_loss_kwargs: it sets the cells of --distill_loss ltkd, which --losses kd dkd does not run"),
     (["--resume_from_checkpoint", "/nowhere/checkpoint-8"], r"--resume_from_checkpoint /nowhere/checkpoint-8: a table "
                                                              r"has a stage per cell and seed"),
-    (["--losses", "ltkd", "--sweep", "alpha=x,6"], r"cell 'LTKD \(alpha=x\)'.*alpha='x': ltkd's alpha takes a float"),
+    (["--losses", "ltkd", "--sweep", "alpha=x,6"], r"^--sweep alpha='x': ltkd's alpha takes a float"),
+    # --seeds checked as --seeds (it said --seed, which ltkd-table refuses), and a list left empty in a config
+    (["--seeds", "-1"], r"^--seeds -1: -1 is not a seed; numpy's seeds are 0 to 2\*\*32 - 1"),
+    # what reaches only the distilled students or their teacher changes nothing in a table of CE students
+    (["--losses", "ce", "--sweep", "num_groups=3,5"], r"^--sweep num_groups=3,5: sets the class groups of a "
+                                                      r"distillation loss, and --losses ce runs none"),
+    (["--losses", "ce", "--warmup_epochs", "2"], r"^--warmup_epochs: sets the distilled students or their teacher, "
+                                                 r"and --losses ce distils none"),
+    (["--losses", "ce", "--teacher_epochs", "2"], r"^--teacher_epochs: sets the distilled students or their teacher"),
+    (["--losses", "ce", "--teacher_losses", "logit_adjusted"], r"^--teacher_losses: sets the distilled students"),
+    (["--losses", "ce", "--teacher", "/nowhere"], r"^--teacher: sets the distilled students or their teacher"),
 ])
 def test_the_table_refuses_before_anything_trains(tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
-        table.plan([*PLAN, "--output_dir", str(tmp_path), *argv])
-    assert not list(tmp_path.rglob("checkpoint-*")) and not list(tmp_path.rglob("*.safetensors"))
+        table.plan([*PLAN, "--output_dir", str(tmp_path / "out"), *argv])
+    assert not (tmp_path / "out").exists()  # not even an empty folder: the output folder is checked, not made
 
 
 def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
@@ -108,6 +121,37 @@ def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
     with pytest.raises(ValueError, match="--teacher_losses ce logit_adjusted: trains teachers here, but --teacher"):
         table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
                     "--teacher_losses", "ce", "logit_adjusted"])
+    # how a teacher would be trained here: no teacher is (the table took it and trained nothing with it)
+    with pytest.raises(ValueError, match=r"^--teacher_epochs: sets how the teacher is trained here, but --teacher"):
+        table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
+                    "--teacher_epochs", "3"])
+
+
+def test_a_table_of_ce_students_is_not_held_to_the_distillation_warm_up(tmp_path):
+    """The config's 5-epoch warm-up refused 2 epochs of a table that distils nothing, and --warmup_epochs 0, the way
+    out the message gave, is refused there as changing nothing."""
+    _, _, plans, _ = table.plan([*PLAN, "--output_dir", str(tmp_path), "--losses", "ce", "--num_train_epochs", "2",
+                                 "--lr_decay_epochs", "none"])
+    [(_, teachers, [(cell, stage)])] = plans
+    assert teachers == {} and cell.loss == "ce" and stage.args.num_train_epochs == 2
+    with pytest.raises(ValueError, match=r"^seed 0, cell 'KD': stage kd: --warmup_epochs 5 is not shorter than the run "
+                                         r"\(2 epochs"):
+        table.plan([*PLAN, "--output_dir", str(tmp_path), "--losses", "kd", "--num_train_epochs", "2",
+                    "--lr_decay_epochs", "none"])
+
+
+def test_an_empty_list_in_a_config_is_refused(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("defaults: demo\nseeds: []\n")
+    with pytest.raises(ValueError, match=r"^--seeds: none given, so the table would have nothing to run"):
+        table.plan([*PLAN, "--config", str(config), "--output_dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("program", [distill, teacher, table])
+def test_a_dry_run_makes_no_folder(tmp_path, capsys, program):
+    assert program.main([*PLAN, "--output_dir", str(tmp_path / "out"), "--dry_run", "true"]) == {}
+    assert f"teacher: train {tmp_path / 'out'}" in capsys.readouterr().out  # planned there, and nothing made
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_given_teacher_replaces_the_teacher_stage(tmp_path, monkeypatch):
@@ -207,8 +251,9 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
     (["--student", "none"], r"^--student none: it is not a registered timm architecture"),
     (["--num_train_epochs", "0"], r"--num_train_epochs 0.0 \(and no --max_steps\) trains nothing"),
     (["--num_train_epochs", "3", "--lr_decay_epochs", "none"],
-     r"--warmup_epochs 5.0 is not shorter than --num_train_epochs 3.0"),
-    (["--max_steps", "2", "--lr_decay_epochs", "none"], r"stage student: --warmup_epochs 5 is not shorter than the stage"),
+     r"stage student: --warmup_epochs 5 is not shorter than the run \(3 epochs"),
+    (["--max_steps", "2", "--lr_decay_epochs", "none"],
+     r"stage student: --warmup_epochs 5 is not shorter than the run"),
     (["--input_size", "0"], r"--input_size 0: pass a side of at least 8 pixels"),
     (["--class_order_seed", "-1"], r"--class_order_seed -1: a seed of numpy's legacy generator"),
     (["--imbalance_factor", "0.5"], r"--imbalance_factor 0.5: rho"),

@@ -16,6 +16,8 @@ from ltkd_hf.losses import log_class_prior, logit_adjusted_cross_entropy
 
 from ltkd_hf.cli import table as run_table
 
+from image_folders import TRAIN_COUNTS, write_folder
+
 REPO = Path(__file__).resolve().parents[1]
 
 FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "no",
@@ -96,6 +98,31 @@ def test_rerun_skips_finished_cells_and_dry_run_trains_nothing(table, capsys):
     listed = capsys.readouterr().out
     assert listed.count("reuse") == 9 and listed.count(" train ") == 9  # seed 0 is done, seed 2 is new
     assert not (out / "seed2").exists()
+
+
+def test_a_given_teacher_has_its_row_scored_once(tmp_path):
+    """With --teacher, table.md had no teacher row: only each cell's report held the teacher's accuracy."""
+    from ltkd_hf.hub import save_student
+    import timm
+
+    birds = write_folder(tmp_path / "birds")
+    save_student(timm.create_model("test_resnet", num_classes=3, pretrained_cfg_overlay={"input_size": (3, 32, 32)}),
+                 tmp_path / "given", label_names=list(TRAIN_COUNTS))
+    out = tmp_path / "table"
+    summary = run_table.main([
+        "--student", "test_convnext", "--input_size", "32", "--max_steps", "1", "--per_device_train_batch_size", "4",
+        "--warmup_epochs", "0", "--save_strategy", "no", "--verify_images", "false", "--disable_tqdm", "true",
+        "--dataset", str(birds), "--output_dir", str(out), "--teacher", str(tmp_path / "given"),
+        "--seeds", "0", "1", "--losses", "ce", "kd",
+    ])
+    assert list(summary) == ["teacher", "student (CE)", "KD"]
+    # the same teacher in every seed: one row of one model, as each KD cell's report scored it
+    scored = [json.loads((out / f"seed{s}" / "kd" / "report.json").read_text())["models"]["teacher"] for s in (0, 1)]
+    assert scored[0]["accuracy"] == scored[1]["accuracy"]
+    assert summary["teacher"]["seeds"] == 1 and summary["teacher"]["accuracy"]["std"] is None
+    assert summary["teacher"]["accuracy"]["values"] == pytest.approx([100 * scored[0]["accuracy"]])
+    teacher_row = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| teacher |"))
+    assert teacher_row.endswith(" | 1 |")
 
 
 def test_a_moved_table_folder_named_by_a_relative_path_is_reused(table, tmp_path, monkeypatch):

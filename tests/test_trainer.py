@@ -152,11 +152,21 @@ def test_eval_ce_is_the_mean_over_images_as_eval_loss_is(tmp_path):
 
 
 def test_warmup_ramps_distillation_linearly(tmp_path):
-    config = make_config(tmp_path, warmup_epochs=4.0)
+    config = make_config(tmp_path, warmup_epochs=4.0, max_steps=10)  # 8 images in batches of 8: 10 epochs
     trainer = make_trainer(config)
     for epoch, expected in ((0.0, 0.0), (1.0, 0.25), (3.0, 0.75), (9.0, 1.0)):
         trainer.state.epoch = epoch
         assert trainer.distill_ramp() == expected
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_by_the_trainer(tmp_path):
+    """Only the recipes refused it: a library run ended with the distillation term below full weight throughout."""
+    # 8 images in batches of 8: one optimizer step an epoch, so max_steps 2 is 2 epochs
+    with pytest.raises(ValueError, match=r"^--warmup_epochs 2 is not shorter than the run \(2 epochs, 2 steps\)"):
+        make_trainer(make_config(tmp_path, warmup_epochs=2.0))
+    trainer = make_trainer(make_config(tmp_path, warmup_epochs=1.5))
+    trainer.state.epoch = 2.0  # the run's end: at full weight
+    assert trainer.distill_ramp() == 1.0
 
 
 class _OtherKeys(torch.utils.data.Dataset):

@@ -137,7 +137,7 @@ def main() -> None:
             save_steps=2,
             per_device_train_batch_size=4,
             full_determinism=True,
-            warmup_epochs=2.0,
+            warmup_epochs=0.75,  # full weight after 4.5 of the 6 steps: resumed mid-ramp
         )
         callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
         if opts.student_init:
@@ -204,7 +204,7 @@ def first_step(
 def run_reviewkd(opts) -> None:
     if opts.mode == "run":  # as the default run: 6 steps, checkpoints every 2, warm-up ramp, a possible kill
         student, teacher, config = reviewkd_setup(
-            opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, full_determinism=True, warmup_epochs=2.0
+            opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, full_determinism=True, warmup_epochs=0.75
         )
     else:
         student, teacher, config = reviewkd_setup(

@@ -22,9 +22,9 @@ from ..evaluation import describe_test_split, format_group_table
 from ..models import check_teacher_matches
 from ..provenance import model_source
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
-from .parsing import default_config, method_settings, parse_args, run_program
-from .settings import SETTINGS, TEACHER
+from .parsing import default_config, method_errors, method_settings, parse_args, run_program
 from .stages import (
+    check_given_teacher,
     check_output_dir,
     check_push,
     cross_entropy_args,
@@ -51,13 +51,8 @@ def plan(argv: list[str] | None = None):
     """Parse the command and plan every stage (nothing trains): ``(arguments, data, stages, teacher)``."""
     parsed = parse_args(PROGRAM, ARGUMENTS, argv, default=default_config)
     data_args, student_args, teacher_args, given_args, input_args, run_args, config = parsed.values
-    if given_args.teacher is not None:  # a finished teacher: the teacher stage's own flags reach nothing
-        unused = sorted(name for name in parsed.given if name in _teacher_stage_flags())
-        if unused:
-            raise ValueError(
-                f"--{unused[0]}: sets how the teacher is trained here, but --teacher {given_args.teacher} gives a "
-                "finished teacher; drop one of them."
-            )
+    if given_args.teacher is not None:
+        check_given_teacher(parsed.given, given_args.teacher)
     setup_logging()
     use_all_cpu_cores()
     repo_id = config.hub_model_id or Path(config.output_dir).name
@@ -89,14 +84,16 @@ def plan(argv: list[str] | None = None):
             "drop --student (the checkpoint decides the architecture)."
         )
     # the loss's own settings and warm-up: the config's methods[loss], then the command line's
-    distill_args = stage_args(config, "student", hub_model_id=repo_id,
-                              **method_settings(parsed, config, config.distill_loss))
-    stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args, product=True)
+    with method_errors(parsed, config.distill_loss):
+        distill_args = stage_args(config, "student", hub_model_id=repo_id,
+                                  **method_settings(parsed, config, config.distill_loss))
+        stages["student"] = plan_stage("student", distill_args, student, data, teacher_name, run_args, product=True)
     if student_args.compare_kd_student and config.distill_loss == "kd":
         logger.info("--compare_kd_student: the distilled student is the KD student (--distill_loss kd)")
     elif student_args.compare_kd_student:  # planned after the distilled student (its refusals first), trained before
         model = new_model(spec, data, config.seed, **kwargs)
-        kd = plan_stage("student_kd", kd_args(parsed, config), model, data, teacher_name, run_args)
+        with method_errors(parsed, "kd"):
+            kd = plan_stage("student_kd", kd_args(parsed, config), model, data, teacher_name, run_args)
         stages = {**{name: stage for name, stage in stages.items() if name != "student"}, "student_kd": kd,
                   "student": stages["student"]}
     return parsed, data, stages, teacher, hub_token
@@ -109,13 +106,6 @@ def kd_args(parsed, config: DistillationConfig) -> DistillationConfig:
     (its loss settings, CE weight, logit adjustment, label smoothing) reaches it."""
     objective = dict(distill_loss="kd", ce_weight=1.0, ce_logit_adjustment=0.0, label_smoothing_factor=0.0)
     return stage_args(config, "student_kd", **objective, **method_settings(parsed, config, "kd"))
-
-
-def _teacher_stage_flags() -> set[str]:
-    """The settings of how the teacher is trained here (its weights; not --push_to_hub or --hub_model_id, which
-    push the student of a run with a given teacher)."""
-    return {name for name, s in SETTINGS.items()
-            if TEACHER in s.stages and s.trains and not s.stages & {"student_ce", "eval"}}
 
 
 def main(argv: list[str] | None = None) -> dict:

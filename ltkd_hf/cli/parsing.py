@@ -20,20 +20,21 @@ import argparse
 import difflib
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from ..config import DistillationConfig, parse_loss_kwargs
+from ..config import DistillationConfig, check_loss_values, parse_loss_kwargs
 from ..losses import available_losses
 from .settings import RECIPE_REFUSED, applies, refused_flags
 
-__all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_settings", "parse_args", "program_flags",
-           "run_program"]
+__all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_errors", "method_settings", "parse_args",
+           "program_flags", "run_program"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 # What a config's methods.<loss> entry may set: the settings that differ from one method to another.
@@ -110,10 +111,8 @@ def _check_methods(methods: Any, path: Path) -> None:
                     f"--config {path}: methods.{loss}.{name}: a method sets only {list(METHOD_SETTINGS)}; set "
                     f"{name} at the top level of the config (it applies to every method)."
                 )
-        try:
-            parse_loss_kwargs(loss, entry.get("distill_loss_kwargs"))
-        except ValueError as err:
-            raise ValueError(f"--config {path}: methods.{loss}.distill_loss_kwargs: {err}") from None
+        where = f"--config {path}: methods.{loss}.distill_loss_kwargs"
+        check_loss_values(loss, parse_loss_kwargs(loss, entry.get("distill_loss_kwargs"), flag=where), flag=where)
         warmup = entry.get("warmup_epochs", 0)
         if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not warmup >= 0:
             raise ValueError(
@@ -150,6 +149,11 @@ class _ProgramParser(HfArgumentParser):
             super()._add_dataclass_arguments(dtype)
         finally:
             dtype.__dataclass_fields__ = original
+
+    def error(self, message: str):
+        """A flag's bad value (``--seeds 0 1.5``) in one line, as every other mistake: argparse would print the
+        whole usage (over a hundred lines) above it."""
+        self.exit(2, f"{self.prog}: error: {message}; see --help.\n")
 
 
 def _default(f) -> Any:
@@ -305,6 +309,20 @@ def method_settings(parsed: Parsed, config: DistillationConfig, loss: str) -> di
     if "warmup_epochs" not in parsed.given:
         warmup = method.get("warmup_epochs", warmup)
     return {"distill_loss_kwargs": {**layers[0], **layers[1]}, "warmup_epochs": warmup}
+
+
+@contextmanager
+def method_errors(parsed: Parsed, loss: str) -> Iterator[None]:
+    """Building a run of ``loss``: an error naming --warmup_epochs names the config's ``methods.<loss>.warmup_epochs``
+    instead where the run's warm-up came from there (the command did not pass the flag)."""
+    try:
+        yield
+    except ValueError as err:
+        method = parsed.config.get("methods", {}).get(loss, {})
+        if "warmup_epochs" in parsed.given or "warmup_epochs" not in method:
+            raise
+        where = f"--config {parsed.config_name}: methods.{loss}.warmup_epochs"
+        raise type(err)(str(err).replace("--warmup_epochs", where)) from None
 
 
 def _every_program_setting() -> set[str]:

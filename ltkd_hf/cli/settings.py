@@ -25,7 +25,7 @@ from ..training_fields import OUTPUT_FIELDS, UNSUPPORTED_FIELDS, WEIGHT_FIELDS
 
 __all__ = [
     "CONFIG_ONLY", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES",
-    "Setting", "applies", "refused_flags", "setting",
+    "Setting", "TEACHER_STAGE_SETTINGS", "applies", "refused_flags", "setting",
 ]
 
 TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL = "teacher", "student_ce", "student_kd", "student", "eval"
@@ -108,6 +108,10 @@ SETTINGS: dict[str, Setting] = {
     "hub_model_id": _output(frozenset({TEACHER, STUDENT})),
     **{name: _output() for name in UNSUPPORTED_FIELDS},  # accepted by the parser, refused when set
 }
+# How the teacher is trained here: with a finished --teacher they reach nothing.
+TEACHER_STAGE_SETTINGS = frozenset(
+    name for name, s in SETTINGS.items() if TEACHER in s.stages and s.trains and not s.stages & {STUDENT_CE, EVAL}
+)
 # Refused however they are given, as a flag or as a config key: the recipes set device_augmentation through
 # --in_memory_data (with the uint8 splits it needs), and alone it would change nothing; load_best_model_at_end would
 # select on the test split.
@@ -147,7 +151,11 @@ def refused_flags(program: str) -> dict[str, str]:
 # The settings of one program's own arguments (their names may also be training settings of the others).
 PROGRAM_SETTINGS: dict[str, dict[str, Setting]] = {
     "ltkd-eval": dict.fromkeys(("model", "output_dir", "num_groups", "batch_size"), _output(frozenset({EVAL}))),
-    "ltkd-table": dict.fromkeys(("losses", "seeds", "sweep", "teacher_losses", "select_on", "select_metric"), _output()),
+    "ltkd-table": {
+        **dict.fromkeys(("losses", "seeds", "select_on", "select_metric"), _output()),
+        "sweep": _output(frozenset({STUDENT})),  # the distilled cells' settings
+        "teacher_losses": _output(frozenset({TEACHER, STUDENT})),  # the teachers the distilled cells distil from
+    },
 }
 
 

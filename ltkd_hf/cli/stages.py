@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +49,9 @@ from ..provenance import check_settings, read_settings, run_settings
 from ..run_artefacts import checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
+from ..trainer_inputs import check_run_length
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
-from .settings import PUSH_SETTINGS
+from .settings import PUSH_SETTINGS, TEACHER_STAGE_SETTINGS
 
 logger = logging.getLogger("ltkd_hf.cli")
 
@@ -239,16 +239,27 @@ def use_all_cpu_cores() -> None:
             logger.info("accelerate launch set OMP_NUM_THREADS=1; this single CPU process uses its %d cores", cores)
 
 
+def check_given_teacher(given: set[str], teacher: str) -> None:
+    """With a finished ``--teacher``, refuse the flags ``given`` that set how the teacher is trained here: no teacher
+    is trained, so they would change nothing."""
+    unused = sorted(given & TEACHER_STAGE_SETTINGS)
+    if unused:
+        raise ValueError(f"--{unused[0]}: sets how the teacher is trained here, but --teacher {teacher} gives a "
+                         "finished teacher; drop one of them.")
+
+
 def check_output_dir(path: str) -> None:
-    """Fail before any training when the output folder cannot be written."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):  # one per process: no race
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"--output_dir {path!r} cannot be written ({err.strerror}); pass a folder you can write to."
-        ) from err
+    """Fail before any training when the output folder cannot be made or written. Nothing is made here: a refused
+    command or a ``--dry_run`` leaves no folder behind (each stage makes its own when it trains)."""
+    folder = Path(path).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))  # the root always exists
+    if not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"no permission to write in {existing}"
+    else:
+        return
+    raise ValueError(f"--output_dir {path!r} cannot be written ({reason}); pass a folder you can write to.")
 
 
 def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs):
@@ -410,35 +421,6 @@ def _flatten_settings(value, prefix: str = "") -> dict:
     return {prefix: value}
 
 
-def stage_steps(args: DistillationConfig, num_train: int) -> tuple[int, float]:
-    """The optimizer steps and epochs a stage of ``args`` makes over ``num_train`` training images (as Trainer
-    counts them: whole accumulation windows per epoch)."""
-    per_step = args.per_device_train_batch_size * args.world_size
-    batches = num_train // per_step if args.dataloader_drop_last else -(-num_train // per_step)
-    steps_per_epoch = batches // args.gradient_accumulation_steps
-    if args.max_steps > 0:
-        epochs = args.max_steps / steps_per_epoch if steps_per_epoch else float("inf")
-        return args.max_steps, epochs
-    return int(steps_per_epoch * args.num_train_epochs + 0.999999), args.num_train_epochs
-
-
-def check_degenerate(name: str, args: DistillationConfig, num_train: int) -> None:
-    """Refuse a stage that would make no optimizer step, or whose distillation warm-up never ends."""
-    steps, epochs = stage_steps(args, num_train)
-    if steps <= 0:
-        raise ValueError(
-            f"stage {name}: {num_train} training images in batches of --per_device_train_batch_size "
-            f"{args.per_device_train_batch_size} x {args.world_size} processes with --gradient_accumulation_steps "
-            f"{args.gradient_accumulation_steps} make no optimizer step; lower the batch size or the accumulation."
-        )
-    if args.distill_loss != "ce" and args.warmup_epochs >= epochs:
-        raise ValueError(
-            f"stage {name}: --warmup_epochs {args.warmup_epochs:g} is not shorter than the stage ({epochs:.3g} epochs, "
-            f"{steps} steps): the distillation term would stay below full weight throughout (the students of "
-            "different losses would barely differ); pass --warmup_epochs 0 or a shorter warm-up, or train longer."
-        )
-
-
 def check_in_memory(data: LongTailedData, model, run: RunArguments) -> None:
     """With --in_memory_data, what would stop the stage's decoding, raised before anything trains: a model whose
     training recipe is not the small-input one, splits above --in_memory_max_gib."""
@@ -471,7 +453,10 @@ def plan_stage(
     if run.in_memory_data:
         check_in_memory(data, model, run)
         args = dataclasses.replace(args, device_augmentation=True)
-    check_degenerate(name, args, len(data.train))
+    try:
+        check_run_length(args, len(data.train))
+    except ValueError as err:
+        raise ValueError(f"stage {name}: {err}") from None
     try:
         data.split_info.groups(args.num_groups)
     except ValueError as err:

@@ -13,7 +13,7 @@ cell is planned, and its settings checked, before anything trains. A cell of los
 ``methods.X`` (its loss settings and warm-up: the paper configs hold the authors' per pair), under the command
 line's ``--warmup_epochs`` and, for --distill_loss's cells, ``--distill_loss_kwargs``. ``table.md`` /
 ``table.json`` hold tail and overall accuracy (%), mean ± sample std over the seeds, of the last-epoch weights,
-with the teacher rows first.
+with the teacher rows first (a given ``--teacher``: one row, scored once, as every seed distils from it).
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ import numpy as np
 from accelerate import PartialState
 
 from .._atomic import atomic_write_files
-from ..config import DistillationConfig, parse_loss_kwargs
+from ..config import DistillationConfig, check_loss_values, parse_loss_kwargs
 from ..groups import ClassGroups
 from ..evaluation import describe_test_split
 from ..losses import LOSSES, available_losses
 from ..losses.registry import hyperparameters_of
 from ..models import check_teacher_matches
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
-from .parsing import default_config, method_settings, parse_args, run_program
+from .parsing import default_config, method_errors, method_settings, parse_args, run_program
+from .settings import STUDENT_CE, setting
 from .stages import (
+    check_given_teacher,
     check_output_dir,
     cross_entropy_args,
     given_teacher,
@@ -109,6 +111,13 @@ class TableArguments:
         bad = sorted(set(self.teacher_losses) - set(TEACHER_LOSSES))
         if bad:
             raise ValueError(f"--teacher_losses {bad}: choose from {sorted(TEACHER_LOSSES)}.")
+        empty = [name for name in ("losses", "seeds", "teacher_losses") if not getattr(self, name)]
+        if empty:
+            raise ValueError(f"--{empty[0]}: none given, so the table would have nothing to run; give at least one.")
+        bad = [seed for seed in self.seeds if not 0 <= seed < 2**32]
+        if bad:
+            raise ValueError(f"--seeds {' '.join(map(str, self.seeds))}: {bad[0]} is not a seed; numpy's seeds are "
+                             "0 to 2**32 - 1.")
         for name, values in (("seeds", self.seeds), ("losses", self.losses), ("teacher_losses", self.teacher_losses)):
             repeated = sorted({v for v in values if values.count(v) > 1})
             if repeated:
@@ -150,10 +159,12 @@ class Cell:
 
 def table_cells(args: TableArguments) -> list[Cell]:
     """Every row: each loss, with each combination of the swept settings it takes, from each teacher. A swept
-    setting that no selected loss takes is refused (a typo, or a training setting: sweep those with separate runs)."""
+    setting that no selected loss takes is refused (a typo, or a training setting: sweep those with separate runs),
+    and so is a swept value its setting does not take, naming --sweep."""
     sweep = args.swept()
     own = {k: v for k, v in sweep.items() if k != "num_groups"}
-    takes = {loss: set() if loss == "ce" else set(own) & set(hyperparameters_of(LOSSES[loss])) for loss in args.losses}
+    distilled = [loss for loss in args.losses if loss != "ce"]
+    takes = {loss: set(own) & set(hyperparameters_of(LOSSES[loss])) for loss in distilled}
     untaken = sorted(set(own) - set().union(*takes.values()))
     if untaken:
         offered = {"num_groups"}.union(*(hyperparameters_of(LOSSES[loss]) for loss in args.losses))
@@ -164,9 +175,16 @@ def table_cells(args: TableArguments) -> list[Cell]:
             "setting of a selected loss (see --help for each loss's settings) or num_groups. Training settings "
             "(learning_rate, ...) are one run each: run the table once per value with its own --output_dir."
         )
+    if "num_groups" in sweep and not distilled:
+        raise ValueError(
+            f"--sweep num_groups={','.join(sweep['num_groups'])}: sets the class groups of a distillation loss, and "
+            f"--losses {' '.join(args.losses)} runs none, so it would change nothing; add a distillation loss to "
+            "--losses, or drop the sweep."
+        )
     for key, values in sweep.items():  # each value once, as its setting reads it: 1 and 1.0 would be one cell twice
-        owner = next((loss for loss in args.losses if key in takes[loss]), None)
-        typed = [_swept_value(owner, key, value) for value in values]
+        owners = [loss for loss in distilled if key in takes[loss]] or [None]  # None: num_groups
+        checked = [[_swept_value(loss, key, value) for value in values] for loss in owners]  # by each that takes it
+        typed = checked[0]
         twice = [value for i, value in enumerate(values) if typed[i] in typed[:i]]
         if twice:
             raise ValueError(f"--sweep {key}={','.join(values)}: {twice[0]} repeats a value already listed; list each "
@@ -185,27 +203,27 @@ def table_cells(args: TableArguments) -> list[Cell]:
 
 
 def _swept_value(loss: str | None, key: str, text: str) -> Any:
-    """A swept value as its setting reads it; the text itself when it cannot be read (its cell is then refused,
-    named, when it is built)."""
-    try:
-        return int(text) if key == "num_groups" else parse_loss_kwargs(loss, {key: text})[key]
-    except ValueError:
-        return text
+    """A swept value as ``loss``'s setting ``key`` reads it (``loss`` None: ``num_groups``); a value the setting
+    does not take is refused, naming --sweep."""
+    if key != "num_groups":
+        value = parse_loss_kwargs(loss, {key: text}, flag="--sweep")[key]
+        check_loss_values(loss, {key: value}, flag="--sweep")
+        return value
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"--sweep num_groups={text}: a number of class groups is a whole number >= 1.")
+    return int(text)
 
 
 def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) -> DistillationConfig:
     """The cell's arguments: its loss with ``method`` (its ``distill_loss_kwargs`` and ``warmup_epochs``, see
-    `method_settings`) under the cell's swept values; a value out of its loss's range is refused naming the cell."""
+    `method_settings`) under the cell's swept values (checked by `table_cells`)."""
     if cell.loss == "ce":
         return cross_entropy_args(config, cell.folder)
     settings = dict(cell.settings)
-    try:
-        num_groups = int(settings.pop("num_groups", config.num_groups))
-        kwargs = {**method["distill_loss_kwargs"], **settings}
-        return stage_args(config, cell.folder, distill_loss=cell.loss, distill_loss_kwargs=kwargs,
-                          warmup_epochs=method["warmup_epochs"], num_groups=num_groups)
-    except ValueError as err:
-        raise ValueError(f"--sweep, cell {cell.row!r}: {err}") from None
+    num_groups = int(settings.pop("num_groups", config.num_groups))
+    kwargs = {**method["distill_loss_kwargs"], **settings}
+    return stage_args(config, cell.folder, distill_loss=cell.loss, distill_loss_kwargs=kwargs,
+                      warmup_epochs=method["warmup_epochs"], num_groups=num_groups)
 
 
 def summarise(
@@ -302,11 +320,22 @@ def plan(argv: list[str] | None = None):
     """Parse the command and plan every stage of every seed (nothing trains)."""
     parsed = parse_args(PROGRAM, ARGUMENTS, argv, default=default_config)
     data_args, student_args, teacher_args, given_args, input_args, run_args, table_args, config = parsed.values
+    cells = table_cells(table_args)
+    if all(cell.loss == "ce" for cell in cells):  # no teacher, no distilled student: their settings reach nothing
+        unused = sorted(name for name in parsed.given if STUDENT_CE not in setting(name, PROGRAM).stages)
+        if unused:
+            raise ValueError(
+                f"--{unused[0]}: sets the distilled students or their teacher, and --losses "
+                f"{' '.join(table_args.losses)} distils none, so it would change nothing; add a distillation loss "
+                "to --losses, or drop it."
+            )
     if given_args.teacher is not None and table_args.teacher_losses != ["ce"]:
         raise ValueError(
             f"--teacher_losses {' '.join(table_args.teacher_losses)}: trains teachers here, but --teacher "
             f"{given_args.teacher} gives the one teacher every seed distils from; drop one of them."
         )
+    if given_args.teacher is not None:
+        check_given_teacher(parsed.given, given_args.teacher)
     if config.resume_from_checkpoint not in (None, "true", "false"):
         raise ValueError(
             f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and "
@@ -350,7 +379,7 @@ def plan(argv: list[str] | None = None):
                                   label_names=list(data.split_info.label_names))
         except ValueError as err:
             raise ValueError(f"--teacher {given_args.teacher}: {err}") from err
-    out, kwargs, cells = Path(config.output_dir), input_args.model_kwargs(), table_cells(table_args)
+    out, kwargs = Path(config.output_dir), input_args.model_kwargs()
     distilled = any(cell.loss != "ce" for cell in cells)
     plans = []
     for seed in table_args.seeds:
@@ -366,8 +395,9 @@ def plan(argv: list[str] | None = None):
             model = new_model(student_args.student_source(), data, seed, **kwargs)
             name = None if cell.loss == "ce" else given_name or teachers[cell.teacher_loss].description
             try:
-                args = cell_args(seed_config, cell, method_settings(parsed, config, cell.loss))
-                stage = plan_stage(cell.folder, args, model, data, name, run_args)
+                with method_errors(parsed, cell.loss):
+                    args = cell_args(seed_config, cell, method_settings(parsed, config, cell.loss))
+                    stage = plan_stage(cell.folder, args, model, data, name, run_args)
             except ValueError as err:
                 raise type(err)(f"seed {seed}, cell {cell.row!r}: {err}") from None
             stages.append((cell, stage))
@@ -395,7 +425,10 @@ def main(argv: list[str] | None = None) -> dict:
         for cell, stage in stages:
             teacher = None if cell.loss == "ce" else given if given is not None else loaded[cell.teacher_loss]
             trainer = train_stage(stage, data, teacher)
-            results.append((seed, cell, trainer.write_report(name=trainer.model_label)[trainer.model_label]))
+            reports = trainer.write_report(name=trainer.model_label)
+            results.append((seed, cell, reports[trainer.model_label]))
+            if given is not None and "teacher" in reports:  # one given teacher for every seed: one row, scored once
+                per_seed.setdefault("teacher", [reports["teacher"]])
     groups = ClassGroups.from_counts(data.split_info.class_counts, config.num_groups)
     tail = groups.classes_of(groups.num_groups - 1)  # the table's rarest group, in every row and on validation
     chosen = None
