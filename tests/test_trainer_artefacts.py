@@ -33,7 +33,8 @@ def readme_python_api_block() -> str:
 
 def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, monkeypatch):
     code = readme_python_api_block()
-    # The only changes: a teacher made here instead of the demo's, 2 steps, and the fake Hub's repo and token.
+    # The only changes: a teacher made here instead of the demo's, 2 steps (no warm-up: the trainer refuses one as
+    # long as the run), and the fake Hub's repo and token.
     teacher_dir = tmp_path / "teacher"
     names = [str(i) for i in range(10)]
     torch.manual_seed(0)
@@ -43,6 +44,7 @@ def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, mo
         '"outputs/api-student"': repr(str(tmp_path / "student")),
         "num_train_epochs=30": "max_steps=2, report_to='none', use_cpu=True",
         "lr_decay_epochs=[20, 25]": "lr_scheduler_type='constant'",
+        "warmup_epochs=5": "warmup_epochs=0",
         '"your-user/wrn40-1-digits-ltkd"': f"'alice/wrn40-1-digits-ltkd', hub_token={fake_hub.token!r}",
     }
     for old, new in replacements.items():
