@@ -63,10 +63,28 @@ def _readable_json(path: Path) -> bool:
         return False
 
 
-def evaluated_weights(load_best_model_at_end: bool) -> str:
+def evaluated_weights(load_best_model_at_end: bool, max_steps: int = -1) -> str:
     """Which weights a saved folder holds, so which ones its report scored (the recipes keep the last epoch's:
-    choosing the best epoch on the test split would leak it into model selection)."""
-    return "best checkpoint" if load_best_model_at_end else "last-epoch weights"
+    choosing the best epoch on the test split would leak it into model selection). A run of ``max_steps`` may end
+    inside an epoch: its weights are those after its last step."""
+    if load_best_model_at_end:
+        return "best checkpoint"
+    return f"final weights (after step {max_steps})" if max_steps > 0 else "last-epoch weights"
+
+
+def lr_schedule(args) -> str:
+    """The learning-rate schedule ``args`` trains with, in words: the step decay of ``lr_decay_epochs``, or
+    transformers' ``lr_scheduler_type`` with its warm-up."""
+    if args.lr_decay_epochs is not None:
+        epochs = ", ".join(f"{e:g}" for e in args.lr_decay_epochs)
+        return f"x {args.lr_decay_rate:g} at epochs {epochs}"
+    schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+    if args.lr_scheduler_kwargs:
+        schedule += f" {args.lr_scheduler_kwargs}"
+    if args.warmup_steps:  # transformers: a number below 1 is a share of the steps
+        share = args.warmup_steps < 1
+        schedule += f", warm-up {args.warmup_steps:g}" + (" of the steps" if share else " steps")
+    return schedule
 
 
 class RunArtefacts:
@@ -219,7 +237,7 @@ class RunArtefacts:
                         if info.validation_holdout else "the dataset's validation split")
         return {
             "validation data": held_out,
-            "dataset": info.source,
+            "dataset": info.published_source,
             "training split": info.describe(),
             "evaluated on": info.test_split or "the eval dataset",
 
@@ -227,7 +245,7 @@ class RunArtefacts:
             "teacher": self.teacher_name,
             "objective": self.objective,
             "training seed": self.args.seed,
-            "evaluated": evaluated_weights(self.args.load_best_model_at_end),
+            "evaluated": evaluated_weights(self.args.load_best_model_at_end, self.args.max_steps),
         }
 
     def write_card(
@@ -269,8 +287,10 @@ class RunArtefacts:
                     f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} x {args.world_size}"
                 ),
                 "optimizer": f"{getattr(args.optim, 'value', args.optim)} {args.optim_args or ''}".strip()
-                + f", learning rate {args.learning_rate}",
-                "weights evaluated": evaluated_weights(args.load_best_model_at_end),
+                + f", learning rate {args.learning_rate:g}, weight decay {args.weight_decay:g}",
+                "learning-rate schedule": lr_schedule(args),
+                "gradient clipping": f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none",
+                "weights evaluated": evaluated_weights(args.load_best_model_at_end, args.max_steps),
             },
             results={**results, **(results_from_report(report[self.row]) if report else {})},
             plots=plots,

@@ -5,6 +5,7 @@ reports state only what they know."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -353,7 +354,7 @@ def test_the_data_is_identified_by_its_content(tmp_path):
 
 
 # -- 6: a report states only what the folder records -------------------------------------------------------------------
-def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
+def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path, caplog):
     import timm
     from ltkd_hf.hub import save_student
 
@@ -369,7 +370,9 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     assert facts["training seed"] == 3 and "LT seed 7" in facts["training split"]
     assert "imbalance factor 4" in facts["training split"] and facts["teacher"].startswith("teacher/ of this run (cifar_resnet8x4")
     assert "LTKD" in facts["objective"] or "ltkd" in facts["objective"].lower()
-    assert facts["evaluated"] == "last-epoch weights"  # the folder's load_best_model_at_end, as the run's own report
+    # --max_steps 1 ends inside the first epoch: the weights after that step, not "last-epoch weights"; the folder's
+    # load_best_model_at_end and max_steps, as the run's own report says
+    assert facts["evaluated"] == "final weights (after step 1)"
     run_report = json.loads((out / "student" / "report.json").read_text())["metadata"]
     assert run_report["evaluated"] == facts["evaluated"]
     # a checkpoint is where its trainer_state.json puts it, not the run's last weights
@@ -384,6 +387,16 @@ def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path):
     evaluate.main(["--model", str(checkpoint), "--dataset", "builtin:digits", "--output_dir", str(tmp_path / "c")])
     evaluated = json.loads((tmp_path / "c" / "report.json").read_text())["metadata"]["evaluated"]
     assert evaluated == "checkpoint at step 2 of 8, epoch 0.5 of 2"
+
+    # a config of another split (one config serves every program) was used for nothing without a word
+    config = tmp_path / "other.yaml"
+    config.write_text("defaults: demo\nimbalance_factor: 100\nlt_seed: 7\n")
+    with caplog.at_level(logging.WARNING, logger="ltkd_hf"):
+        evaluate.main(["--config", str(config), "--model", str(out / "student"), "--output_dir", str(tmp_path / "e")])
+    said = [r.getMessage() for r in caplog.records if "is not the split" in r.getMessage()]
+    assert said == [f"--config {config}: imbalance_factor 100 is not the split --model {out / 'student'} was trained "
+                    "on (imbalance_factor 4.0); the report's groups come from the model's own record."]
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["metadata"] == facts  # the model's split
 
     written = json.loads((tmp_path / "e" / "report.json").read_text())
     assert facts["evaluated on"] == "builtin:digits, split test"

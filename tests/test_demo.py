@@ -35,6 +35,11 @@ def test_the_demo_table_has_teacher_ce_kd_ltkd_in_order_everywhere(demo, capsys)
                         ("card", ModelCard.load(out / "student" / "README.md").text)):
         positions = [text.find(f"| {row} |") for row in ROWS]
         assert -1 not in positions and positions == sorted(positions), where
+    # the card's setup, as the demo config writes it (weight decay, step decay, clipping at norm 5, 30 epochs)
+    card = ModelCard.load(out / "student" / "README.md").text
+    assert "| Optimizer | sgd momentum=0.9, learning rate 0.05, weight decay 0.0005 |" in card
+    assert "| Learning-rate schedule | x 0.1 at epochs 20, 25 |" in card and "| Gradient clipping | norm 5 |" in card
+    assert "| Weights evaluated | last-epoch weights |" in card
 
 
 def test_the_kd_row_is_the_kd_student_distilled_from_the_same_teacher(demo):

@@ -52,6 +52,8 @@ def test_readme_command_on_an_image_folder(tmp_path):
     config = json.loads((student / "config.json").read_text())
     assert config["label_names"] == sorted(TRAIN_COUNTS)
     assert "| student (LTKD) |" in proc.stdout and (student / "README.md").is_file()
-    # The card, which a push publishes, names the folder, not where it lies on this machine.
+    # The card and the report, which a push publishes, name the folder, not where it lies on this machine.
     card = (student / "README.md").read_text()
     assert str(tmp_path) not in card and "`my_images`, split `train`" in card
+    assert report["metadata"]["dataset"] == "my_images"
+    assert str(tmp_path) not in (student / "report.json").read_text() + (student / "report.md").read_text()

@@ -64,6 +64,11 @@ def test_readme_python_api_saves_reports_cards_and_pushes(fake_hub, tmp_path, mo
     assert card.data.datasets is None  # builtin:digits is not a Hub dataset
     assert "imbalance factor 20" in card.text and "| Training seed | 42 |" in card.text
     assert "| Teacher | `cifar_resnet8x4` |" in card.text and "| student (LTKD) |" in card.text
+    # how it was optimised, as the README's arguments (and Trainer's default clipping) say; the row said only
+    # "sgd momentum=0.9, learning rate 0.05"
+    assert "| Optimizer | sgd momentum=0.9, learning rate 0.05, weight decay 0.0005 |" in card.text
+    assert "| Learning-rate schedule | constant |" in card.text and "| Gradient clipping | norm 1 |" in card.text
+    assert "| Weights evaluated | final weights (after step 2) |" in card.text
 
     # What went up is the folder with its card and report, without checkpoints; it loads everywhere alike.
     repo = fake_hub.repos["alice/wrn40-1-digits-ltkd"]

@@ -12,6 +12,7 @@ names, in order) differ from the dataset's is refused.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,10 @@ PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
 # How the long-tailed training split is made: the report's groups come from it, unless the model records its own.
 _SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "validation_per_class")
+# Each split flag's name in the construction a trained folder records (its config.json's data.long_tail).
+_RECORDED_AS = {"imbalance_factor": "imbalance_factor", "lt_seed": "seed", "lt_profile": "profile",
+                "lt_exponent": "exponent", "class_order_seed": "class_order_seed"}
+logger = logging.getLogger("ltkd_hf.cli")
 
 
 @dataclass
@@ -121,8 +126,20 @@ def training_facts(config: dict, checkpoint: str | None = None) -> dict[str, obj
         "objective": ltkd.get("objective") or NOT_RECORDED,
         "training seed": schedule.get("seed", NOT_RECORDED),
         "evaluated": checkpoint or (NOT_RECORDED if "load_best_model_at_end" not in schedule
-                                    else evaluated_weights(schedule["load_best_model_at_end"])),
+                                    else evaluated_weights(schedule["load_best_model_at_end"],
+                                                           schedule.get("max_steps", -1))),
     }
+
+
+def _say_config_split_is_not_the_models(parsed, recorded: dict, model: str) -> None:
+    """A config (one serves every program of a setting) whose split differs from the one ``model`` records: the
+    report's groups come from the model's, so say that the config's value is not used."""
+    made = (_recorded_settings(recorded).get("data") or {}).get("long_tail") or {}
+    differ = [(flag, parsed.config[flag], made[key]) for flag, key in _RECORDED_AS.items()
+              if flag in parsed.config and key in made and parsed.config[flag] != made[key]]
+    for flag, given, used in differ:
+        logger.warning("--config %s: %s %s is not the split --model %s was trained on (%s %s); the report's groups "
+                       "come from the model's own record.", parsed.config_name, flag, given, model, flag, used)
 
 
 def check_report_folder(output_dir: Path, model: str) -> None:
@@ -156,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"--{split_flags[0]}: --model {eval_args.model} records the training split it was made with (its class "
             "counts give the report's groups), so the flag would change nothing; drop it."
         )
+    if counts:
+        _say_config_split_is_not_the_models(parsed, recorded, eval_args.model)
     check_report_folder(Path(eval_args.output_dir), eval_args.model)
     loaded = load_splits(data_args)
     test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name

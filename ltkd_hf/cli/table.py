@@ -38,6 +38,7 @@ from ..evaluation import describe_test_split
 from ..losses import LOSSES, available_losses
 from ..losses.registry import hyperparameters_of
 from ..models import check_teacher_matches
+from ..run_artefacts import evaluated_weights
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
 from .settings import STUDENT_CE, setting
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
     teacher_note = f"distilled from {parsed.values[3].teacher}; " if given is not None else ""
     test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
     title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
-             f"{teacher_note}{how}; last-epoch weights, {_over_seeds(table_args.seeds)}.")
+             f"{teacher_note}{how}; {evaluated_weights(False, config.max_steps)}, {_over_seeds(table_args.seeds)}.")
     out = Path(config.output_dir)
     if PartialState().is_main_process:
         _say_what_is_replaced(out, summary)

@@ -8,6 +8,7 @@ The one record of these facts: ``load_image_dataset`` and ``load_split_manifest`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 from datasets import Dataset
@@ -85,6 +86,14 @@ class SplitInfo:
     def groups(self, num_groups: int = 3) -> ClassGroups:
         """The ``num_groups`` frequency groups of these classes (head / medium / tail for 3)."""
         return ClassGroups.from_counts(self.class_counts, num_groups)
+
+    @property
+    def published_source(self) -> str | None:
+        """The source as a card or report may publish it: a local folder (or a manifest's) by its name, never the
+        machine's path (config.json keeps the path, with the files' fingerprint, for the run's own checks)."""
+        if self.source and self.source_kind in ("local", "manifest"):
+            return Path(self.source).name
+        return self.source
 
     def describe(self) -> str:
         """How the training split was made, in one line (the formula actually used)."""

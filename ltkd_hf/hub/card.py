@@ -162,10 +162,7 @@ def render_model_card(
     """
     results = dict(results)
     _check_inputs(groups, results, plots)
-    # A local folder by its name: its absolute path would publish the machine's layout (config.json keeps the path,
-    # with the files' fingerprint, for the run's own checks).
-    local = split_info.source and split_info.source_kind in ("local", "manifest")
-    dataset = Path(split_info.source).name if local else split_info.source or "the training data"
+    dataset = split_info.published_source or "the training data"
     test_split = split_info.test_split or "held-out"
     test_balance = describe_test_split(test_counts)
     base_model = _hub_id(base_model) or _hub_id(student_init)
