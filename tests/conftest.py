@@ -18,6 +18,12 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
+def pytest_collection_modifyitems(items):
+    """Heavy files first, each file's tests kept together and in order: with the long files handed out last, one
+    worker went on alone for minutes after the other had finished."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     """A running fake Hub that huggingface_hub (and timm's hf-hub: through it) talks to, online for this test."""

@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 from ltkd_hf.cli import distill
 from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset
 
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 ROWS = ["teacher", "student (CE)", "student (KD)", "student (LTKD)"]
 
 

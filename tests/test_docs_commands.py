@@ -8,14 +8,14 @@ from __future__ import annotations
 import importlib.util
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ltkd_hf.cli import distill, evaluate, table, teacher
 from ltkd_hf.cli.parsing import default_config, parse_args
+
+from scripts import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {"run_distill.py": distill, "ltkd-distill": distill, "run_teacher.py": teacher, "ltkd-teacher": teacher,
@@ -70,7 +70,7 @@ def test_the_docs_show_every_program():
 
 
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[f"{w}:{c[:60]}" for w, c in COMMANDS])
-def test_a_documented_command_parses(where, command, monkeypatch):
+def test_a_documented_command_parses(where, command, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the commands are written from the repository's root
     if command.startswith("torchrun"):  # its flags set up a process group: run for real by the torchrun test
         pytest.skip("run by tests/test_recipes.py::test_two_processes_shard_train_and_gather_every_test_image")
@@ -83,9 +83,8 @@ def test_a_documented_command_parses(where, command, monkeypatch):
         if hasattr(module, "build_parser"):
             module.build_parser().parse_args(argv)
         else:  # a benchmark without flags: it must say so in --help
-            proc = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True,
-                                  timeout=120)
-            assert proc.returncode == 0, proc.stderr[-2000:]
+            code, _, err = run_script(REPO / script, ["--help"], monkeypatch, capsys)
+            assert code == 0, err[-2000:]
         return
     program = PROGRAMS[Path(script).name]
     if program is evaluate and "--model" not in argv:

@@ -21,6 +21,10 @@ import timm
 import torch
 import transformers
 
+from scripts import run_script
+
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "benchmarks" / "gpu_suite.py"
 PARTS = ["trainer", "loss", "compile", "teacher_cache", "in_memory", "features", "mixed_precision", "recipe_bf16"]
@@ -229,19 +233,19 @@ def test_refuses_without_a_gpu_unless_told_cpu(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 @pytest.mark.parametrize("argv", [["loss_speed.py", "--device", "cuda"], ["trainer_speed.py", "--device", "cuda"],
                                   ["pipeline_speed.py", "--device", "cuda"], ["mixed_precision_check.py"]])
-def test_a_cuda_benchmark_without_a_gpu_is_one_line(argv, tmp_path):
+def test_a_cuda_benchmark_without_a_gpu_is_one_line(argv, monkeypatch, capsys):
     """loss_speed, trainer_speed and pipeline_speed were torch's "Found no NVIDIA driver" traceback."""
-    proc = run([str(REPO / "benchmarks" / argv[0]), *argv[1:]], tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (f"{argv[0]}: error: --device cuda: this machine has no CUDA GPU; "
-                                                   "run it where one is, or pass --device cpu")
+    code, _, err = run_script(REPO / "benchmarks" / argv[0], argv[1:], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (f"{argv[0]}: error: --device cuda: this machine has no CUDA GPU; "
+                                            "run it where one is, or pass --device cpu")
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--repeats", "0"], "--repeats 0: pass at least 1"),
     (["--rows", "1000", "--classes", "1000"], "--rows 1000: pass at least 30 x"),
 ])
-def test_the_split_benchmark_refuses_sizes_it_cannot_measure(argv, message, tmp_path):
+def test_the_split_benchmark_refuses_sizes_it_cannot_measure(argv, message, monkeypatch, capsys):
     """--repeats 0 was min() of an empty sequence; too few rows for the classes, the library's "no images" traceback."""
-    proc = run([str(REPO / "benchmarks" / "long_tail_split.py"), *argv], tmp_path)
-    assert proc.returncode == 2 and f"long_tail_split.py: error: {message}" in proc.stderr
+    code, _, err = run_script(REPO / "benchmarks" / "long_tail_split.py", argv, monkeypatch, capsys)
+    assert code == 2 and f"long_tail_split.py: error: {message}" in err

@@ -26,6 +26,8 @@ from launch import torchrun
 
 from ltkd_hf.data import apply_transforms, collate_fn, load_image_dataset
 
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # The demo as shipped, made short: 1 epoch per stage, a milder imbalance so every class has a few images.

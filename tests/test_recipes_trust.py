@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,9 @@ from ltkd_hf.cli.parsing import default_config, parse_args
 from ltkd_hf.hub import save_student
 
 from image_folders import write_folder
+from scripts import run_script
+
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,11 +206,10 @@ def test_a_corrupt_image_is_named_before_training(tmp_path):
 
 
 @pytest.mark.parametrize("recipe", ["run_distill.py", "run_teacher.py", "run_eval.py"])
-def test_help_works(recipe):
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / recipe), "--help"], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--output_dir" in proc.stdout
+def test_help_works(recipe, monkeypatch, capsys):
+    code, out, err = run_script(REPO / "recipes" / recipe, ["--help"], monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    assert "--output_dir" in out and out.startswith(f"usage: {recipe}")
 
 
 def test_help_says_whose_defaults_it_shows(capsys):

@@ -18,6 +18,8 @@ from ltkd_hf.cli import table as run_table
 
 from image_folders import TRAIN_COUNTS, write_folder
 
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 
 FAST = ["--max_steps", "2", "--lr_decay_epochs", "none", "--imbalance_factor", "10", "--save_strategy", "no",

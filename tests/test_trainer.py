@@ -22,6 +22,8 @@ from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher, make_trainer
 from trainer_worker import biased_teacher, first_step, pretrained_student
 
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 HERE = Path(__file__).parent
 WORKER = HERE / "trainer_worker.py"
 

@@ -31,6 +31,8 @@ from test_losses_features import _preact_reference, ref_cat, ref_hcl, ref_review
 from tiny_setup import NUM_CLASSES, SyntheticImages, make_config, make_student, make_trainer
 from trainer_worker import reviewkd_setup, trained_state
 
+pytestmark = pytest.mark.heavy  # scheduled first (conftest.py)
+
 HERE = Path(__file__).parent
 WORKER = HERE / "trainer_worker.py"
 LABELS = [f"c{i}" for i in range(NUM_CLASSES)]
