@@ -1,10 +1,10 @@
 """The benchmark scripts refuse a flag that their chosen table would ignore (every accepted flag has an effect)."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripts import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,10 +42,10 @@ def test_trainer_speed_refuses_a_flag_of_a_loop_it_does_not_run(monkeypatch, arg
     trainer_speed.check_options(trainer_speed.build_parser().parse_args([*argv, "--loops", f"bare,{loop}"]))
 
 
-def test_loss_speed_says_so_in_one_line_before_timing_anything():
-    proc = subprocess.run([sys.executable, "benchmarks/loss_speed.py", "--features", "--compile", "inductor"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines()[-1] == (
+def test_loss_speed_says_so_in_one_line_before_timing_anything(monkeypatch, capsys):
+    code, out, err = run_script(REPO / "benchmarks" / "loss_speed.py", ["--features", "--compile", "inductor"],
+                                monkeypatch, capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == (
         "loss_speed.py: error: --compile: the logit losses' table only; drop it with --features")
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in err

@@ -183,13 +183,13 @@ def test_a_recorded_command_repeats_its_measurement(smoke):
     assert counts == [[r["kd_ops"], r["ltkd_ops"], r["naive_ops"]] for r in part["results"]["rows"]]
 
 
-def test_help_and_a_wrong_part(tmp_path):
-    proc = run([str(SUITE), "--help"], tmp_path)
-    assert proc.returncode == 0, proc.stderr
+def test_help_and_a_wrong_part(monkeypatch, capsys):
+    code, out, err = run_script(SUITE, ["--help"], monkeypatch, capsys)
+    assert code == 0, err
     for word in ("--device", "--smoke", "--output", "--only", *PARTS):
-        assert word in proc.stdout, word
-    proc = run([str(SUITE), "--smoke", "--only", "trainer,speed"], tmp_path)
-    assert proc.returncode == 2 and "--only 'trainer,speed'" in proc.stderr and ", ".join(PARTS) in proc.stderr
+        assert word in out, word
+    code, _, err = run_script(SUITE, ["--smoke", "--only", "trainer,speed"], monkeypatch, capsys)
+    assert code == 2 and "--only 'trainer,speed'" in err and ", ".join(PARTS) in err
 
 
 def load_suite(monkeypatch):
