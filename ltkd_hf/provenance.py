@@ -24,20 +24,45 @@ from .training_fields import OBJECTIVE_FIELDS, WEIGHT_FIELDS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StaleOutputError", "check_settings", "model_source", "read_settings", "run_settings"]
+__all__ = ["StaleOutputError", "TeacherName", "check_settings", "model_source", "published_source", "read_settings",
+           "run_settings"]
 
 class StaleOutputError(ValueError):
     """A folder holds a run made with other settings than the command's."""
 
 
-def model_source(model: nn.Module) -> dict[str, Any]:
+def published_source(source: str) -> str:
+    """A model source as a card or a report (which a push publishes) names it: a local folder or file (a path, or
+    ``local-dir:`` and a path) by its name, never where it lies on this machine; a Hub id or a timm name as it is.
+    The recorded settings keep the path, for the run's own checks."""
+    prefix = "local-dir:" if source.startswith("local-dir:") else ""
+    path = Path(source.removeprefix(prefix)).expanduser()
+    return prefix + path.resolve().name if prefix or path.exists() else source
+
+
+class TeacherName(str):
+    """How the students' recorded settings name their teacher (a ``str``: a Hub id at its commit, a local folder by
+    its absolute path and fingerprint, a teacher trained in this run by its stage), with ``published``: the same
+    name without this machine's paths, for the card and the report; and ``folder``: the folder its weights are in,
+    when they are a folder on disk (a teacher trained here, a ``--teacher`` folder)."""
+
+    folder: Path | None
+    published: str
+
+    def __new__(cls, name: str, folder: Path | None = None, published: str | None = None) -> "TeacherName":
+        named = super().__new__(cls, name)
+        named.folder, named.published = folder, published or name
+        return named
+
+
+def model_source(model: nn.Module, *, published: bool = False) -> dict[str, Any]:
     """The architecture of ``model``, the checkpoint its weights started from (``None``: random init; a Hub repo at
     its commit; a folder with its files' fingerprint, as a folder trained again in place is another start) and the
-    input size it reads."""
+    input size it reads. ``published``: a folder by its name (`published_source`), for a card or a report."""
     timm_model = unwrap_timm(model)
     init = getattr(getattr(model, "config", None), "base_model_source", None)
     if init is not None and init.startswith("local-dir:"):
-        init += f" [{folder_fingerprint(init.removeprefix('local-dir:'))}]"
+        init = f"{published_source(init) if published else init} [{folder_fingerprint(init.removeprefix('local-dir:'))}]"
     return {
         "architecture": timm_model.pretrained_cfg.get("architecture") or type(timm_model).__name__,
         "init": init,

@@ -33,7 +33,7 @@ from .groups import ClassGroups
 from .hub.card import render_model_card, required_results, results_from_report, write_model_card
 from .hub.save import WEIGHTS_NAME, save_student
 from .models.loading import unwrap_timm
-from .provenance import check_settings, model_source, run_settings
+from .provenance import TeacherName, check_settings, model_source, run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class RunArtefacts:
         args: the run's `DistillationConfig`.
         split_info: the training split.
         groups: its class groups.
-        teacher_name: where the teacher came from (``None``: the run has no teacher).
+        teacher_name: where the teacher came from (``None``: the run has no teacher); a `TeacherName` also says how
+            the card and the report publish it, without this machine's paths.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class RunArtefacts:
         self.model, self.args, self.split_info, self.groups, self.teacher_name = (
             model, args, split_info, groups, teacher_name
         )
+        self.published_teacher = teacher_name.published if isinstance(teacher_name, TeacherName) else teacher_name
         # The student's structure without its weights: folders are written from the state Trainer hands over (under
         # FSDP or DeepSpeed ZeRO-3 the student's own tensors are shards, and the engine gathers the whole state).
         self._skeleton = copy.deepcopy(unwrap_timm(model.student)).to("meta")
@@ -241,8 +243,8 @@ class RunArtefacts:
             "training split": info.describe(),
             "evaluated on": info.test_split or "the eval dataset",
 
-            "model": model_source(self.model.student),
-            "teacher": self.teacher_name,
+            "model": model_source(self.model.student, published=True),
+            "teacher": self.published_teacher,
             "objective": self.objective,
             "training seed": self.args.seed,
             "evaluated": evaluated_weights(self.args.load_best_model_at_end, self.args.max_steps),
@@ -262,13 +264,13 @@ class RunArtefacts:
             raise ValueError(f"evaluate() gave no {missing}; the card needs overall and per-group accuracy.")
         args, out = self.args, Path(self.args.output_dir)
         plots = [p for p in ("per_class_accuracy.png", "teacher_bias.png") if (out / p).is_file()] if report else []
-        config = getattr(self.model.student, "config", None)
+        config, source = getattr(self.model.student, "config", None), model_source(self.model.student, published=True)
         card = render_model_card(
             model_name=model_name,
-            architecture=model_source(self.model.student)["architecture"],
-            student_init=getattr(config, "base_model_source", None),
+            architecture=source["architecture"],
+            student_init=source["init"],
             base_model=getattr(config, "base_model", None),
-            teacher=self.teacher_name,
+            teacher=self.published_teacher,
             split_info=self.split_info,
             groups=self.groups,
             loss_name=args.distill_loss,

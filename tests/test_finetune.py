@@ -92,10 +92,15 @@ def test_finetune_recipe_starts_both_models_from_checkpoints(tmp_path):
     assert all(torch.equal(student[k], start[k]) for k in start if not k.startswith("head."))  # LayerNorm ViT
     model = timm.create_model(f"local-dir:{student_dir}", pretrained=True).eval()
     assert_three_loaders_agree(student_dir, model, labels=["heron", "kingfisher", "osprey"])
-    # The card and the recorded settings say where each model started.
+    # The card and the report say where each model started, by the checkpoints' folder names: what a push publishes
+    # holds no path of this machine (they held both checkpoints' absolute paths). The recorded settings keep the path.
     card = ModelCard.load(student_dir / "README.md").text
-    assert f"started from `local-dir:{student_ckpt}`" in card
-    assert f"local-dir:{teacher_ckpt} fine-tuned here for 1 step at learning rate 0 with cross-entropy on this split" in card
+    report = json.loads((student_dir / "report.json").read_text())["metadata"]
+    assert "started from `local-dir:student_ckpt [files:" in card and report["model"]["init"].startswith("local-dir:student_ckpt [files:")
+    assert "local-dir:teacher_ckpt fine-tuned here for 1 step at learning rate 0 with cross-entropy on this split" in card
+    assert report["teacher"].startswith("teacher/ of this run (local-dir:teacher_ckpt fine-tuned here")
+    assert str(tmp_path) not in card + (student_dir / "report.json").read_text() + (student_dir / "report.md").read_text()
     settings = json.loads((student_dir / "config.json").read_text())["ltkd"]["settings"]
     assert settings["model"]["init"].startswith(f"local-dir:{student_ckpt} [files:")  # a folder retrained: another
+    assert f"local-dir:{teacher_ckpt} fine-tuned here" in settings["teacher"]
     assert settings["model"] | {"init": None} == {"architecture": "test_vit", "init": None, "input_size": [3, 160, 160]}

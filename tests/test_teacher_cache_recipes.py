@@ -68,6 +68,15 @@ def test_distill_creates_the_cache_beside_the_teacher_and_another_run_of_another
     assert "4 of this process's 4 teacher rows read from it (100.0%)" in caplog.text  # same seed, same rows
     assert int(np.load(cache / FILLED_NAME).sum()) == rows
     assert not (tmp_path / "other" / "teacher-logit-cache").exists()
+    # The card and the report, which a push publishes, name the given teacher's folder, not where it lies on this
+    # machine (they named it by its absolute path); the recorded settings keep the path, for the run's own checks.
+    student = tmp_path / "other" / "student"
+    published = (student / "README.md").read_text() + (student / "report.json").read_text()
+    assert str(tmp_path) not in published + (student / "report.md").read_text()
+    assert "| Teacher | `teacher [files:" in published
+    assert json.loads((student / "report.json").read_text())["metadata"]["teacher"].startswith("teacher [files:")
+    recorded = json.loads((student / "config.json").read_text())["ltkd"]["settings"]["teacher"]
+    assert recorded.startswith(f"{out / 'teacher'} [files:")
 
     # The teacher retrained with other weights: its cache is created anew, in the same place.
     caplog.clear()

@@ -45,7 +45,7 @@ from ..evaluation import describe_test_split
 from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
-from ..provenance import check_settings, read_settings, run_settings
+from ..provenance import TeacherName, check_settings, published_source, read_settings, run_settings
 from ..run_artefacts import checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
@@ -310,18 +310,6 @@ def teacher_args(config: DistillationConfig, teacher: TeacherArguments, folder: 
     )
 
 
-class TeacherName(str):
-    """How the card, the report and the students' recorded settings name a teacher (a ``str``), and ``folder``:
-    the folder its weights are in, when they are a folder on disk (a teacher trained here, a --teacher folder)."""
-
-    folder: Path | None
-
-    def __new__(cls, name: str, folder: Path | None = None) -> "TeacherName":
-        named = super().__new__(cls, name)
-        named.folder = folder
-        return named
-
-
 def teacher_cache_folder(stage_folder: Path, teacher_name: str | None) -> Path:
     """Where the teacher-logit cache of a stage's teacher lives: beside the teacher's folder
     (``<teacher folder>-logit-cache``: every run distilling from that folder shares it; outside it, so the teacher's
@@ -339,14 +327,17 @@ def describe_teacher_stage(folder: Path, spec: ModelSource, args: DistillationCo
     name within the run (students are its siblings, so a run folder moved, or named by another path, is the same
     run), its start and everything only the teacher stage sets (its epochs, learning rate and objective), so that a
     student distilled from another teacher is never taken for the same run."""
-    how = f"{spec.source} fine-tuned" if spec.pretrained else f"{spec.source}, trained"
     tau = teacher.teacher_logit_adjustment
     objective = "cross-entropy" if not tau else f"logit-adjusted cross-entropy (tau {tau:g})"
     count, unit = (args.max_steps, "step") if args.max_steps > 0 else (args.num_train_epochs, "epoch")
     length = f"{count:g} {unit}" + ("" if count == 1 else "s")
-    text = (f"{folder.name}/ of this run ({how} here for {length} at learning rate {args.learning_rate:g} with "
-            f"{objective} on this split)")
-    return TeacherName(text, folder)
+
+    def named(source: str) -> str:
+        how = f"{source} fine-tuned" if spec.pretrained else f"{source}, trained"
+        return (f"{folder.name}/ of this run ({how} here for {length} at learning rate {args.learning_rate:g} with "
+                f"{objective} on this split)")
+
+    return TeacherName(named(spec.source), folder, published=named(published_source(spec.source)))
 
 
 def given_teacher(args: GivenTeacherArguments):
@@ -361,14 +352,18 @@ def given_teacher(args: GivenTeacherArguments):
                  "allow_unsafe_pickle=True": "--allow_unsafe_pickle true"}
         raise type(err)(f"--teacher {args.teacher}: {_as_flags(err, flags)}") from err
     # A local teacher by its absolute path (``dir``, ``./dir`` and ``/abs/dir`` are one teacher) and its files'
-    # fingerprint (a teacher retrained in place is another teacher).
-    name, weights = _spelled(source), args.teacher_checkpoint and _spelled(args.teacher_checkpoint)
-    if weights:
-        name = f"{name} with the weights of {weights}"
+    # fingerprint (a teacher retrained in place is another teacher); the card and the report by its folder's name.
     local = Path(args.teacher_checkpoint or args.teacher).expanduser()
+    fingerprint = ""
     if local.exists():
-        name += f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
-    return teacher, TeacherName(name, local.resolve() if local.is_dir() else None)
+        fingerprint = f" [{folder_fingerprint(local) if local.is_dir() else file_fingerprint(local)}]"
+
+    def named(spelled) -> str:
+        weights = f" with the weights of {spelled(args.teacher_checkpoint)}" if args.teacher_checkpoint else ""
+        return f"{spelled(source)}{weights}{fingerprint}"
+
+    return teacher, TeacherName(named(_spelled), local.resolve() if local.is_dir() else None,
+                                published=named(published_source))
 
 
 def _spelled(source: str) -> str:
