@@ -202,6 +202,12 @@ def test_a_methods_warm_up_as_long_as_the_run_is_refused_naming_the_entry(tmp_pa
     # the flag given on the command line is named as the flag
     with pytest.raises(ValueError, match=r"^stage student: --warmup_epochs 40 is not shorter than the run"):
         distill.plan([*common, "--warmup_epochs", "40", "--distill_loss", "kd"])
+    # a config building on that one: the entry is named in the file that holds it (the message named the --config
+    # given, which holds no methods: key)
+    layered = tmp_path / "layered.yaml"
+    layered.write_text("defaults: long.yaml\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=rf"^stage student_kd: {entry}"):
+        distill.plan(["--config", str(layered), *common[2:], "--compare_kd_student", "true"])
 
 
 def test_methods_is_config_only(capsys):

@@ -57,8 +57,22 @@ def _find_config(name: str, relative_to: Path | None) -> Path:
     )
 
 
-def load_config(name: str, *, _relative_to: Path | None = None, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_config(name: str) -> dict[str, Any]:
     """The settings of the config ``name`` (a path or a packaged name), with every layer of ``defaults:`` under it."""
+    merged: dict[str, Any] = {}
+    for _, values in reversed(_config_layers(name)):
+        methods = values.get("methods")
+        if "methods" in merged and "methods" in values:
+            methods = _merge(merged["methods"], values["methods"])
+        merged = {**merged, **values}
+        if methods is not None:
+            merged["methods"] = methods
+    return merged
+
+
+def _config_layers(name: str, *, _relative_to: Path | None = None, _seen: tuple[Path, ...] = ()
+                  ) -> list[tuple[Path, dict[str, Any]]]:
+    """Each file of the config ``name``'s ``defaults:`` chain and its own settings, the config's own first."""
     path = _find_config(name, _relative_to).resolve()
     if path in _seen:
         raise ValueError(f"--config {name}: its defaults: chain comes back to {path}.")
@@ -76,12 +90,8 @@ def load_config(name: str, *, _relative_to: Path | None = None, _seen: tuple[Pat
         _check_methods(values["methods"], path)
     base = values.pop("defaults", "base" if path != CONFIGS / "base.yaml" else None)
     if base is None or str(base).lower() == "none":
-        return values
-    under = load_config(str(base), _relative_to=path.parent, _seen=(*_seen, path))
-    merged = {**under, **values}
-    if "methods" in under and "methods" in values:
-        merged["methods"] = _merge(under["methods"], values["methods"])
-    return merged
+        return [(path, values)]
+    return [(path, values), *_config_layers(str(base), _relative_to=path.parent, _seen=(*_seen, path))]
 
 
 def _merge(under: dict, over: dict) -> dict:
@@ -314,14 +324,17 @@ def method_settings(parsed: Parsed, config: DistillationConfig, loss: str) -> di
 @contextmanager
 def method_errors(parsed: Parsed, loss: str) -> Iterator[None]:
     """Building a run of ``loss``: an error naming --warmup_epochs names the config's ``methods.<loss>.warmup_epochs``
-    instead where the run's warm-up came from there (the command did not pass the flag)."""
+    instead, in the file of its ``defaults:`` chain that holds it, where the run's warm-up came from there (the
+    command did not pass the flag)."""
     try:
         yield
     except ValueError as err:
         method = parsed.config.get("methods", {}).get(loss, {})
         if "warmup_epochs" in parsed.given or "warmup_epochs" not in method:
             raise
-        where = f"--config {parsed.config_name}: methods.{loss}.warmup_epochs"
+        holder = next(path for path, values in _config_layers(parsed.config_name)
+                      if "warmup_epochs" in values.get("methods", {}).get(loss, {}))
+        where = f"--config {holder}: methods.{loss}.warmup_epochs"
         raise type(err)(str(err).replace("--warmup_epochs", where)) from None
 
 
