@@ -215,6 +215,15 @@ def _swept_value(loss: str | None, key: str, text: str) -> Any:
     return int(text)
 
 
+def _swept_flag(err: ValueError, cell: Cell) -> str:
+    """A cell's error naming ``--num_groups K`` where K is the cell's swept value (checked against the classes once
+    the data is loaded) names --sweep, as the command set it."""
+    swept = dict(cell.settings).get("num_groups")
+    if swept is None:
+        return str(err)
+    return str(err).replace(f"--num_groups {int(swept)}:", f"--sweep num_groups={int(swept)}:")
+
+
 def cell_args(config: DistillationConfig, cell: Cell, method: dict[str, Any]) -> DistillationConfig:
     """The cell's arguments: its loss with ``method`` (its ``distill_loss_kwargs`` and ``warmup_epochs``, see
     `method_settings`) under the cell's swept values (checked by `table_cells`)."""
@@ -400,7 +409,7 @@ def plan(argv: list[str] | None = None):
                     args = cell_args(seed_config, cell, method_settings(parsed, config, cell.loss))
                     stage = plan_stage(cell.folder, args, model, data, name, run_args)
             except ValueError as err:
-                raise type(err)(f"seed {seed}, cell {cell.row!r}: {err}") from None
+                raise type(err)(f"seed {seed}, cell {cell.row!r}: {_swept_flag(err, cell)}") from None
             stages.append((cell, stage))
         plans.append((seed, teachers, stages))
     return parsed, data, plans, teacher
