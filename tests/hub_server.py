@@ -87,7 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if path == "/api/repos/create":
             payload = json.loads(body)
-            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+            # the real Hub puts a name without an organisation in the token owner's namespace
+            repo_id = f"{payload.get('organization') or self.server.user}/{payload['name']}"
             with self.server.lock:
                 if repo_id in self.server.repos:
                     # the real Hub's 409 body also carries the url, which create_repo(exist_ok=True) reads

@@ -441,7 +441,7 @@ def test_another_number_of_groups_gets_its_card(tmp_path):
 
 
 # -- 12: ltkd-teacher --push_to_hub checks the token first, then pushes the teacher --------------------------------------
-def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub, monkeypatch):
+def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub, monkeypatch, caplog):
     out = tmp_path / "run"
     argv = [*TEACHER_FAST, "--output_dir", str(out), "--push_to_hub", "true", "--hub_model_id", "alice/demo-teacher"]
     with pytest.raises(ValueError, match=r"--hub_token: .* refused the token \(HTTP 401\)"):
@@ -456,6 +456,14 @@ def test_the_teacher_program_pushes_after_checking_the_token(tmp_path, fake_hub,
     fake_hub.server.role = "write"
     teacher.main([*argv, "--hub_token", fake_hub.token])
     assert "model.safetensors" in fake_hub.repos["alice/demo-teacher"].files
+    # Without --hub_model_id: the run folder's name in the token owner's namespace, where the Hub creates it; the card
+    # and the log name the repo the push went to
+    with caplog.at_level(logging.INFO, logger="ltkd_hf"):
+        teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "mine"), "--push_to_hub", "true",
+                      "--hub_token", fake_hub.token])
+    card = fake_hub.repos["alice/mine-teacher"].files["README.md"].decode()
+    assert 'timm.create_model("hf-hub:alice/mine-teacher", pretrained=True)' in card and "<your-username>" not in card
+    assert f"Pushed {tmp_path / 'mine' / 'teacher'} to the Hub as alice/mine-teacher" in caplog.text
 
 
 def test_push_is_refused_at_once_when_offline(tmp_path):

@@ -83,6 +83,13 @@ def test_push_to_a_branch_creates_it_once(fake_hub: FakeHub, tmp_path: Path) -> 
     assert repo.branches == {"main", "seed-1"} and repo.committed_to == ["seed-1", "seed-1"]
 
 
+def test_a_repo_name_without_owner_goes_to_the_tokens_namespace(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder, _ = _student_folder(tmp_path)
+    url = push_student(folder, "tiny-ltkd", token=fake_hub.token)
+    repo = fake_hub.repos["alice/tiny-ltkd"]  # where the Hub creates it, and where the files went
+    assert url == f"{fake_hub.url}/alice/tiny-ltkd/commit/{repo.head}" and "model.safetensors" in repo.files
+
+
 def test_token_comes_from_hf_token_env(fake_hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
     folder, _ = _student_folder(tmp_path)
     monkeypatch.setenv("HF_TOKEN", fake_hub.token)

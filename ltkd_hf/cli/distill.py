@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.create_model_card()
     if config.push_to_hub:
         trainer.push_to_hub(token=hub_token)
-        logger.info("Pushed %s to the Hub as %s", stages["student"].folder, trainer.args.hub_model_id)
+        logger.info("Pushed %s to the Hub as %s", stages["student"].folder, trainer.hub_model_id)
     if PartialState().is_main_process:
         test = describe_test_split(reports[trainer.model_label]["test_counts"])
         print(f"\nTest split ({test}), top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")

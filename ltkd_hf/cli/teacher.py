@@ -56,7 +56,7 @@ def plan(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> dict:
     """Run ``ltkd-teacher`` with ``argv`` (default: the command line); return the teacher's report."""
-    parsed, data, stage, repo_id, hub_token = plan(argv)
+    parsed, data, stage, _, hub_token = plan(argv)
     run_args, config = parsed.values[-2], parsed.values[-1]
     if run_args.dry_run:
         print_plan([stage])
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.create_model_card()
     if config.push_to_hub:
         trainer.push_to_hub(token=hub_token)
-        logger.info("Pushed %s to the Hub as %s", stage.folder, repo_id)
+        logger.info("Pushed %s to the Hub as %s", stage.folder, trainer.hub_model_id)
     if PartialState().is_main_process:
         print(format_group_table({"teacher": report}, trainer.groups.names))
         print(f"Teacher folder: {stage.folder}")
