@@ -6,8 +6,8 @@ a ViT student, vit_tiny_patch16_224 at img_size 32 with 4-px patches (64 tokens)
 data, the same loss. In both pairs the teacher takes the student's input as it is (same size and mean/std in
 their pretrained_cfg: for the vit pair the teacher's is set to the student's 32 px and normalisation), so
 neither loop converts the batch for the teacher. The trainer runs with
-its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher NaN
-check, and accelerate's blocking copy of each batch to the device), and once more with all three off
+its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher and loss NaN
+checks, and accelerate's blocking copy of each batch to the device), and once more with all three off
 ("no per-step sync": accelerator_config={"non_blocking": True}), which is what the bare loop does. Each configuration is timed
 over the same number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike;
 the table reports the median steps/s and the ratios.
@@ -140,9 +140,10 @@ def trainer_config(out: str, loss: str, opts, device: torch.device, sync_free: b
         dataloader_drop_last=True,
         dataloader_pin_memory=device.type == "cuda",
         max_grad_norm=0.0,  # the CIFAR recipe (and the bare loop) do not clip gradients
-        # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher NaN/inf check
+        # the per-step host syncs: Trainer's NaN filter of the logged loss, our teacher and loss NaN/inf checks (one)
         logging_nan_inf_filter=not sync_free,
         check_teacher_finite=not sync_free,
+        check_loss_finite=not sync_free,
         # and the blocking host-to-device copy of each batch (the bare loop copies with non_blocking=True)
         accelerator_config={"non_blocking": sync_free},
         torch_compile=compiled,

@@ -193,6 +193,14 @@ class DistillationConfig(TrainingArguments):
             "after the backward is queued, where Trainer's logging_nan_inf_filter syncs too)."
         },
     )
+    check_loss_finite: bool = field(
+        default=True,
+        metadata={
+            "help": "Stop with the step number when the training loss is NaN/inf (the run diverged), before the "
+            "optimizer uses it, naming the flags to change; the run is then not saved as finished. Read in the same "
+            "host sync as check_teacher_finite."
+        },
+    )
     lr_decay_epochs: list[float] | None = field(
         default=None,
         metadata={

@@ -327,14 +327,36 @@ class DistillationTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        finite, self._teacher_finite = self._teacher_finite, None
-        if finite is not None and not finite:  # before the optimizer step: the student never trains on NaN
+        checks, self._teacher_finite = {"teacher": self._teacher_finite}, None
+        if self.args.check_loss_finite:
+            checks["loss"] = torch.isfinite(loss)
+        checks = {name: finite for name, finite in checks.items() if finite is not None}
+        if not checks:
+            return loss
+        # One host sync, before the optimizer step: the model never trains on NaN. Every process stops together.
+        failed = (~torch.stack(list(checks.values()))).int()
+        if self.accelerator.num_processes > 1:
+            failed = self.accelerator.reduce(failed, reduction="sum")
+        failed = dict(zip(checks, failed.tolist()))
+        step = self.state.global_step
+        if failed.get("teacher"):
             raise ValueError(
-                f"The teacher produced non-finite (NaN/inf) logits at step {self.state.global_step}; training "
-                "stopped before the optimizer used them. Check the teacher checkpoint, its input normalisation "
-                "and --teacher_dtype."
+                f"The teacher produced non-finite (NaN/inf) logits at step {step}; training stopped before the "
+                "optimizer used them. Check the teacher checkpoint, its input normalisation and --teacher_dtype."
+            )
+        if failed.get("loss"):
+            raise ValueError(
+                f"The training loss is non-finite (NaN/inf) at step {step}; training stopped before the optimizer "
+                f"used it, and the run is not saved as finished. {self._divergence_fix()}"
             )
         return loss
+
+    def _divergence_fix(self) -> str:
+        clip = self.args.max_grad_norm
+        return (
+            f"The run diverged: lower --learning_rate (now {self.args.learning_rate:g}), or clip the gradients with "
+            f"--max_grad_norm (now {clip:g}{', off' if not clip else ''}; the demo config clips at 5)."
+        )
 
     def create_optimizer(self, model=None):
         """Trainer's optimizer; one passed in ``optimizers=(...)`` must hold every trainable parameter of the model
@@ -474,7 +496,15 @@ class DistillationTrainer(Trainer):
         Trainer gathered (FSDP, DeepSpeed), or the model's own."""
         if self.args.should_save:
             state = state_dict if state_dict is not None else self.model.state_dict()
-            self.artefacts.save(output_dir if output_dir is not None else self.args.output_dir, state)
+            output_dir = output_dir if output_dir is not None else self.args.output_dir
+            broken = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+            if broken:
+                raise ValueError(
+                    f"{len(broken)} of the model's tensors hold NaN/inf ({', '.join(broken[:3])}"
+                    f"{', ...' if len(broken) > 3 else ''}), so nothing was saved to {output_dir}. "
+                    f"{self._divergence_fix()}"
+                )
+            self.artefacts.save(output_dir, state)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         """The model's state from a checkpoint folder; transformers passes the model FSDP wraps once it does, which

@@ -47,7 +47,7 @@ WEIGHT_FIELDS = OBJECTIVE_FIELDS + (
 )
 
 OUTPUT_FIELDS = (
-    "output_dir", "resume_from_checkpoint", "check_teacher_finite",
+    "output_dir", "resume_from_checkpoint", "check_teacher_finite", "check_loss_finite",
     # the teacher's logits read from a cache of its own outputs instead of computed: the same numbers
     "teacher_cache",
     # evaluation

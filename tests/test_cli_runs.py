@@ -355,6 +355,22 @@ def test_the_data_is_identified_by_its_content(tmp_path):
         teacher.plan([*argv, "--dataset", str(moved)])
 
 
+def test_a_diverged_stage_is_not_saved_as_finished(tmp_path):
+    """A run whose loss went NaN wrote NaN weights as a finished stage; the next run reused it ("same settings") and
+    both ended in the report's "probabilities must be finite" about softmax, a message for the Python API."""
+    write_folder(tmp_path / "birds")
+    out = tmp_path / "run"
+    argv = [*TEACHER_FAST, "--output_dir", str(out), "--imbalance_factor", "1", "--per_device_train_batch_size", "4",
+            "--dataset", str(tmp_path / "birds"), "--max_steps", "4", "--teacher_learning_rate", "1e8",
+            "--max_grad_norm", "0"]
+    for _ in range(2):  # the same command again trains again, and stops again
+        with pytest.raises(ValueError, match=r"^stage teacher: The training loss is non-finite \(NaN/inf\) at step "
+                                             r"\d.*lower --teacher_learning_rate \(now 1e\+08\), or clip the gradients "
+                                             r"with --max_grad_norm \(now 0, off"):
+            teacher.main(argv)
+        assert not (out / "teacher" / "model.safetensors").exists()
+
+
 # -- 6: a report states only what the folder records -------------------------------------------------------------------
 def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path, caplog):
     import timm

@@ -340,6 +340,28 @@ def test_nan_teacher_stops_with_the_step(tmp_path):
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp_path):
+    """At learning rate 1e8 the loss goes 15, 1e15, NaN: Trainer's logging_nan_inf_filter logged the NaN steps as the
+    window's mean, the run finished, and save_model wrote NaN weights that the recipes then reused as a finished
+    stage."""
+    diverging = dict(learning_rate=1e8, max_grad_norm=0.0, max_steps=6)
+    trainer = make_trainer(make_config(tmp_path / "checked", **diverging))
+    with pytest.raises(ValueError, match=r"The training loss is non-finite \(NaN/inf\) at step 2; training stopped "
+                                         r"before the optimizer used it.*lower --learning_rate \(now 1e\+08\), or "
+                                         r"clip the gradients with --max_grad_norm \(now 0, off"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    # with the check off the run goes on to its end; its NaN weights are still never written
+    unchecked = make_trainer(make_config(tmp_path / "unchecked", check_loss_finite=False, **diverging))
+    unchecked.train()
+    assert unchecked.state.global_step == 6
+    assert not all(torch.isfinite(v).all() for v in unchecked.model.state_dict().values())
+    with pytest.raises(ValueError, match=r"of the model's tensors hold NaN/inf \(.*\), so nothing was saved to "
+                                         r".*unchecked\. The run diverged"):
+        unchecked.save_model()
+    assert not (tmp_path / "unchecked" / "model.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     "overrides,match",
     [

@@ -568,8 +568,14 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     if stage.finished:
         logger.info("Stage %s: reusing %s (same settings)", stage.name, stage.folder)
     else:
-        trainer.train(resume_from_checkpoint=stage.resume)
-        trainer.save_model()
+        try:
+            trainer.train(resume_from_checkpoint=stage.resume)
+            trainer.save_model()
+        except ValueError as err:  # a diverged run or a NaN teacher, found while training: the stage is not finished
+            message = str(err)
+            if stage.name == "teacher":  # its learning rate is its own flag's
+                message = message.replace("--learning_rate", "--teacher_learning_rate")
+            raise ValueError(f"stage {stage.name}: {message}") from err
     return trainer
 
 
