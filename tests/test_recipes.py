@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ltkd_hf.cli import distill as run_distill
 from ltkd_hf.cli import evaluate as run_eval
+from ltkd_hf.cli import table as run_table
 from ltkd_hf.cli import teacher as run_teacher
 from ltkd_hf.cli.arguments import DataArguments
 from ltkd_hf.cli.parsing import parse_args
@@ -165,6 +166,16 @@ def test_output_dir_that_cannot_be_written(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="--output_dir .*a_file/run.* cannot be written"):
         run_distill.main([*QUICK, "--output_dir", str(blocker / "run")])
+
+
+@pytest.mark.parametrize("program", [run_distill, run_teacher, run_table], ids=["distill", "teacher", "table"])
+def test_an_empty_output_dir_is_refused(tmp_path, monkeypatch, program):
+    """--output_dir "" trained every stage into the current folder (Path("") is ".")."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"^--output_dir '': an empty name would write into the current folder; "
+                                         r"pass a folder name"):
+        program.main([*TEACHER_QUICK, "--output_dir", ""])
+    assert not any(tmp_path.iterdir())
 
 
 def test_push_to_hub_without_a_token(fake_hub, tmp_path, monkeypatch):

@@ -291,6 +291,8 @@ def test_run_eval_loads_what_timm_saves_checks_its_names_and_names_each_mistake(
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ValueError, match=r"--output_dir .*a-file: is a file; pass a folder"):
         run_eval.main(["--model", str(tmp_path / "timm"), *data, "--output_dir", str(tmp_path / "a-file")])
+    with pytest.raises(ValueError, match=r"^--output_dir '': an empty name would write into the current folder"):
+        run_eval.main(["--model", str(tmp_path / "timm"), *data, "--output_dir", ""])
     # the same model spelt another way was refused as "another model's report"
     run_eval.main(["--model", f"{tmp_path / 'timm'}/", *data, "--output_dir", str(tmp_path / "e")])
     # the default --num_groups on a 2-class model named no flag ("got 3", which the user never typed)

@@ -31,7 +31,7 @@ from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
-from .stages import every_class_has_images, load_long_tailed, load_splits
+from .stages import check_output_dir, every_class_has_images, load_long_tailed, load_splits
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     if counts:
         _say_config_split_is_not_the_models(parsed, recorded, eval_args.model)
     check_report_folder(Path(eval_args.output_dir), eval_args.model)
+    check_output_dir(eval_args.output_dir)
     loaded = load_splits(data_args)
     test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name
     names = list(test.features["label"].names)

@@ -251,6 +251,9 @@ def check_given_teacher(given: set[str], teacher: str) -> None:
 def check_output_dir(path: str) -> None:
     """Fail before any training when the output folder cannot be made or written. Nothing is made here: a refused
     command or a ``--dry_run`` leaves no folder behind (each stage makes its own when it trains)."""
+    if not path.strip():  # Path("") is the current folder
+        raise ValueError(f"--output_dir {path!r}: an empty name would write into the current folder; pass a folder "
+                         "name, e.g. --output_dir outputs/my-run.")
     folder = Path(path).expanduser().absolute()
     existing = next(p for p in (folder, *folder.parents) if os.path.lexists(p))  # the root always exists
     if not existing.is_dir():
