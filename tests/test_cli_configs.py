@@ -66,6 +66,13 @@ def test_a_custom_config_builds_on_base_and_defaults_none_on_the_library(tmp_pat
     layered = tmp_path / "layered.yaml"
     layered.write_text("defaults: mine.yaml\nnum_train_epochs: 5\n")  # relative to the including file
     assert load_config(str(layered))["dataset"] == "/data/birds" and load_config(str(layered))["num_train_epochs"] == 5
+    # a missing defaults: file named the missing name as if it were the --config given
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("defaults: nope.yaml\n")
+    with pytest.raises(FileNotFoundError, match=rf"^--config {missing}: its defaults: nope.yaml is no such file "
+                                                r"\(looked next to it and among the packaged configs \['base', "
+                                                r"'demo'\]\); fix that line, or write defaults: none"):
+        load_config(str(missing))
     loop = tmp_path / "loop.yaml"
     loop.write_text("defaults: loop.yaml\n")
     with pytest.raises(ValueError, match="comes back to"):

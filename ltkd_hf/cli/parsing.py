@@ -41,18 +41,24 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 METHOD_SETTINGS = ("distill_loss_kwargs", "warmup_epochs")
 
 
-def _find_config(name: str, relative_to: Path | None) -> Path:
+def _find_config(name: str, holder: Path | None) -> Path:
+    """The file of config ``name``: a path (from the folder of ``holder``, the config whose ``defaults:`` names it,
+    first), or a packaged config's name."""
     candidates = [Path(name).expanduser()]
-    if relative_to is not None:
-        candidates.insert(0, relative_to / name)
+    if holder is not None:
+        candidates.insert(0, holder.parent / name)
     candidates += [CONFIGS / name, CONFIGS / f"{name}.yaml"]
     for path in candidates:
         if path.is_file():
             return path
-    where = f" (next to {relative_to})" if relative_to is not None else ""
     packaged = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    if holder is not None:
+        raise FileNotFoundError(
+            f"--config {holder}: its defaults: {name} is no such file (looked next to it and among the packaged "
+            f"configs {packaged}); fix that line, or write defaults: none for a config complete in itself."
+        )
     raise FileNotFoundError(
-        f"--config {name}: no such file{where}; pass a YAML file such as recipes/configs/"
+        f"--config {name}: no such file; pass a YAML file such as recipes/configs/"
         f"cifar100_lt_r100_resnet32x4_resnet8x4.yaml, or a packaged config: {packaged}."
     )
 
@@ -70,10 +76,10 @@ def load_config(name: str) -> dict[str, Any]:
     return merged
 
 
-def _config_layers(name: str, *, _relative_to: Path | None = None, _seen: tuple[Path, ...] = ()
+def _config_layers(name: str, *, _holder: Path | None = None, _seen: tuple[Path, ...] = ()
                   ) -> list[tuple[Path, dict[str, Any]]]:
     """Each file of the config ``name``'s ``defaults:`` chain and its own settings, the config's own first."""
-    path = _find_config(name, _relative_to).resolve()
+    path = _find_config(name, _holder).resolve()
     if path in _seen:
         raise ValueError(f"--config {name}: its defaults: chain comes back to {path}.")
     try:
@@ -91,7 +97,7 @@ def _config_layers(name: str, *, _relative_to: Path | None = None, _seen: tuple[
     base = values.pop("defaults", "base" if path != CONFIGS / "base.yaml" else None)
     if base is None or str(base).lower() == "none":
         return [(path, values)]
-    return [(path, values), *_config_layers(str(base), _relative_to=path.parent, _seen=(*_seen, path))]
+    return [(path, values), *_config_layers(str(base), _holder=path, _seen=(*_seen, path))]
 
 
 def _merge(under: dict, over: dict) -> dict:
