@@ -46,7 +46,7 @@ def test_the_same_command_gives_bit_identical_weights(tmp_path):
     assert any(not np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # the seed is what decides
 
 
-def test_resume_false_path_and_overwrite(tmp_path):
+def test_resume_false_path_and_overwrite(tmp_path, caplog):
     out = tmp_path / "run"
     run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])
     finished = teacher_weights(out)
@@ -55,14 +55,19 @@ def test_resume_false_path_and_overwrite(tmp_path):
     (out / "teacher" / "config.json").unlink()
     state = out / "teacher" / "checkpoint-2" / "trainer_state.json"
     stamp = state.stat().st_mtime_ns
-    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])  # default: resume the matching checkpoint (no new step)
+    with caplog.at_level("INFO", logger="ltkd_hf.cli"):
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(out)])  # default: resume the matching checkpoint (no new step)
+    assert f"Stage teacher: resuming from {out / 'teacher' / 'checkpoint-2'}" in caplog.text  # it said nothing
     assert state.stat().st_mtime_ns == stamp
     resumed = teacher_weights(out)
     assert all(np.array_equal(finished[k].numpy(), resumed[k].numpy()) for k in finished)
 
     (out / "teacher" / "model.safetensors").unlink()
     (out / "teacher" / "config.json").unlink()
-    run_teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--resume_from_checkpoint", "false"])  # a fresh start
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ltkd_hf.cli"):
+        run_teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--resume_from_checkpoint", "false"])
+    assert "checkpoint-2 (a fresh start: --resume_from_checkpoint false)" in caplog.text  # it gave no reason
     assert state.stat().st_mtime_ns != stamp
 
     # the teacher's settings by the teacher's flags (it read as if --learning_rate, the students', had changed), and

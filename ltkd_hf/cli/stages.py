@@ -385,7 +385,7 @@ class Stage:
     settings: dict = field(default_factory=dict, repr=False)
     finished: bool = False
     resume: str | None = None
-    clear: bool = False
+    clear: str = ""  # why the stage starts afresh, its checkpoints removed ("": it does not)
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
     description: str | None = None  # how a teacher stage is named as the students' teacher
     teacher_cache_dir: Path | None = None  # set with --teacher_cache: where the teacher's logits are cached
@@ -474,7 +474,7 @@ def plan_stage(
     folder, resume = stage.folder, args.resume_from_checkpoint
     flags = {**_RECIPE_FLAGS, **(_TEACHER_FLAGS if name == "teacher" else {})}  # for a stale folder's message
     if run.overwrite_output_dir:
-        stage.clear = folder.is_dir()
+        stage.clear = "--overwrite_output_dir true" if folder.is_dir() else ""
         return stage
     if product and resume not in (None, "true", "false"):
         if not Path(resume).is_dir():
@@ -499,7 +499,8 @@ def plan_stage(
     if resume == "false" or not complete:
         # an explicit fresh start, or a run killed while saving its first checkpoint: nothing to resume, and the old
         # checkpoint folders would be picked up later otherwise
-        stage.clear = True
+        stage.clear = ("--resume_from_checkpoint false" if resume == "false"
+                       else "its only checkpoint was cut short while saving")
     else:
         check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage", flags=flags)
         stage.resume = str(complete[-1])
@@ -545,7 +546,8 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     state = PartialState()
     if state.is_main_process:
         for old in stage.folder.glob("checkpoint-*") if stage.clear else checkpoints(stage.folder)[1]:
-            logger.info("Removing %s (%s)", old, "a fresh start" if stage.clear else "a save a kill cut short")
+            logger.info("Removing %s (%s)", old, f"a fresh start: {stage.clear}" if stage.clear
+                        else "a save a kill cut short")
             shutil.rmtree(old)
     state.wait_for_everyone()
     data_config = resolve_data_config(model=unwrap_timm(stage.model))
@@ -571,6 +573,8 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
     if stage.finished:
         logger.info("Stage %s: reusing %s (same settings)", stage.name, stage.folder)
     else:
+        if stage.resume:
+            logger.info("Stage %s: resuming from %s", stage.name, stage.resume)
         try:
             trainer.train(resume_from_checkpoint=stage.resume)
             trainer.save_model()
