@@ -371,6 +371,32 @@ def test_a_diverged_stage_is_not_saved_as_finished(tmp_path):
         assert not (out / "teacher" / "model.safetensors").exists()
 
 
+def test_ltkd_eval_scores_held_out_images_alone(tmp_path):
+    """A model that records its training split needs only the held-out images: a folder holding test/ alone was
+    refused for its missing train/, and a folder of class folders (which loads as the split 'train') could not be
+    named at all ("--test_split train" was taken as the held-out name, and the training split then missing)."""
+    write_folder(tmp_path / "birds")
+    teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "run"), "--imbalance_factor", "1",
+                  "--per_device_train_batch_size", "4", "--dataset", str(tmp_path / "birds")])
+    model = ["--model", str(tmp_path / "run" / "teacher")]
+    full = evaluate.main([*model, "--dataset", str(tmp_path / "birds"), "--output_dir", str(tmp_path / "full")])
+    shutil.copytree(tmp_path / "birds" / "test", tmp_path / "held" / "test")
+    alone = evaluate.main([*model, "--dataset", str(tmp_path / "held"), "--output_dir", str(tmp_path / "alone")])
+    assert (alone["per_class"], alone["ece"]) == (full["per_class"], full["ece"])
+    classes = tmp_path / "held" / "test"  # class folders, no split folders
+    with pytest.raises(ValueError, match=r"has splits \['train'\], none of them \['test', 'validation', 'valid', "
+                                         r"'val'\]\. Pass --test_split <the held-out split name>; a folder of class "
+                                         r"folders loads as the split 'train'"):
+        evaluate.main([*model, "--dataset", str(classes), "--output_dir", str(tmp_path / "named")])
+    named = evaluate.main([*model, "--dataset", str(classes), "--test_split", "train",
+                           "--output_dir", str(tmp_path / "named")])
+    assert (named["per_class"], named["ece"]) == (full["per_class"], full["ece"])
+    facts = json.loads((tmp_path / "named" / "report.json").read_text())["metadata"]
+    assert facts["evaluated on"] == f"{classes}, split train"
+    with pytest.raises(ValueError, match=r"^--train_split: --model .* records the training split it was made with"):
+        evaluate.main([*model, "--dataset", str(tmp_path / "birds"), "--train_split", "train", "--test_split", "test"])
+
+
 # -- 6: a report states only what the folder records -------------------------------------------------------------------
 def test_run_eval_states_what_the_folder_records_and_only_that(tmp_path, caplog):
     import timm

@@ -31,12 +31,13 @@ from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
-from .stages import check_output_dir, every_class_has_images, load_long_tailed, load_splits
+from .stages import check_output_dir, every_class_has_images, load_held_out, load_long_tailed, load_splits
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
 # How the long-tailed training split is made: the report's groups come from it, unless the model records its own.
-_SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "validation_per_class")
+_SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "validation_per_class",
+                "train_split")
 # Each split flag's name in the construction a trained folder records (its config.json's data.long_tail).
 _RECORDED_AS = {"imbalance_factor": "imbalance_factor", "lt_seed": "seed", "lt_profile": "profile",
                 "lt_exponent": "exponent", "class_order_seed": "class_order_seed"}
@@ -177,8 +178,11 @@ def main(argv: list[str] | None = None) -> dict:
         _say_config_split_is_not_the_models(parsed, recorded, eval_args.model)
     check_report_folder(Path(eval_args.output_dir), eval_args.model)
     check_output_dir(eval_args.output_dir)
-    loaded = load_splits(data_args)
-    test, held_out = loaded["test"], loaded.split_info  # the source and the held-out split's real name
+    if counts and not data_args.split_manifest:  # the model records its training split: the held-out one alone
+        test, source, test_split = load_held_out(data_args)
+    else:
+        loaded = load_splits(data_args)  # the source and the held-out split by its real name
+        test, source, test_split = loaded["test"], loaded.split_info.source, loaded.split_info.test_split
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
     verify_images(test, split="test")
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
             "made long-tailed with (and its --lt_seed)."
         )
     counts = counts or list(load_long_tailed(data_args).split_info.class_counts)
-    info = SplitInfo(counts, names, held_out.source, held_out.source_kind, held_out.train_split, held_out.test_split)
+    info = SplitInfo(counts, names, source, test_split=test_split)
     try:
         info.groups(eval_args.num_groups)
     except ValueError as err:
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         report_to="none",
     )
     trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
-    evaluated_on = {"evaluated on": f"{held_out.source}, split {held_out.test_split}"}
+    evaluated_on = {"evaluated on": f"{source}, split {test_split}"}
     facts = training_facts(recorded, evaluated_checkpoint(eval_args.model))
     reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **facts})
     print(format_group_table(reports, trainer.groups.names))

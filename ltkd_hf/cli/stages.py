@@ -8,6 +8,7 @@ one resumed only when the settings it recorded equal the command's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -34,6 +35,7 @@ from ..data import (
     collate_images,
     in_memory_bytes,
     in_memory_datasets,
+    load_held_out_split,
     load_image_dataset,
     load_split_manifest,
     verify_images,
@@ -126,25 +128,39 @@ def _as_flags(err: Exception, flags: dict[str, str]) -> str:
     return message
 
 
-def load_splits(args: DataArguments):
-    """``args.dataset``'s splits (its ``--split_manifest``'s, when given), a load error's message naming
-    ``--dataset`` and the flags that fix it."""
+@contextlib.contextmanager
+def _dataset_errors(args: DataArguments):
+    """A load error of ``args.dataset`` as a message naming ``--dataset`` and the flags that fix it."""
     try:
-        if args.split_manifest:
-            splits = load_split_manifest(args.manifests(), args.dataset, class_names=args.manifest_class_names)
-        else:
-            splits = load_image_dataset(
-                args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
-            )
+        yield
     except (ValueError, FileNotFoundError, ConnectionError) as err:
         hint = ""
         folder = Path(args.dataset).expanduser()
         if "label column" in str(err) and folder.is_dir() and not (folder / "dataset_dict.json").is_file():
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
         flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
-                 "source='DIR'": "--dataset DIR"}
+                 "source='DIR'": "--dataset DIR",
+                 "split=<the held-out split name> (the recipes: --test_split)": "--test_split <the held-out split name>"}
         raise type(err)(f"--dataset {args.dataset}{hint}: {_as_flags(err, flags)}") from None
-    return splits
+
+
+def load_splits(args: DataArguments):
+    """``args.dataset``'s splits (its ``--split_manifest``'s, when given), a load error's message naming
+    ``--dataset`` and the flags that fix it."""
+    with _dataset_errors(args):
+        if args.split_manifest:
+            return load_split_manifest(args.manifests(), args.dataset, class_names=args.manifest_class_names)
+        return load_image_dataset(
+            args.dataset, split=source_splits(args), image_column=args.image_column, label_column=args.label_column
+        )
+
+
+def load_held_out(args: DataArguments) -> tuple[Dataset, str, str]:
+    """``args.dataset``'s held-out split (``--test_split``, or detected) alone, its source's canonical name and the
+    split's name (`load_held_out_split`), a load error's message naming the flags that fix it."""
+    with _dataset_errors(args):
+        return load_held_out_split(args.dataset, split=args.test_split, image_column=args.image_column,
+                                   label_column=args.label_column)
 
 
 def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailedData:

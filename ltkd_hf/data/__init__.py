@@ -15,7 +15,7 @@ from .in_memory import (
 from .image_splits import ImageSplits
 from .long_tail import get_class_counts, hold_out_validation, long_tailed_counts, make_long_tailed
 from .manifest import load_split_manifest
-from .sources import load_image_dataset
+from .sources import load_held_out_split, load_image_dataset
 from .split_info import SplitInfo
 from .verify import verify_images
 from .transforms import (
@@ -44,6 +44,7 @@ __all__ = [
     "hold_out_validation",
     "in_memory_bytes",
     "in_memory_datasets",
+    "load_held_out_split",
     "load_image_dataset",
     "load_split_manifest",
     "long_tailed_counts",

@@ -58,9 +58,15 @@ def _unique(split: Dataset, column: str) -> list:
     return pc.unique(split.select_columns([column]).with_format("arrow")[column]).to_pylist()
 
 
+def _reference(splits: dict[str, Dataset]) -> Dataset:
+    """The split whose columns and classes the others must share: ``train``, or a held-out split loaded alone."""
+    return splits["train"] if "train" in splits else next(iter(splits.values()))
+
+
 def _class_label(splits: dict[str, Dataset], label: str) -> ClassLabel:
-    """One ClassLabel for every split: the train split's, or built from the values of all splits."""
-    feature = splits["train"].features[label]
+    """One ClassLabel for every split: the reference split's (`_reference`), or built from the values of all
+    splits."""
+    feature = _reference(splits).features[label]
     if isinstance(feature, ClassLabel):
         for name, split in splits.items():
             other = split.features[label]
@@ -101,7 +107,7 @@ def standardize_columns(
 ) -> DatasetDict:
     """The splits reduced to the columns ``image`` (``datasets.Image``) and ``label`` (one ``ClassLabel``
     with names, shared by all splits); other columns are dropped."""
-    image, label = detect_columns(splits["train"], image_column=image_column, label_column=label_column)
+    image, label = detect_columns(_reference(splits), image_column=image_column, label_column=label_column)
     for name, split in splits.items():
         missing = [c for c in (image, label) if c not in split.column_names]
         if missing:

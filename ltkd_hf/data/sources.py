@@ -18,7 +18,7 @@ from .fingerprint import canonical_source, dataset_fingerprint
 from .image_splits import ImageSplits
 from .split_info import SplitInfo
 
-__all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "VALIDATION_SPLIT_NAMES", "load_image_dataset"]
+__all__ = ["BUILTIN_SOURCES", "EVAL_SPLIT_NAMES", "VALIDATION_SPLIT_NAMES", "load_held_out_split", "load_image_dataset"]
 
 BUILTIN_SOURCES = ("builtin:digits",)
 # The held-out split is "test" in CIFAR, "validation" in ImageNet-1k, "valid" in zh-plus/tiny-imagenet.
@@ -160,6 +160,53 @@ def _is_labelled(split: Dataset, label_column: str | None) -> bool:
     return highest is not None and highest >= 0
 
 
+def _load_source(source: str | os.PathLike) -> tuple[DatasetDict, str]:
+    """Every split of ``source``, and its kind: ``"builtin"``, ``"local"`` or ``"hub"``."""
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise ValueError(f"source must be a Hub dataset id, a directory or one of {BUILTIN_SOURCES}, got {source!r}.")
+    source = str(source)
+    if source.startswith("builtin:"):
+        if source not in BUILTIN_SOURCES:
+            raise ValueError(f"source={source!r} is not a built-in dataset; built-in: {BUILTIN_SOURCES}.")
+        return load_digits_dataset(), "builtin"
+    if Path(source).expanduser().is_dir():
+        return _load_local(Path(source).expanduser()), "local"
+    if _looks_like_path(source) or Path(source).exists():
+        raise FileNotFoundError(
+            f"source={source!r} looks like a local path but is not a directory. Pass an image folder with "
+            "train/ and test/ subfolders, a save_to_disk folder, a Hub dataset id or one of "
+            f"{BUILTIN_SOURCES}."
+        )
+    return _load_hub(source), "hub"
+
+
+def load_held_out_split(
+    source: str | os.PathLike,
+    *,
+    split: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> tuple[Dataset, str, str]:
+    """``source``'s labelled held-out split alone, with the columns ``image`` and ``label`` as in
+    `load_image_dataset`, the source's canonical name and the split's name: what scoring a model needs when the
+    model records its own training split, so the source needs none (an image folder may hold ``test/`` alone).
+
+    ``split`` names the split, any one (``"train"`` too: a folder of class folders loads as ``train``); else the
+    first of ``EVAL_SPLIT_NAMES`` present and labelled is taken.
+    """
+    loaded, kind = _load_source(source)
+    name = split or next((s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)), None)
+    if name not in loaded:
+        looked = [split] if split else list(EVAL_SPLIT_NAMES)
+        raise ValueError(
+            f"source={str(source)!r} has splits {list(loaded)}, none of them {looked}. Pass split=<the held-out split "
+            "name> (the recipes: --test_split); a folder of class folders loads as the split 'train': name it so "
+            "when the model never trained on those images."
+        )
+    held_out = standardize_columns({name: loaded[name]}, image_column=image_column, label_column=label_column)[name]
+    return held_out, canonical_source(str(source), kind), name
+
+
 def load_image_dataset(
     source: str | os.PathLike,
     *,
@@ -179,23 +226,8 @@ def load_image_dataset(
     (``{"train": "train", "test": "validation"}``, optionally with ``"validation"``). Columns are detected unless
     named.
     """
-    if not isinstance(source, (str, os.PathLike)) or not str(source):
-        raise ValueError(f"source must be a Hub dataset id, a directory or one of {BUILTIN_SOURCES}, got {source!r}.")
+    loaded, kind = _load_source(source)
     source = str(source)
-    if source.startswith("builtin:"):
-        if source not in BUILTIN_SOURCES:
-            raise ValueError(f"source={source!r} is not a built-in dataset; built-in: {BUILTIN_SOURCES}.")
-        loaded, kind = load_digits_dataset(), "builtin"
-    elif Path(source).expanduser().is_dir():
-        loaded, kind = _load_local(Path(source).expanduser()), "local"
-    elif _looks_like_path(source) or Path(source).exists():
-        raise FileNotFoundError(
-            f"source={source!r} looks like a local path but is not a directory. Pass an image folder with "
-            "train/ and test/ subfolders, a save_to_disk folder, a Hub dataset id or one of "
-            f"{BUILTIN_SOURCES}."
-        )
-    else:
-        loaded, kind = _load_hub(source), "hub"
     picked, split_names = _pick_splits(loaded, source, split, label_column)
     standard = standardize_columns(picked, image_column=image_column, label_column=label_column)
     train = SplitInfo.from_dataset(standard["train"])
