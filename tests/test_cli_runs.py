@@ -298,8 +298,10 @@ def test_the_command_lines_errors_name_flags_not_python_arguments(tmp_path):
 
 def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
     write_folder(tmp_path / "one", train={"heron": 4}, test={"heron": 2})
-    with pytest.raises(ValueError, match=r"--dataset .*one \(an image folder needs train/ and test/ subfolders.*at "
-                                         r"least 2\).*--label_column"):
+    # one class: the fix is a second class folder (it said "Cannot tell the label column ... Pass --label_column")
+    with pytest.raises(ValueError, match=r"^--dataset .*one: .*one/test: holds the class folder \['heron'\] alone; a "
+                                         r"classifier needs at least 2 classes \(an image folder is "
+                                         r"<split>/<class>/<image>, one folder per class\)\.$"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "one")])
     write_folder(tmp_path / "extra", test={"heron": 2, "kingfisher": 2, "osprey": 2, "puffin": 2})
     with pytest.raises(ValueError, match=r"--dataset .*extra: classes \['puffin'\] have no training images"):

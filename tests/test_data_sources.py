@@ -233,7 +233,8 @@ def test_a_label_column_of_one_class_is_refused_naming_the_column(tmp_path):
     one = image_dict([0, 1], names, extra={"coarse_label": ([7, 7], Value("int64"))})
     DatasetDict(train=one, test=one).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(ValueError, match=r"label column 'coarse_label' holds 1 class \['7'\]: a classifier needs at "
-                                         r"least 2\. Pass label_column="):
+                                         r"least 2 \(in an image folder, one subfolder per class\); if another "
+                                         r"column holds each image's class, pass label_column=<that column>"):
         load_image_dataset(str(tmp_path / "d"), label_column="coarse_label")
 
 

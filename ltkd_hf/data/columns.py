@@ -122,7 +122,8 @@ def standardize_columns(
     if class_label.num_classes < 2:
         raise ValueError(
             f"label column {label!r} holds {class_label.num_classes} class {class_label.names}: a classifier needs at "
-            "least 2. Pass label_column=<the column holding each image's class>."
+            "least 2 (in an image folder, one subfolder per class); if another column holds each image's class, pass "
+            "label_column=<that column>."
         )
     ids_are_names = class_label.names != [str(i) for i in range(class_label.num_classes)]  # not 0..C-1
     out = {}

@@ -65,6 +65,12 @@ def _check_image_folder(path: Path) -> None:
     mislabels an image outside a class folder or one level deeper; each is refused here, naming the path."""
     extensions = set(ImageFolder.EXTENSIONS)
     for split in sorted(p for p in _listed(path) if p.is_dir() and any(c.is_dir() for c in _listed(p))):
+        classes = sorted(c.name for c in _listed(split) if c.is_dir())
+        if len(classes) < 2:  # datasets then gives the split no label column at all
+            raise ValueError(
+                f"{split}: holds the class folder {classes} alone; a classifier needs at least 2 classes (an image "
+                "folder is <split>/<class>/<image>, one folder per class)."
+            )
         for item in sorted(_listed(split)):
             if item.is_file() and item.suffix.lower() in extensions:
                 raise ValueError(
