@@ -102,6 +102,10 @@ class ClassGroups:
         """Number of classes in each group, group id order."""
         return np.bincount(np.asarray(self.class_to_group), minlength=self.num_groups).tolist()
 
+    def labelled(self) -> list[str]:
+        """Each group with its number of classes, as reports, cards and plots name them: ``"head (1 class)"``."""
+        return [f"{name} ({size} class{'' if size == 1 else 'es'})" for name, size in zip(self.names, self.sizes)]
+
     def index(self, device: torch.device | str | None = None) -> torch.Tensor:
         """The class -> group map as a LongTensor of length ``C`` (the ``class_to_group`` of the losses)."""
         return torch.tensor(self.class_to_group, dtype=torch.long, device=device)

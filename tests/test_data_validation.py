@@ -38,6 +38,11 @@ def test_a_balanced_validation_split_is_held_out_before_the_long_tail():
     info = splits.long_tailed(2.0).split_info
     assert info.validation_holdout == {"per_class": 5, "seed": 3} and info.class_counts == (25, 10, 3)
     assert "first 5 images per class held out as a balanced validation split (seed 3)" in info.describe()
+    # kept as it is after a one-image hold-out: it said "every training image kept" and "first 1 images"
+    one = ImageSplits({"train": data, "test": data}, SplitInfo.from_dataset(data)).hold_out_validation(1, seed=3)
+    assert one.long_tailed(1.0).split_info.describe() == (
+        "every training image not held out kept (imbalance factor 1: the source's own class counts, 29 to 11 images "
+        "per class (n_max / n_min 2.64)); first 1 image per class held out as a balanced validation split (seed 3)")
     with pytest.raises(ValueError, match="already have a validation split"):
         splits.hold_out_validation(5)
     with pytest.raises(ValueError, match=r"classes \['c2 \(12\)'\] have no more than 12 training images"):

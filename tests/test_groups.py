@@ -48,6 +48,11 @@ def test_index_is_long_tensor_and_dict_round_trip():
     assert groups.classes_of("head") == [1, 3]
 
 
+def test_groups_are_labelled_with_their_class_counts_in_words():
+    assert ClassGroups.from_counts([9, 7, 5, 3, 1], num_groups=3).labelled() == [
+        "head (2 classes)", "medium (1 class)", "tail (2 classes)"]  # it said "medium (1 classes)"
+
+
 def test_threshold_groups():
     groups = ClassGroups.by_threshold([500, 101, 100, 20, 19, 5])
     assert groups.names == ("many", "medium", "few")

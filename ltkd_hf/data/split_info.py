@@ -105,15 +105,17 @@ class SplitInfo:
             return "the training split as it is (no long-tailed subsampling)"
         lt = self.long_tail
         rho = lt["imbalance_factor"]
-        held = ""
+        held, kept = "", "every training image kept"
         if self.validation_holdout:
-            held = (f"; first {self.validation_holdout['per_class']} images per class held out as a balanced "
+            per_class = self.validation_holdout["per_class"]
+            held = (f"; first {per_class} image{'' if per_class == 1 else 's'} per class held out as a balanced "
                     f"validation split (seed {self.validation_holdout['seed']})")
+            kept = "every training image not held out kept"
         # the counts as they came out: on a source whose classes are unequal the formula's rho is not n_max / n_min
         high, low = max(self.class_counts), min(self.class_counts)
         spread = f"{high} to {low} images per class (n_max / n_min {high / max(low, 1):.3g})"
         if rho == 1:  # every n_c = N_c: no class is made the head, whatever the formula or the class order
-            return f"every training image kept (imbalance factor 1: the source's own class counts, {spread}){held}"
+            return f"{kept} (imbalance factor 1: the source's own class counts, {spread}){held}"
         if lt["profile"] == "step":
             formula = f"step profile: the first C // 2 classes keep all images, the others n_c / {rho:g}"
         else:

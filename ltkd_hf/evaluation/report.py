@@ -255,7 +255,7 @@ def plot_group_mass(masses: Mapping[str, Sequence[float]], groups: ClassGroups, 
             text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8})  # readable on the line
     ax.hlines(target, x - 0.45, x + 0.45, colors="black", linestyles="--", lw=1.5, zorder=1.5,
               label="balanced target (share of classes)")
-    ax.set_xticks(x, [f"{name} ({size} classes)" for name, size in zip(groups.names, groups.sizes)])
+    ax.set_xticks(x, groups.labelled())
     ax.set_ylim(0, 1.2 * max(max(v.max() for v in values.values()), target.max()))
     if math.isclose(total, 1.0, abs_tol=1e-3):
         ax.set_ylabel("mean predicted probability mass per test image")
@@ -317,7 +317,7 @@ def _markdown(
     lines = ["# Evaluation report", ""]
     lines += [f"- **{k}**: {_readable(v)}" for k, v in metadata.items()]
     lines += [
-        f"- **groups**: {', '.join(f'{n} ({s} classes)' for n, s in zip(groups.names, groups.sizes))}, "
+        f"- **groups**: {', '.join(groups.labelled())}, "
         f"by training frequency",
         "",
         format_report_tables(reports, groups),

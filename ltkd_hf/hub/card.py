@@ -198,8 +198,7 @@ def render_model_card(
         "Teacher": teacher_text,
         "Training data": f"`{dataset}`, split `{split_info.train_split or 'train'}`: {split_info.describe()}",
         "Evaluation data": f"`{dataset}`, split `{test_split}`" + (f" ({test_balance})" if test_balance else ""),
-        "Class groups": f"{groups.num_groups} by training-set frequency: "
-        + ", ".join(f"{n} ({s} classes)" for n, s in zip(groups.names, groups.sizes)),
+        "Class groups": f"{groups.num_groups} by training-set frequency: " + ", ".join(groups.labelled()),
         "Loss": loss_description or loss_name,
         **{key[:1].upper() + key[1:]: value for key, value in (training or {}).items()},
     }
