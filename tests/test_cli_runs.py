@@ -373,7 +373,7 @@ def test_a_diverged_stage_is_not_saved_as_finished(tmp_path):
         assert not (out / "teacher" / "model.safetensors").exists()
 
 
-def test_ltkd_eval_scores_held_out_images_alone(tmp_path):
+def test_ltkd_eval_scores_held_out_images_alone(tmp_path, capsys):
     """A model that records its training split needs only the held-out images: a folder holding test/ alone was
     refused for its missing train/, and a folder of class folders (which loads as the split 'train') could not be
     named at all ("--test_split train" was taken as the held-out name, and the training split then missing)."""
@@ -393,6 +393,7 @@ def test_ltkd_eval_scores_held_out_images_alone(tmp_path):
     named = evaluate.main([*model, "--dataset", str(classes), "--test_split", "train",
                            "--output_dir", str(tmp_path / "named")])
     assert (named["per_class"], named["ece"]) == (full["per_class"], full["ece"])
+    assert capsys.readouterr().out.endswith(f"Report (report.md, report.json, plots): {tmp_path / 'named'}\n")
     facts = json.loads((tmp_path / "named" / "report.json").read_text())["metadata"]
     assert facts["evaluated on"] == f"{classes}, split train"
     with pytest.raises(ValueError, match=r"^--train_split: --model .* records the training split it was made with"):

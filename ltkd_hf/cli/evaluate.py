@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     facts = training_facts(recorded, evaluated_checkpoint(eval_args.model))
     reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **facts})
     print(format_group_table(reports, trainer.groups.names))
+    print(f"Report (report.md, report.json, plots): {Path(eval_args.output_dir).absolute()}")
     return reports[eval_args.model]
 
 
