@@ -191,6 +191,8 @@ def test_card_states_what_ran_for_a_local_dataset_and_teacher(tmp_path: Path) ->
     assert "split `val` (not balanced: 1 to 7 images per class)" in uneven
     # a model name that is not a repo id gets a placeholder namespace in the usage snippets
     assert 'hf-hub:<your-username>/resnet8x4-ltkd"' in text
+    # one a repo id can be: an output folder with spaces and brackets gave "<your-username>/my run (v2)"
+    assert 'hf-hub:<your-username>/my-run-v2"' in _card(model_name="outputs/my run (v2)")
 
 
 def test_the_tags_say_what_trained_the_model() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -188,7 +189,9 @@ def render_model_card(
             for key, value in results.items()
         ],
     )
-    repo_id = _hub_id(model_name) or f"<your-username>/{Path(model_name).name}"
+    # a folder's name made a repo name: letters, digits, '.', '_' and '-' ("my run" was an invalid id in the snippet)
+    repo_name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_name).name).strip("-.") or "model"
+    repo_id = _hub_id(model_name) or f"<your-username>/{repo_name}"
     teacher_text = "none (cross-entropy training)"
     if teacher:
         teacher_text = f"[`{teacher}`](https://huggingface.co/{_hub_id(teacher)})" if _hub_id(teacher) else f"`{teacher}`"
