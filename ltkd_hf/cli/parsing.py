@@ -31,6 +31,7 @@ from transformers.hf_argparser import string_to_bool
 
 from ..config import DistillationConfig, check_loss_values, parse_loss_kwargs
 from ..losses import available_losses
+from ..training_fields import UNSUPPORTED_FIELDS
 from .settings import RECIPE_REFUSED, applies, refused_flags
 
 __all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_errors", "method_settings", "parse_args",
@@ -165,6 +166,9 @@ class _ProgramParser(HfArgumentParser):
             super()._add_dataclass_arguments(dtype)
         finally:
             dtype.__dataclass_fields__ = original
+        for action in self._actions:  # parsed, so that a value is refused with the reason, but not offered
+            if action.dest in UNSUPPORTED_FIELDS:
+                action.help = argparse.SUPPRESS
 
     def error(self, message: str):
         """A flag's bad value (``--seeds 0 1.5``) in one line, as every other mistake: argparse would print the
