@@ -9,6 +9,7 @@ listed; (c) `DistillationTrainer` cannot honour it: refused before training, nam
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -294,13 +295,16 @@ def test_ctrl_c_says_how_to_resume_on_one_line(capsys, monkeypatch):
     from ltkd_hf.cli.parsing import run_program
 
     def interrupted(argv):
+        sys.stderr.write("\r 40%|####      | 2/5 [00:01<00:01]")  # a progress bar's line, cut short
         raise KeyboardInterrupt
 
     monkeypatch.delenv("LTKD_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_:
         run_program("ltkd-distill", interrupted, [])
     err = capsys.readouterr().err
-    assert exit_.value.code == 130 and len(err.strip().splitlines()) == 1
+    bar, message, end = err.split("\n")  # a terminal's lines (splitlines would split the bar at its "\r" too)
+    assert exit_.value.code == 130 and end == ""
+    assert "2/5" in bar and "interrupted." not in bar and "2/5" not in message  # its own line, not the bar's
     assert "interrupted. Finished stages and saved checkpoints are kept: the same command reuses them and resumes" in err
 
 

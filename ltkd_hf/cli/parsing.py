@@ -398,7 +398,8 @@ def run_program(program: str, main: Callable[[list[str] | None], Any], argv: lis
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{_prog(program)}: interrupted. Finished stages and saved checkpoints are kept: the same command "
+        # on a line of its own: a progress bar's line, cut by the interrupt, has no newline yet
+        print(f"\n{_prog(program)}: interrupted. Finished stages and saved checkpoints are kept: the same command "
               "reuses them and resumes the interrupted stage from its last checkpoint.", file=sys.stderr)
         sys.exit(130)
     close_processes()
