@@ -325,6 +325,13 @@ def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"--dataset .*saved: label column 'label' has type") as err:
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "saved")])
     assert "image folder needs" not in str(err.value)
+    # neither split: it said "no split found for ['test', 'train'] (looked for ['train'])", and split= first
+    DatasetDict(holdout=floats).save_to_disk(str(tmp_path / "odd"))
+    with pytest.raises(ValueError, match=r"--dataset .*odd: .*has splits \['holdout'\]: no training split 'train', "
+                                         r"and no labelled held-out split \(looked for \['test', 'validation', 'valid', "
+                                         r"'val'\]\)\. Pass --test_split <the held-out split name>, and --train_split "
+                                         r"<the training split's>;"):
+        distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "odd")])
     write_folder(tmp_path / "two", train={"heron": 4, "kingfisher": 2})
     with pytest.raises(ValueError, match=r"--num_groups 3: num_groups must be an integer in 1..2"):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", str(tmp_path / "two")])

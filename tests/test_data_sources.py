@@ -74,7 +74,8 @@ def test_image_folder_without_split_subfolders_is_refused(tmp_path):
     for c, name in enumerate(["a", "b"]):
         (root / name).mkdir(parents=True)
         swatch(c).save(root / name / "0.png")
-    with pytest.raises(ValueError, match=r"has splits \['train'\]; no split found for \['test'\].*--test_split.*train/ and test/"):
+    with pytest.raises(ValueError, match=r"has splits \['train'\]: no labelled held-out split \(looked for \['test', "
+                                         r"'validation', 'valid', 'val'\]\)\..*--test_split.*train/ and test/"):
         load_image_dataset(str(root))
 
 
@@ -158,7 +159,7 @@ def test_split_argument_overrides(tmp_path):
     DatasetDict(
         training=image_dict([0, 1, 1, 0], names), test=image_dict([0], names), validation=image_dict([1, 1], names)
     ).save_to_disk(str(tmp_path / "d"))
-    with pytest.raises(ValueError, match=r"no split found for \['train'\]"):
+    with pytest.raises(ValueError, match=r"has splits \['training', 'test', 'validation'\]: no training split 'train'\. "):
         load_image_dataset(str(tmp_path / "d"))
     dd = load_image_dataset(str(tmp_path / "d"), split={"train": "training", "test": "validation"})
     assert len(dd["train"]) == 4 and dd["test"]["label"][:] == [1, 1]

@@ -140,7 +140,9 @@ def _dataset_errors(args: DataArguments):
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
         flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
                  "source='DIR'": "--dataset DIR",
-                 "split=<the held-out split name> (the recipes: --test_split)": "--test_split <the held-out split name>"}
+                 "split=<the held-out split name> (the recipes: --test_split)": "--test_split <the held-out split name>",
+                 "split=<the held-out split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and "
+                 "--train_split)": "--test_split <the held-out split name>, and --train_split <the training split's>"}
         raise type(err)(f"--dataset {args.dataset}{hint}: {_as_flags(err, flags)}") from None
 
 

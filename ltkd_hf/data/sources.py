@@ -144,11 +144,13 @@ def _pick_splits(
         )
     missing = {k: v for k, v in wanted.items() if v is None or v not in loaded}
     if missing:
+        roles = {"train": "training", "test": "held-out", "validation": "validation"}
+        lacking = [f"no {roles[role]} split {name!r}" if name else
+                   f"no labelled held-out split (looked for {list(EVAL_SPLIT_NAMES)})" for role, name in missing.items()]
         raise ValueError(
-            f"source={source!r} has splits {list(loaded)}; no split found for {sorted(missing)} (looked for "
-            f"{[v for v in missing.values() if v] or list(EVAL_SPLIT_NAMES)}). Pass split=<the held-out split "
-            "name> or split={'train': ..., 'test': ...} (the recipes: --test_split / --train_split); an image folder "
-            "needs train/ and test/ subfolders."
+            f"source={source!r} has splits {list(loaded)}: {', and '.join(lacking)}. Pass split=<the held-out "
+            "split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and --train_split); an "
+            "image folder needs train/ and test/ subfolders."
         )
     return {k: loaded[v] for k, v in wanted.items()}, wanted
 
