@@ -54,3 +54,16 @@ def test_the_long_tail_construction_is_refused_on_a_published_split(tmp_path):
                       f"test={tmp_path / 'Tiny_LT_test.txt'}", "--imbalance_factor", "10"])
     with pytest.raises(ValueError, match=r"--split_manifest train: write SPLIT=LIST_FILE"):
         distill.plan(["--dataset", str(tmp_path / "images"), "--split_manifest", "train"])
+    # the loader's errors name the flags, not load_split_manifest's image_root, class_names and manifests['train']
+    lists = ["--split_manifest", f"train={tmp_path / 'Tiny_LT_train.txt'}", f"test={tmp_path / 'Tiny_LT_test.txt'}"]
+    with pytest.raises(FileNotFoundError, match=r"^--dataset .*elsewhere: --dataset '.*elsewhere' is not a folder; pass "
+                                                r"the folder the manifests' image paths are relative to\.$"):
+        distill.plan(["--dataset", str(tmp_path / "elsewhere"), *lists])
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"--split_manifest train=.*Tiny_LT_train\.txt line 1: image "
+                                                r"'train/n0000/0\.png' is not a file under --dataset '.*elsewhere' .*"
+                                                r"Pass as --dataset the folder"):
+        distill.plan(["--dataset", str(tmp_path / "elsewhere"), *lists])
+    with pytest.raises(FileNotFoundError, match=r"--manifest_class_names '.*names\.txt' is not a file"):
+        distill.plan(["--dataset", str(tmp_path / "images"), *lists, "--manifest_class_names",
+                      str(tmp_path / "names.txt")])

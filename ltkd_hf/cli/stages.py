@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,14 @@ def _as_flags(err: Exception, flags: dict[str, str]) -> str:
     return message
 
 
+# load_split_manifest's arguments as the flags that set them (its image_root is the folder --dataset names)
+_MANIFEST_ARGUMENTS = (
+    (r"manifests\['(\w+)'\]='([^']*)'", r"--split_manifest \1=\2"),
+    (r"\bimage_root=", "--dataset "), (r"\bimage_root\b", "--dataset"),
+    (r"\bclass_names=", "--manifest_class_names "), (r"\bclass_names\b", "--manifest_class_names"),
+)
+
+
 @contextlib.contextmanager
 def _dataset_errors(args: DataArguments):
     """A load error of ``args.dataset`` as a message naming ``--dataset`` and the flags that fix it."""
@@ -143,7 +152,10 @@ def _dataset_errors(args: DataArguments):
                  "split=<the held-out split name> (the recipes: --test_split)": "--test_split <the held-out split name>",
                  "split=<the held-out split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and "
                  "--train_split)": "--test_split <the held-out split name>, and --train_split <the training split's>"}
-        raise type(err)(f"--dataset {args.dataset}{hint}: {_as_flags(err, flags)}") from None
+        message = _as_flags(err, flags)
+        for argument, flag in _MANIFEST_ARGUMENTS:
+            message = re.sub(argument, flag, message)
+        raise type(err)(f"--dataset {args.dataset}{hint}: {message}") from None
 
 
 def load_splits(args: DataArguments):

@@ -146,7 +146,8 @@ def _pick_splits(
     if missing:
         roles = {"train": "training", "test": "held-out", "validation": "validation"}
         lacking = [f"no {roles[role]} split {name!r}" if name else
-                   f"no labelled held-out split (looked for {list(EVAL_SPLIT_NAMES)})" for role, name in missing.items()]
+                   f"no labelled held-out split (looked for {list(EVAL_SPLIT_NAMES)})"
+                   for role, name in missing.items()]
         raise ValueError(
             f"source={source!r} has splits {list(loaded)}: {', and '.join(lacking)}. Pass split=<the held-out "
             "split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and --train_split); an "
