@@ -148,7 +148,8 @@ def test_command_line_overrides_the_config(tmp_path):
     assert parsed["distill_loss"] == "dkd" and parsed["imbalance_factor"] == 100 and parsed["student"] == "cifar_resnet8x4"
     bad = tmp_path / "bad.yaml"
     bad.write_text("imbalance_factr: 10\n")
-    with pytest.raises(ValueError, match=r"unknown settings \['imbalance_factr'\]"):
+    with pytest.raises(ValueError, match=r"unknown settings \['imbalance_factr'\]; did you mean imbalance_factor \(for "
+                                         r"imbalance_factr\)\?$"):  # as an unknown flag says
         parsed_values(["--config", str(bad)])
 
 

@@ -248,7 +248,9 @@ def parse_args(
     known_names = {f.name for f in all_fields} | _every_program_setting()
     unknown = sorted(set(values) - known_names)
     if unknown:
-        raise ValueError(f"--config {config_name}: unknown settings {unknown}; see --help for the accepted ones.")
+        close = difflib.get_close_matches(unknown[0], sorted(known_names), n=1)
+        hint = f"did you mean {close[0]} (for {unknown[0]})?" if close else "see --help for the accepted ones."
+        raise ValueError(f"--config {config_name}: unknown settings {unknown}; {hint}")
     refused_keys = sorted(set(values) & set(RECIPE_REFUSED))
     if refused_keys:
         raise ValueError(f"--config {config_name}: {refused_keys[0]}: not a setting of the recipes: "
