@@ -30,7 +30,7 @@ from .distillation_model import DistillationModel
 from .evaluation.metrics import evaluation_report
 from .evaluation.report import format_report_tables, write_report
 from .groups import ClassGroups
-from .hub.card import render_model_card, required_results, results_from_report, write_model_card
+from .hub.card import render_model_card, required_results, write_model_card
 from .hub.save import WEIGHTS_NAME, save_student
 from .models.loading import unwrap_timm
 from .provenance import TeacherName, check_settings, model_source, run_settings
@@ -294,7 +294,7 @@ class RunArtefacts:
                 "gradient clipping": f"norm {args.max_grad_norm:g}" if args.max_grad_norm else "none",
                 "weights evaluated": evaluated_weights(args.load_best_model_at_end, args.max_steps),
             },
-            results={**results, **(results_from_report(report[self.row]) if report else {})},
+            results=results,
             plots=plots,
             comparison_table=format_report_tables(report, self.groups) if report else None,
             test_counts=report[self.row].get("test_counts") if report else None,

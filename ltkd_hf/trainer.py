@@ -29,6 +29,7 @@ from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
 from .distillation_model import DistillationModel
 from .evaluation.metrics import group_accuracy
+from .hub.card import results_from_report
 from .hub.push import hub_api
 from .hub.save import WEIGHTS_NAME
 from .loss_terms import LossTerms
@@ -602,7 +603,10 @@ class DistillationTrainer(Trainer):
             self._evaluation_cache = None
 
     def _card_results(self) -> dict[str, float]:
-        """The latest evaluation's overall and per-group accuracy (running ``evaluate()`` when there is none)."""
+        """The card's accuracies: the report's, when `write_report` scored these weights (the card shows its table:
+        the same pass, not a second one), else the latest evaluation's, running ``evaluate()`` when there is none."""
+        if self.report is not None:
+            return results_from_report(self.report[self.artefacts.row])
         metrics = next((e for e in reversed(self.state.log_history) if "eval_accuracy" in e), None)
         metrics = metrics if metrics is not None else self.evaluate()
         metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()}
