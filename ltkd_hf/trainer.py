@@ -624,7 +624,7 @@ class DistillationTrainer(Trainer):
 
     def create_model_card(self, model_name: str | None = None, license: str = "apache-2.0", **kwargs: Any) -> None:
         """Write the group model card into ``args.output_dir/README.md``: ``model-index`` with overall / head /
-        medium / tail accuracy from the latest ``evaluate()``, where each model started, the long-tailed split as
+        medium / tail accuracy (`write_report`'s, else the latest ``evaluate()``'s), where each model started, the long-tailed split as
         it was made, the loss and its settings, the seeds, the report's table and plots when `write_report` ran."""
         self._check_trained_or_saved("create_model_card()")
         results = self._card_results()
