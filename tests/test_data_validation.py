@@ -8,7 +8,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Value
 from PIL import Image
 
-from ltkd_hf.cli import distill
+from ltkd_hf.cli import distill, evaluate
 from ltkd_hf.data import ImageSplits, SplitInfo, hold_out_validation, load_image_dataset
 
 
@@ -70,6 +70,11 @@ def test_a_folder_with_val_has_a_validation_split_and_the_flags_record_what_they
     assert len(data.validation) == 4 and sum(data.split_info.class_counts) == 10
     with pytest.raises(ValueError, match=r"--validation_per_class 1: --dataset .* has its own validation split"):
         distill.plan([*plan, "--validation_per_class", "1"])
+    # ltkd-eval scores the test split alone: --validation_split was accepted and read by nothing
+    with pytest.raises(ValueError, match=r"^--validation_split: not a setting of ltkd-eval, whose stages it does not "
+                                         r"reach"):
+        evaluate.main(["--model", str(tmp_path / "any"), "--dataset", str(tmp_path / "birds"), "--train_split",
+                       "train", "--test_split", "test", "--validation_split", "validation"])
 
     write_folder(tmp_path / "plain", {"train": {"heron": 6, "osprey": 4}, "test": {"heron": 3, "osprey": 3}})
     plain = ["--dataset", str(tmp_path / "plain"), "--output_dir", str(tmp_path / "p"), "--verify_images", "false",

@@ -69,7 +69,7 @@ SETTINGS: dict[str, Setting] = {
         _DATA,
     ),
     "test_split": _output(EVERY),
-    "validation_split": _output(EVERY),
+    "validation_split": _output(),  # held-out data for choosing and reports; ltkd-eval scores the test split alone
     # InputArguments
     "input_size": _weights(*TRAINED),
     # StudentArguments
