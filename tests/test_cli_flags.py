@@ -12,6 +12,7 @@ import dataclasses
 import sys
 
 import pytest
+from tqdm import tqdm
 
 from ltkd_hf.cli import distill, evaluate, table, teacher
 from ltkd_hf.cli.parsing import parse_args, program_flags
@@ -295,7 +296,7 @@ def test_ctrl_c_says_how_to_resume_on_one_line(capsys, monkeypatch):
     from ltkd_hf.cli.parsing import run_program
 
     def interrupted(argv):
-        sys.stderr.write("\r 40%|####      | 2/5 [00:01<00:01]")  # a progress bar's line, cut short
+        tqdm(total=5, file=sys.stderr).update(2)  # a progress bar, cut short
         raise KeyboardInterrupt
 
     monkeypatch.delenv("LTKD_DEBUG", raising=False)

@@ -380,6 +380,21 @@ def test_a_diverged_stage_is_not_saved_as_finished(tmp_path):
         assert not (out / "teacher" / "model.safetensors").exists()
 
 
+def test_an_image_that_cannot_be_read_mid_run_is_one_line(tmp_path):
+    """With --verify_images false a damaged image ended the run in PIL's UnidentifiedImageError traceback."""
+    write_folder(tmp_path / "birds")
+    (tmp_path / "birds" / "train" / "heron" / "0.png").write_bytes(b"not a png")
+    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "run_teacher.py"), *TEACHER_FAST, "--dataset",
+                           str(tmp_path / "birds"), "--imbalance_factor", "1", "--per_device_train_batch_size", "4",
+                           "--max_steps", "4", "--output_dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.split("\n")[-2] == (
+        f"run_teacher.py: error: cannot identify image file '{tmp_path / 'birds' / 'train' / 'heron' / '0.png'}': an "
+        "image could not be read while training; replace or delete the file (--verify_images true, the default, finds "
+        "every such file before anything trains).")
+
+
 def test_ltkd_eval_scores_held_out_images_alone(tmp_path, capsys):
     """A model that records its training split needs only the held-out images: a folder holding test/ alone was
     refused for its missing train/, and a folder of class folders (which loads as the split 'train') could not be

@@ -382,6 +382,15 @@ def _prog(program: str) -> str:
     return script if script.endswith(".py") else program
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an error or Ctrl-C cut short (each ends its line), so that the message that follows
+    starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
 def run_program(program: str, main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Run ``main`` as a command: a user mistake prints ``program: error: <message>`` on one line and exits 2, as
     argparse does, and Ctrl-C says how to resume and exits 130; ``LTKD_DEBUG=1`` shows the traceback instead. A
@@ -395,13 +404,22 @@ def run_program(program: str, main: Callable[[list[str] | None], Any], argv: lis
         if debug:
             raise
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        _close_progress_bars()
         print(f"{_prog(program)}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # PIL, reading a damaged image mid-run ("cannot identify image file '...'")
+        if debug or "image file" not in str(err):
+            raise
+        _close_progress_bars()
+        print(f"{_prog(program)}: error: {err}: an image could not be read while training; replace or delete the "
+              "file (--verify_images true, the default, finds every such file before anything trains).",
+              file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         if debug:
             raise
-        # on a line of its own: a progress bar's line, cut by the interrupt, has no newline yet
-        print(f"\n{_prog(program)}: interrupted. Finished stages and saved checkpoints are kept: the same command "
+        _close_progress_bars()
+        print(f"{_prog(program)}: interrupted. Finished stages and saved checkpoints are kept: the same command "
               "reuses them and resumes the interrupted stage from its last checkpoint.", file=sys.stderr)
         sys.exit(130)
     close_processes()
