@@ -328,10 +328,10 @@ class DistillationTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        checks, self._teacher_finite = {"teacher": self._teacher_finite}, None
+        checks = {} if self._teacher_finite is None else {"teacher": self._teacher_finite}
+        self._teacher_finite = None
         if self.args.check_loss_finite:
             checks["loss"] = torch.isfinite(loss)
-        checks = {name: finite for name, finite in checks.items() if finite is not None}
         if not checks:
             return loss
         # One host sync, before the optimizer step: the model never trains on NaN. Every process stops together.
@@ -624,8 +624,9 @@ class DistillationTrainer(Trainer):
 
     def create_model_card(self, model_name: str | None = None, license: str = "apache-2.0", **kwargs: Any) -> None:
         """Write the group model card into ``args.output_dir/README.md``: ``model-index`` with overall / head /
-        medium / tail accuracy (`write_report`'s, else the latest ``evaluate()``'s), where each model started, the long-tailed split as
-        it was made, the loss and its settings, the seeds, the report's table and plots when `write_report` ran."""
+        medium / tail accuracy (`write_report`'s, else the latest ``evaluate()``'s), where each model started, the
+        long-tailed split as it was made, the loss and its settings, the seeds, the report's table and plots when
+        `write_report` ran."""
         self._check_trained_or_saved("create_model_card()")
         results = self._card_results()
         if self.is_world_process_zero():

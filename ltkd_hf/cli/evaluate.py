@@ -35,7 +35,8 @@ from .stages import check_output_dir, every_class_has_images, load_held_out, loa
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
-# How the long-tailed training split is made: the report's groups come from it, unless the model records its own.
+# Which training split, and how it is made long-tailed: the report's groups come from it, unless the model records
+# its own (then only the held-out split is read).
 _SPLIT_FLAGS = ("imbalance_factor", "lt_seed", "lt_profile", "lt_exponent", "class_order_seed", "validation_per_class",
                 "train_split")
 # Each split flag's name in the construction a trained folder records (its config.json's data.long_tail).

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
+from tqdm import tqdm
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
@@ -385,8 +386,6 @@ def _prog(program: str) -> str:
 def _close_progress_bars() -> None:
     """Close the progress bars an error or Ctrl-C cut short (each ends its line), so that the message that follows
     starts a line of its own."""
-    from tqdm import tqdm
-
     for bar in list(tqdm._instances):
         bar.close()
 

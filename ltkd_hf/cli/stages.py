@@ -129,8 +129,15 @@ def _as_flags(err: Exception, flags: dict[str, str]) -> str:
     return message
 
 
-# load_split_manifest's arguments as the flags that set them (its image_root is the folder --dataset names)
-_MANIFEST_ARGUMENTS = (
+# The dataset loaders' Python arguments, as the flags that set them: (pattern, replacement) for re.sub, in order.
+_DATASET_FLAGS = (
+    (r"\blabel_column=", "--label_column "), (r"\bimage_column=", "--image_column "),
+    (re.escape("source='DIR'"), "--dataset DIR"),
+    (re.escape("split=<the held-out split name> (the recipes: --test_split)"),
+     "--test_split <the held-out split name>"),
+    (re.escape("split=<the held-out split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and "
+               "--train_split)"), "--test_split <the held-out split name>, and --train_split <the training split's>"),
+    # load_split_manifest's: its image_root is the folder --dataset names
     (r"manifests\['(\w+)'\]='([^']*)'", r"--split_manifest \1=\2"),
     (r"\bimage_root=", "--dataset "), (r"\bimage_root\b", "--dataset"),
     (r"\bclass_names=", "--manifest_class_names "), (r"\bclass_names\b", "--manifest_class_names"),
@@ -147,13 +154,8 @@ def _dataset_errors(args: DataArguments):
         folder = Path(args.dataset).expanduser()
         if "label column" in str(err) and folder.is_dir() and not (folder / "dataset_dict.json").is_file():
             hint = " (an image folder needs train/ and test/ subfolders holding one folder per class, at least 2)"
-        flags = {"label_column=": "--label_column ", "image_column=": "--image_column ",
-                 "source='DIR'": "--dataset DIR",
-                 "split=<the held-out split name> (the recipes: --test_split)": "--test_split <the held-out split name>",
-                 "split=<the held-out split name> or split={'train': ..., 'test': ...} (the recipes: --test_split, and "
-                 "--train_split)": "--test_split <the held-out split name>, and --train_split <the training split's>"}
-        message = _as_flags(err, flags)
-        for argument, flag in _MANIFEST_ARGUMENTS:
+        message = str(err)
+        for argument, flag in _DATASET_FLAGS:
             message = re.sub(argument, flag, message)
         raise type(err)(f"--dataset {args.dataset}{hint}: {message}") from None
 

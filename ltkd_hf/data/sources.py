@@ -124,7 +124,7 @@ def _pick_splits(
                 "source split to use for each)."
             )
     else:
-        labelled = [s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)]
+        labelled = _labelled_held_out(loaded, label_column)
         test = split or next(iter(labelled), None)
         wanted = {"train": "train", "test": test}
         # a labelled validation split besides the test split: held-out data to choose settings on
@@ -154,6 +154,12 @@ def _pick_splits(
             "image folder needs train/ and test/ subfolders."
         )
     return {k: loaded[v] for k, v in wanted.items()}, wanted
+
+
+def _labelled_held_out(loaded: DatasetDict, label_column: str | None) -> list[str]:
+    """The splits of ``EVAL_SPLIT_NAMES`` that ``loaded`` has, labelled, in that order: the first is the held-out
+    split when none is named."""
+    return [s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)]
 
 
 def _is_labelled(split: Dataset, label_column: str | None) -> bool:
@@ -204,7 +210,7 @@ def load_held_out_split(
     first of ``EVAL_SPLIT_NAMES`` present and labelled is taken.
     """
     loaded, kind = _load_source(source)
-    name = split or next((s for s in EVAL_SPLIT_NAMES if s in loaded and _is_labelled(loaded[s], label_column)), None)
+    name = split or next(iter(_labelled_held_out(loaded, label_column)), None)
     if name not in loaded:
         looked = [split] if split else list(EVAL_SPLIT_NAMES)
         raise ValueError(
