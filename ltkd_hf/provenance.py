@@ -129,22 +129,23 @@ def _shown(old: Any, new: Any) -> tuple[str, str]:
 
 
 def check_settings(
-    folder: str | Path, current: Mapping[str, Any], *, what: str = "the run", flags: Mapping[str, str] | None = None
+    folder: str | Path, current: Mapping[str, Any], *, what: str = "the run", flags: Mapping[str, str] | None = None,
+    fix: str | None = "pass --overwrite_output_dir true to train it again, or choose another --output_dir",
 ) -> None:
     """Raise `StaleOutputError` naming every setting in which ``folder``'s recorded run differs from ``current``,
     with the command-line flag that sets it where ``flags`` (setting name -> flag) says it is not ``--<name>`` (the
-    teacher stage's epochs are ``--teacher_epochs``).
+    teacher stage's epochs are ``--teacher_epochs``), and ends with ``fix`` (``None``: the caller says the fix, for
+    several folders at once).
 
     A folder without recorded settings (not written by this library) is refused too: nothing says what it holds.
     The data is identified by its content: when the recorded fingerprint equals the current one, another path to
     the same files is a cosmetic difference, logged and not refused.
     """
     recorded = read_settings(folder)
-    fixes = "pass --overwrite_output_dir true to train it again, or choose another --output_dir"
     if recorded is None:
         raise StaleOutputError(
             f"{folder} holds {what} but records no settings (not written by ltkd_hf's trainer), so it may come from "
-            f"another command; {fixes}."
+            "another command" + (f"; {fix}." if fix else ".")
         )
     old, new = _flatten(recorded), _flatten(dict(current))
     fingerprint = old.get("data.fingerprint")
@@ -172,6 +173,6 @@ def check_settings(
             else "other settings than this command"
         )
         raise StaleOutputError(
-            f"{folder} holds {what} made with {why}: " + "; ".join(differences) + f". It was not reused. To replace "
-            f"it, {fixes}."
+            f"{folder} holds {what} made with {why}: " + "; ".join(differences) + ". It was not reused"
+            + (f". To replace it, {fix}." if fix else ".")
         )

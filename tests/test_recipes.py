@@ -107,6 +107,18 @@ def test_other_settings_in_the_same_folder_stop_before_training(demo):
         run_distill.main([*argv, "--imbalance_factor", "5"])
     with pytest.raises(ValueError, match=r"seed \(data.long_tail.seed\): 0 in .*teacher, 1 now"):
         run_distill.main([*argv, "--lt_seed", "1"])
+    # every stale stage at once, and the fix that keeps the teacher (--overwrite_output_dir retrains it too): the
+    # first stale stage alone was named, with --overwrite_output_dir as the only fix
+    with pytest.raises(ValueError) as err:
+        run_distill.main([*argv, "--num_train_epochs", "2"])
+    message = str(err.value)
+    for stage in ("student_ce", "student_kd", "student"):
+        assert f"{out / stage} holds a finished {stage} stage made with other settings than this command: " \
+               f"num_train_epochs (schedule.num_train_epochs): 1.0 in {out / stage}, 2.0 now." in message
+    assert "teacher holds" not in message
+    assert (f"To train them again, delete {out / 'student_ce'}, {out / 'student_kd'}, {out / 'student'}; the other "
+            "stage, which matches this command, is still reused or resumed; or pass --overwrite_output_dir true to "
+            "train every stage of the command again, or choose another --output_dir.") in message
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps  # nothing written
 
 

@@ -171,6 +171,10 @@ def test_the_teacher_program_resumes_the_checkpoint_it_is_given(tmp_path):
         (["--allow_unsafe_pickle", "true"], ValueError, "--allow_unsafe_pickle true: .* there is no --teacher"),
         (["--in_memory_max_gib", "0.5"], ValueError, "--in_memory_max_gib 0.5 bounds the splits of --in_memory_data"),
         (["--lt_profile", "step", "--lt_exponent", "paper"], ValueError, "--lt_exponent paper: the step profile has no"),
+        # two flags that contradict each other: the resume was dropped and every stage trained afresh
+        (["--overwrite_output_dir", "true", "--resume_from_checkpoint", "true"], ValueError,
+         "--overwrite_output_dir true trains every stage from scratch, and --resume_from_checkpoint true asks to "
+         "resume; pass only one of them"),
     ],
 )
 def test_mistakes_fail_before_any_training(tmp_path, flags, error, match):

@@ -34,6 +34,7 @@ from .stages import (
     plan_stage,
     plan_teacher,
     print_plan,
+    refuse_stale,
     setup_logging,
     stage_args,
     train_stage,
@@ -96,6 +97,7 @@ def plan(argv: list[str] | None = None):
             kd = plan_stage("student_kd", kd_args(parsed, config), model, data, teacher_name, run_args)
         stages = {**{name: stage for name, stage in stages.items() if name != "student"}, "student_kd": kd,
                   "student": stages["student"]}
+    refuse_stale(stages.values())
     return parsed, data, stages, teacher, hub_token
 
 

@@ -48,7 +48,7 @@ from ..evaluation import describe_test_split
 from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
-from ..provenance import TeacherName, check_settings, published_source, read_settings, run_settings
+from ..provenance import StaleOutputError, TeacherName, check_settings, published_source, read_settings, run_settings
 from ..run_artefacts import checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
@@ -418,6 +418,7 @@ class Stage:
     finished: bool = False
     resume: str | None = None
     clear: str = ""  # why the stage starts afresh, its checkpoints removed ("": it does not)
+    stale: str = ""  # why its folder, made with other settings, can be neither reused nor resumed ("": it can)
     in_memory_max_gib: float | None = None  # set with --in_memory_data: the splits are decoded into memory
     description: str | None = None  # how a teacher stage is named as the students' teacher
     teacher_cache_dir: Path | None = None  # set with --teacher_cache: where the teacher's logits are cached
@@ -506,12 +507,18 @@ def plan_stage(
     folder, resume = stage.folder, args.resume_from_checkpoint
     flags = {**_RECIPE_FLAGS, **(_TEACHER_FLAGS if name == "teacher" else {})}  # for a stale folder's message
     if run.overwrite_output_dir:
+        if resume not in (None, "false"):
+            raise ValueError(
+                f"--overwrite_output_dir true trains every stage from scratch, and --resume_from_checkpoint {resume} "
+                "asks to resume; pass only one of them."
+            )
         stage.clear = "--overwrite_output_dir true" if folder.is_dir() else ""
         return stage
     if product and resume not in (None, "true", "false"):
         if not Path(resume).is_dir():
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
-        check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint", flags=flags)
+        check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint", flags=flags,
+                       fix="pass a checkpoint of a run with this command's settings, or drop --resume_from_checkpoint")
         stage.resume = resume
         return stage
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -519,8 +526,11 @@ def plan_stage(
             raise ValueError(f"--resume_from_checkpoint true, but {folder} holds no checkpoint to resume.")
         return stage
     if read_settings(folder) is not None and (folder / WEIGHTS_NAME).is_file():
-        check_settings(folder, settings, what=f"a finished {name} stage", flags=flags)
-        stage.finished = True
+        try:
+            check_settings(folder, settings, what=f"a finished {name} stage", flags=flags, fix=None)
+        except StaleOutputError as err:
+            stage.stale = str(err)
+        stage.finished = not stage.stale
         return stage
     complete, cut_short = checkpoints(folder)
     if not complete and not cut_short:
@@ -534,9 +544,31 @@ def plan_stage(
         stage.clear = ("--resume_from_checkpoint false" if resume == "false"
                        else "its only checkpoint was cut short while saving")
     else:
-        check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage", flags=flags)
-        stage.resume = str(complete[-1])
+        try:
+            check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage", flags=flags, fix=None)
+            stage.resume = str(complete[-1])
+        except StaleOutputError as err:
+            stage.stale = str(err)
     return stage
+
+
+def refuse_stale(stages) -> None:
+    """Raise one `StaleOutputError` naming every planned stage whose folder holds a run with other settings, each
+    with its differences, and the fixes: delete those folders (the matching stages are still reused or resumed),
+    retrain every stage with --overwrite_output_dir true, or another --output_dir."""
+    stages = list(stages)
+    stale = [stage for stage in stages if stage.stale]
+    if not stale:
+        return
+    them = "it" if len(stale) == 1 else "them"
+    kept = sum(1 for stage in stages if stage.finished or stage.resume)
+    kept_note = ("" if not kept else "; the other stage, which matches this command, is still reused or resumed"
+                 if kept == 1 else f"; the {kept} other stages, which match this command, are still reused or resumed")
+    raise StaleOutputError(
+        " ".join(stage.stale for stage in stale) + f" To train {them} again, delete "
+        + ", ".join(str(stage.folder) for stage in stale) + kept_note + "; or pass --overwrite_output_dir true to "
+        "train every stage of the command again, or choose another --output_dir."
+    )
 
 
 def plan_teacher(

@@ -52,6 +52,7 @@ from .stages import (
     plan_stage,
     plan_teacher,
     print_plan,
+    refuse_stale,
     setup_logging,
     stage_args,
     train_stage,
@@ -414,6 +415,7 @@ def plan(argv: list[str] | None = None):
                 raise type(err)(f"seed {seed}, cell {cell.row!r}: {_swept_flag(err, cell)}") from None
             stages.append((cell, stage))
         plans.append((seed, teachers, stages))
+    refuse_stale(stage for _, teachers, stages in plans for stage in [*teachers.values(), *(s for _, s in stages)])
     return parsed, data, plans, teacher
 
 

@@ -28,6 +28,7 @@ from .stages import (
     load_long_tailed,
     plan_teacher,
     print_plan,
+    refuse_stale,
     setup_logging,
     train_teacher,
     use_all_cpu_cores,
@@ -50,6 +51,7 @@ def plan(argv: list[str] | None = None):
     with config.main_process_first(desc="loading the dataset"):
         data = load_long_tailed(data_args, verify=run_args.verify_images)
     stage = plan_teacher(config, teacher_args, data, run_args, product=True, **input_args.model_kwargs())
+    refuse_stale([stage])
     stage.args = dataclasses.replace(stage.args, hub_model_id=repo_id)  # where --push_to_hub puts it
     return parsed, data, stage, repo_id, hub_token
 
