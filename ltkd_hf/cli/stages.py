@@ -506,6 +506,14 @@ def plan_stage(
         check_cache_folder(stage.teacher_cache_dir, args.world_size)  # before any stage trains, not in its train()
     folder, resume = stage.folder, args.resume_from_checkpoint
     flags = {**_RECIPE_FLAGS, **(_TEACHER_FLAGS if name == "teacher" else {})}  # for a stale folder's message
+
+    def matches(path: Path, what: str) -> bool:
+        """Whether ``path`` holds a run of these settings; if not, why is kept in ``stage.stale`` (see refuse_stale)."""
+        try:
+            check_settings(path, settings, what=what, flags=flags, fix=None)
+        except StaleOutputError as err:
+            stage.stale = str(err)
+        return not stage.stale
     if run.overwrite_output_dir:
         if resume not in (None, "false"):
             raise ValueError(
@@ -526,11 +534,7 @@ def plan_stage(
             raise ValueError(f"--resume_from_checkpoint true, but {folder} holds no checkpoint to resume.")
         return stage
     if read_settings(folder) is not None and (folder / WEIGHTS_NAME).is_file():
-        try:
-            check_settings(folder, settings, what=f"a finished {name} stage", flags=flags, fix=None)
-        except StaleOutputError as err:
-            stage.stale = str(err)
-        stage.finished = not stage.stale
+        stage.finished = matches(folder, f"a finished {name} stage")
         return stage
     complete, cut_short = checkpoints(folder)
     if not complete and not cut_short:
@@ -544,11 +548,7 @@ def plan_stage(
         stage.clear = ("--resume_from_checkpoint false" if resume == "false"
                        else "its only checkpoint was cut short while saving")
     else:
-        try:
-            check_settings(complete[-1], settings, what=f"a checkpoint of the {name} stage", flags=flags, fix=None)
-            stage.resume = str(complete[-1])
-        except StaleOutputError as err:
-            stage.stale = str(err)
+        stage.resume = str(complete[-1]) if matches(complete[-1], f"a checkpoint of the {name} stage") else None
     return stage
 
 
