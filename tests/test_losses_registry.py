@@ -61,6 +61,35 @@ def test_ltkd_from_groups_and_its_description():
     torch.testing.assert_close(ablation(zs, zt)["loss"], kd_reference(zs, zt, temperature=4.0))
 
 
+
+def test_ltkd_says_when_a_group_of_one_class_has_no_within_group_term():
+    """A group of one class has within-group KL 0 (its q is [1] for both models); when every group is one class,
+    beta and reweight change nothing, and the objective line (log and card) says so."""
+    zs, zt, _ = _batch()
+    one_each = ClassGroups.from_counts(COUNTS, 10)
+    losses = [create_loss("ltkd", groups=one_each, beta=beta, reweight=reweight)
+              for beta in (0.0, 6.0) for reweight in (True, False)]
+    outs = [loss_fn(zs, zt) for loss_fn in losses]
+    assert all(out["within_group"].item() == 0.0 for out in outs)
+    assert all(torch.equal(out["loss"], outs[0]["loss"]) for out in outs)
+    assert losses[1].describe().endswith(
+        "K=10; every group holds one class, so the within-group term is 0 and beta and reweight change nothing")
+
+    four = [9, 5, 3, 1]
+    groups = ClassGroups.from_counts(four, 3)
+    assert groups.sizes == [1, 2, 1]
+    loss_fn = create_loss("ltkd", groups=groups)
+    assert loss_fn.describe().endswith("K=3; groups ['head', 'tail'] hold one class each, so their within-group KL is 0")
+    # the within-group term is the medium group's KL alone (weight 1 with reweight, the default)
+    z_s, z_t = zs[:, :4], zt[:, :4]
+    medium = groups.classes_of("medium")
+    q_s = torch.log_softmax(z_s[:, medium] / 4.0, dim=1)
+    q_t = torch.log_softmax(z_t[:, medium] / 4.0, dim=1)
+    within = torch.nn.functional.kl_div(q_s, q_t, reduction="batchmean", log_target=True)
+    torch.testing.assert_close(loss_fn(z_s, z_t)["within_group"], within, rtol=1e-12, atol=1e-12)
+    assert create_loss("ltkd", class_counts=COUNTS).describe().endswith("K=3")
+
+
 def test_none_means_default():
     loss_fn = create_loss("kd", temperature=None, alpha=None)  # alpha is not KD's, but None is "not set"
     assert loss_fn.temperature == 4.0

@@ -355,6 +355,7 @@ class LTKDLoss(DistillationLoss):
         class_to_group = groups.index()
         self.num_groups = check_class_to_group(class_to_group, groups.num_classes, groups.num_groups)
         self.register_buffer("class_to_group", class_to_group, persistent=False)
+        self.single_class_groups = [name for name, size in zip(groups.names, groups.sizes) if size == 1]
 
     @torch.no_grad()
     def batch_statistics(self, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -383,7 +384,13 @@ class LTKDLoss(DistillationLoss):
     def describe(self) -> str:
         target = "rebalanced b_t" if self.rebalance else "b_t"
         weight = "" if self.reweight else "b_t,G*"
+        if len(self.single_class_groups) == self.num_groups:
+            note = "; every group holds one class, so the within-group term is 0 and beta and reweight change nothing"
+        elif self.single_class_groups:
+            note = f"; groups {self.single_class_groups} hold one class each, so their within-group KL is 0"
+        else:
+            note = ""
         return (
             f"LTKD: T^2*({self.alpha}*KL({target}||b_s) + {self.beta}*sum_G {weight}KL(q_t,G||q_s,G)), "
-            f"T={self.temperature}, K={self.num_groups}"
+            f"T={self.temperature}, K={self.num_groups}{note}"
         )
