@@ -288,20 +288,25 @@ def mixed_precision_part(setup: Setup) -> Outcome:
     return out
 
 
+def recipe_argv(setup: Setup, output_dir: Path) -> list[str]:
+    """The demo's command, made short: one epoch per stage (one step with --smoke), in bf16. The demo's 5 warm-up
+    epochs would outlast the one-epoch stages and its learning-rate decay at epochs 20 and 25 would never come,
+    which the recipe refuses: both are turned off."""
+    argv = ["--warmup_epochs", "0", "--lr_decay_epochs", "none", "--bf16", "true", "--output_dir", str(output_dir)]
+    if setup.device == "cpu":
+        argv += ["--use_cpu", "true"]
+    if setup.smoke:  # bf16 on a CPU without bf16 instructions (AVX2 only) takes seconds a batch: one step per stage,
+        # no CE student, 8x8 inputs (16x16 took 81 s of the 70 s budget on a 2-core AVX2 machine, 8x8 28 s)
+        return argv + ["--max_steps", "1", "--compare_ce_student", "false", "--input_size", "8"]
+    return argv + ["--num_train_epochs", "1", "--teacher_epochs", "1"]
+
+
 def recipe_part(setup: Setup) -> Outcome:
     """The distillation recipe with --bf16 true, one epoch per stage, as a subprocess; fails unless it exits 0
     and writes the student's report."""
     out = Outcome()
     folder = setup.workdir / "recipe_bf16"
-    # The demo's 5 warm-up epochs would outlast the one-epoch stages, which the recipe refuses.
-    argv = ["--warmup_epochs", "0", "--bf16", "true", "--output_dir", str(folder / "run")]
-    if setup.device == "cpu":
-        argv += ["--use_cpu", "true"]
-    if setup.smoke:  # bf16 on a CPU without bf16 instructions (AVX2 only) takes seconds a batch: one step per stage,
-        # no CE student, 8x8 inputs (16x16 took 81 s of the 70 s budget on a 2-core AVX2 machine, 8x8 28 s)
-        argv += ["--max_steps", "1", "--lr_decay_epochs", "none", "--compare_ce_student", "false", "--input_size", "8"]
-    else:
-        argv += ["--num_train_epochs", "1", "--teacher_epochs", "1"]
+    argv = recipe_argv(setup, folder / "run")
     out.commands.append(f"python {RECIPE} {shlex.join(argv)}")
     start = time.perf_counter()
     # The budget's PartTimeout, raised while this waits, kills the recipe (subprocess.run does on any exception).

@@ -72,7 +72,8 @@ def run_length(args: DistillationConfig, num_train: int) -> tuple[int, float]:
 
 
 def check_run_length(args: DistillationConfig, num_train: int) -> None:
-    """Refuse a run that would make no optimizer step, or whose distillation warm-up never ends."""
+    """Refuse a run that would make no optimizer step, whose distillation warm-up never ends, or whose step decay of
+    the learning rate comes after its last step."""
     steps, epochs = run_length(args, num_train)
     if steps <= 0:
         raise ValueError(
@@ -85,6 +86,13 @@ def check_run_length(args: DistillationConfig, num_train: int) -> None:
             f"--warmup_epochs {args.warmup_epochs:g} is not shorter than the run ({epochs:.3g} epochs, {steps} "
             "steps): the distillation term would stay below full weight throughout (the students of different "
             "losses would barely differ); pass --warmup_epochs 0 or a shorter warm-up, or train longer."
+        )
+    late = [e for e in args.lr_decay_epochs or () if e >= epochs]
+    if late:
+        raise ValueError(
+            f"--lr_decay_epochs {args.lr_decay_epochs}: {late} come at or after the end of the run ({epochs:g} "
+            f"epochs), so the learning rate would never be decayed there; pass decay epochs below {epochs:g}, train "
+            "longer, or pass --lr_decay_epochs none."
         )
 
 

@@ -257,6 +257,12 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
      r"stage student: --warmup_epochs 5 is not shorter than the run \(3 epochs"),
     (["--max_steps", "2", "--lr_decay_epochs", "none"],
      r"stage student: --warmup_epochs 5 is not shorter than the run"),
+    # the demo's decay at epochs 20 and 25 would never come in a shorter stage: trained at the full rate throughout
+    (["--teacher_epochs", "25"], r"^stage teacher: --lr_decay_epochs \[20\.0, 25\.0\]: \[25\.0\] come at or after "
+                                 r"the end of the run \(25 epochs\)"),
+    (["--num_train_epochs", "20", "--warmup_epochs", "0"],
+     r"^stage student_ce: --lr_decay_epochs \[20\.0, 25\.0\]: \[20\.0, 25\.0\] come at or after the end of the run "
+     r"\(20 epochs\).*pass --lr_decay_epochs none\.$"),
     (["--input_size", "0"], r"--input_size 0: pass a side of at least 8 pixels"),
     (["--class_order_seed", "-1"], r"--class_order_seed -1: a seed of numpy's legacy generator"),
     (["--imbalance_factor", "0.5"], r"--imbalance_factor 0.5: rho"),
@@ -276,7 +282,8 @@ def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path
     for flag, value in (("--student", "x"), ("--distill_loss", "kd"), ("--teacher", "x"), ("--ce_weight", "0")):
         with pytest.raises(ValueError, match=rf"{flag}: not a setting of ltkd-teacher"):
             teacher.plan([*PLAN, "--output_dir", str(tmp_path), flag, value])
-    _, _, stage, _, _ = teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--teacher_epochs", "2"])
+    _, _, stage, _, _ = teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--teacher_epochs", "2",
+                                      "--lr_decay_epochs", "1"])
     assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers
 
 

@@ -222,6 +222,20 @@ def test_a_part_over_its_budget_or_failing_is_recorded_and_the_suite_goes_on(tmp
     time.sleep(1.5)  # the failed part's alarm was cleared: it does not fire into what runs next
 
 
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_the_recipe_parts_command_is_accepted_at_its_full_size_too(tmp_path, monkeypatch, capsys, smoke):
+    """The GPU run's recipe command (one epoch per stage) kept the demo's learning-rate decay at epochs 20 and 25,
+    which the recipe refuses for a 1-epoch stage: the one GPU window would have lost the part. Only the smoke size
+    ran here. Both sizes are planned as the suite runs them (--dry_run: the plan refuses before anything trains)."""
+    from ltkd_hf.cli import distill
+
+    suite = load_suite(monkeypatch)
+    argv = suite.recipe_argv(suite.Setup(device="cpu", label="CPU", smoke=smoke, workdir=tmp_path), tmp_path / "run")
+    assert distill.main([*argv, "--dry_run", "true"]) == {}
+    planned = capsys.readouterr().out
+    assert planned.count(": train ") == 4 - smoke and not (tmp_path / "run").exists()  # smoke: no CE student
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_refuses_without_a_gpu_unless_told_cpu(tmp_path):
     proc = run([str(SUITE), "--output", "out.json"], tmp_path)

@@ -171,6 +171,22 @@ def test_a_warm_up_as_long_as_the_run_is_refused_by_the_trainer(tmp_path):
     assert trainer.distill_ramp() == 1.0
 
 
+def test_a_learning_rate_decay_after_the_runs_end_is_refused(tmp_path):
+    """lr_decay_epochs [20, 25] on a 10-epoch run trained at the full learning rate throughout, the folder and card
+    recording a step decay that never came. 8 images in batches of 8: one optimizer step an epoch."""
+    def epochs(**values):  # the step decay replaces Trainer's schedule, whose type stays at its default
+        return make_config(tmp_path, max_steps=-1, num_train_epochs=2, lr_scheduler_type="linear", **values)
+
+    with pytest.raises(ValueError, match=r"^--lr_decay_epochs \[1.0, 2.0\]: \[2.0\] come at or after the end of the "
+                                         r"run \(2 epochs\), so the learning rate would never be decayed there; pass "
+                                         r"decay epochs below 2, train longer, or pass --lr_decay_epochs none\.$"):
+        make_trainer(epochs(lr_decay_epochs=[1.0, 2.0]))
+    trainer = make_trainer(epochs(lr_decay_epochs=[1.0]))
+    trainer.train()
+    assert [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h] == pytest.approx(
+        [0.05, 0.005])  # the decay within the run still comes, at the end of epoch 1
+
+
 class _OtherKeys(torch.utils.data.Dataset):
     def __len__(self):
         return 8
