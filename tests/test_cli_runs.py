@@ -282,6 +282,11 @@ def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path
     for flag, value in (("--student", "x"), ("--distill_loss", "kd"), ("--teacher", "x"), ("--ce_weight", "0")):
         with pytest.raises(ValueError, match=rf"{flag}: not a setting of ltkd-teacher"):
             teacher.plan([*PLAN, "--output_dir", str(tmp_path), flag, value])
+    # another program's own flag is named with its program: "it applies to: other programs" named none
+    for flag, owner in (("--sweep", "ltkd-table"), ("--batch_size", "ltkd-eval")):
+        with pytest.raises(ValueError, match=rf"^{flag}: not a flag of ltkd-teacher; it is a flag of {owner} \(see its "
+                                             r"--help\); drop it here\.$"):
+            teacher.plan([*PLAN, "--output_dir", str(tmp_path), flag, "1"])
     _, _, stage, _, _ = teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--teacher_epochs", "2",
                                       "--lr_decay_epochs", "1"])
     assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers

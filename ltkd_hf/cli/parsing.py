@@ -368,11 +368,14 @@ def _not_offered(arg: str, program: str, offered: set[str], known: set[str]) -> 
     if not arg.startswith("--"):
         return f"{arg!r}: an argument without a flag; write --name value (see --help)."
     if name in known:
-        from .settings import SETTINGS
+        from .settings import PROGRAM_SETTINGS, SETTINGS
 
-        stages = ", ".join(sorted(SETTINGS[name].stages)) if name in SETTINGS else "other programs"
-        return (f"--{name}: not a setting of {program}, whose stages it does not reach (it applies to: {stages}); "
-                "drop it, or run the program that trains that stage (see --help).")
+        if name in SETTINGS:
+            stages = ", ".join(sorted(SETTINGS[name].stages))
+            return (f"--{name}: not a setting of {program}, whose stages it does not reach (it applies to: {stages}); "
+                    "drop it, or run the program that trains that stage (see --help).")
+        owners = " and ".join(sorted(other for other, own in PROGRAM_SETTINGS.items() if name in own))
+        return f"--{name}: not a flag of {program}; it is a flag of {owners} (see its --help); drop it here."
     close = difflib.get_close_matches(name, sorted(offered), n=1)
     hint = f"; did you mean --{close[0]}?" if close else "; see --help for the accepted flags."
     return f"--{name}: unknown flag{hint}"
