@@ -253,7 +253,8 @@ class DistillationConfig(TrainingArguments):
             if self.max_steps > 0:
                 raise ValueError(
                     f"--lr_decay_epochs {self.lr_decay_epochs} needs epoch-based training, but "
-                    f"--max_steps {self.max_steps}; set --num_train_epochs instead, or --lr_decay_epochs none."
+                    f"--max_steps {self.max_steps}; drop --max_steps and set the epochs (--num_train_epochs; "
+                    "--teacher_epochs for the recipes' teacher), or pass --lr_decay_epochs none."
                 )
             if any(not e > 0 for e in self.lr_decay_epochs):
                 raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")

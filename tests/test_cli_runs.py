@@ -287,6 +287,10 @@ def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path
         with pytest.raises(ValueError, match=rf"^{flag}: not a flag of ltkd-teacher; it is a flag of {owner} \(see its "
                                              r"--help\); drop it here\.$"):
             teacher.plan([*PLAN, "--output_dir", str(tmp_path), flag, "1"])
+    # the fix names the teacher's epochs flag too: ltkd-teacher offers no --num_train_epochs
+    with pytest.raises(ValueError, match=r"--max_steps 2; drop --max_steps and set the epochs \(--num_train_epochs; "
+                                         r"--teacher_epochs for the recipes' teacher\)"):
+        teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--max_steps", "2"])
     _, _, stage, _, _ = teacher.plan([*PLAN, "--output_dir", str(tmp_path), "--teacher_epochs", "2",
                                       "--lr_decay_epochs", "1"])
     assert stage.args.num_train_epochs == 2  # the epochs flag it reads is the one it offers
