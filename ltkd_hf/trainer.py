@@ -564,7 +564,8 @@ class DistillationTrainer(Trainer):
         ``args.output_dir``), and return ``{row name: evaluation_report}``.
 
         ``name`` is the model's row (default `model_label`, e.g. "student (CE)"; the recipes pass "teacher" for
-        the run that trains the teacher); ``other_reports`` adds rows (e.g. the CE student's). With
+        the run that trains the teacher); ``other_reports`` adds rows (e.g. the CE student's), under names other
+        than the rows scored here (``name`` and "teacher"). With
         ``validation_dataset`` (default: the trainer's) each scored row also carries its accuracy on it under
         ``"validation"``. ``metadata``
         replaces what the report states about the run (`ltkd-eval` states what a saved folder records).

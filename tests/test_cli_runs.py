@@ -275,6 +275,14 @@ def test_mistakes_are_refused_naming_the_flag(tmp_path, argv, match):
         distill.plan([*PLAN, "--output_dir", str(tmp_path), *argv])
 
 
+def test_a_cross_entropy_student_is_its_own_comparison_row(tmp_path):
+    """--distill_loss ce trained two identical CE students, and the table showed one: both rows were "student (CE)".
+    As with --distill_loss kd and the KD row, the distilled student is that row."""
+    _, _, stages, _, _ = distill.plan([*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ce"])
+    assert list(stages) == ["teacher", "student_kd", "student"]
+    _, _, stages, _, _ = distill.plan([*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ltkd"])
+    assert list(stages) == ["teacher", "student_ce", "student_kd", "student"]
+
 def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path):
     with pytest.raises(ValueError, match=r"--num_train_epochs: not a setting of ltkd-teacher.*--teacher_epochs|"
                                          r"--num_train_epochs: not a setting of ltkd-teacher"):

@@ -175,6 +175,20 @@ def test_the_card_after_a_report_takes_its_numbers_without_a_second_pass(tmp_pat
     assert {k: metrics[k] for k in keys} == {k: pytest.approx(evaluated[f"eval_{k}"], abs=1e-12) for k in keys}
 
 
+def test_a_row_given_under_a_name_the_report_scores_itself_is_refused(tmp_path):
+    """ltkd-distill --distill_loss ce passed its CE comparison student's row as "student (CE)", the student's own
+    row name: the scored row replaced it, and the table showed one CE student of the two trained."""
+    trainer = make_trainer(make_config(tmp_path, distill_loss="ce"), eval_dataset=SyntheticImages(12))
+    other = trainer.write_report(name="student (CE, another run)")["student (CE, another run)"]
+    for row in ("student (CE)", "teacher"):
+        with pytest.raises(ValueError, match=rf"^other_reports has a row named '{re.escape(row)}', which this report "
+                                             r"scores itself; name this model's row with name=\.\.\. or rename that "
+                                             r"row\.$"):
+            trainer.write_report(other_reports={row: other})
+    rows = trainer.write_report(other_reports={"student (CE, another run)": other})
+    assert list(rows) == ["teacher", "student (CE, another run)", "student (CE)"]
+    assert rows["student (CE, another run)"] == other
+
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
     changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))

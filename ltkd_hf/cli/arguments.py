@@ -154,7 +154,8 @@ class StudentArguments:
         },
     )
     compare_ce_student: bool = field(
-        default=True, metadata={"help": "Also train the student with cross-entropy alone, for the comparison table."}
+        default=True, metadata={"help": "Also train the student with cross-entropy alone, for the comparison table; "
+                                "with --distill_loss ce the student is that row."}
     )
     compare_kd_student: bool = field(
         default=False,

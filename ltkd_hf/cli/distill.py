@@ -74,7 +74,9 @@ def plan(argv: list[str] | None = None):
         stages["teacher"] = plan_teacher(config, teacher_args, data, run_args, **kwargs)
         teacher_name = stages["teacher"].description
     spec = student_args.student_source()
-    if student_args.compare_ce_student:
+    if student_args.compare_ce_student and config.distill_loss == "ce":
+        logger.info("--compare_ce_student: the student is the CE student (--distill_loss ce)")
+    elif student_args.compare_ce_student:
         model = new_model(spec, data, config.seed, **kwargs)
         stages["student_ce"] = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), model, data, None, run_args)
     student = new_model(spec, data, config.seed, **kwargs)
