@@ -205,8 +205,8 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "Step schedule: multiply the learning rate by lr_decay_rate at each of these epochs "
-            "(CIFAR recipes: 150 180 210; 'none' unsets it), each before the run's end. Replaces lr_scheduler_type; needs "
-            "epoch-based training."
+            "(CIFAR recipes: 150 180 210; 'none' unsets it), each before the run's end. Replaces lr_scheduler_type; "
+            "needs epoch-based training."
         },
     )
     lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate <= 1)."})
