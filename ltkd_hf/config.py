@@ -243,6 +243,11 @@ class DistillationConfig(TrainingArguments):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"--{name} must be a finite number >= 0, got {value!r}.")
+        if self.distill_loss == "ce" and self.ce_weight == 0:
+            raise ValueError(
+                "--ce_weight 0 with --distill_loss ce: the loss is ce_weight * CE alone, so it would be 0 and nothing "
+                "would be learned; pass --ce_weight > 0, or choose a distillation loss."
+            )
         if isinstance(self.num_groups, bool) or not isinstance(self.num_groups, int) or self.num_groups < 1:
             raise ValueError(f"--num_groups must be an integer >= 1, got {self.num_groups!r}.")
         check_loss_values(self.distill_loss, self.distill_loss_kwargs, self.num_groups)

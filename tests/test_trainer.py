@@ -393,6 +393,9 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(ce_logit_adjustment=float("inf")), r"--ce_logit_adjustment must be a finite number >= 0, got inf"),
         (dict(warmup_epochs=float("inf")), r"--warmup_epochs must be a finite number >= 0, got inf"),
         (dict(ce_weight="2"), r"--ce_weight must be a finite number >= 0, got '2'"),
+        # cross-entropy alone, weighted 0: the loss was 0 at every step and the student learned nothing
+        (dict(distill_loss="ce", ce_weight=0.0), r"^--ce_weight 0 with --distill_loss ce: the loss is ce_weight \* CE "
+                                                 r"alone, so it would be 0"),
         (dict(per_device_eval_batch_size=0), "--per_device_eval_batch_size must be >= 1, got 0"),
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),
         (dict(lr_decay_epochs=[10.0]), r"--lr_decay_epochs \[10.0\] needs epoch-based training, but --max_steps 2"),
