@@ -209,7 +209,7 @@ class DistillationConfig(TrainingArguments):
             "needs epoch-based training."
         },
     )
-    lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate <= 1)."})
+    lr_decay_rate: float = field(default=0.1, metadata={"help": "Factor of each lr_decay_epochs step (0 < rate < 1)."})
 
     # TrainingArguments defaults that image distillation needs.
     remove_unused_columns: bool = field(
@@ -263,8 +263,9 @@ class DistillationConfig(TrainingArguments):
                 )
             if any(not e > 0 for e in self.lr_decay_epochs):
                 raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
-        if not 0 < self.lr_decay_rate <= 1:
-            raise ValueError(f"--lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        if not 0 < self.lr_decay_rate < 1:  # 1 would leave the rate as it is at every --lr_decay_epochs step
+            raise ValueError(f"--lr_decay_rate must be in (0, 1) (1 keeps the learning rate unchanged at each "
+                             f"--lr_decay_epochs step), got {self.lr_decay_rate}.")
         check_training_values(self)
         if self.teacher_cache:
             self._check_teacher_cache()

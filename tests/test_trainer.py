@@ -399,7 +399,10 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(per_device_eval_batch_size=0), "--per_device_eval_batch_size must be >= 1, got 0"),
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),
         (dict(lr_decay_epochs=[10.0]), r"--lr_decay_epochs \[10.0\] needs epoch-based training, but --max_steps 2"),
-        (dict(lr_decay_rate=0.0), r"--lr_decay_rate must be in \(0, 1\], got 0.0"),
+        (dict(lr_decay_rate=0.0), r"--lr_decay_rate must be in \(0, 1\) .*, got 0.0"),
+        # a step decay by 1: the schedule's epochs were recorded on the card and changed nothing
+        (dict(lr_decay_epochs=[1.0], lr_decay_rate=1.0, max_steps=-1, num_train_epochs=2),
+         r"--lr_decay_rate must be in \(0, 1\) \(1 keeps the learning rate unchanged at each --lr_decay_epochs step\)"),
         # what torch or transformers refused only after the data was read, or took without effect
         (dict(learning_rate=-1.0), "--learning_rate must be >= 0, got -1.0"),
         (dict(lr_decay_rate=0.5), "--lr_decay_rate 0.5 multiplies the learning rate at each of --lr_decay_epochs, "
