@@ -263,7 +263,7 @@ class DistillationConfig(TrainingArguments):
                 )
             if any(not e > 0 for e in self.lr_decay_epochs):
                 raise ValueError(f"--lr_decay_epochs must hold positive epochs, got {self.lr_decay_epochs}.")
-        if not 0 < self.lr_decay_rate < 1:  # 1 would leave the rate as it is at every --lr_decay_epochs step
+        if not 0 < self.lr_decay_rate < 1:
             raise ValueError(f"--lr_decay_rate must be in (0, 1) (1 keeps the learning rate unchanged at each "
                              f"--lr_decay_epochs step), got {self.lr_decay_rate}.")
         check_training_values(self)

@@ -216,13 +216,14 @@ class RunArtefacts:
                                      probabilities=probs)
 
         rows = {name: 0} if self.teacher_name is None else {"teacher": 1, name: 0}
-        clash = [row for row in rows if row in (other_reports or {})]
+        other_reports = other_reports or {}
+        clash = [row for row in rows if row in other_reports]
         if clash:  # the scored row would replace the given one, and the report would hold one model under two names
             raise ValueError(
                 f"other_reports has a row named {clash[0]!r}, which this report scores itself; name this model's row "
                 "with name=... or rename that row."
             )
-        reports: dict[str, dict] = {key: dict(value) for key, value in (other_reports or {}).items()}
+        reports: dict[str, dict] = {key: dict(value) for key, value in other_reports.items()}
         for row, at in rows.items():
             reports[row] = scored(probabilities[at], labels)
             if validation is not None:

@@ -283,6 +283,7 @@ def test_a_cross_entropy_student_is_its_own_comparison_row(tmp_path):
     _, _, stages, _, _ = distill.plan([*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ltkd"])
     assert list(stages) == ["teacher", "student_ce", "student_kd", "student"]
 
+
 def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path):
     with pytest.raises(ValueError, match=r"--num_train_epochs: not a setting of ltkd-teacher.*--teacher_epochs|"
                                          r"--num_train_epochs: not a setting of ltkd-teacher"):

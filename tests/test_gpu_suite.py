@@ -222,7 +222,6 @@ def test_a_part_over_its_budget_or_failing_is_recorded_and_the_suite_goes_on(tmp
     time.sleep(1.5)  # the failed part's alarm was cleared: it does not fire into what runs next
 
 
-
 @pytest.mark.parametrize("smoke", [False, True])
 def test_the_recipe_parts_command_is_accepted_at_its_full_size_too(tmp_path, monkeypatch, capsys, smoke):
     """The GPU run's recipe command (one epoch per stage) kept the demo's learning-rate decay at epochs 20 and 25,
@@ -235,6 +234,7 @@ def test_the_recipe_parts_command_is_accepted_at_its_full_size_too(tmp_path, mon
     assert distill.main([*argv, "--dry_run", "true"]) == {}
     planned = capsys.readouterr().out
     assert planned.count(": train ") == (2 if smoke else 4) and not (tmp_path / "run").exists()  # smoke: no CE, KD
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
 def test_refuses_without_a_gpu_unless_told_cpu(tmp_path):

@@ -61,7 +61,6 @@ def test_ltkd_from_groups_and_its_description():
     torch.testing.assert_close(ablation(zs, zt)["loss"], kd_reference(zs, zt, temperature=4.0))
 
 
-
 def test_ltkd_says_when_a_group_of_one_class_has_no_within_group_term():
     """A group of one class has within-group KL 0 (its q is [1] for both models); when every group is one class,
     beta and reweight change nothing, and the objective line (log and card) says so."""

@@ -189,6 +189,7 @@ def test_a_row_given_under_a_name_the_report_scores_itself_is_refused(tmp_path):
     assert list(rows) == ["teacher", "student (CE, another run)", "student (CE)"]
     assert rows["student (CE, another run)"] == other
 
+
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
     changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))
