@@ -246,10 +246,9 @@ class RunArtefacts:
                         if info.validation_holdout else "the dataset's validation split")
         return {
             "validation data": held_out,
-            "dataset": info.published_source,
+            "dataset": info.published_source or "not recorded",
             "training split": info.describe(),
             "evaluated on": info.test_split or "the eval dataset",
-
             "model": model_source(self.model.student, published=True),
             "teacher": self.published_teacher,
             "objective": self.objective,

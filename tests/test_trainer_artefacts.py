@@ -190,6 +190,18 @@ def test_a_row_given_under_a_name_the_report_scores_itself_is_refused(tmp_path):
     assert rows["student (CE, another run)"] == other
 
 
+def test_a_report_without_split_info_or_teacher_says_so_in_words(tmp_path):
+    """A trainer given class counts, not split_info, wrote "- **dataset**: None" into report.md, and a run with no
+    teacher "- **teacher**: None": Python's spelling, where the report means nothing was recorded or there is none."""
+    trainer = make_trainer(make_config(tmp_path, distill_loss="ce"), teacher_model=None, eval_dataset=SyntheticImages(12))
+    trainer.write_report()
+    facts = dict(re.findall(r"^- \*\*(.+?)\*\*: (.*)$", (tmp_path / "report.md").read_text(), re.M))
+    assert facts["dataset"] == "not recorded"
+    assert facts["training split"].startswith("not recorded")
+    assert facts["teacher"] == "none"
+    assert "None" not in "".join(facts.values())
+
+
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):
     make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1)).train()
     changed = make_trainer(make_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, ce_weight=0.5))

@@ -302,9 +302,12 @@ def _write_text(text: str, path: Path) -> None:
 
 
 def _readable(value: Any) -> str:
-    """A metadata value as text: a mapping (the model's architecture and start) as ``key value`` pairs, not a dict."""
+    """A metadata value as text: a mapping (the model's architecture and start) as ``key value`` pairs, not a dict;
+    ``None`` (no teacher, no init) as "none", not Python's "None"."""
+    if value is None:
+        return "none"
     if isinstance(value, Mapping):
-        return ", ".join(f"{key} {'none' if inner is None else inner}" for key, inner in value.items())
+        return ", ".join(f"{key} {_readable(inner)}" for key, inner in value.items())
     return str(value)
 
 
