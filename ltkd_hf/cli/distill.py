@@ -99,6 +99,12 @@ def plan(argv: list[str] | None = None):
             kd = plan_stage("student_kd", kd_args(parsed, config), model, data, teacher_name, run_args)
         stages = {**{name: stage for name, stage in stages.items() if name != "student"}, "student_kd": kd,
                   "student": stages["student"]}
+    if "warmup_epochs" in parsed.given and config.distill_loss == "ce" and "student_kd" not in stages:
+        raise ValueError(
+            f"--warmup_epochs {config.warmup_epochs:g}: ramps up a distillation term, and --distill_loss ce without "
+            "the KD comparison student (--compare_kd_student false) distils no student, so it would change nothing; "
+            "drop it, or choose a distillation loss."
+        )
     refuse_stale(stages.values())
     return parsed, data, stages, teacher, hub_token
 
