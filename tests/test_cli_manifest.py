@@ -52,6 +52,13 @@ def test_the_long_tail_construction_is_refused_on_a_published_split(tmp_path):
     with pytest.raises(ValueError, match=r"--split_manifest: the lists are the long-tailed split already.*--imbalance_factor 10 -> 1"):
         distill.plan(["--dataset", str(tmp_path / "images"), "--split_manifest", f"train={tmp_path / 'Tiny_LT_train.txt'}",
                       f"test={tmp_path / 'Tiny_LT_test.txt'}", "--imbalance_factor", "10"])
+    # the construction's exponent and row seed draw nothing from the lists either (the seed does with
+    # --validation_per_class, which holds images out of the training list)
+    with pytest.raises(ValueError, match=r"^--split_manifest: the lists are the long-tailed split already; drop the "
+                                         r"long-tail construction \(--lt_exponent paper, --lt_seed 4\)\.$"):
+        distill.plan(["--dataset", str(tmp_path / "images"), "--split_manifest", f"train={tmp_path / 'Tiny_LT_train.txt'}",
+                      f"test={tmp_path / 'Tiny_LT_test.txt'}", "--imbalance_factor", "1", "--lt_exponent", "paper",
+                      "--lt_seed", "4"])
     with pytest.raises(ValueError, match=r"--split_manifest train: write SPLIT=LIST_FILE"):
         distill.plan(["--dataset", str(tmp_path / "images"), "--split_manifest", "train"])
     # the loader's errors name the flags, not load_split_manifest's image_root, class_names and manifests['train']

@@ -266,6 +266,12 @@ def test_ltkd_eval_takes_a_hub_model_as_the_other_flags_spell_it(tmp_path, fake_
     (["--input_size", "0"], r"--input_size 0: pass a side of at least 8 pixels"),
     (["--class_order_seed", "-1"], r"--class_order_seed -1: a seed of numpy's legacy generator"),
     (["--imbalance_factor", "0.5"], r"--imbalance_factor 0.5: rho"),
+    # at rho 1 every class keeps its images: the long tail's shape would change nothing
+    (["--imbalance_factor", "1", "--lt_profile", "step"], r"^--lt_profile step: with --imbalance_factor 1 every class "
+     r"keeps all its training images, so the long tail's shape \(--lt_profile, --lt_exponent, --class_order_seed\) "
+     r"changes nothing; drop it, or pass --imbalance_factor > 1 to make the training split long-tailed\.$"),
+    (["--imbalance_factor", "1", "--lt_exponent", "paper"], r"^--lt_exponent paper: with --imbalance_factor 1 "),
+    (["--imbalance_factor", "1", "--class_order_seed", "3"], r"^--class_order_seed 3: with --imbalance_factor 1 "),
     (["--teacher_epoch", "3"], r"--teacher_epoch: unknown flag; did you mean --teacher_epochs\?"),
     (["--label_smoothing", "0.1"], r"--label_smoothing: unknown flag; did you mean --label_smoothing_factor\?"),
     (["--do_train", "true"], r"--do_train True is not supported by DistillationTrainer"),

@@ -87,11 +87,6 @@ class DataArguments:
                              "(without them the validation split is detected).")
         if self.split_manifest:
             self.manifests()
-            if self.imbalance_factor != 1 or self.class_order_seed is not None or self.lt_profile != "exp":
-                raise ValueError(
-                    f"--split_manifest: the lists are the long-tailed split already; drop the long-tail construction "
-                    f"(--imbalance_factor {self.imbalance_factor:g} -> 1, no --class_order_seed, --lt_profile exp)."
-                )
             if self.train_split or self.test_split:
                 raise ValueError("--split_manifest names the splits itself; drop --train_split / --test_split.")
         elif self.manifest_class_names:
@@ -101,6 +96,7 @@ class DataArguments:
                 f"--imbalance_factor {self.imbalance_factor}: rho = n_max / n_min must be >= 1 (1 keeps the training "
                 "split as it is)."
             )
+        self._refuse_idle_construction()
         for name in ("lt_seed", "class_order_seed"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < 2**32:
@@ -113,6 +109,28 @@ class DataArguments:
             raise ValueError(
                 f"--lt_exponent {self.lt_exponent}: the step profile has no exponent (a class keeps n_c or n_c / rho); "
                 "drop it, or use --lt_profile exp."
+            )
+
+    def _refuse_idle_construction(self) -> None:
+        """Refuse the long-tail construction's flags where no construction runs: a --split_manifest's lists are the
+        published split as it is, and --imbalance_factor 1 keeps every image whatever the profile, exponent or class
+        order (--lt_seed still orders the rows there, and so the batches)."""
+        idle = [f"--{name} {getattr(self, name)}" for name, default in
+                (("lt_profile", "exp"), ("lt_exponent", "standard"), ("class_order_seed", None))
+                if getattr(self, name) != default]
+        if self.split_manifest:
+            if self.imbalance_factor != 1:
+                idle.insert(0, f"--imbalance_factor {self.imbalance_factor:g} -> 1")
+            if self.lt_seed != 0 and not self.validation_per_class:  # it draws no rows from the lists
+                idle.append(f"--lt_seed {self.lt_seed}")
+            if idle:
+                raise ValueError("--split_manifest: the lists are the long-tailed split already; drop the long-tail "
+                                 f"construction ({', '.join(idle)}).")
+        elif self.imbalance_factor == 1 and idle:
+            raise ValueError(
+                f"{idle[0]}: with --imbalance_factor 1 every class keeps all its training images, so the long tail's "
+                "shape (--lt_profile, --lt_exponent, --class_order_seed) changes nothing; drop it, or pass "
+                "--imbalance_factor > 1 to make the training split long-tailed."
             )
 
 
