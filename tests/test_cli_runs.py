@@ -462,6 +462,13 @@ def test_ltkd_eval_scores_held_out_images_alone(tmp_path, capsys):
     assert facts["evaluated on"] == f"{classes}, split train"
     with pytest.raises(ValueError, match=r"^--train_split: --model .* records the training split it was made with"):
         evaluate.main([*model, "--dataset", str(tmp_path / "birds"), "--train_split", "train", "--test_split", "test"])
+    # the split it trained on, however the folder is spelt, is not held out: it was scored and called the test split
+    with pytest.raises(ValueError, match=r"^--test_split train: --model .* was trained on the split 'train' of .*birds, "
+                                         r"so its accuracy there is not held out \(the report would call its training "
+                                         r"images the test split\); pass the held-out split, e.g\. --test_split test\.$"):
+        evaluate.main([*model, "--dataset", str(tmp_path / "held" / ".." / "birds"), "--test_split", "train",
+                       "--output_dir", str(tmp_path / "own")])
+    assert not (tmp_path / "own").exists()
 
 
 # -- 6: a report states only what the folder records -------------------------------------------------------------------

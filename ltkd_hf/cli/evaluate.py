@@ -144,6 +144,20 @@ def _say_config_split_is_not_the_models(parsed, recorded: dict, model: str) -> N
                        "come from the model's own record.", parsed.config_name, flag, given, model, flag, used)
 
 
+def refuse_training_split(data: dict, source: str, test_split: str, model: str) -> None:
+    """Refuse to score ``model`` on the split of the source it was trained on (``data``: what its folder records):
+    the report would call its training images the test split."""
+    trained = data.get("source")
+    same_source = trained == source or (trained is not None and Path(trained).is_dir() and Path(source).is_dir()
+                                        and Path(trained).resolve() == Path(source).resolve())
+    if same_source and data.get("train_split") == test_split:
+        raise ValueError(
+            f"--test_split {test_split}: --model {model} was trained on the split {test_split!r} of {source}, so its "
+            "accuracy there is not held out (the report would call its training images the test split); pass the "
+            "held-out split, e.g. --test_split test."
+        )
+
+
 def check_report_folder(output_dir: Path, model: str) -> None:
     """``output_dir`` may hold this model's earlier report (a re-run replaces it, however the model's folder is
     spelt), not a saved model's folder nor another model's report: those would be overwritten without a word."""
@@ -184,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         loaded = load_splits(data_args)  # the source and the held-out split by its real name
         test, source, test_split = loaded["test"], loaded.split_info.source, loaded.split_info.test_split
+    if counts:
+        refuse_training_split(_recorded_settings(recorded)["data"], source, test_split, eval_args.model)
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
     verify_images(test, split="test")
