@@ -88,6 +88,10 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     # it reaches --distill_loss's cells only: with ltkd (the default) not among --losses, the cells trained at T = 4
     (["--losses", "kd", "dkd", "--distill_loss_kwargs", "temperature=2"],
      r"--distill_loss_kwargs: it sets the cells of --distill_loss ltkd, which --losses kd dkd does not run"),
+    # a swept setting replaces it in every cell of its loss: the cells trained at beta 1 and 2, never 3
+    (["--losses", "kd", "ltkd", "--sweep", "beta=1,2", "--distill_loss_kwargs", "alpha=2,beta=3"],
+     r"^--distill_loss_kwargs beta=3\.0: --sweep beta=1,2 sets beta in every ltkd cell, so it would change nothing; "
+     r"drop beta from one of them\.$"),
     (["--resume_from_checkpoint", "/nowhere/checkpoint-8"], r"--resume_from_checkpoint /nowhere/checkpoint-8: a table "
                                                              r"has a stage per cell and seed"),
     (["--losses", "ltkd", "--sweep", "alpha=x,6"], r"^--sweep alpha='x': ltkd's alpha takes a float"),

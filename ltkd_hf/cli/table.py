@@ -360,6 +360,16 @@ def plan(argv: list[str] | None = None):
             f"{' '.join(table_args.losses)} does not run, so it would change nothing; add {config.distill_loss} to "
             "--losses, or name the loss it is for with --distill_loss."
         )
+    given_kwargs = set(config.distill_loss_kwargs or {}) if "distill_loss_kwargs" in parsed.given else set()
+    swept = {key for cell in cells if cell.loss == config.distill_loss for key, _ in cell.settings}
+    overridden = sorted(given_kwargs & swept)
+    if overridden:
+        key = overridden[0]
+        raise ValueError(
+            f"--distill_loss_kwargs {key}={config.distill_loss_kwargs[key]}: --sweep {key}="
+            f"{','.join(table_args.swept()[key])} sets {key} in every {config.distill_loss} cell, so it would change "
+            f"nothing; drop {key} from one of them."
+        )
     if "select_metric" in parsed.given and not table_args.select_on:
         raise ValueError(
             f"--select_metric {table_args.select_metric}: it chooses among sweep cells with --select_on validation, "
