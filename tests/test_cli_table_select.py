@@ -78,3 +78,28 @@ def test_select_on_validation_end_to_end_and_refused_without_validation(tmp_path
     with pytest.raises(ValueError, match=r"--select_on validation: --dataset .*plain has no validation split"):
         table.plan([*FAST, "--dataset", str(tmp_path / "plain"), "--imbalance_factor", "1", "--output_dir",
                     str(tmp_path / "p"), "--losses", "ltkd", "--sweep", "alpha=1,6", "--select_on", "validation"])
+
+
+def test_choosing_by_the_tail_needs_validation_images_of_the_tail(tmp_path):
+    """A dataset's own validation split without an image of the tail classes gave every cell a nan tail accuracy
+    there, and --select_metric accuracy_tail kept each method's first cell, reported as chosen on validation."""
+    rng = np.random.default_rng(0)
+    splits = {"train": {"heron": 12, "kingfisher": 8, "osprey": 4}, "test": dict.fromkeys(("heron", "kingfisher",
+              "osprey"), 2), "val": {"heron": 2, "kingfisher": 2}}
+    for split, counts in splits.items():
+        for name, n in counts.items():
+            (tmp_path / "birds" / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3)).astype(np.uint8)).save(
+                    tmp_path / "birds" / split / name / f"{i}.png")
+    argv = [*FAST, "--dataset", str(tmp_path / "birds"), "--imbalance_factor", "1", "--output_dir",
+            str(tmp_path / "table"), "--losses", "ltkd", "--sweep", "alpha=1,6", "--select_on", "validation",
+            "--num_groups", "3"]
+    with pytest.raises(ValueError, match=r"^--select_metric accuracy_tail: the validation split of --dataset .*birds "
+                                         r"has no image of the tail classes \['osprey'\], so every cell would score "
+                                         r"nan there and the choice would be arbitrary; pass --select_metric accuracy, "
+                                         r"or add validation images of those classes\.$"):
+        table.plan([*argv, "--select_metric", "accuracy_tail"])
+    _, data, plans, _ = table.plan(argv)  # by overall accuracy: the classes it has images of count
+    assert np.bincount(data.validation["label"], minlength=3).tolist() == [2, 2, 0]
+    assert [cell.row for cell, _ in plans[0][2]] == ["LTKD (alpha=1)", "LTKD (alpha=6)"]

@@ -43,6 +43,7 @@ from .arguments import DataArguments, GivenTeacherArguments, InputArguments, Run
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
 from .settings import STUDENT_CE, setting
 from .stages import (
+    LongTailedData,
     check_given_teacher,
     check_output_dir,
     cross_entropy_args,
@@ -425,8 +426,25 @@ def plan(argv: list[str] | None = None):
                 raise type(err)(f"seed {seed}, cell {cell.row!r}: {_swept_flag(err, cell)}") from None
             stages.append((cell, stage))
         plans.append((seed, teachers, stages))
+    if table_args.select_on and table_args.select_metric == "accuracy_tail":
+        tail = table_tail(data, config.num_groups)
+        held = np.bincount(np.asarray(data.validation["label"]), minlength=data.split_info.num_classes)
+        if not held[tail].any():
+            names = [data.split_info.label_names[c] for c in tail]
+            raise ValueError(
+                f"--select_metric accuracy_tail: the validation split of --dataset {data_args.dataset} has no image of "
+                f"the tail classes {names[:10]}, so every cell would score nan there and the choice would be "
+                "arbitrary; pass --select_metric accuracy, or add validation images of those classes."
+            )
     refuse_stale(stage for _, teachers, stages in plans for stage in [*teachers.values(), *(s for _, s in stages)])
     return parsed, data, plans, teacher
+
+
+def table_tail(data: LongTailedData, num_groups: int) -> list[int]:
+    """The table's tail: the classes of the rarest of ``num_groups`` training-frequency groups, in every row and on
+    validation."""
+    groups = ClassGroups.from_counts(data.split_info.class_counts, num_groups)
+    return groups.classes_of(groups.num_groups - 1)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -453,8 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append((seed, cell, reports[trainer.model_label]))
             if given is not None and "teacher" in reports:  # one given teacher for every seed: one row, scored once
                 per_seed.setdefault("teacher", [reports["teacher"]])
-    groups = ClassGroups.from_counts(data.split_info.class_counts, config.num_groups)
-    tail = groups.classes_of(groups.num_groups - 1)  # the table's rarest group, in every row and on validation
+    tail = table_tail(data, config.num_groups)
     chosen = None
     if table_args.select_on:
         selected, chosen = select_on_validation(results, table_args.select_metric, tail)
