@@ -1,7 +1,7 @@
 """GPU check of DistillationTrainer under bf16 and fp16 autocast (run where a GPU is lent).
 
     python benchmarks/mixed_precision_check.py
-    python benchmarks/mixed_precision_check.py --device cpu --precisions bf16 --batch 4 --steps 2   # a CPU smoke run
+    python benchmarks/mixed_precision_check.py --device cpu --precisions bf16 --batch 2 --steps 2 --image_size 8  # CPU smoke
 
 For each precision it trains the paper's CIFAR pair (cifar_resnet32x4 -> cifar_resnet8x4, 100 classes) for a
 few steps on random data and checks: the teacher holds weights in the half dtype (on CUDA; the trainer keeps it
@@ -35,7 +35,7 @@ MAX_RELATIVE_DIFFERENCE = 0.05  # to fp32, of the first step's terms: the half-p
 FLOOR_SHARE_OF_LOSS = 0.01
 
 
-def run(precision: str, learning_rate: float, steps: int, batch: int = 64, device: str = "cuda"):
+def run(precision: str, learning_rate: float, steps: int, batch: int = 64, device: str = "cuda", size: int = 32):
     torch.manual_seed(0)
     student = create_student("cifar_resnet8x4", num_classes=NUM_CLASSES)
     teacher = timm.create_model("cifar_resnet32x4", num_classes=NUM_CLASSES)
@@ -62,7 +62,7 @@ def run(precision: str, learning_rate: float, steps: int, batch: int = 64, devic
             model=student,
             teacher_model=teacher,
             args=config,
-            train_dataset=InMemory(batch * steps),
+            train_dataset=InMemory(batch * steps, size),
             class_counts=CLASS_COUNTS,
         )
         trainer.train()
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", default="bf16,fp16", help="comma-separated, of bf16 and fp16")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5, help="steps of the run that must move the student")
+    parser.add_argument("--image_size", type=int, default=32,
+                        help="side of the random training images (the paper's CIFAR 32; a CPU smoke run takes 8, since "
+                        "bf16 on a CPU without bf16 instructions takes seconds a step)")
     return parser
 
 
@@ -90,11 +93,11 @@ def measure(opts: argparse.Namespace) -> dict[str, dict]:
     unknown = sorted(set(precisions) - set(HALF_DTYPES))
     if unknown:
         raise ValueError(f"--precisions {opts.precisions!r}: unknown {unknown}; use bf16, fp16 or bf16,fp16.")
-    reference = run("fp32", 0.0, 1, opts.batch, opts.device)[3][0]
+    reference = run("fp32", 0.0, 1, opts.batch, opts.device, opts.image_size)[3][0]
     results = {}
     for precision in precisions:
-        teacher_dtype, frozen, _, first = run(precision, 0.0, 1, opts.batch, opts.device)
-        _, _, moved, logs = run(precision, 0.05, opts.steps, opts.batch, opts.device)
+        teacher_dtype, frozen, _, first = run(precision, 0.0, 1, opts.batch, opts.device, opts.image_size)
+        _, _, moved, logs = run(precision, 0.05, opts.steps, opts.batch, opts.device, opts.image_size)
         finite = all(math.isfinite(h[k]) for h in logs for k in TERMS)
         rel = {k: abs(first[0][k] - reference[k]) / abs(reference[k]) for k in COMPARED}
         floor = FLOOR_SHARE_OF_LOSS * abs(reference["loss"])

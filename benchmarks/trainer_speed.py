@@ -79,9 +79,9 @@ def make_pair(pair: str, wrap_student: bool):
 
 
 class InMemory(torch.utils.data.Dataset):
-    def __init__(self, n: int):
+    def __init__(self, n: int, size: int = 32):
         g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, 32, 32, generator=g)
+        self.x = torch.randn(n, 3, size, size, generator=g)
         self.y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
 
     def __len__(self):
