@@ -270,7 +270,8 @@ def mixed_precision_part(setup: Setup) -> Outcome:
     argv = ["--device", setup.device]
     if setup.device == "cpu":  # fp16 autocast on a CPU is neither what the check is about nor fast
         argv += ["--precisions", "bf16"]
-    results = run_script(mixed_precision_check, [*argv, *setup.sized([], ["--batch", "2", "--steps", "2", "--image_size", "8"])], out)
+    sizes = setup.sized([], ["--batch", "2", "--steps", "2", "--image_size", "8"])
+    results = run_script(mixed_precision_check, [*argv, *sizes], out)
     out.results["precisions"] = results
     lines = ["| precision | teacher dtype | teacher frozen | student moved | finite | first step vs fp32 (relative) |",
              "|---|---|---|---|---|---|"]

@@ -1,7 +1,8 @@
 """GPU check of DistillationTrainer under bf16 and fp16 autocast (run where a GPU is lent).
 
     python benchmarks/mixed_precision_check.py
-    python benchmarks/mixed_precision_check.py --device cpu --precisions bf16 --batch 2 --steps 2 --image_size 8  # CPU smoke
+    # a CPU smoke run (checks the script, measures nothing):
+    python benchmarks/mixed_precision_check.py --device cpu --precisions bf16 --batch 2 --steps 2 --image_size 8
 
 For each precision it trains the paper's CIFAR pair (cifar_resnet32x4 -> cifar_resnet8x4, 100 classes) for a
 few steps on random data and checks: the teacher holds weights in the half dtype (on CUDA; the trainer keeps it

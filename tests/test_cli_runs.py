@@ -293,7 +293,8 @@ def test_a_cross_entropy_student_is_its_own_comparison_row(tmp_path):
     _, _, stages, _, _ = distill.plan([*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ltkd"])
     assert list(stages) == ["teacher", "student_ce", "student_kd", "student"]
     # with no KD student either, no stage distils: a warm-up of the distillation term would change nothing
-    no_kd = [*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ce", "--compare_kd_student", "false"]
+    ce = [*PLAN, "--output_dir", str(tmp_path), "--distill_loss", "ce"]
+    no_kd = [*ce, "--compare_kd_student", "false"]
     with pytest.raises(ValueError, match=r"^--warmup_epochs 3: ramps up a distillation term, and --distill_loss ce "
                                          r"without the KD comparison student \(--compare_kd_student false\) distils "
                                          r"no student, so it would change nothing; drop it, or choose a distillation "
@@ -301,7 +302,7 @@ def test_a_cross_entropy_student_is_its_own_comparison_row(tmp_path):
         distill.plan([*no_kd, "--warmup_epochs", "3"])
     _, _, stages, _, _ = distill.plan(no_kd)  # the config's own warm-up is not the user's flag
     assert list(stages) == ["teacher", "student"]
-    _, _, stages, _, _ = distill.plan([*no_kd[:-1], "true", "--warmup_epochs", "3"])
+    _, _, stages, _, _ = distill.plan([*ce, "--compare_kd_student", "true", "--warmup_epochs", "3"])
     assert stages["student_kd"].args.warmup_epochs == 3  # with the KD student, it reaches that student
 
 

@@ -44,15 +44,20 @@ def test_the_cell_best_on_validation_is_kept_per_method_and_seed():
 
 
 def write_folder(root, with_validation: bool) -> None:
-    rng = np.random.default_rng(0)
     splits = {"train": {"heron": 12, "osprey": 6}, "test": {"heron": 3, "osprey": 3}}
     if with_validation:
         splits["val"] = {"heron": 3, "osprey": 3}
+    write_splits(root, splits)
+
+
+def write_splits(root, splits: dict[str, dict[str, int]]) -> None:
+    """An image folder of 16x16 PNGs, ``{split: {class folder: images}}``; each class's pixels in a band of its own."""
+    rng = np.random.default_rng(0)
     for split, counts in splits.items():
         for label, (name, n) in enumerate(counts.items()):
             (root / split / name).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                pixels = rng.integers(0, 60, (16, 16, 3)) + 120 * label
+                pixels = np.minimum(rng.integers(0, 60, (16, 16, 3)) + 120 * label, 255)
                 Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
 
 
@@ -83,15 +88,9 @@ def test_select_on_validation_end_to_end_and_refused_without_validation(tmp_path
 def test_choosing_by_the_tail_needs_validation_images_of_the_tail(tmp_path):
     """A dataset's own validation split without an image of the tail classes gave every cell a nan tail accuracy
     there, and --select_metric accuracy_tail kept each method's first cell, reported as chosen on validation."""
-    rng = np.random.default_rng(0)
-    splits = {"train": {"heron": 12, "kingfisher": 8, "osprey": 4}, "test": dict.fromkeys(("heron", "kingfisher",
-              "osprey"), 2), "val": {"heron": 2, "kingfisher": 2}}
-    for split, counts in splits.items():
-        for name, n in counts.items():
-            (tmp_path / "birds" / split / name).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 255, (16, 16, 3)).astype(np.uint8)).save(
-                    tmp_path / "birds" / split / name / f"{i}.png")
+    write_splits(tmp_path / "birds", {"train": {"heron": 12, "kingfisher": 8, "osprey": 4},
+                                      "test": dict.fromkeys(("heron", "kingfisher", "osprey"), 2),
+                                      "val": {"heron": 2, "kingfisher": 2}})
     argv = [*FAST, "--dataset", str(tmp_path / "birds"), "--imbalance_factor", "1", "--output_dir",
             str(tmp_path / "table"), "--losses", "ltkd", "--sweep", "alpha=1,6", "--select_on", "validation",
             "--num_groups", "3"]

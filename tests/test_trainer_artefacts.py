@@ -193,7 +193,8 @@ def test_a_row_given_under_a_name_the_report_scores_itself_is_refused(tmp_path):
 def test_a_report_without_split_info_or_teacher_says_so_in_words(tmp_path):
     """A trainer given class counts, not split_info, wrote "- **dataset**: None" into report.md, and a run with no
     teacher "- **teacher**: None": Python's spelling, where the report means nothing was recorded or there is none."""
-    trainer = make_trainer(make_config(tmp_path, distill_loss="ce"), teacher_model=None, eval_dataset=SyntheticImages(12))
+    trainer = make_trainer(make_config(tmp_path, distill_loss="ce"), teacher_model=None,
+                           eval_dataset=SyntheticImages(12))
     trainer.write_report()
     facts = dict(re.findall(r"^- \*\*(.+?)\*\*: (.*)$", (tmp_path / "report.md").read_text(), re.M))
     assert facts["dataset"] == "not recorded"

@@ -115,13 +115,13 @@ class DataArguments:
         """Refuse the long-tail construction's flags where no construction runs: a --split_manifest's lists are the
         published split as it is, and --imbalance_factor 1 keeps every image whatever the profile, exponent or class
         order (--lt_seed still orders the rows there, and so the batches)."""
-        idle = [f"--{name} {getattr(self, name)}" for name, default in
-                (("lt_profile", "exp"), ("lt_exponent", "standard"), ("class_order_seed", None))
-                if getattr(self, name) != default]
+        default = {f.name: f.default for f in fields(self)}
+        idle = [f"--{name} {getattr(self, name)}" for name in ("lt_profile", "lt_exponent", "class_order_seed")
+                if getattr(self, name) != default[name]]
         if self.split_manifest:
             if self.imbalance_factor != 1:
                 idle.insert(0, f"--imbalance_factor {self.imbalance_factor:g} -> 1")
-            if self.lt_seed != 0 and not self.validation_per_class:  # it draws no rows from the lists
+            if self.lt_seed != default["lt_seed"] and not self.validation_per_class:  # it draws no rows from the lists
                 idle.append(f"--lt_seed {self.lt_seed}")
             if idle:
                 raise ValueError("--split_manifest: the lists are the long-tailed split already; drop the long-tail "

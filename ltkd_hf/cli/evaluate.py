@@ -147,9 +147,8 @@ def _say_config_split_is_not_the_models(parsed, recorded: dict, model: str) -> N
 def refuse_training_split(data: dict, source: str, test_split: str, model: str) -> None:
     """Refuse to score ``model`` on the split of the source it was trained on (``data``: what its folder records):
     the report would call its training images the test split."""
-    trained = data.get("source")
-    same_source = trained == source or (trained is not None and Path(trained).is_dir() and Path(source).is_dir()
-                                        and Path(trained).resolve() == Path(source).resolve())
+    trained = data.get("source")  # a folder however it is spelt; a Hub id or builtin: name as it is
+    same_source = trained is not None and Path(trained).resolve() == Path(source).resolve()
     if same_source and data.get("train_split") == test_split:
         raise ValueError(
             f"--test_split {test_split}: --model {model} was trained on the split {test_split!r} of {source}, so its "
