@@ -147,6 +147,17 @@ def test_a_table_of_ce_students_is_not_held_to_the_distillation_warm_up(tmp_path
                     "--lr_decay_epochs", "none"])
 
 
+def test_a_table_of_ce_students_takes_num_groups_for_its_tail(tmp_path):
+    """--num_groups sets the table's tail column and each row's head/medium/tail; with --losses ce it was refused as
+    reaching only distilled students."""
+    _, data, plans, _ = table.plan([*PLAN, "--output_dir", str(tmp_path), "--losses", "ce", "--num_groups", "2"])
+    [(_, _, [(_, stage)])] = plans
+    assert stage.args.num_groups == 2
+    counts = np.asarray(data.split_info.class_counts)
+    rarest_half = sorted(np.argsort(-counts, kind="stable")[len(counts) // 2:].tolist())
+    assert sorted(table.table_tail(data, 2)) == rarest_half and len(table.table_tail(data, 3)) < len(rarest_half)
+
+
 def test_an_empty_list_in_a_config_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("defaults: demo\nseeds: []\n")
