@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -485,6 +486,31 @@ def test_ltkd_eval_scores_held_out_images_alone(tmp_path, capsys):
         evaluate.main([*model, "--dataset", str(tmp_path / "held" / ".." / "birds"), "--test_split", "train",
                        "--output_dir", str(tmp_path / "own")])
     assert not (tmp_path / "own").exists()
+
+
+def test_a_given_teacher_trained_on_the_test_split_is_refused(tmp_path, caplog):
+    """A --teacher trained on the split a run scores as its test split taught the students the test images' labels,
+    and was accepted; one trained on another construction of the training split is named in a warning."""
+    birds = ["--dataset", str(tmp_path / "birds")]
+    write_folder(tmp_path / "birds", test={"heron": 5, "kingfisher": 3, "osprey": 2})
+    for folder, splits in (("on-test", ["--train_split", "test", "--test_split", "train"]), ("on-train", [])):
+        teacher.main([*TEACHER_FAST, *birds, *splits, "--output_dir", str(tmp_path / folder), "--imbalance_factor", "1",
+                      "--per_device_train_batch_size", "4"])
+    run = [*FAST, *birds, "--imbalance_factor", "1", "--output_dir", str(tmp_path / "out")]
+    for program in (distill, table):
+        with pytest.raises(ValueError, match=r"^--teacher .*on-test/teacher: was trained on the split 'test' of "
+                                             r".*birds, which this run scores as its test split, so the students "
+                                             r"would learn the test images' labels from it"):
+            program.plan([*run, "--teacher", str(tmp_path / "on-test" / "teacher")])
+    given = ["--teacher", str(tmp_path / "on-train" / "teacher")]
+    with caplog.at_level(logging.WARNING, logger="ltkd_hf.cli"):
+        distill.plan([*run, *given])
+        assert "another construction" not in caplog.text  # the split it was trained on
+        distill.plan([*run, *given, "--imbalance_factor", "2"])
+    assert re.search(r"--teacher .*on-train/teacher was trained on another construction of the split 'train' of "
+                     r".*birds \(every training image kept \(imbalance factor 1.*\), not this run's \(.*imbalance "
+                     r"factor 2,", caplog.text)
+    assert not (tmp_path / "out").exists()
 
 
 # -- 6: a report states only what the folder records -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..models import check_teacher_matches
 from ..provenance import model_source
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
+from .recorded import check_teacher_data
 from .stages import (
     check_given_teacher,
     check_output_dir,
@@ -68,6 +69,7 @@ def plan(argv: list[str] | None = None):
             check_teacher_matches(teacher, num_classes=info.num_classes, label_names=list(info.label_names))
         except ValueError as err:
             raise ValueError(f"--teacher {given_args.teacher}: {err}") from err
+        check_teacher_data(given_args.teacher, info)
 
     stages = {}
     if teacher is None:

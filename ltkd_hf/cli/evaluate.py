@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from timm.data import resolve_data_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
@@ -26,11 +24,12 @@ from transformers.trainer_callback import TrainerState
 from ..config import DistillationConfig
 from ..data import SplitInfo, apply_transforms, collate_fn, verify_images
 from ..evaluation import format_group_table
-from ..models import label_names_of, load_classifier, parse_hub_source, unwrap_timm
+from ..models import label_names_of, load_classifier, unwrap_timm
 from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
+from .recorded import recorded_config, recorded_settings, trained_on
 from .stages import check_output_dir, every_class_has_images, load_held_out, load_long_tailed, load_splits
 
 PROGRAM = "ltkd-eval"
@@ -67,38 +66,6 @@ class EvalArguments:
 ARGUMENTS = (DataArguments, EvalArguments)
 
 
-def recorded_config(model: str) -> dict:
-    """The config.json of a student folder or Hub id."""
-    if Path(model).is_dir():
-        path = Path(model) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"--model {model}: the folder holds no config.json; pass a saved student folder.")
-    elif Path(model).expanduser().exists() or model.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"--model {model}: no such folder; pass a saved student folder or a Hub model id.")
-    else:
-        try:
-            repo_id, revision = parse_hub_source(model) if model.startswith("hf-hub:") else (model, None)
-        except ValueError as err:
-            raise ValueError(f"--model {model}: {err}") from None
-        try:
-            path = Path(hf_hub_download(repo_id, "config.json", revision=revision))
-        except (HFValidationError, EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
-            raise FileNotFoundError(
-                f"--model {model}: neither a folder nor a reachable Hub model ({type(err).__name__}); pass a saved "
-                "student folder or a Hub model (hf-hub:<owner>/<name>[@<revision>], or the bare id; offline mode "
-                "needs it in the local cache)."
-            ) from None
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"--model {model}: {path} is not valid JSON ({err}); pass a saved student folder.") from None
-
-
-def _recorded_settings(config: dict) -> dict:
-    """The settings a saved folder's config.json records (empty for a model ltkd_hf did not train)."""
-    return (config.get("ltkd") or {}).get("settings") or {}
-
-
 def evaluated_checkpoint(model: str) -> str | None:
     """A Trainer checkpoint folder's place in its run ("checkpoint at step 2 of 8, epoch 0.5 of 2"), from its
     trainer_state.json; None for any other model."""
@@ -114,7 +81,7 @@ def training_facts(config: dict, checkpoint: str | None = None) -> dict[str, obj
     """What the model's folder records about its training, for the report; ``not recorded`` where it says nothing.
     ``checkpoint``: where in its run a checkpoint folder's weights are (`evaluated_checkpoint`)."""
     ltkd = config.get("ltkd") or {}
-    settings = _recorded_settings(config)
+    settings = recorded_settings(config)
     data = settings.get("data") or {}
     schedule = settings.get("schedule") or {}
     split = NOT_RECORDED
@@ -136,7 +103,7 @@ def training_facts(config: dict, checkpoint: str | None = None) -> dict[str, obj
 def _say_config_split_is_not_the_models(parsed, recorded: dict, model: str) -> None:
     """A config (one serves every program of a setting) whose split differs from the one ``model`` records: the
     report's groups come from the model's, so say that the config's value is not used."""
-    made = (_recorded_settings(recorded).get("data") or {}).get("long_tail") or {}
+    made = (recorded_settings(recorded).get("data") or {}).get("long_tail") or {}
     differ = [(flag, parsed.config[flag], made[key]) for flag, key in _RECORDED_AS.items()
               if flag in parsed.config and key in made and parsed.config[flag] != made[key]]
     for flag, given, used in differ:
@@ -147,9 +114,7 @@ def _say_config_split_is_not_the_models(parsed, recorded: dict, model: str) -> N
 def refuse_training_split(data: dict, source: str, test_split: str, model: str) -> None:
     """Refuse to score ``model`` on the split of the source it was trained on (``data``: what its folder records):
     the report would call its training images the test split."""
-    trained = data.get("source")  # a folder however it is spelt; a Hub id or builtin: name as it is
-    same_source = trained is not None and Path(trained).resolve() == Path(source).resolve()
-    if same_source and data.get("train_split") == test_split:
+    if trained_on(data, source, test_split):
         raise ValueError(
             f"--test_split {test_split}: --model {model} was trained on the split {test_split!r} of {source}, so its "
             "accuracy there is not held out (the report would call its training images the test split); pass the "
@@ -181,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     parsed = parse_args(PROGRAM, ARGUMENTS, argv)
     data_args, eval_args = parsed.values
     recorded = recorded_config(eval_args.model)
-    counts = (_recorded_settings(recorded).get("data") or {}).get("class_counts")
+    counts = (recorded_settings(recorded).get("data") or {}).get("class_counts")
     split_flags = sorted(parsed.given & set(_SPLIT_FLAGS))
     if counts and split_flags:
         raise ValueError(
@@ -198,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         loaded = load_splits(data_args)  # the source and the held-out split by its real name
         test, source, test_split = loaded["test"], loaded.split_info.source, loaded.split_info.test_split
     if counts:
-        refuse_training_split(_recorded_settings(recorded)["data"], source, test_split, eval_args.model)
+        refuse_training_split(recorded_settings(recorded)["data"], source, test_split, eval_args.model)
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
     verify_images(test, split="test")

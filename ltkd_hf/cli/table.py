@@ -41,6 +41,7 @@ from ..models import check_teacher_matches
 from ..run_artefacts import evaluated_weights
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
+from .recorded import check_teacher_data
 from .settings import STUDENT_CE, setting
 from .stages import (
     LongTailedData,
@@ -405,6 +406,7 @@ def plan(argv: list[str] | None = None):
                                   label_names=list(data.split_info.label_names))
         except ValueError as err:
             raise ValueError(f"--teacher {given_args.teacher}: {err}") from err
+        check_teacher_data(given_args.teacher, data.split_info)
     out, kwargs = Path(config.output_dir), input_args.model_kwargs()
     distilled = any(cell.loss != "ce" for cell in cells)
     plans = []
