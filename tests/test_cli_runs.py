@@ -489,8 +489,9 @@ def test_ltkd_eval_scores_held_out_images_alone(tmp_path, capsys):
 
 
 def test_a_given_teacher_trained_on_the_test_split_is_refused(tmp_path, caplog):
-    """A --teacher trained on the split a run scores as its test split taught the students the test images' labels,
-    and was accepted; one trained on another construction of the training split is named in a warning."""
+    """A --teacher (or a checkpoint a model starts from) trained on the split a run scores as its test split taught
+    the students the test images' labels, and was accepted; a teacher trained on another construction of the
+    training split is named in a warning."""
     birds = ["--dataset", str(tmp_path / "birds")]
     write_folder(tmp_path / "birds", test={"heron": 5, "kingfisher": 3, "osprey": 2})
     for folder, splits in (("on-test", ["--train_split", "test", "--test_split", "train"]), ("on-train", [])):
@@ -502,6 +503,11 @@ def test_a_given_teacher_trained_on_the_test_split_is_refused(tmp_path, caplog):
                                              r".*birds, which this run scores as its test split, so the students "
                                              r"would learn the test images' labels from it"):
             program.plan([*run, "--teacher", str(tmp_path / "on-test" / "teacher")])
+    # and so is a checkpoint a model starts from: the fine-tuned student would have been taught the test images too
+    for program, argv in ((distill, run), (teacher, [*TEACHER_FAST, *birds, "--imbalance_factor", "1"])):
+        flag = "--student_init" if program is distill else "--teacher_init"
+        with pytest.raises(ValueError, match=rf"^{flag} .*on-test/teacher: was trained on the split 'test'"):
+            program.plan([*argv, "--output_dir", str(tmp_path / "out"), flag, str(tmp_path / "on-test" / "teacher")])
     given = ["--teacher", str(tmp_path / "on-train" / "teacher")]
     with caplog.at_level(logging.WARNING, logger="ltkd_hf.cli"):
         distill.plan([*run, *given])

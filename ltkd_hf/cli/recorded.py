@@ -1,5 +1,6 @@
 """What a saved model's config.json records about its training (``ltkd.settings``), and the checks that read it: a
-model is never scored on the split it trained on, and a given teacher never trained on the images a run tests on."""
+model is never scored on the split it trained on, and no teacher or starting checkpoint was trained on the images a
+run tests on."""
 
 from __future__ import annotations
 
@@ -58,33 +59,39 @@ def trained_on(data: dict, source: str | None, split: str | None) -> bool:
     return Path(trained).resolve() == Path(source).resolve() and data.get("train_split") == split
 
 
-def teacher_training_data(teacher: str) -> dict:
-    """The training data a loaded ``--teacher`` records: a saved folder's (plain or ``local-dir:``) or an ``hf-hub:``
-    repo's config.json (already in the cache: the teacher was loaded from it); empty for a timm name with a
-    checkpoint, or a model ltkd_hf did not train."""
-    folder = Path(teacher.removeprefix("local-dir:")).expanduser()
+def training_data(source: str) -> dict:
+    """The training data a loaded model records: a saved folder's (plain or ``local-dir:``) or an ``hf-hub:`` repo's
+    config.json (already in the cache: the model was loaded from it); empty for a timm name (with or without a
+    checkpoint) or a model ltkd_hf did not train."""
+    folder = Path(source.removeprefix("local-dir:")).expanduser()
     if folder.is_dir():
         path = folder / "config.json"
-    elif teacher.startswith(HUB_PREFIX):
-        path = hub_config(teacher).path
+    elif source.startswith(HUB_PREFIX):
+        path = hub_config(source).path
     else:
         return {}
     return recorded_settings(json.loads(path.read_text())).get("data") or {} if path.is_file() else {}
 
 
-def check_teacher_data(teacher: str, info: SplitInfo) -> None:
-    """Refuse a ``--teacher`` trained on this run's test split of the same source: the students would learn the test
-    images' labels from it and every accuracy of the report would be on images it was taught. Warn when it was
-    trained on another construction of this run's training split (another imbalance factor, seed or held-out
-    validation): it saw training images this split leaves out, so it is not the teacher biased by this split."""
-    data = teacher_training_data(teacher)
+def refuse_trained_on_test(flag: str, source: str, info: SplitInfo) -> dict:
+    """Refuse a model given by ``flag`` (a teacher, or the checkpoint a model starts from) that was trained on this
+    run's test split of the same source: the students would learn the test images' labels from it, and every
+    accuracy of the report would be on images it was taught. Returns the training data it records."""
+    data = training_data(source)
     if trained_on(data, info.source, info.test_split):
         raise ValueError(
-            f"--teacher {teacher}: was trained on the split {info.test_split!r} of {info.source}, which this run "
-            "scores as its test split, so the students would learn the test images' labels from it and the report "
-            f"would not be held out; pass a teacher trained on the training split ({info.train_split!r}), or let "
-            "the run train one (drop --teacher)."
+            f"{flag} {source}: was trained on the split {info.test_split!r} of {info.source}, which this run scores "
+            "as its test split, so the students would learn the test images' labels from it and the report would "
+            f"not be held out; pass a model trained on the training split ({info.train_split!r})."
         )
+    return data
+
+
+def check_teacher_data(teacher: str, info: SplitInfo) -> None:
+    """`refuse_trained_on_test` for ``--teacher``, and a warning when it was trained on another construction of this
+    run's training split (another imbalance factor, seed or held-out validation): it saw training images this
+    split leaves out, so it is not the teacher biased by this split."""
+    data = refuse_trained_on_test("--teacher", teacher, info)
     recorded = {key: data.get(key) for key in ("long_tail", "validation_holdout")}
     if trained_on(data, info.source, info.train_split) and recorded != {
             "long_tail": info.long_tail, "validation_holdout": info.validation_holdout}:

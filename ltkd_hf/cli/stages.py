@@ -54,6 +54,7 @@ from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
 from ..trainer_inputs import check_run_length
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
+from .recorded import refuse_trained_on_test
 from .settings import PUSH_SETTINGS, TEACHER_STAGE_SETTINGS
 
 logger = logging.getLogger("ltkd_hf.cli")
@@ -300,6 +301,8 @@ def check_output_dir(path: str) -> None:
 def new_model(spec: ModelSource, data: LongTailedData, seed: int, **model_kwargs):
     """A model for a stage: fresh, initialised under ``seed`` (the same command gives the same weights), or
     ``pretrained`` from the checkpoint ``spec.source`` with a new head for the dataset's classes."""
+    if spec.pretrained:
+        refuse_trained_on_test(spec.flag, spec.source, data.split_info)
     set_seed(seed)
     try:
         return create_student(
