@@ -159,6 +159,17 @@ def test_a_table_of_ce_students_takes_num_groups_for_its_tail(tmp_path):
     assert sorted(table.table_tail(data, 2)) == rarest_half and len(table.table_tail(data, 3)) < len(rarest_half)
 
 
+def test_ltkd_teacher_takes_num_groups_for_its_report(tmp_path):
+    """The teacher's report groups its classes by --num_groups, as ltkd-distill's teacher row does; ltkd-teacher
+    refused it as reaching only the distilled students."""
+    teacher.main([*TEACHER_FAST, "--output_dir", str(tmp_path), "--num_groups", "2"])
+    report = json.loads((tmp_path / "teacher" / "report.json").read_text())
+    counts = np.asarray(report["class_counts"])
+    head = set(np.argsort(-counts, kind="stable")[:len(counts) // 2].tolist())
+    assert report["groups"]["class_to_group"] == [0 if c in head else 1 for c in range(len(counts))]
+    assert {"accuracy_group_0", "accuracy_group_1"} <= set(report["models"]["teacher"])
+
+
 def test_an_empty_list_in_a_config_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("defaults: demo\nseeds: []\n")

@@ -371,7 +371,7 @@ def _not_offered(arg: str, program: str, offered: set[str], known: set[str]) -> 
         from .settings import PROGRAM_SETTINGS, SETTINGS
 
         if name in SETTINGS:
-            stages = ", ".join(sorted(SETTINGS[name].stages))
+            stages = ", ".join(sorted(SETTINGS[name].reaches))
             return (f"--{name}: not a setting of {program}, whose stages it does not reach (it applies to: {stages}); "
                     "drop it, or run the program that trains that stage (see --help).")
         owners = " and ".join(sorted(other for other, own in PROGRAM_SETTINGS.items() if name in own))

@@ -45,10 +45,17 @@ PROGRAM_STAGES = {
 
 @dataclass(frozen=True)
 class Setting:
-    """Where a setting applies, and whether the weights trained there depend on it."""
+    """Where a setting applies, and whether the weights trained there depend on it; ``reports``: further stages
+    whose report (not weights) it shapes."""
 
     stages: frozenset[str]
     trains: bool
+    reports: frozenset[str] = frozenset()
+
+    @property
+    def reaches(self) -> frozenset[str]:
+        """Every stage it changes something in: its weights or its report."""
+        return self.stages | self.reports
 
 
 def _weights(*stages: str) -> Setting:
@@ -99,7 +106,9 @@ SETTINGS: dict[str, Setting] = {
         ("distill_loss", "distill_loss_kwargs", "ce_weight", "ce_logit_adjustment", "label_smoothing_factor"),
         _weights(STUDENT),
     ),
-    **dict.fromkeys(("num_groups", "warmup_epochs", "teacher_dtype"), _weights(*DISTILLED)),
+    **dict.fromkeys(("warmup_epochs", "teacher_dtype"), _weights(*DISTILLED)),
+    # the distilled losses' groups, and every stage's report's head/medium/tail (ltkd-table's tail column)
+    "num_groups": Setting(DISTILLED, trains=True, reports=TRAINED - DISTILLED),
     "num_train_epochs": _weights(*STUDENTS),  # the teacher's: --teacher_epochs
     "methods": _weights(*DISTILLED),  # config-only: each loss's distill_loss_kwargs and warmup_epochs (kd: methods.kd)
     **{name: _output() for name in OUTPUT_FIELDS},
@@ -166,4 +175,4 @@ def setting(name: str, program: str) -> Setting:
 
 def applies(name: str, program: str) -> bool:
     """Whether the setting ``name`` reaches a stage that ``program`` runs."""
-    return bool(setting(name, program).stages & PROGRAM_STAGES[program])
+    return bool(setting(name, program).reaches & PROGRAM_STAGES[program])

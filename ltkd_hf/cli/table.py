@@ -337,9 +337,7 @@ def plan(argv: list[str] | None = None):
     data_args, student_args, teacher_args, given_args, input_args, run_args, table_args, config = parsed.values
     cells = table_cells(table_args)
     if all(cell.loss == "ce" for cell in cells):  # no teacher, no distilled student: their settings reach nothing
-        # ... except --num_groups, which also sets the table's tail column and every row's head/medium/tail
-        unused = sorted(name for name in parsed.given - {"num_groups"}
-                        if STUDENT_CE not in setting(name, PROGRAM).stages)
+        unused = sorted(name for name in parsed.given if STUDENT_CE not in setting(name, PROGRAM).reaches)
         if unused:
             raise ValueError(
                 f"--{unused[0]}: sets the distilled students or their teacher, and --losses "
