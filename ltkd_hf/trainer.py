@@ -147,6 +147,8 @@ class DistillationTrainer(Trainer):
         kwargs.setdefault("compute_metrics", self._group_metrics)
         kwargs.setdefault("preprocess_logits_for_metrics", self._predictions)
         super().__init__(model=distillation_model, args=args, **kwargs)
+        if self.args.device.type == "cpu":  # nothing to pin into (torch warns at every loader); transformers' default
+            self.args.dataloader_pin_memory = False
         if args.fp16 and not self.accelerator.native_amp:
             raise ValueError(
                 f"--fp16 true: accelerate has no float16 autocast on {self.args.device.type}, so every step would run "

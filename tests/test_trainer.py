@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -471,6 +472,19 @@ def test_config_defaults_for_image_distillation(tmp_path):
     # None is "not set" (the loss trains with alpha 6): the recorded settings said alpha None
     unset = DistillationConfig(output_dir=str(tmp_path), report_to="none", distill_loss_kwargs={"alpha": None})
     assert unset.distill_loss_kwargs == {} and unset.loss_settings() == config.loss_settings()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU machine's run pins its batches")
+def test_a_cpu_run_pins_no_memory_and_torch_does_not_warn(tmp_path):
+    """transformers' default dataloader_pin_memory=True has nothing to pin into on a CPU (it is switched off only
+    with use_cpu=True), and torch warned at every data loader the Python API built there."""
+    trainer = make_trainer(make_config(tmp_path, use_cpu=False))
+    assert trainer.args.dataloader_pin_memory is False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+        trainer.evaluate(SyntheticImages(8))
+    assert not [w for w in caught if "pin_memory" in str(w.message)]
 
 
 def test_step_schedule_decays_at_the_given_epochs(tmp_path):
