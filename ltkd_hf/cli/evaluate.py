@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from timm.data import resolve_data_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
@@ -201,7 +200,6 @@ def main(argv: list[str] | None = None) -> dict:
         distill_loss="ce",
         num_groups=eval_args.num_groups,
         per_device_eval_batch_size=eval_args.batch_size,
-        dataloader_pin_memory=torch.cuda.is_available(),  # torch warns that it has nothing to pin into on a CPU
         report_to="none",
     )
     trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
