@@ -106,6 +106,12 @@ def test_the_teachers_logit_adjustment_is_its_own_flag_and_named(tmp_path):
     (["--losses", "ce", "--teacher_epochs", "2"], r"^--teacher_epochs: sets the distilled students or their teacher"),
     (["--losses", "ce", "--teacher_losses", "logit_adjusted"], r"^--teacher_losses: sets the distilled students"),
     (["--losses", "ce", "--teacher", "/nowhere"], r"^--teacher: sets the distilled students or their teacher"),
+    # the table's teachers are --teacher_losses: the ce teacher trained at tau 0 and the flag's 0.5 was dropped
+    (["--losses", "kd", "--teacher_logit_adjustment", "0.5"],
+     r"^--teacher_logit_adjustment 0\.5: sets the tau of the table's logit-adjusted teacher, and --teacher_losses ce "
+     r"trains none"),
+    (["--losses", "kd", "--teacher_losses", "logit_adjusted", "--teacher_logit_adjustment", "0"],
+     r"^--teacher_logit_adjustment 0: the logit-adjusted teacher would be plain cross-entropy"),
 ])
 def test_the_table_refuses_before_anything_trains(tmp_path, argv, match):
     with pytest.raises(ValueError, match=match):
@@ -133,6 +139,16 @@ def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
     with pytest.raises(ValueError, match=r"^--teacher_epochs: sets how the teacher is trained here, but --teacher"):
         table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
                     "--teacher_epochs", "3"])
+
+
+def test_the_tables_logit_adjusted_teacher_takes_the_given_tau(tmp_path):
+    """--teacher_logit_adjustment 0.5 was dropped: the logit-adjusted teacher trained at tau 1 (and the ce one at 0)."""
+    for argv, tau in (([], 1.0), (["--teacher_logit_adjustment", "0.5"], 0.5)):
+        _, _, [(_, teachers, cells)], _ = table.plan([*PLAN, "--output_dir", str(tmp_path), "--losses", "kd",
+                                                     "--teacher_losses", "ce", "logit_adjusted", *argv])
+        assert {name: stage.args.ce_logit_adjustment for name, stage in teachers.items()} == {
+            "ce": 0.0, "logit_adjusted": tau}
+        assert f"logit-adjusted cross-entropy (tau {tau:g})" in cells[1][1].teacher_name
 
 
 def test_a_table_of_ce_students_is_not_held_to_the_distillation_warm_up(tmp_path):

@@ -64,7 +64,8 @@ from .stages import (
 
 PROGRAM = "ltkd-table"
 logger = logging.getLogger("ltkd_hf.cli")
-TEACHER_LOSSES = {"ce": 0.0, "logit_adjusted": 1.0}  # the teacher's --teacher_logit_adjustment (tau)
+# Each teacher's --teacher_logit_adjustment (tau); the logit-adjusted one's is --teacher_logit_adjustment when set.
+TEACHER_LOSSES = {"ce": 0.0, "logit_adjusted": 1.0}
 
 
 @dataclass
@@ -87,7 +88,8 @@ class TableArguments:
         default_factory=lambda: ["ce"],
         metadata={
             "help": "Teachers per seed: ce (the biased teacher) and/or logit_adjusted (balanced softmax, the "
-            "'fix the teacher' baseline); every distillation row is run from each."
+            "'fix the teacher' baseline: tau 1, or --teacher_logit_adjustment); every distillation row is run from "
+            "each."
         },
     )
 
@@ -351,6 +353,7 @@ def plan(argv: list[str] | None = None):
         )
     if given_args.teacher is not None:
         check_given_teacher(parsed.given, given_args.teacher)
+    taus = teacher_taus(parsed, teacher_args, table_args)
     if config.resume_from_checkpoint not in (None, "true", "false"):
         raise ValueError(
             f"--resume_from_checkpoint {config.resume_from_checkpoint}: a table has a stage per cell and seed, and "
@@ -413,7 +416,7 @@ def plan(argv: list[str] | None = None):
         teachers = {}
         if teacher is None and distilled:
             for teacher_loss in table_args.teacher_losses:
-                own = dataclasses.replace(teacher_args, teacher_logit_adjustment=TEACHER_LOSSES[teacher_loss])
+                own = dataclasses.replace(teacher_args, teacher_logit_adjustment=taus[teacher_loss])
                 folder = "teacher" if teacher_loss == "ce" else f"teacher-{teacher_loss}"
                 teachers[teacher_loss] = plan_teacher(seed_config, own, data, run_args, folder=folder, **kwargs)
         stages = []
@@ -440,6 +443,26 @@ def plan(argv: list[str] | None = None):
             )
     refuse_stale(stage for _, teachers, stages in plans for stage in [*teachers.values(), *(s for _, s in stages)])
     return parsed, data, plans, teacher
+
+
+def teacher_taus(parsed, teacher_args: TeacherArguments, table_args: TableArguments) -> dict[str, float]:
+    """The tau each of --teacher_losses trains with: --teacher_logit_adjustment, when set, is the logit-adjusted
+    teacher's (the ce teacher is plain cross-entropy), and is refused where it would change nothing."""
+    tau = teacher_args.teacher_logit_adjustment
+    if "teacher_logit_adjustment" not in parsed.given | set(parsed.config):
+        return TEACHER_LOSSES
+    if "logit_adjusted" not in table_args.teacher_losses:
+        raise ValueError(
+            f"--teacher_logit_adjustment {tau:g}: sets the tau of the table's logit-adjusted teacher, and "
+            f"--teacher_losses {' '.join(table_args.teacher_losses)} trains none (ce is plain cross-entropy, tau 0), "
+            "so it would change nothing; add logit_adjusted to --teacher_losses, or drop it."
+        )
+    if tau == 0:
+        raise ValueError(
+            "--teacher_logit_adjustment 0: the logit-adjusted teacher would be plain cross-entropy, the ce teacher; "
+            "pass tau > 0 (1: balanced softmax), or drop it."
+        )
+    return {**TEACHER_LOSSES, "logit_adjusted": tau}
 
 
 def table_tail(data: LongTailedData, num_groups: int) -> list[int]:
