@@ -43,6 +43,7 @@ from ..data import (
 )
 from ..data.fingerprint import canonical_source, file_fingerprint, folder_fingerprint
 from ..data.split_info import SplitInfo
+from ..data.verify import image_path, shared_images
 from ..data.transforms import SMALL_INPUT_MAX
 from ..evaluation import describe_test_split
 from ..hub.push import check_push_to_hub_ready
@@ -186,12 +187,6 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
     splits = load_splits(args)
     every_class_has_images(args.dataset, splits["train"], "training")
     every_class_has_images(args.dataset, splits["test"], "test")
-    if verify:
-        for name, split in splits.items():
-            try:
-                verify_images(split, split=name)
-            except ValueError as err:
-                raise ValueError(f"{err} (--verify_images false skips this check)") from None
     if args.validation_per_class:
         if "validation" in splits:
             raise ValueError(
@@ -226,7 +221,31 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
                 "classes by their index alone); pass --imbalance_factor > 1 (e.g. 100, CIFAR-100-LT's) to make the "
                 "balanced training split long-tailed."
             )
-    return LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
+    data = LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
+    if verify:
+        check_images(args.dataset, data)
+    return data
+
+
+def check_images(dataset: str, data: LongTailedData) -> None:
+    """Decode every image of the splits a run reads (a corrupt file stops it, by its name), and warn when held-out
+    images are training (or validation) images pixel for pixel: a file copied into two splits is not held out."""
+    splits = {name: split for name, split in (("train", data.train), ("validation", data.validation),
+                                              ("test", data.test)) if split is not None}
+    digests = {}
+    for name, split in splits.items():
+        try:
+            digests[name] = verify_images(split, split=name)
+        except ValueError as err:
+            raise ValueError(f"{err} (--verify_images false skips this check)") from None
+    for held, seen in (("test", "train"), ("test", "validation"), ("validation", "train")):
+        pairs = shared_images(digests[held], digests[seen]) if {held, seen} <= digests.keys() else []
+        if pairs:
+            row, twin = pairs[0]
+            logger.warning(
+                "%d of the %d %s images of --dataset %s are %s images pixel for pixel (e.g. %s is %s), so their "
+                "accuracy is not held out; remove them from one of the two splits.", len(pairs), len(digests[held]),
+                held, dataset, seen, image_path(splits[held], row), image_path(splits[seen], twin))
 
 
 def setup_logging() -> None:

@@ -1,7 +1,9 @@
-"""Decode every image of a split before training, so a corrupt file stops the run at once, by its name."""
+"""Decode every image of a split before training, so a corrupt file stops the run at once, by its name; and find
+the held-out images that are pixel for pixel training images (a copied file), whose accuracy is not held out."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import PIL.Image
@@ -9,16 +11,18 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
-__all__ = ["verify_images"]
+__all__ = ["image_path", "shared_images", "verify_images"]
 
 _CHUNK = 512
 
 
-def verify_images(dataset: Dataset, *, split: str = "train", image_column: str = "image") -> None:
+def verify_images(dataset: Dataset, *, split: str = "train", image_column: str = "image") -> list[str]:
     """Decode every image of ``dataset``; raise a ``ValueError`` naming the file (or row) of the first one that
     cannot be read, e.g. a truncated PNG, or that holds floating-point pixels (no fixed range to read as colour).
-    ``split`` names the split in the message."""
-    raw = dataset.cast_column(image_column, ImageFeature(decode=False)).select_columns([image_column])
+    ``split`` names the split in the message. Returns each row's pixel digest (of its mode, size and pixels: one
+    image saved twice, or saved again losslessly, has one digest), for `shared_images`."""
+    digests = []
+    raw = _raw(dataset, image_column)
     for start in tqdm(range(0, len(raw), _CHUNK), desc=f"verifying {split} images", leave=False, unit="chunk"):
         for offset, item in enumerate(raw[start : start + _CHUNK][image_column]):
             path, data = item.get("path"), item.get("bytes")
@@ -26,6 +30,8 @@ def verify_images(dataset: Dataset, *, split: str = "train", image_column: str =
                 with PIL.Image.open(io.BytesIO(data) if data else path) as image:
                     image.load()
                     mode = image.mode
+                    digest = hashlib.blake2b(f"{mode} {image.size}".encode(), digest_size=16)
+                    digest.update(image.tobytes())
             except (OSError, SyntaxError, ValueError) as err:
                 raise ValueError(
                     f"The {split} split's image at {_where(path, start + offset)} cannot be decoded "
@@ -36,6 +42,26 @@ def verify_images(dataset: Dataset, *, split: str = "train", image_column: str =
                     f"The {split} split's image at {_where(path, start + offset)} holds floating-point pixels (PIL "
                     "mode F), which have no fixed range to read as 8-bit colour; save it as an 8- or 16-bit image."
                 )
+            digests.append(digest.hexdigest())
+    return digests
+
+
+def shared_images(held_out: list[str], train: list[str]) -> list[tuple[int, int]]:
+    """The ``(held-out row, training row)`` pairs of pixel-identical images, from `verify_images`' digests of the
+    two splits (each held-out row once, with the first training row that shares its pixels)."""
+    first: dict[str, int] = {}
+    for row, digest in enumerate(train):
+        first.setdefault(digest, row)
+    return [(row, first[digest]) for row, digest in enumerate(held_out) if digest in first]
+
+
+def image_path(dataset: Dataset, row: int, image_column: str = "image") -> str:
+    """Where the image of ``row`` came from, for a message: its file, or its row when it has none."""
+    return _where(_raw(dataset, image_column)[row][image_column].get("path"), row)
+
+
+def _raw(dataset: Dataset, image_column: str) -> Dataset:
+    return dataset.cast_column(image_column, ImageFeature(decode=False)).select_columns([image_column])
 
 
 def _where(path: str | None, row: int) -> str:
