@@ -318,8 +318,8 @@ class RunArguments:
     verify_images: bool = field(
         default=True,
         metadata={"help": "Decode every image of the long-tailed training split and the held-out splits before "
-                  "training, naming any corrupt file, and warn about held-out images that are training images pixel "
-                  "for pixel."},
+                  "training, naming any corrupt file, and warn about held-out images that are copies of training "
+                  "images."},
     )
     in_memory_data: bool = field(
         default=False,

@@ -229,7 +229,7 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
 
 def check_images(dataset: str, data: LongTailedData) -> None:
     """Decode every image of the splits a run reads (a corrupt file stops it, by its name), and warn when held-out
-    images are training (or validation) images pixel for pixel: a file copied into two splits is not held out."""
+    images are copies of training (or validation) images: a file copied into two splits is not held out."""
     splits = {name: split for name, split in (("train", data.train), ("validation", data.validation),
                                               ("test", data.test)) if split is not None}
     digests = {}
@@ -243,8 +243,8 @@ def check_images(dataset: str, data: LongTailedData) -> None:
         if pairs:
             row, twin = pairs[0]
             logger.warning(
-                "%d of the %d %s images of --dataset %s are %s images pixel for pixel (e.g. %s is %s), so their "
-                "accuracy is not held out; remove them from one of the two splits.", len(pairs), len(digests[held]),
+                "%d of the %d %s images of --dataset %s are copies of %s images (e.g. %s is %s), so their accuracy "
+                "is not held out; remove them from one of the two splits.", len(pairs), len(digests[held]),
                 held, dataset, seen, image_path(splits[held], row), image_path(splits[seen], twin))
 
 
