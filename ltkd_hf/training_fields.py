@@ -113,6 +113,12 @@ def check_training_values(args: TrainingArguments) -> None:
             raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}.")
+    if args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
+        raise ValueError(
+            f"--train_sampling_strategy {args.train_sampling_strategy} orders text samples by their length, and image "
+            "samples have none (Trainer fails at the first batch asking for 'input_ids'); use random (the default) "
+            "or sequential."
+        )
     if args.load_best_model_at_end and args.eval_strategy == "no":
         raise ValueError(
             "--load_best_model_at_end true chooses the checkpoint by evaluation, but --eval_strategy is 'no': "

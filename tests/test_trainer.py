@@ -411,6 +411,10 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(weight_decay=-1.0), "--weight_decay must be >= 0, got -1.0"),
         (dict(label_smoothing_factor=2.0), r"--label_smoothing_factor must be in \[0, 1\), got 2.0"),
         (dict(seed=-1), r"--seed must be in \[0, 2\*\*32 - 1\]"),
+        # transformers' length samplers for text: Trainer failed at the teacher's first batch without the flag's name
+        (dict(train_sampling_strategy="group_by_length"), "--train_sampling_strategy group_by_length orders text "
+                                                          "samples by their length, and image samples have none"),
+        (dict(train_sampling_strategy="batch_rebalance"), "--train_sampling_strategy batch_rebalance orders text"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
                                             "--eval_strategy is 'no'"),
