@@ -254,6 +254,8 @@ class DistillationConfig(TrainingArguments):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.eval_accumulation_steps is not None and self.eval_accumulation_steps < 1:
+            raise ValueError(f"--eval_accumulation_steps must be >= 1 (or unset), got {self.eval_accumulation_steps}.")
         if self.lr_decay_epochs is not None:
             if self.max_steps > 0:
                 raise ValueError(

@@ -398,6 +398,8 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(distill_loss="ce", ce_weight=0.0), r"^--ce_weight 0 with --distill_loss ce: the loss is ce_weight \* CE "
                                                  r"alone, so it would be 0"),
         (dict(per_device_eval_batch_size=0), "--per_device_eval_batch_size must be >= 1, got 0"),
+        # Trainer divided by it in every evaluation: a ZeroDivisionError traceback once training had finished
+        (dict(eval_accumulation_steps=0), r"--eval_accumulation_steps must be >= 1 \(or unset\), got 0"),
         (dict(teacher_dtype="half"), "--teacher_dtype must be one of"),
         (dict(lr_decay_epochs=[10.0]), r"--lr_decay_epochs \[10.0\] needs epoch-based training, but --max_steps 2"),
         (dict(lr_decay_rate=0.0), r"--lr_decay_rate must be in \(0, 1\) .*, got 0.0"),
