@@ -267,6 +267,22 @@ def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
                                                         "--save_strategy", "epoch"])
 
 
+@pytest.mark.parametrize("schedule", ["reduce_lr_on_plateau", "greedy"])
+@pytest.mark.parametrize("program", [distill, teacher, table], ids=lambda p: p.PROGRAM)
+def test_the_recipes_refuse_a_learning_rate_moved_by_the_test_split(tmp_path, program, schedule):
+    """transformers steps these schedules on the evaluation loss, which the recipes compute on the test split: the
+    teacher trained with its learning rate lowered by test-split plateaus, and the report called that split held
+    out. As a flag or as a config key."""
+    message = rf"--lr_scheduler_type {schedule}: it moves the learning rate by evaluation's metric, and the recipes "
+    flags = ["--lr_decay_epochs", "none", "--eval_strategy", "epoch"]
+    with pytest.raises(ValueError, match=message):
+        parse_args(program.PROGRAM, program.ARGUMENTS, [*flags, "--lr_scheduler_type", schedule])
+    config = tmp_path / "plateau.yaml"
+    config.write_text(f"lr_scheduler_type: {schedule}\nlr_decay_epochs: null\neval_strategy: epoch\n")
+    with pytest.raises(ValueError, match=message):
+        parse_args(program.PROGRAM, program.ARGUMENTS, ["--config", str(config)])
+
+
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.PROGRAM)
 def test_no_help_offers_a_flag_its_program_refuses_whatever_the_value(program, capsys):
     with pytest.raises(SystemExit):

@@ -33,7 +33,7 @@ from transformers.hf_argparser import string_to_bool
 from ..config import DistillationConfig, check_loss_values, parse_loss_kwargs
 from ..losses import available_losses
 from ..training_fields import UNSUPPORTED_FIELDS
-from .settings import RECIPE_REFUSED, applies, refused_flags
+from .settings import METRIC_SCHEDULES, RECIPE_REFUSED, applies, refused_flags
 
 __all__ = ["CONFIGS", "METHOD_SETTINGS", "Parsed", "load_config", "method_errors", "method_settings", "parse_args",
            "program_flags", "run_program"]
@@ -269,6 +269,11 @@ def parse_args(
     if remaining:
         raise ValueError(_not_offered(remaining[0], program, offered, known_names))
     config = next((v for v in parsed if isinstance(v, DistillationConfig)), None)
+    schedule = getattr(config, "lr_scheduler_type", None)
+    if getattr(schedule, "value", schedule) in METRIC_SCHEDULES:
+        raise ValueError(f"--lr_scheduler_type {schedule.value}: it moves the learning rate by evaluation's metric, "
+                         "and the recipes evaluate on the test split, so the weights would be tuned on the images the "
+                         "report scores; choose a fixed schedule (e.g. cosine, or the step decay of --lr_decay_epochs).")
     epochs = sorted(given & {"num_train_epochs", "teacher_epochs"})
     if config is not None and config.max_steps > 0 and epochs:
         raise ValueError(f"--{epochs[0]}: --max_steps {config.max_steps} sets the length of every stage (Trainer's "

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ..training_fields import OUTPUT_FIELDS, UNSUPPORTED_FIELDS, WEIGHT_FIELDS
 
 __all__ = [
-    "CONFIG_ONLY", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES",
+    "CONFIG_ONLY", "METRIC_SCHEDULES", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES",
     "Setting", "TEACHER_STAGE_SETTINGS", "applies", "refused_flags", "setting",
 ]
 
@@ -134,6 +134,9 @@ RECIPE_REFUSED = {
     "push a checkpoint-N folder yourself with ltkd_hf.hub.push_student if you want one on the Hub",
     "hub_always_push": "it decides when pushes during training may overlap, and the recipes push once, at the end",
 }
+# Refused values: these schedules move the learning rate by evaluation's metric, and the recipes evaluate on the
+# test split, so the weights would be tuned on the images the report scores.
+METRIC_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
 # Refused as flags only. methods (a mapping per loss) is read from a config only; a config key one program does
 # not read is skipped for it (one config serves every program of a setting).
 CONFIG_ONLY = {
