@@ -201,6 +201,37 @@ def test_a_flag_of_several_values_given_twice_is_refused():
     assert parsed.values[-1].num_train_epochs == 40
 
 
+def test_a_dashed_flag_is_the_same_flag():
+    """HfArgumentParser offers --teacher-epochs for --teacher_epochs (and --no-verify-images sets verify_images):
+    the checks of what the command line set missed the dashed spelling, and --lr-decay-epochs none was no unset."""
+    parsed = parse_args("ltkd-distill", distill.ARGUMENTS,
+                        ["--teacher-epochs", "3", "--no-verify-images", "--lr-decay-epochs", "none", "--num_groups=2"])
+    assert parsed.given == {"teacher_epochs", "verify_images", "lr_decay_epochs", "num_groups"}
+    config = next(v for v in parsed.values if hasattr(v, "lr_decay_epochs"))
+    assert config.lr_decay_epochs is None
+    with pytest.raises(ValueError, match=r"^--sweep: given twice"):
+        parse_args("ltkd-table", table.ARGUMENTS, ["--losses", "ltkd", "--sweep", "alpha=1,2", "--sweep=beta=1"])
+
+
+@pytest.mark.parametrize(
+    ("program", "name", "flags"),
+    [(distill, "student", ["--student", "cifar_wrn_40_1", "--student_init", "local-dir:/ckpt"]),
+     (table, "student", ["--student-init", "local-dir:/ckpt", "--student", "cifar_resnet8x4"]),
+     (distill, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", "local-dir:/ckpt"]),
+     (table, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", "local-dir:/ckpt"]),
+     (teacher, "teacher_architecture", ["--teacher-architecture", "cifar_wrn_40_1", "--teacher-init", "local-dir:/ckpt"])],
+    ids=lambda v: getattr(v, "PROGRAM", None) or (" ".join(v[::2]) if isinstance(v, list) else v),
+)
+def test_an_architecture_flag_with_a_checkpoint_is_refused(program, name, flags):
+    """The checkpoint decides the architecture: ltkd-table and every --teacher_init trained the checkpoint's and
+    dropped --student / --teacher_architecture without a word (ltkd-distill refused --student only once the data
+    was read and the model built)."""
+    init = {"student": "student_init", "teacher_architecture": "teacher_init"}[name]
+    with pytest.raises(ValueError, match=rf"^--{name}: --{init} local-dir:/ckpt replaces it \(the checkpoint decides "
+                                         r"the architecture\), so it would change nothing; drop one of them\.$"):
+        parse_args(program.PROGRAM, program.ARGUMENTS, flags)
+
+
 def test_the_table_refuses_seed_for_seeds():
     """ltkd-table --seed 3 was accepted and every cell still trained with --seeds' 0."""
     with pytest.raises(ValueError, match=r"^--seed: not a flag of ltkd-table: each cell trains with its seed from "

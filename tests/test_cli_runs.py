@@ -139,6 +139,10 @@ def test_the_tables_teacher_is_used_for_every_seed(tmp_path):
     with pytest.raises(ValueError, match=r"^--teacher_epochs: sets how the teacher is trained here, but --teacher"):
         table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
                     "--teacher_epochs", "3"])
+    # argparse's dashed alias is the same flag: --teacher-epochs 3 was planned and dropped without a word
+    with pytest.raises(ValueError, match=r"^--teacher_epochs: sets how the teacher is trained here, but --teacher"):
+        table.plan([*PLAN, "--output_dir", str(tmp_path / "t"), "--teacher", str(tmp_path / "given"),
+                    "--teacher-epochs", "3"])
 
 
 def test_the_tables_logit_adjusted_teacher_takes_the_given_tau(tmp_path):

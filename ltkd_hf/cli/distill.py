@@ -20,7 +20,6 @@ from accelerate import PartialState
 from ..config import DistillationConfig
 from ..evaluation import describe_test_split, format_group_table
 from ..models import check_teacher_matches
-from ..provenance import model_source
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
 from .recorded import check_teacher_data
@@ -82,12 +81,6 @@ def plan(argv: list[str] | None = None):
         model = new_model(spec, data, config.seed, **kwargs)
         stages["student_ce"] = plan_stage("student_ce", cross_entropy_args(config, "student_ce"), model, data, None, run_args)
     student = new_model(spec, data, config.seed, **kwargs)
-    architecture = model_source(student)["architecture"]
-    if spec.pretrained and "student" in parsed.given and architecture != student_args.student:
-        raise ValueError(
-            f"--student {student_args.student}: the student is a {architecture} from --student_init {spec.source}; "
-            "drop --student (the checkpoint decides the architecture)."
-        )
     # the loss's own settings and warm-up: the config's methods[loss], then the command line's
     with method_errors(parsed, config.distill_loss):
         distill_args = stage_args(config, "student", hub_model_id=repo_id,

@@ -187,6 +187,7 @@ def _unset_with_none(argv: list[str], optional: set[str]) -> tuple[list[str], di
     while i < len(argv):
         arg = argv[i]
         name, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        name = name.replace("-", "_")
         if name in optional and not value and i + 1 < len(argv) and argv[i + 1].lower() == "none":
             unset[name], i = None, i + 2
             continue
@@ -223,7 +224,8 @@ def parse_args(
     # rewrites field types in place (Optional[list[float]] becomes list[float]), so the default says it too.
     all_fields = [f for t in dataclass_types for f in fields(t) if f.init]
     optional = {f.name for f in all_fields if (f.default is None or "None" in str(f.type)) and "str" not in str(f.type)}
-    flags = [a[2:].partition("=")[0] for a in argv if a.startswith("--")]  # as given, "--name none" included
+    # as given, "--name none" included; argparse's --dashed-alias of a flag is the flag
+    flags = [a[2:].partition("=")[0].replace("-", "_") for a in argv if a.startswith("--")]
     argv, unset = _unset_with_none(argv, optional)
     which = None if default is None else (
         f"The defaults shown are the {config_name!r} config's (the built-in demo's without --dataset; a command with "
@@ -238,6 +240,9 @@ def parse_args(
                         "warmup_epochs: 0}}, for the runs of that loss (--distill_loss_kwargs and --warmup_epochs "
                         "override it). See the module docstring of ltkd_hf.cli.parsing.")
     offered = {a.dest for a in parser._actions}
+    # each flag by the setting it sets (--no_verify_images sets verify_images)
+    dests = {option[2:].replace("-", "_"): a.dest for a in parser._actions for option in a.option_strings}
+    flags = [dests.get(name, name) for name in flags]
     # A flag of several values given twice reads as "add these" (--sweep alpha=1,2 --sweep beta=1), but argparse
     # keeps the last one; a one-value flag given again is the usual override of a command's earlier value.
     lists = {a.dest for a in parser._actions if a.nargs in ("+", "*")}
@@ -274,6 +279,11 @@ def parse_args(
         raise ValueError(f"--lr_scheduler_type {schedule.value}: it moves the learning rate by evaluation's metric, "
                          "and the recipes evaluate on the test split, so the weights would be tuned on the images the "
                          "report scores; choose a fixed schedule (e.g. cosine, or the step decay of --lr_decay_epochs).")
+    for name, init in (("student", "student_init"), ("teacher_architecture", "teacher_init")):
+        checkpoint = next((getattr(p, init) for p in parsed[:-1] if getattr(p, init, None)), None)
+        if name in given and checkpoint:
+            raise ValueError(f"--{name}: --{init} {checkpoint} replaces it (the checkpoint decides the architecture), "
+                             "so it would change nothing; drop one of them.")
     epochs = sorted(given & {"num_train_epochs", "teacher_epochs"})
     if config is not None and config.max_steps > 0 and epochs:
         raise ValueError(f"--{epochs[0]}: --max_steps {config.max_steps} sets the length of every stage (Trainer's "
