@@ -21,6 +21,7 @@ import inspect
 from dataclasses import fields
 
 from transformers import Trainer, TrainingArguments
+from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
 from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
 from transformers.trainer_utils import SchedulerType
 
@@ -113,6 +114,16 @@ def check_training_values(args: TrainingArguments) -> None:
             raise ValueError(f"--{name} must be in [0, 1), got {getattr(args, name)}.")
     if not 0 <= args.seed < 2**32:
         raise ValueError(f"--seed must be in [0, 2**32 - 1] (numpy's seeds), got {args.seed}.")
+    try:
+        get_reporting_integration_callbacks(args.report_to)
+    except ValueError as err:
+        raise ValueError(f"--report_to {' '.join(args.report_to)}: {err}") from None
+    missing = sorted(set(args.report_to) - {"none"} - set(get_available_reporting_integrations()))
+    if missing:
+        raise ValueError(
+            f"--report_to {missing[0]}: its package is not installed here, and Trainer would fail once the data is "
+            "read; install it, or pass --report_to none."
+        )
     if args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         raise ValueError(
             f"--train_sampling_strategy {args.train_sampling_strategy} orders text samples by their length, and image "

@@ -417,6 +417,7 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(train_sampling_strategy="group_by_length"), "--train_sampling_strategy group_by_length orders text "
                                                           "samples by their length, and image samples have none"),
         (dict(train_sampling_strategy="batch_rebalance"), "--train_sampling_strategy batch_rebalance orders text"),
+        (dict(report_to=["bogus"]), "--report_to bogus: bogus is not supported, only azure_ml"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
                                             "--eval_strategy is 'no'"),
@@ -436,6 +437,17 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
 def test_config_range_checks(tmp_path, overrides, match):
     with pytest.raises(ValueError, match=match):
         make_config(tmp_path, **overrides)
+
+
+def test_a_logger_that_is_not_installed_is_refused_when_the_config_is_built(tmp_path):
+    """transformers' callback raised a RuntimeError traceback once the data was read (--report_to wandb without
+    wandb)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
+    missing = next(name for name in INTEGRATION_TO_CALLBACK if name not in get_available_reporting_integrations())
+    with pytest.raises(ValueError, match=rf"^--report_to {missing}: its package is not installed here"):
+        make_config(tmp_path, report_to=[missing])
+    assert make_config(tmp_path, report_to="none").report_to == []
 
 
 def test_optimizer_settings_that_reach_the_optimizer_are_accepted(tmp_path):
