@@ -189,7 +189,11 @@ def _check_optimizer_settings(args: TrainingArguments) -> None:
     optim = getattr(args.optim, "value", args.optim)
     try:
         kwargs = Trainer.get_optimizer_cls_and_kwargs(args)[1]
+    except ImportError as err:  # its package is not installed
+        raise ValueError(f"--optim {optim}: {err}") from None
     except (ValueError, TypeError) as err:
+        if not pairs:
+            raise ValueError(f"--optim {optim}: {err}") from None
         raise ValueError(f"--optim_args {args.optim_args!r}: --optim {optim} cannot take it ({err}).") from None
     except Exception:  # an optimizer that needs the model (GaLore, LOMO...): Trainer checks it when it builds it
         return

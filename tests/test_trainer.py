@@ -450,6 +450,21 @@ def test_a_logger_that_is_not_installed_is_refused_when_the_config_is_built(tmp_
     assert make_config(tmp_path, report_to="none").report_to == []
 
 
+@pytest.mark.parametrize(("optim", "package", "match"), [
+    ("lomo", "lomo_optim", "You need to install `lomo_optim`"),
+    ("adamw_torch_xla", "torch_xla", "Trainer failed to import syncfree AdamW from torch_xla"),
+])
+def test_an_optimizer_whose_package_is_missing_is_refused_naming_it(tmp_path, optim, package, match):
+    """An ImportError traceback once the data was read (lomo), or a message blaming an empty --optim_args
+    (adamw_torch_xla)."""
+    import importlib.util
+
+    if importlib.util.find_spec(package):
+        pytest.skip(f"{package} is installed")
+    with pytest.raises(ValueError, match=rf"^--optim {optim}: {match}"):
+        make_config(tmp_path, optim=optim, optim_args=None)
+
+
 def test_optimizer_settings_that_reach_the_optimizer_are_accepted(tmp_path):
     from transformers import Trainer
 
