@@ -20,6 +20,7 @@ import copy
 import inspect
 from dataclasses import fields
 
+from accelerate.utils import DynamoBackend
 from transformers import Trainer, TrainingArguments
 from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
 from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
@@ -124,6 +125,10 @@ def check_training_values(args: TrainingArguments) -> None:
             f"--report_to {missing[0]}: its package is not installed here, and Trainer would fail once the data is "
             "read; install it, or pass --report_to none."
         )
+    backends = [backend.value.lower() for backend in DynamoBackend]
+    if args.torch_compile_backend is not None and args.torch_compile_backend.lower() not in backends:
+        raise ValueError(f"--torch_compile_backend {args.torch_compile_backend}: not a backend accelerate knows; "
+                         f"choose one of {backends}.")
     if args.train_sampling_strategy in ("group_by_length", "batch_rebalance"):
         raise ValueError(
             f"--train_sampling_strategy {args.train_sampling_strategy} orders text samples by their length, and image "

@@ -417,6 +417,9 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(train_sampling_strategy="group_by_length"), "--train_sampling_strategy group_by_length orders text "
                                                           "samples by their length, and image samples have none"),
         (dict(train_sampling_strategy="batch_rebalance"), "--train_sampling_strategy batch_rebalance orders text"),
+        # accelerate refused it when Trainer was built, once the data was read, without the flag's name
+        (dict(torch_compile_backend="bogus"), r"--torch_compile_backend bogus: not a backend accelerate knows; "
+                                              r"choose one of \['no', 'eager'"),
         (dict(report_to=["bogus"]), "--report_to bogus: bogus is not supported, only azure_ml"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
