@@ -16,7 +16,7 @@ from transformers import TrainingArguments
 from .groups import ClassGroups
 from .losses import LOSSES, available_losses, create_loss
 from .losses.registry import hyperparameters_of
-from .training_fields import UNSUPPORTED_FIELDS, check_training_values
+from .training_fields import UNSUPPORTED_FIELDS, check_setup_values, check_training_values
 
 __all__ = ["DistillationConfig", "TEACHER_DTYPES", "loss_settings_help", "parse_loss_kwargs"]
 
@@ -220,6 +220,7 @@ class DistillationConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_setup_values(self)
         super().__post_init__()
         self._refuse_unsupported()
         launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch for every process

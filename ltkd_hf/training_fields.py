@@ -18,15 +18,26 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
+import os
 from dataclasses import fields
 
 from accelerate.utils import DynamoBackend
 from transformers import Trainer, TrainingArguments
-from transformers.integrations import get_available_reporting_integrations, get_reporting_integration_callbacks
+from torch._inductor import list_mode_options
+from transformers.integrations import (
+    get_available_reporting_integrations,
+    get_reporting_integration_callbacks,
+    is_deepspeed_available,
+)
 from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+from transformers.trainer_pt_utils import AcceleratorConfig
 from transformers.trainer_utils import SchedulerType
 
-__all__ = ["OBJECTIVE_FIELDS", "OUTPUT_FIELDS", "UNSUPPORTED_FIELDS", "WEIGHT_FIELDS", "check_training_values"]
+__all__ = [
+    "OBJECTIVE_FIELDS", "OUTPUT_FIELDS", "UNSUPPORTED_FIELDS", "WEIGHT_FIELDS", "check_setup_values",
+    "check_training_values",
+]
 
 # The student's objective: recorded under "objective" (the rest of WEIGHT_FIELDS under "schedule").
 OBJECTIVE_FIELDS = (
@@ -125,6 +136,17 @@ def check_training_values(args: TrainingArguments) -> None:
             f"--report_to {missing[0]}: its package is not installed here, and Trainer would fail once the data is "
             "read; install it, or pass --report_to none."
         )
+    if args.dataloader_num_workers < 0:
+        raise ValueError(f"--dataloader_num_workers must be >= 0 (0 loads in the main process), got "
+                         f"{args.dataloader_num_workers}.")
+    for name in ("logging_steps", "eval_steps", "save_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be > 0 (a number of steps, or a fraction of the run below 1), got "
+                             f"{getattr(args, name)}.")
+    modes = list(list_mode_options())
+    if args.torch_compile_mode is not None and args.torch_compile_mode not in modes:
+        raise ValueError(f"--torch_compile_mode {args.torch_compile_mode}: not a mode of torch.compile; choose one of "
+                         f"{modes}.")
     backends = [backend.value.lower() for backend in DynamoBackend]
     if args.torch_compile_backend is not None and args.torch_compile_backend.lower() not in backends:
         raise ValueError(f"--torch_compile_backend {args.torch_compile_backend}: not a backend accelerate knows; "
@@ -161,6 +183,33 @@ def check_training_values(args: TrainingArguments) -> None:
     _check_optimizer_settings(args)
 
 
+def check_setup_values(args: TrainingArguments) -> None:
+    """Values that `TrainingArguments.__post_init__` would fail on with a traceback that names no flag: refused
+    before it runs, naming the flag."""
+    if args.deepspeed and not is_deepspeed_available():
+        raise ValueError(f"--deepspeed {args.deepspeed}: deepspeed is not installed here; pip install deepspeed, or "
+                         "drop it.")
+    for name in TrainingArguments._VALID_DICT_FIELDS:  # a flag's JSON object, which transformers decodes
+        value = getattr(args, name)
+        if isinstance(value, str) and value.startswith("{"):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--{name} {value}: not a JSON object ({err}); e.g. '{{\"key\": 1}}'.") from None
+    settings = args.accelerator_config
+    if isinstance(settings, str) and settings.startswith("{"):
+        settings = json.loads(settings)
+    elif isinstance(settings, str) and os.path.isfile(settings):  # a path: transformers reads it as a JSON file
+        with open(settings) as f:
+            settings = json.load(f)
+    if isinstance(settings, dict):
+        known = sorted(f.name for f in fields(AcceleratorConfig))
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"--accelerator_config {args.accelerator_config}: AcceleratorConfig has no {unknown}; "
+                             f"it takes {known}.")
+
+
 def _check_scheduler_kwargs(args: TrainingArguments) -> None:
     """``lr_scheduler_kwargs`` must be settings of ``lr_scheduler_type``'s own schedule function."""
     given = args.lr_scheduler_kwargs
@@ -191,6 +240,11 @@ def _check_optimizer_settings(args: TrainingArguments) -> None:
         raise ValueError(
             f"--optim_args {args.optim_args!r}: write key=value pairs separated by commas, e.g. momentum=0.9."
         )
+    keys = [pair[0] for pair in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"--optim_args {args.optim_args!r}: {twice[0]} is given twice, and only the last would count; "
+                         "give it once.")
     optim = getattr(args.optim, "value", args.optim)
     try:
         kwargs = Trainer.get_optimizer_cls_and_kwargs(args)[1]

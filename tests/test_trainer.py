@@ -420,6 +420,22 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         # accelerate refused it when Trainer was built, once the data was read, without the flag's name
         (dict(torch_compile_backend="bogus"), r"--torch_compile_backend bogus: not a backend accelerate knows; "
                                               r"choose one of \['no', 'eager'"),
+        # torch's KeyError traceback when the trainer compiled the model
+        (dict(torch_compile_mode="bogus"), r"--torch_compile_mode bogus: not a mode of torch.compile; choose one of "
+                                           r"\['default'"),
+        # the data loader's "num_workers option should be non-negative" once the data was read
+        (dict(dataloader_num_workers=-1), r"--dataloader_num_workers must be >= 0 \(0 loads in the main process\)"),
+        # taken as is: a negative logging interval
+        (dict(logging_steps=-1), r"--logging_steps must be > 0 \(a number of steps, or a fraction of the run below 1\)"),
+        # the first momentum was dropped without a word
+        (dict(optim_args="momentum=0.9,momentum=0.5"), "--optim_args 'momentum=0.9,momentum=0.5': momentum is given "
+                                                       "twice, and only the last would count"),
+        # AcceleratorConfig's TypeError traceback in TrainingArguments' own checks
+        # json's own message, naming no flag
+        (dict(lr_scheduler_kwargs="{power: 2}"), r"--lr_scheduler_kwargs \{power: 2\}: not a JSON object \(Expecting "
+                                                 r"property name enclosed in double quotes"),
+        (dict(accelerator_config='{"bogus": 1}'), r"--accelerator_config \{\"bogus\": 1\}: AcceleratorConfig has no "
+                                                  r"\['bogus'\]; it takes \['dispatch_batches'"),
         (dict(report_to=["bogus"]), "--report_to bogus: bogus is not supported, only azure_ml"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
@@ -451,6 +467,16 @@ def test_a_logger_that_is_not_installed_is_refused_when_the_config_is_built(tmp_
     with pytest.raises(ValueError, match=rf"^--report_to {missing}: its package is not installed here"):
         make_config(tmp_path, report_to=[missing])
     assert make_config(tmp_path, report_to="none").report_to == []
+
+
+def test_deepspeed_without_its_package_is_refused_naming_the_flag(tmp_path):
+    """transformers raised importlib's PackageNotFoundError traceback, naming no flag."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed"):
+        pytest.skip("deepspeed is installed")
+    with pytest.raises(ValueError, match=r"^--deepspeed ds.json: deepspeed is not installed here"):
+        make_config(tmp_path, deepspeed="ds.json")
 
 
 @pytest.mark.parametrize(("optim", "package", "match"), [
