@@ -186,6 +186,10 @@ def check_training_values(args: TrainingArguments) -> None:
 def check_setup_values(args: TrainingArguments) -> None:
     """Values that `TrainingArguments.__post_init__` would fail on with a traceback that names no flag: refused
     before it runs, naming the flag."""
+    if args.ddp_backend and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ValueError(f"--ddp_backend {args.ddp_backend}: it sets how the processes of a distributed run talk, and "
+                         "this is one process (torch finds no process group); drop it, or launch several with "
+                         "torchrun --nproc_per_node N or accelerate launch.")
     if args.deepspeed and not is_deepspeed_available():
         raise ValueError(f"--deepspeed {args.deepspeed}: deepspeed is not installed here; pip install deepspeed, or "
                          "drop it.")

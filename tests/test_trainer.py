@@ -469,6 +469,15 @@ def test_a_logger_that_is_not_installed_is_refused_when_the_config_is_built(tmp_
     assert make_config(tmp_path, report_to="none").report_to == []
 
 
+def test_a_distributed_backend_in_one_process_is_refused_naming_the_flag(tmp_path, monkeypatch):
+    """torch's "Default process group has not been initialized", naming no flag: the docs' CPU multi-process
+    flags (--use_cpu true --ddp_backend gloo) copied into a plain command."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ValueError, match=r"^--ddp_backend gloo: it sets how the processes of a distributed run talk, "
+                                         r"and this is one process"):
+        make_config(tmp_path, ddp_backend="gloo", use_cpu=True)
+
+
 def test_deepspeed_without_its_package_is_refused_naming_the_flag(tmp_path):
     """transformers raised importlib's PackageNotFoundError traceback, naming no flag."""
     import importlib.util
