@@ -11,7 +11,8 @@ them, so a field a new `transformers` adds fails the suite until it is classifie
 
 `check_training_values` refuses, when the config is built, the values of supported fields that would fail only
 once training has started or change nothing (an ``optim_args`` key the optimizer does not read, a scheduler the
-step schedule replaces).
+step schedule replaces, a logger or optimizer whose package is not installed); `check_setup_values` those that
+`TrainingArguments`' own checks would fail on with a traceback naming no flag.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import os
 from dataclasses import fields
 
 from accelerate.utils import DynamoBackend
-from transformers import Trainer, TrainingArguments
 from torch._inductor import list_mode_options
+from transformers import Trainer, TrainingArguments
 from transformers.integrations import (
     get_available_reporting_integrations,
     get_reporting_integration_callbacks,

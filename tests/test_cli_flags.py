@@ -55,6 +55,7 @@ CHECKED_ELSEWHERE = {
     "tf32": "needs a CUDA device (TrainingArguments refuses it on CPU)",
 }
 BASE = ["--verify_images", "false"]
+CKPT = "local-dir:/ckpt"  # a checkpoint flag's value (parsing reads no file)
 
 
 def _value(name: str, default):
@@ -215,11 +216,11 @@ def test_a_dashed_flag_is_the_same_flag():
 
 @pytest.mark.parametrize(
     ("program", "name", "flags"),
-    [(distill, "student", ["--student", "cifar_wrn_40_1", "--student_init", "local-dir:/ckpt"]),
-     (table, "student", ["--student-init", "local-dir:/ckpt", "--student", "cifar_resnet8x4"]),
-     (distill, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", "local-dir:/ckpt"]),
-     (table, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", "local-dir:/ckpt"]),
-     (teacher, "teacher_architecture", ["--teacher-architecture", "cifar_wrn_40_1", "--teacher-init", "local-dir:/ckpt"])],
+    [(distill, "student", ["--student", "cifar_wrn_40_1", "--student_init", CKPT]),
+     (table, "student", ["--student-init", CKPT, "--student", "cifar_resnet8x4"]),
+     (distill, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", CKPT]),
+     (table, "teacher_architecture", ["--teacher_architecture", "cifar_wrn_40_1", "--teacher_init", CKPT]),
+     (teacher, "teacher_architecture", ["--teacher-architecture", "cifar_wrn_40_1", "--teacher-init", CKPT])],
     ids=lambda v: getattr(v, "PROGRAM", None) or (" ".join(v[::2]) if isinstance(v, list) else v),
 )
 def test_an_architecture_flag_with_a_checkpoint_is_refused(program, name, flags):

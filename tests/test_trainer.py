@@ -426,7 +426,8 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         # the data loader's "num_workers option should be non-negative" once the data was read
         (dict(dataloader_num_workers=-1), r"--dataloader_num_workers must be >= 0 \(0 loads in the main process\)"),
         # taken as is: a negative logging interval
-        (dict(logging_steps=-1), r"--logging_steps must be > 0 \(a number of steps, or a fraction of the run below 1\)"),
+        (dict(logging_steps=-1), r"--logging_steps must be > 0 \(a number of steps, or a fraction of the run below "
+                                 r"1\)"),
         # the first momentum was dropped without a word
         (dict(optim_args="momentum=0.9,momentum=0.5"), "--optim_args 'momentum=0.9,momentum=0.5': momentum is given "
                                                        "twice, and only the last would count"),

@@ -278,7 +278,8 @@ def parse_args(
     if getattr(schedule, "value", schedule) in METRIC_SCHEDULES:
         raise ValueError(f"--lr_scheduler_type {schedule.value}: it moves the learning rate by evaluation's metric, "
                          "and the recipes evaluate on the test split, so the weights would be tuned on the images the "
-                         "report scores; choose a fixed schedule (e.g. cosine, or the step decay of --lr_decay_epochs).")
+                         "report scores; choose a fixed schedule (e.g. cosine, or the step decay of "
+                         "--lr_decay_epochs).")
     for name, init in (("student", "student_init"), ("teacher_architecture", "teacher_init")):
         checkpoint = next((getattr(p, init) for p in parsed[:-1] if getattr(p, init, None)), None)
         if name in given and checkpoint:

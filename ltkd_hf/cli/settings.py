@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from ..training_fields import OUTPUT_FIELDS, UNSUPPORTED_FIELDS, WEIGHT_FIELDS
 
 __all__ = [
-    "CONFIG_ONLY", "METRIC_SCHEDULES", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED", "SETTINGS", "STAGES",
-    "Setting", "TEACHER_STAGE_SETTINGS", "applies", "refused_flags", "setting",
+    "CONFIG_ONLY", "METRIC_SCHEDULES", "PROGRAM_REFUSED", "PROGRAM_SETTINGS", "PROGRAM_STAGES", "RECIPE_REFUSED",
+    "SETTINGS", "STAGES", "Setting", "TEACHER_STAGE_SETTINGS", "applies", "refused_flags", "setting",
 ]
 
 TEACHER, STUDENT_CE, STUDENT_KD, STUDENT, EVAL = "teacher", "student_ce", "student_kd", "student", "eval"
