@@ -112,6 +112,8 @@ UNSUPPORTED_FIELDS = {
     "parallelism_config": "tensor/context parallelism is for language models",
 }
 
+# AcceleratorConfig's settings of how the batches are drawn and shared between processes.
+_BATCHING_KEYS = ("split_batches", "dispatch_batches", "even_batches", "use_seedable_sampler")
 # Adam's own fields, which other optimizers never read.
 _ADAM_FIELDS = ("adam_beta1", "adam_beta2", "adam_epsilon")
 
@@ -202,7 +204,9 @@ def check_setup_values(args: TrainingArguments) -> None:
             except json.JSONDecodeError as err:
                 raise ValueError(f"--{name} {value}: not a JSON object ({err}); e.g. '{{\"key\": 1}}'.") from None
     settings = args.accelerator_config
-    if isinstance(settings, str) and settings.startswith("{"):
+    if isinstance(settings, AcceleratorConfig):
+        settings = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    elif isinstance(settings, str) and settings.startswith("{"):
         settings = json.loads(settings)
     elif isinstance(settings, str) and os.path.isfile(settings):  # a path: transformers reads it as a JSON file
         with open(settings) as f:
@@ -213,6 +217,15 @@ def check_setup_values(args: TrainingArguments) -> None:
         if unknown:
             raise ValueError(f"--accelerator_config {args.accelerator_config}: AcceleratorConfig has no {unknown}; "
                              f"it takes {known}.")
+        defaults = {f.name: f.default for f in fields(AcceleratorConfig) if f.name in _BATCHING_KEYS}
+        changed = sorted(key for key in _BATCHING_KEYS if settings.get(key, defaults[key]) != defaults[key])
+        if changed:
+            raise ValueError(
+                f"--accelerator_config {args.accelerator_config}: {changed[0]}={settings[changed[0]]} changes which "
+                "images each process trains on at each step, which a run records as per_device_train_batch_size, "
+                "world_size and seed (a folder trained with it would be taken for one trained without); keep "
+                f"accelerate's {changed[0]}={defaults[changed[0]]}."
+            )
 
 
 def _check_scheduler_kwargs(args: TrainingArguments) -> None:

@@ -437,6 +437,11 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
                                                  r"property name enclosed in double quotes"),
         (dict(accelerator_config='{"bogus": 1}'), r"--accelerator_config \{\"bogus\": 1\}: AcceleratorConfig has no "
                                                   r"\['bogus'\]; it takes \['dispatch_batches'"),
+        # another order of batches (another model) recorded as the same run, and reused as it
+        (dict(accelerator_config='{"use_seedable_sampler": false}'), r"use_seedable_sampler=False changes which images "
+                                                                    r"each process trains on at each step"),
+        (dict(accelerator_config={"split_batches": True, "non_blocking": True}), r"^--accelerator_config .*: "
+                                                                                 r"split_batches=True changes which"),
         (dict(report_to=["bogus"]), "--report_to bogus: bogus is not supported, only azure_ml"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
