@@ -466,6 +466,13 @@ class DistillationTrainer(Trainer):
                 logs[prefix + name] = self.accelerator.reduce(mean, reduction="mean").item()
         super().log(logs, start_time)
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Trainer's evaluation, leaving torch's random state as it found it: each data loader draws its base seed
+        from torch's generator when it starts, so an evaluation during training moved every later augmentation draw
+        and ``eval_strategy`` changed the trained weights."""
+        with torch.random.fork_rng(devices=[]):
+            return super().evaluate(*args, **kwargs)
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Trainer's evaluation step; a batch of uint8 ``images`` is normalised on the device first."""
         inputs = self.device_batches(inputs, train=False)

@@ -70,6 +70,30 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
         torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+class FlippedImages(SyntheticImages):
+    """Each image flipped at random on reading, drawn from torch's generator as torchvision's transforms draw."""
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = super().__getitem__(i)
+        if torch.rand(()) < 0.5:
+            item["pixel_values"] = item["pixel_values"].flip(-1)
+        return item
+
+
+def test_evaluating_during_training_changes_no_weight(tmp_path):
+    """Each evaluation's data loader drew its base seed from torch's generator, so every later augmentation draw
+    moved: --eval_strategy epoch trained another model than --eval_strategy no."""
+    trained = []
+    for strategy in ("no", "epoch"):
+        student = make_student()
+        config = make_config(tmp_path / strategy, max_steps=-1, num_train_epochs=3, eval_strategy=strategy,
+                             distill_loss="kd")
+        make_trainer(config, model=student, train_dataset=FlippedImages(8), eval_dataset=SyntheticImages(4)).train()
+        trained.append(weights(student))
+    for name, tensor in trained[0].items():
+        assert torch.equal(tensor, trained[1][name]), name
+
+
 def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
     teacher = make_teacher()
     teacher.train()  # timm returns train-mode models: the trainer must pin eval mode itself
