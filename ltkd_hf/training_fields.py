@@ -51,9 +51,10 @@ WEIGHT_FIELDS = OBJECTIVE_FIELDS + (
     "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps",
     "lr_decay_epochs", "lr_decay_rate", "optim", "optim_args", "weight_decay", "adam_beta1", "adam_beta2",
     "adam_epsilon", "max_grad_norm", "per_device_train_batch_size", "gradient_accumulation_steps",
-    # what the batches are: their order, their augmentation draws (workers draw their own), and the seeds
+    # what the batches are: their order, their augmentation draws (workers draw their own, persistent ones across
+    # epochs; measured: another model after 2 epochs), and the seeds
     "seed", "data_seed", "full_determinism", "train_sampling_strategy", "dataloader_drop_last",
-    "dataloader_num_workers", "device_augmentation",
+    "dataloader_num_workers", "dataloader_persistent_workers", "device_augmentation",
     # the arithmetic
     "bf16", "fp16", "tf32", "channels_last", "torch_compile", "torch_compile_backend", "torch_compile_mode",
     # which weights are kept at the end
@@ -78,7 +79,7 @@ OUTPUT_FIELDS = (
     # where and how it runs
     "use_cpu", "local_rank", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
     "ddp_static_graph", "ddp_backend", "ddp_timeout", "fsdp", "fsdp_config", "deepspeed", "accelerator_config",
-    "torch_empty_cache_steps", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "torch_empty_cache_steps", "dataloader_pin_memory", "dataloader_prefetch_factor",
     "dataloader_multiprocessing_context", "dataloader_in_order",
 )
 
@@ -142,6 +143,10 @@ def check_training_values(args: TrainingArguments) -> None:
     if args.dataloader_num_workers < 0:
         raise ValueError(f"--dataloader_num_workers must be >= 0 (0 loads in the main process), got "
                          f"{args.dataloader_num_workers}.")
+    if args.dataloader_persistent_workers and args.dataloader_num_workers == 0:
+        raise ValueError("--dataloader_persistent_workers true keeps the data loader's worker processes between "
+                         "epochs, and --dataloader_num_workers is 0 (torch refuses it once the data is read); pass "
+                         "--dataloader_num_workers N, or drop it.")
     for name in ("logging_steps", "eval_steps", "save_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise ValueError(f"--{name} must be > 0 (a number of steps, or a fraction of the run below 1), got "

@@ -38,6 +38,7 @@ EXTRA = {"bf16": ["--use_cpu", "true"],
          "lr_scheduler_type": ["--lr_decay_epochs", "none"], "warmup_steps": ["--lr_decay_epochs", "none"],
          "lr_scheduler_kwargs": ["--lr_decay_epochs", "none", "--lr_scheduler_type", "polynomial"],
          "optim": ["--optim_args", ""],
+         "dataloader_persistent_workers": ["--dataloader_num_workers", "2"],
          **dict.fromkeys(("adam_beta1", "adam_beta2", "adam_epsilon"), ["--optim", "adamw_torch", "--optim_args", ""])}
 # Weight settings checked by their own tests instead (they need other data or checkpoints), with the reason.
 CHECKED_ELSEWHERE = {

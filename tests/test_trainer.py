@@ -94,6 +94,26 @@ def test_evaluating_during_training_changes_no_weight(tmp_path):
         assert torch.equal(tensor, trained[1][name]), name
 
 
+def test_persistent_workers_train_another_model_and_are_recorded(tmp_path):
+    """Persistent workers keep their random state across epochs (new ones are seeded anew each epoch), so the
+    augmentation draws and the weights differ; the setting was recorded as changing no weight, and a folder
+    trained with it was taken for one trained without."""
+    from ltkd_hf.provenance import run_settings
+
+    trained, settings = [], []
+    for persistent in (False, True):
+        student = make_student()
+        config = make_config(tmp_path / str(persistent), max_steps=-1, num_train_epochs=2, distill_loss="kd",
+                             dataloader_num_workers=1, dataloader_persistent_workers=persistent)
+        trainer = make_trainer(config, model=student, train_dataset=FlippedImages(8))
+        trainer.train()
+        trained.append(weights(student))
+        settings.append(run_settings(config, trainer.split_info, model=student, teacher=trainer.teacher_name))
+    assert any(not torch.equal(tensor, trained[1][name]) for name, tensor in trained[0].items())
+    assert settings[0]["schedule"]["dataloader_persistent_workers"] is False
+    assert settings[1]["schedule"]["dataloader_persistent_workers"] is True
+
+
 def test_teacher_is_frozen_untouched_and_never_checkpointed(tmp_path):
     teacher = make_teacher()
     teacher.train()  # timm returns train-mode models: the trainer must pin eval mode itself
@@ -449,6 +469,9 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
                                            r"\['default'"),
         # the data loader's "num_workers option should be non-negative" once the data was read
         (dict(dataloader_num_workers=-1), r"--dataloader_num_workers must be >= 0 \(0 loads in the main process\)"),
+        # torch's "persistent_workers option needs num_workers > 0" once the data was read
+        (dict(dataloader_persistent_workers=True), "--dataloader_persistent_workers true keeps the data loader's "
+                                                   "worker processes between epochs, and --dataloader_num_workers is 0"),
         # taken as is: a negative logging interval
         (dict(logging_steps=-1), r"--logging_steps must be > 0 \(a number of steps, or a fraction of the run below "
                                  r"1\)"),
