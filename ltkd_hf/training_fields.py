@@ -21,7 +21,7 @@ import copy
 import inspect
 import json
 import os
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 from accelerate.utils import DynamoBackend
 from torch._inductor import list_mode_options
@@ -201,28 +201,26 @@ def check_setup_values(args: TrainingArguments) -> None:
     if args.deepspeed and not is_deepspeed_available():
         raise ValueError(f"--deepspeed {args.deepspeed}: deepspeed is not installed here; pip install deepspeed, or "
                          "drop it.")
-    for name in TrainingArguments._VALID_DICT_FIELDS:  # a flag's JSON object, which transformers decodes
+    decoded = {}  # each setting given as a JSON object, which transformers decodes
+    for name in TrainingArguments._VALID_DICT_FIELDS:
         value = getattr(args, name)
         if isinstance(value, str) and value.startswith("{"):
             try:
-                json.loads(value)
+                decoded[name] = json.loads(value)
             except json.JSONDecodeError as err:
                 raise ValueError(f"--{name} {value}: not a JSON object ({err}); e.g. '{{\"key\": 1}}'.") from None
-    settings = args.accelerator_config
+    settings = decoded.get("accelerator_config", args.accelerator_config)
     if isinstance(settings, AcceleratorConfig):
-        settings = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    elif isinstance(settings, str) and settings.startswith("{"):
-        settings = json.loads(settings)
+        settings = asdict(settings)
     elif isinstance(settings, str) and os.path.isfile(settings):  # a path: transformers reads it as a JSON file
         with open(settings) as f:
             settings = json.load(f)
     if isinstance(settings, dict):
-        known = sorted(f.name for f in fields(AcceleratorConfig))
-        unknown = sorted(set(settings) - set(known))
+        defaults = {f.name: f.default for f in fields(AcceleratorConfig)}
+        unknown = sorted(set(settings) - set(defaults))
         if unknown:
             raise ValueError(f"--accelerator_config {args.accelerator_config}: AcceleratorConfig has no {unknown}; "
-                             f"it takes {known}.")
-        defaults = {f.name: f.default for f in fields(AcceleratorConfig) if f.name in _BATCHING_KEYS}
+                             f"it takes {sorted(defaults)}.")
         changed = sorted(key for key in _BATCHING_KEYS if settings.get(key, defaults[key]) != defaults[key])
         if changed:
             raise ValueError(

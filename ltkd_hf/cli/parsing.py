@@ -274,12 +274,11 @@ def parse_args(
     if remaining:
         raise ValueError(_not_offered(remaining[0], program, offered, known_names))
     config = next((v for v in parsed if isinstance(v, DistillationConfig)), None)
-    schedule = getattr(config, "lr_scheduler_type", None)
-    if getattr(schedule, "value", schedule) in METRIC_SCHEDULES:
-        raise ValueError(f"--lr_scheduler_type {schedule.value}: it moves the learning rate by evaluation's metric, "
-                         "and the recipes evaluate on the test split, so the weights would be tuned on the images the "
-                         "report scores; choose a fixed schedule (e.g. cosine, or the step decay of "
-                         "--lr_decay_epochs).")
+    if config is not None and config.lr_scheduler_type.value in METRIC_SCHEDULES:
+        raise ValueError(f"--lr_scheduler_type {config.lr_scheduler_type.value}: it moves the learning rate by "
+                         "evaluation's metric, and the recipes evaluate on the test split, so the weights would be "
+                         "tuned on the images the report scores; choose a fixed schedule (e.g. cosine, or the step "
+                         "decay of --lr_decay_epochs).")
     for name, init in (("student", "student_init"), ("teacher_architecture", "teacher_init")):
         checkpoint = next((getattr(p, init) for p in parsed[:-1] if getattr(p, init, None)), None)
         if name in given and checkpoint:
