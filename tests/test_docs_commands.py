@@ -1,6 +1,6 @@
 """Every command the README and the docs show parses: its program exists, its flags are the program's (no typo, no
 flag of another program), its values and its config resolve. Commands whose data needs the Hub are checked up to
-loading it; the README's demo and own-folder commands are run for real (tests/test_demo.py,
+loading it; the README's demo and own-folder commands are run for real (tests/test_demo.py, under `pytest -m slow`,
 tests/test_readme_own_folder.py)."""
 
 from __future__ import annotations
