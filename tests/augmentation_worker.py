@@ -1,11 +1,12 @@
 """Records what each process trains on first, for the test that processes draw their own augmentation.
 
-python augmentation_worker.py OUT_DIR RESULT {device,loader}
+python augmentation_worker.py OUT_DIR RESULT {device,loader}...
 
 Every training image is one and the same picture, so two samples' pixels differ only by their augmentation.
 device: uint8 `InMemoryImages` augmented on the device (`DeviceBatches`); loader: a dataset whose ``__getitem__``
-pads, crops and flips with torchvision (torch's global generator), as a CPU transform does. Writes
-RESULT.rank<i>.pt: the ``pixel_values`` and ``index`` (the sampled rows) of the first batch ``compute_loss`` sees.
+pads, crops and flips with torchvision (torch's global generator), as a CPU transform does. Each path
+trains in OUT_DIR/<path>, one after the other in the same launch, and writes RESULT.<path>.rank<i>.pt: the
+``pixel_values`` and ``index`` (the sampled rows) of the first batch ``compute_loss`` sees.
 """
 
 from __future__ import annotations
@@ -69,5 +70,7 @@ def record_first_batch(out: str, result: str, path: str) -> None:
 
 
 if __name__ == "__main__":
-    record_first_batch(*sys.argv[1:4])
+    out, result, *paths = sys.argv[1:]
+    for path in paths:
+        record_first_batch(f"{out}/{path}", f"{result}.{path}", path)
     close_processes()  # the trainer freed first: exiting with its gloo reducer alive aborted ~1 run in 6

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 import transformers.utils.hub
 from safetensors.torch import load, load_file
 
-from ltkd_hf import DistillationTrainer
 from ltkd_hf.losses import CATKD_AUTHOR_SETTINGS
 from ltkd_hf.models import create_student, unwrap_timm
 
@@ -171,13 +170,14 @@ def run_worker(*args, check=True):
 def test_reviewkd_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     """6 steps (SGD momentum, weight decay, the warm-up ramp), killed after the checkpoint of step 4 and resumed:
     the student and the ABFs (weights and BatchNorm statistics) end where the straight run ends."""
-    run_worker("run", tmp_path / "straight", tmp_path / "straight.safetensors", "--reviewkd")
     killed = run_worker("run", tmp_path / "killed", tmp_path / "unused.safetensors", "--reviewkd", "--kill-at-save", 4,
                         check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     checkpoint = tmp_path / "killed" / "checkpoint-4"
     assert (checkpoint / "distill_loss.safetensors").is_file() and not (tmp_path / "unused.safetensors").exists()
-    run_worker("run", tmp_path / "killed", tmp_path / "resumed.safetensors", "--reviewkd", "--resume")
+    # the resumed run, then the same run from scratch, in one fresh process
+    run_worker("run", tmp_path / "killed", tmp_path / "resumed.safetensors", "--reviewkd", "--resume",
+               "--then-straight", tmp_path / "straight", tmp_path / "straight.safetensors")
     straight, resumed = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
     assert set(straight) == set(resumed)
     abf_keys = [k for k in straight if k.startswith("distill_loss.abfs.")]

@@ -1,12 +1,16 @@
 """Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
 
-python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume] [--reviewkd | --student-init DIR]
+python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume [--then-straight DIR RESULT2]]
+    [--reviewkd | --student-init DIR]
 python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
     [--reviewkd | --student-init DIR]
 
 first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
 16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters (`first_step` runs it
 in the calling process).
+
+run trains 6 steps (checkpoints every 2); --then-straight DIR RESULT2: then the same run again from scratch in
+DIR, in the same process (a second process would cost its ~15 s of imports).
 
 --student-init DIR: the student starts from the checkpoint folder DIR (config.json + model.safetensors, e.g.
 timm.models.save_for_hf's): `pretrained_student`, its backbone loaded and a new 6-class head, instead of the
@@ -119,7 +123,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.0)
-    parser.add_argument("--no-use-cpu", action="store_true", help="leave use_cpu off: accelerate sets up no DDP on CPU")
+    parser.add_argument("--then-straight", nargs=2, metavar=("OUT_DIR", "RESULT"), default=None,
+                        help="after this run, train the same run from scratch into OUT_DIR, writing RESULT")
     parser.add_argument("--reviewkd", action="store_true", help="the ReviewKD setup (reviewkd_setup)")
     parser.add_argument("--student-init", default=None, help="start the student from this checkpoint folder")
     opts = parser.parse_args()
@@ -127,26 +132,15 @@ def main() -> None:
     if opts.reviewkd and opts.student_init:
         parser.error("--student-init does not apply to the --reviewkd setup")
 
-    if opts.reviewkd:
+    if opts.mode == "first-step" and opts.reviewkd:
         run_reviewkd(opts)
     elif opts.mode == "run":
-        config = make_config(
-            opts.output_dir,
-            max_steps=6,
-            save_strategy="steps",
-            save_steps=2,
-            per_device_train_batch_size=4,
-            full_determinism=True,
-            warmup_epochs=0.75,  # full weight after 4.5 of the 6 steps: resumed mid-ramp
-        )
-        callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
-        if opts.student_init:
-            student = pretrained_student(opts.student_init)
-        else:
-            student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
-        trainer = make_trainer(config, model=student, train_dataset=SyntheticImages(24), callbacks=callbacks)
-        trainer.train(resume_from_checkpoint=True if opts.resume else None)
-        save_file({k: v.contiguous() for k, v in student.state_dict().items()}, opts.result)
+        runs = [(opts.output_dir, opts.result, opts.resume)]
+        if opts.then_straight:
+            runs.append((*opts.then_straight, False))
+        for output_dir, result, resume in runs:
+            run = run_reviewkd if opts.reviewkd else six_steps
+            run(argparse.Namespace(**{**vars(opts), "output_dir": output_dir, "result": result, "resume": resume}))
     else:
         first_step(
             opts.output_dir,
@@ -155,9 +149,29 @@ def main() -> None:
             samples=opts.samples,
             accumulation=opts.accumulation,
             lr=opts.lr,
-            use_cpu=not opts.no_use_cpu,
             student_init=opts.student_init,
         )
+
+
+def six_steps(opts) -> None:
+    """The default run: 6 steps of LTKD, checkpoints every 2, a warm-up ramp, a possible kill; writes the student."""
+    config = make_config(
+        opts.output_dir,
+        max_steps=6,
+        save_strategy="steps",
+        save_steps=2,
+        per_device_train_batch_size=4,
+        full_determinism=True,
+        warmup_epochs=0.75,  # full weight after 4.5 of the 6 steps: resumed mid-ramp
+    )
+    callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
+    if opts.student_init:
+        student = pretrained_student(opts.student_init)
+    else:
+        student = make_student(arch="test_resnet")  # BatchNorm in the student too: its buffers must resume
+    trainer = make_trainer(config, model=student, train_dataset=SyntheticImages(24), callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=True if opts.resume else None)
+    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, opts.result)
 
 
 def first_step(
@@ -168,7 +182,6 @@ def first_step(
     samples: int = 16,
     accumulation: int = 1,
     lr: float = 0.0,
-    use_cpu: bool = True,
     student_init=None,
 ) -> None:
     """One optimizer step of LTKD with the head-biased teacher; writes `result` (the step's logged terms, JSON,
@@ -181,7 +194,6 @@ def first_step(
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=accumulation,
         ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
-        use_cpu=use_cpu,
     )
     teacher = biased_teacher()
     student = make_student() if student_init is None else pretrained_student(student_init)
