@@ -204,14 +204,16 @@ class RunArtefacts:
         output_dir: str | os.PathLike,
         validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scored: Mapping[str, Any] | None = None,
     ) -> dict[str, dict]:
         """``{row name: evaluation_report}`` for the model's (and the teacher's, second) predicted probabilities on
         ``labels`` (accuracy, ECE and group mass per group), plus ``other_reports``; with ``validation``
         (``(probabilities, labels)`` on the validation split) each scored row also gets ``"validation"``: its
-        accuracies there. Written to ``output_dir`` as report.json, report.md and the plots."""
+        accuracies there. Written to ``output_dir`` as report.json (with ``scored``, what was scored), report.md and
+        the plots."""
         counts = self.split_info.class_counts
 
-        def scored(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        def score(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
             return evaluation_report(probs.argmax(-1), labels, class_counts=counts, groups=self.groups,
                                      probabilities=probs)
 
@@ -225,20 +227,21 @@ class RunArtefacts:
             )
         reports: dict[str, dict] = {key: dict(value) for key, value in other_reports.items()}
         for row, at in rows.items():
-            reports[row] = scored(probabilities[at], labels)
+            reports[row] = score(probabilities[at], labels)
             if validation is not None:
-                held = scored(validation[0][at], validation[1])
+                held = score(validation[0][at], validation[1])
                 reports[row]["validation"] = {key: v for key, v in held.items()
                                               if key.startswith("accuracy") or key in ("per_class", "test_counts")}
         reports = {row: reports[row] for row in ["teacher", *[r for r in reports if r != "teacher"]] if row in reports}
         self.row = name
         if self.args.should_save:
-            facts = dict(metadata) if metadata is not None else self._report_metadata(validation is not None)
+            facts = dict(metadata) if metadata is not None else self.report_metadata(validation is not None)
             write_report(output_dir, reports, class_counts=counts, groups=self.groups, metadata=facts,
-                         label_names=self.split_info.label_names)
+                         label_names=self.split_info.label_names, scored=scored)
         return reports
 
-    def _report_metadata(self, validated: bool) -> dict[str, Any]:
+    def report_metadata(self, validated: bool) -> dict[str, Any]:
+        """What report.json and report.md state about the run."""
         info = self.split_info
         held_out = "none: nothing was chosen on held-out data"
         if validated:

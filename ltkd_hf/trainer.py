@@ -29,6 +29,7 @@ from .data.split_info import SplitInfo
 from .data.transforms import normalization_converter
 from .distillation_model import DistillationModel
 from .evaluation.metrics import group_accuracy
+from .evaluation.report import saved_report
 from .hub.card import results_from_report
 from .hub.push import hub_api
 from .hub.save import WEIGHTS_NAME
@@ -36,7 +37,7 @@ from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
-from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder
+from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder, tensor_fingerprint
 from .trainer_inputs import DeviceBatches, check_labelled, check_run_length, checked_split_info, describe_teacher
 
 logger = logging.getLogger(__name__)
@@ -567,10 +568,16 @@ class DistillationTrainer(Trainer):
         other_reports: Mapping[str, Mapping[str, Any]] | None = None,
         validation_dataset: Any = None,
         metadata: Mapping[str, Any] | None = None,
+        reuse: bool = False,
     ) -> dict[str, dict]:
         """Score the model (and the teacher) on ``eval_dataset`` (default: the trainer's, the test split) from one
         ``predict()`` pass, write report.json, report.md and the plots into ``output_dir`` (default
         ``args.output_dir``), and return ``{row name: evaluation_report}``.
+
+        With ``reuse=True`` the report.json already in ``output_dir`` is returned instead, without scoring, when it
+        scored these very weights: the same student and teacher (fingerprints of their ``state_dict``), rows,
+        ``other_reports``, statement of the run and number of images. The recipes reuse a finished stage's report
+        so; the images themselves are the caller's to keep (the recipes' folders record the data they trained on).
 
         ``name`` is the model's row (default `model_label`, e.g. "student (CE)"; the recipes pass "teacher" for
         the run that trains the teacher); ``other_reports`` adds rows (e.g. the CE student's), under names other
@@ -581,6 +588,16 @@ class DistillationTrainer(Trainer):
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         validation_dataset = validation_dataset if validation_dataset is not None else self.validation_dataset
+        output_dir = output_dir or self.args.output_dir
+        name = name or self.model_label
+        scored = self._scored(name, dataset, validation_dataset)
+        if reuse:
+            facts = metadata if metadata is not None else self.artefacts.report_metadata(validation_dataset is not None)
+            saved = saved_report(output_dir, scored, facts, other_reports)
+            if saved is not None:
+                logger.info("Reusing %s: it scored these same weights", Path(output_dir) / "report.json")
+                self.report, self.artefacts.row = saved, name
+                return saved
         validation = None
         self._report_mode = True
         try:
@@ -593,13 +610,24 @@ class DistillationTrainer(Trainer):
         self.report = self.artefacts.report(
             _as_tuple(out.predictions),
             np.asarray(out.label_ids),
-            name=name or self.model_label,
+            name=name,
             other_reports=other_reports,
-            output_dir=output_dir or self.args.output_dir,
+            output_dir=output_dir,
             validation=validation,
             metadata=metadata,
+            scored=scored,
         )
         return self.report
+
+    def _scored(self, name: str, dataset: Any, validation_dataset: Any) -> dict[str, Any]:
+        """What a report scores, as its report.json records it (``"scored"``)."""
+        return {
+            "row": name,
+            "model": tensor_fingerprint(unwrap_timm(self.model.student).state_dict()),
+            "teacher": None if self.teacher is None else tensor_fingerprint(unwrap_timm(self.teacher).state_dict()),
+            "test_images": len(dataset),
+            "validation_images": None if validation_dataset is None else len(validation_dataset),
+        }
 
     def _report_predict(self, dataset: Any, prefix: str):
         """``predict`` in a report pass; with the teacher cache and an in-memory split, the teacher's rows of the

@@ -4,6 +4,7 @@ written from the model state Trainer hands over, and the checked resume."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -173,6 +174,45 @@ def test_the_card_after_a_report_takes_its_numbers_without_a_second_pass(tmp_pat
     evaluated = trainer.evaluate()
     assert batches  # evaluate() itself does run the student
     assert {k: metrics[k] for k in keys} == {k: pytest.approx(evaluated[f"eval_{k}"], abs=1e-12) for k in keys}
+
+
+def test_a_report_is_reused_only_for_the_weights_rows_and_images_it_scored(tmp_path):
+    """A finished stage run again scored its test split and drew its plots again every time (a re-run of a
+    finished 18-cell table spent 54 s on it). write_report(reuse=True) returns report.json as it is when it scored
+    these very weights; any difference scores again. A marker only the file holds tells which happened."""
+    trainer = make_trainer(make_config(tmp_path, max_steps=2), eval_dataset=SyntheticImages(12))
+    trainer.train()
+    row, path = trainer.model_label, tmp_path / "report.json"
+    first = trainer.write_report()
+    assert list(first) == ["teacher", row]
+
+    def mark() -> str:
+        saved = json.loads(path.read_text())
+        saved["models"][row]["accuracy"] = -1.0
+        path.write_text(json.dumps(saved))
+        return path.read_text()
+
+    text = mark()
+    reused = trainer.write_report(reuse=True)
+    assert reused[row]["accuracy"] == -1.0 and path.read_text() == text  # nothing scored, nothing written
+    assert trainer.report is reused  # and the card takes these rows
+    others = {"student (CE)": first[row]}
+    assert trainer.write_report(other_reports=others, reuse=True)[row]["accuracy"] == first[row]["accuracy"]
+    mark()
+    assert trainer.write_report(other_reports=others, reuse=True)[row]["accuracy"] == -1.0
+    for change in ("student", "teacher", "images", "metadata"):
+        mark()
+        kwargs = {"other_reports": others, "reuse": True}
+        if change == "images":
+            kwargs["eval_dataset"] = SyntheticImages(8)
+        elif change == "metadata":
+            kwargs["metadata"] = {"training seed": 1}
+        else:
+            model = trainer.model.student if change == "student" else trainer.teacher
+            with torch.no_grad():
+                next(model.parameters()).add_(1.0)
+        assert trainer.write_report(**kwargs)[row]["accuracy"] != -1.0, change
+        assert json.loads(path.read_text())["models"][row]["accuracy"] != -1.0, change
 
 
 def test_a_row_given_under_a_name_the_report_scores_itself_is_refused(tmp_path):

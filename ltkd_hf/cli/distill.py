@@ -122,15 +122,19 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     if "teacher" in stages:  # the biased teacher: plain cross-entropy on the same long-tailed split
         teacher, _, _, _ = train_teacher(stages["teacher"], data)
+    # Each stage's report on the test split (last-epoch weights, no best-checkpoint selection); a finished stage's
+    # own report.json is reused when it scored the same weights and rows.
     others = {}
     if "student_ce" in stages:
-        others = train_stage(stages["student_ce"], data).write_report(name="student (CE)")
+        stage = stages["student_ce"]
+        others = train_stage(stage, data).write_report(name="student (CE)", reuse=stage.finished)
     if "student_kd" in stages:
-        kd = train_stage(stages["student_kd"], data, teacher)
-        others[kd.model_label] = kd.write_report()[kd.model_label]  # its own row (the teacher's comes again below)
+        stage = stages["student_kd"]
+        kd = train_stage(stage, data, teacher)
+        # its own row (the teacher's comes again below)
+        others[kd.model_label] = kd.write_report(reuse=stage.finished)[kd.model_label]
     trainer = train_stage(stages["student"], data, teacher)
-    # Evaluation on the test split: last-epoch weights (no best-checkpoint selection).
-    reports = trainer.write_report(other_reports=others)
+    reports = trainer.write_report(other_reports=others, reuse=stages["student"].finished)
     trainer.create_model_card()
     if config.push_to_hub:
         trainer.push_to_hub(token=hub_token)

@@ -615,9 +615,10 @@ def plan_teacher(
 
 
 def train_teacher(stage: Stage, data: LongTailedData):
-    """Train (or reuse) the teacher stage, write its report, and return it frozen with the name the card gives it."""
+    """Train (or reuse) the teacher stage, write (or reuse) its report, and return it frozen with the name the card
+    gives it."""
     trainer = train_stage(stage, data)
-    report = trainer.write_report(name="teacher")["teacher"]
+    report = trainer.write_report(name="teacher", reuse=stage.finished)["teacher"]
     return load_teacher(str(stage.folder)), stage.description, trainer, report
 
 

@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
         for cell, stage in stages:
             teacher = None if cell.loss == "ce" else given if given is not None else loaded[cell.teacher_loss]
             trainer = train_stage(stage, data, teacher)
-            reports = trainer.write_report(name=trainer.model_label)
+            reports = trainer.write_report(name=trainer.model_label, reuse=stage.finished)
             results.append((seed, cell, reports[trainer.model_label]))
             if given is not None and "teacher" in reports:  # one given teacher for every seed: one row, scored once
                 per_seed.setdefault("teacher", [reports["teacher"]])

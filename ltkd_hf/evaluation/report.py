@@ -329,6 +329,32 @@ def _markdown(
     return "\n".join(lines)
 
 
+def saved_report(
+    output_dir: str | os.PathLike,
+    scored: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+    other_reports: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict] | None:
+    """The rows of ``output_dir``/report.json when `write_report` wrote it with this ``scored`` record and
+    ``metadata`` and its other rows are ``other_reports`` (as report.json stores them); else None."""
+    path = Path(output_dir) / "report.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not isinstance(saved.get("models"), dict):
+        return None
+    scored_rows = {scored["row"], *(["teacher"] if scored["teacher"] is not None else [])}
+    others = {row: report for row, report in saved["models"].items() if row not in scored_rows}
+    same = (
+        saved.get("scored") == _jsonable(scored)
+        and saved.get("metadata") == _jsonable(metadata)
+        and scored_rows <= set(saved["models"])
+        and others == json.loads(json.dumps(_jsonable(other_reports or {})))
+    )
+    return saved["models"] if same else None
+
+
 def write_report(
     output_dir: str | os.PathLike,
     reports: Mapping[str, Mapping[str, Any]],
@@ -337,6 +363,7 @@ def write_report(
     groups: ClassGroups,
     metadata: Mapping[str, Any] | None = None,
     label_names: Sequence[str] | None = None,
+    scored: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write report.json, report.md, per_class_accuracy.png and (when a report holds ``group_mass``)
     teacher_bias.png into ``output_dir``, each atomically; returns ``{"json", "markdown", "per_class_plot",
@@ -347,7 +374,9 @@ def write_report(
     teacher_bias.png shows the group mass of every such model beside the balanced target
     (``plot_group_mass``). ``groups`` are the frequency groups of the tables and plots (those the reports were
     built with); ``metadata`` (dataset, ρ, loss, seed, which checkpoint was evaluated, ...) goes into both files;
-    ``label_names`` (class-index order), when given, name the classes of report.json's per-class lists.
+    ``label_names`` (class-index order), when given, name the classes of report.json's per-class lists;
+    ``scored``, when given, is stored as report.json's ``"scored"``: what the report scored (`DistillationTrainer`
+    records the weights, so that a finished stage run again reuses the report only for the same weights).
     """
     if not reports:
         raise ValueError("reports is empty; pass {model name: evaluation_report(...)}.")
@@ -385,6 +414,7 @@ def write_report(
         **({"label_names": [str(n) for n in label_names]} if label_names is not None else {}),
         "balanced_group_mass": balanced_group_mass(groups),
         "models": reports,
+        **({"scored": dict(scored)} if scored is not None else {}),
     }
     _write_json(_jsonable(payload), paths["json"])
     _write_text(_markdown(reports, groups, metadata, images), paths["markdown"])
