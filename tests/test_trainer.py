@@ -285,13 +285,23 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, request, studen
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
 
 
+@pytest.fixture(scope="module")
+def two_process_steps(tmp_path_factory, vit_checkpoint) -> dict[str, Path]:
+    """The first step of torchrun 2 x 8 for both students, in one launch: {student: result file}."""
+    root = tmp_path_factory.mktemp("two")
+    proc = torchrun(WORKER, "first-step", root / "default", root / "default.json", "--batch", 8, "--lr", 0.5,
+                    "--then", root / "vit", root / "vit.json", vit_checkpoint)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"default": root / "default.json", "pretrained-vit": root / "vit.json"}
+
+
 @STUDENTS
-def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, request, student):
+def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, request, student, two_process_steps):
     """16 x GA 1 == 8 x GA 2 == torchrun 2 x 8: LTKD's group sums cover the whole optimizer step (a strongly
     head-biased teacher makes per-micro-batch sums differ; a BatchNorm-free student keeps the forward
     independent of how the batch is split). Students: the default test_convnext, and a (LayerNorm-only) ViT
     started from a checkpoint folder, whose 32-px batches the trainer resizes for the 160-px teacher. The
-    single-process runs train here, torchrun's in two worker processes."""
+    single-process runs train here, torchrun's in two worker processes (both students in one launch)."""
     init = student_init(request, student)
     folder = init[-1] if init else None
     runs = {}
@@ -299,10 +309,7 @@ def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, 
         result = tmp_path / f"{name}.json"
         first_step(tmp_path / name, result, batch=batch, accumulation=accumulation, lr=0.5, student_init=folder)
         runs[name] = result
-    result = tmp_path / "two.json"
-    proc = torchrun(WORKER, "first-step", tmp_path / "two", result, "--batch", 8, "--lr", 0.5, *init)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    runs["two processes"] = result
+    runs["two processes"] = two_process_steps[student]
     logs = {name: json.loads(path.read_text()) for name, path in runs.items()}
     weights_after = {name: load_file(f"{path}.safetensors") for name, path in runs.items()}
     # Independent reference of the first step: the student as it starts, the teacher on the batch it must see (for

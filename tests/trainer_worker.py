@@ -3,7 +3,7 @@
 python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume [--then-straight DIR RESULT2]]
     [--reviewkd | --student-init DIR]
 python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
-    [--reviewkd | --student-init DIR]
+    [--reviewkd | --student-init DIR [--then OUT_DIR2 RESULT2 INIT]...]
 
 first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
 16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters (`first_step` runs it
@@ -11,6 +11,9 @@ in the calling process).
 
 run trains 6 steps (checkpoints every 2); --then-straight DIR RESULT2: then the same run again from scratch in
 DIR, in the same process (a second process would cost its ~15 s of imports).
+
+--then OUT_DIR2 RESULT2 INIT (first-step): then the same step again in the same launch, into OUT_DIR2 and RESULT2,
+with the student started from the checkpoint folder INIT ("default": the default student).
 
 --student-init DIR: the student starts from the checkpoint folder DIR (config.json + model.safetensors, e.g.
 timm.models.save_for_hf's): `pretrained_student`, its backbone loaded and a new 6-class head, instead of the
@@ -42,6 +45,7 @@ from tiny_setup import (
     make_teacher,
     make_trainer,
 )
+from ltkd_hf.cli.stages import close_processes
 from ltkd_hf.models import create_student, unwrap_timm
 
 
@@ -123,6 +127,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--lr", type=float, default=0.0)
+    parser.add_argument("--then", nargs=3, action="append", default=[], metavar=("OUT_DIR", "RESULT", "INIT"),
+                        help="first-step: then the same step into OUT_DIR, writing RESULT, from INIT (or 'default')")
     parser.add_argument("--then-straight", nargs=2, metavar=("OUT_DIR", "RESULT"), default=None,
                         help="after this run, train the same run from scratch into OUT_DIR, writing RESULT")
     parser.add_argument("--reviewkd", action="store_true", help="the ReviewKD setup (reviewkd_setup)")
@@ -142,15 +148,10 @@ def main() -> None:
             run = run_reviewkd if opts.reviewkd else six_steps
             run(argparse.Namespace(**{**vars(opts), "output_dir": output_dir, "result": result, "resume": resume}))
     else:
-        first_step(
-            opts.output_dir,
-            opts.result,
-            batch=opts.batch,
-            samples=opts.samples,
-            accumulation=opts.accumulation,
-            lr=opts.lr,
-            student_init=opts.student_init,
-        )
+        for output_dir, result, init in [(opts.output_dir, opts.result, opts.student_init), *opts.then]:
+            first_step(output_dir, result, batch=opts.batch, samples=opts.samples, accumulation=opts.accumulation,
+                       lr=opts.lr, student_init=None if init == "default" else init)
+        close_processes()  # after every step: the process group serves them all
 
 
 def six_steps(opts) -> None:
@@ -204,13 +205,7 @@ def first_step(
             json.dump(trainer.state.log_history[0], f)
         weights = {k: v.contiguous() for k, v in unwrap_timm(student).state_dict().items()}
         save_file(weights, f"{result}.safetensors")
-    accelerator = trainer.accelerator
-    accelerator.wait_for_everyone()
-    # Free the DDP model (its gloo reducer) while the process group is alive, then close the group: in the
-    # other order the exit can abort ("terminate called without an active exception").
-    del trainer
-    gc.collect()
-    accelerator.end_training()
+    trainer.accelerator.wait_for_everyone()
 
 
 def run_reviewkd(opts) -> None:
