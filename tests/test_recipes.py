@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -281,27 +282,18 @@ def test_processes_launched_without_distributed_training_are_refused_before_anyt
     assert not out.exists()
 
 
-def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(fake_hub, tmp_path):
+def test_push_to_hub_uploads_the_student_and_it_loads_back_in_timm(demo, fake_hub, tmp_path):
+    """The demo's command run again with --push_to_hub, in a copy of its folder: every stage is reused (the push
+    settings are no training setting) and the student it trained goes up."""
+    trained, argv, _ = demo
     out = tmp_path / "run"
-    run_distill.main(
-        [
-            *QUICK,
-            "--output_dir",
-            str(out),
-            "--push_to_hub",
-            "true",
-            "--hub_model_id",
-            "alice/ltkd-demo",
-            "--hub_token",
-            fake_hub.token,
-            "--compare_ce_student",
-            "false",
-        ]
-    )
+    shutil.copytree(trained, out)
+    run_distill.main([*argv[:-1], str(out), "--push_to_hub", "true", "--hub_model_id", "alice/ltkd-demo",
+                      "--hub_token", fake_hub.token])
     student = out / "student"
     repo = fake_hub.repos["alice/ltkd-demo"]
     assert {"model.safetensors", "config.json", "README.md", "report.json", "teacher_bias.png"} <= set(repo.files)
-    assert repo.files["model.safetensors"] == (student / "model.safetensors").read_bytes()
+    assert repo.files["model.safetensors"] == (trained / "student" / "model.safetensors").read_bytes()
     assert not any(name.startswith("checkpoint") for name in repo.files)
     downloaded = timm.create_model("hf-hub:alice/ltkd-demo", pretrained=True).eval()
     local = timm.create_model(f"local-dir:{student}", pretrained=True).eval()
