@@ -82,7 +82,7 @@ def test_the_installed_demo_writes_the_student_folder(installed):
     work.mkdir()
     proc = subprocess.run([str(site / "bin" / "ltkd-distill"), "--max_steps", "2", "--lr_decay_epochs", "none",
                            "--warmup_epochs", "0", "--per_device_train_batch_size", "16", "--verify_images", "false",
-                           "--compare_ce_student", "false"],
+                           "--compare_ce_student", "false", "--compare_kd_student", "false"],
                           env=env, cwd=work, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     student = work / "outputs" / "ltkd-demo" / "student"

@@ -89,29 +89,29 @@ def test_demo_writes_folder_card_report_and_plots(demo, capsys):
 ROWS = ["teacher", "student (CE)", "student (KD)", "student (LTKD)"]
 
 
-def test_the_demo_table_has_teacher_ce_kd_ltkd_in_order_everywhere(demo):
-    out, _, reports = demo
+def check_demo_table(out: Path, reports: dict, schedule: str) -> None:
+    """The demo's rows (teacher, CE, KD, LTKD) in this order in what it returns, report.json, report.md and the card,
+    and the card's setup as the demo config writes it (weight decay, the step decay ``schedule``, clipping at 5)."""
     assert list(reports) == ROWS
     assert list(json.loads((out / "student" / "report.json").read_text())["models"]) == ROWS
     card = ModelCard.load(out / "student" / "README.md").text
     for where, text in (("report.md", (out / "student" / "report.md").read_text()), ("card", card)):
         positions = [text.find(f"| {row} |") for row in ROWS]
         assert -1 not in positions and positions == sorted(positions), where
-    # the card's setup, as the demo config writes it (weight decay, step decay, clipping at norm 5)
     assert "| Optimizer | sgd momentum=0.9, learning rate 0.05, weight decay 0.0005 |" in card
-    assert "| Learning-rate schedule | x 0.1 at epochs 0.5 |" in card and "| Gradient clipping | norm 5 |" in card
+    assert f"| Learning-rate schedule | {schedule} |" in card and "| Gradient clipping | norm 5 |" in card
     assert "| Weights evaluated | last-epoch weights |" in card
 
 
-def test_the_kd_row_is_the_kd_student_distilled_from_the_same_teacher(demo):
-    out, _, reports = demo
+def check_kd_row(out: Path, reports: dict) -> None:
+    """The KD row is the KD student's, distilled from the same teacher with the same schedule, checked by scoring
+    its weights, reloaded with timm, on the test split."""
     kd, ltkd = (json.loads((out / stage / "config.json").read_text())["ltkd"]["settings"]
                 for stage in ("student_kd", "student"))
     assert kd["objective"]["distill_loss"] == "kd" and ltkd["objective"]["distill_loss"] == "ltkd"
     assert kd["teacher"] == ltkd["teacher"] and kd["teacher"].startswith("teacher/ of this run (cifar_resnet8x4")
     assert kd["objective"]["warmup_epochs"] == ltkd["objective"]["warmup_epochs"] > 0
     assert kd["schedule"] == ltkd["schedule"] and kd["objective"]["ce_weight"] == 1.0
-    # Independent check of the row: the student_kd weights, reloaded with timm, scored on the test split.
     model = timm.create_model("cifar_wrn_40_1", num_classes=10,
                               pretrained_cfg_overlay={"input_size": (3, 16, 16)}).eval()
     model.load_state_dict(load_file(out / "student_kd" / "model.safetensors"))
@@ -120,6 +120,16 @@ def test_the_kd_row_is_the_kd_student_distilled_from_the_same_teacher(demo):
     with torch.no_grad():
         correct = (model(batch["pixel_values"]).argmax(-1) == batch["labels"]).float().mean().item()
     assert reports["student (KD)"]["accuracy"] == pytest.approx(correct, abs=1e-6)  # float32; one image is 1/300
+
+
+def test_the_demo_table_has_teacher_ce_kd_ltkd_in_order_everywhere(demo):
+    out, _, reports = demo
+    check_demo_table(out, reports, "x 0.1 at epochs 0.5")
+
+
+def test_the_kd_row_is_the_kd_student_distilled_from_the_same_teacher(demo):
+    out, _, reports = demo
+    check_kd_row(out, reports)
 
 
 def test_run_eval_reproduces_the_report(demo, tmp_path):
