@@ -202,15 +202,15 @@ class RunArtefacts:
         name: str,
         other_reports: Mapping[str, Mapping[str, Any]] | None,
         output_dir: str | os.PathLike,
+        metadata: Mapping[str, Any],
         validation: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
-        metadata: Mapping[str, Any] | None = None,
         scored: Mapping[str, Any] | None = None,
     ) -> dict[str, dict]:
         """``{row name: evaluation_report}`` for the model's (and the teacher's, second) predicted probabilities on
         ``labels`` (accuracy, ECE and group mass per group), plus ``other_reports``; with ``validation``
         (``(probabilities, labels)`` on the validation split) each scored row also gets ``"validation"``: its
-        accuracies there. Written to ``output_dir`` as report.json (with ``scored``, what was scored), report.md and
-        the plots."""
+        accuracies there. Written to ``output_dir`` as report.json (``metadata``: what it states about the run,
+        `report_metadata` for a run's own; ``scored``: what was scored), report.md and the plots."""
         counts = self.split_info.class_counts
 
         def score(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -235,8 +235,7 @@ class RunArtefacts:
         reports = {row: reports[row] for row in ["teacher", *[r for r in reports if r != "teacher"]] if row in reports}
         self.row = name
         if self.args.should_save:
-            facts = dict(metadata) if metadata is not None else self.report_metadata(validation is not None)
-            write_report(output_dir, reports, class_counts=counts, groups=self.groups, metadata=facts,
+            write_report(output_dir, reports, class_counts=counts, groups=self.groups, metadata=metadata,
                          label_names=self.split_info.label_names, scored=scored)
         return reports
 

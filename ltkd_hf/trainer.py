@@ -590,9 +590,10 @@ class DistillationTrainer(Trainer):
         validation_dataset = validation_dataset if validation_dataset is not None else self.validation_dataset
         output_dir = output_dir or self.args.output_dir
         name = name or self.model_label
-        scored = self._scored(name, dataset, validation_dataset)
+        facts = metadata if metadata is not None else self.artefacts.report_metadata(validation_dataset is not None)
+        # the weights' fingerprints: only where a report is written or reused (not on every process of a run)
+        scored = self._scored(name, dataset, validation_dataset) if reuse or self.args.should_save else None
         if reuse:
-            facts = metadata if metadata is not None else self.artefacts.report_metadata(validation_dataset is not None)
             saved = saved_report(output_dir, scored, facts, other_reports)
             if saved is not None:
                 logger.info("Reusing %s: it scored these same weights", Path(output_dir) / "report.json")
@@ -614,7 +615,7 @@ class DistillationTrainer(Trainer):
             other_reports=other_reports,
             output_dir=output_dir,
             validation=validation,
-            metadata=metadata,
+            metadata=facts,
             scored=scored,
         )
         return self.report
@@ -624,7 +625,9 @@ class DistillationTrainer(Trainer):
         return {
             "row": name,
             "model": tensor_fingerprint(unwrap_timm(self.model.student).state_dict()),
-            "teacher": None if self.teacher is None else tensor_fingerprint(unwrap_timm(self.teacher).state_dict()),
+            # the teacher whose row the report holds (RunArtefacts.report scores it when it has a teacher_name)
+            "teacher": None if self.artefacts.teacher_name is None
+            else tensor_fingerprint(unwrap_timm(self.teacher).state_dict()),
             "test_images": len(dataset),
             "validation_images": None if validation_dataset is None else len(validation_dataset),
         }

@@ -137,6 +137,10 @@ def main() -> None:
 
     if opts.reviewkd and opts.student_init:
         parser.error("--student-init does not apply to the --reviewkd setup")
+    if opts.then and (opts.mode != "first-step" or opts.reviewkd):
+        parser.error("--then applies to first-step without --reviewkd")
+    if opts.then_straight and (opts.mode != "run" or not opts.resume):
+        parser.error("--then-straight applies to run --resume")
 
     if opts.mode == "first-step" and opts.reviewkd:
         run_reviewkd(opts)
@@ -144,8 +148,8 @@ def main() -> None:
         runs = [(opts.output_dir, opts.result, opts.resume)]
         if opts.then_straight:
             runs.append((*opts.then_straight, False))
+        run = run_reviewkd if opts.reviewkd else six_steps
         for output_dir, result, resume in runs:
-            run = run_reviewkd if opts.reviewkd else six_steps
             run(argparse.Namespace(**{**vars(opts), "output_dir": output_dir, "result": result, "resume": resume}))
     else:
         for output_dir, result, init in [(opts.output_dir, opts.result, opts.student_init), *opts.then]:

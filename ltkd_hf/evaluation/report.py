@@ -350,7 +350,7 @@ def saved_report(
         saved.get("scored") == _jsonable(scored)
         and saved.get("metadata") == _jsonable(metadata)
         and scored_rows <= set(saved["models"])
-        and others == json.loads(json.dumps(_jsonable(other_reports or {})))
+        and others == _jsonable(other_reports or {})
     )
     return saved["models"] if same else None
 
