@@ -8,8 +8,6 @@ import json
 import logging
 import re
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import pytest
 from PIL import Image
 
 from ltkd_hf.cli import distill, evaluate, table, teacher
+
+from scripts import run_script
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = ["--verify_images", "false"]
@@ -446,12 +446,12 @@ def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):
         evaluate.main(["--model", "/nonexistent", "--dataset", "builtin:digits"])
 
 
-def test_one_line_error_and_exit_2_without_a_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "run_distill.py"), "--input_size", "0",
-                           "--output_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["run_distill.py: error: --input_size 0: pass a side of at least 8 "
-                                                "pixels, or none."]
+def test_one_line_error_and_exit_2_without_a_traceback(tmp_path, monkeypatch, capsys):
+    code, _, err = run_script(REPO / "recipes" / "run_distill.py", ["--input_size", "0", "--output_dir", str(tmp_path)],
+                              monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == ["run_distill.py: error: --input_size 0: pass a side of at least 8 pixels, or "
+                                        "none."]
 
 
 # -- 4 (data identity): the same files are the same data; edited files are not ------------------------------------------
@@ -487,16 +487,16 @@ def test_a_diverged_stage_is_not_saved_as_finished(tmp_path):
         assert not (out / "teacher" / "model.safetensors").exists()
 
 
-def test_an_image_that_cannot_be_read_mid_run_is_one_line(tmp_path):
+def test_an_image_that_cannot_be_read_mid_run_is_one_line(tmp_path, monkeypatch, capsys):
     """With --verify_images false a damaged image ended the run in PIL's UnidentifiedImageError traceback."""
     write_folder(tmp_path / "birds")
     (tmp_path / "birds" / "train" / "heron" / "0.png").write_bytes(b"not a png")
-    proc = subprocess.run([sys.executable, str(REPO / "recipes" / "run_teacher.py"), *TEACHER_FAST, "--dataset",
-                           str(tmp_path / "birds"), "--imbalance_factor", "1", "--per_device_train_batch_size", "4",
-                           "--max_steps", "4", "--output_dir", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.split("\n")[-2] == (
+    code, _, err = run_script(REPO / "recipes" / "run_teacher.py",
+                              [*TEACHER_FAST, "--dataset", str(tmp_path / "birds"), "--imbalance_factor", "1",
+                               "--per_device_train_batch_size", "4", "--max_steps", "4", "--output_dir",
+                               str(tmp_path / "run")], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.split("\n")[-2] == (
         f"run_teacher.py: error: cannot identify image file '{tmp_path / 'birds' / 'train' / 'heron' / '0.png'}': an "
         "image could not be read while training; replace or delete the file (--verify_images true, the default, finds "
         "every such file before anything trains).")

@@ -171,14 +171,15 @@ def test_markdown_says_cpu_and_holds_every_table(smoke):
     assert "{'loss'" not in stdout  # the trainers' log lines go to stderr, not into the Markdown
 
 
-def test_a_recorded_command_repeats_its_measurement(smoke):
+def test_a_recorded_command_repeats_its_measurement(smoke, monkeypatch, capsys):
     """The loss part's command, run alone, launches exactly the operators the suite recorded (counts, unlike
     times, do not vary from run to run)."""
     part = smoke[0]["measurements"]["loss"]
     words = shlex.split(part["commands"][0])
-    proc = run(words[1:], REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = [line for line in proc.stdout.splitlines() if line.startswith("| 1")]
+    assert words[0] == "python"
+    code, out, err = run_script(REPO / words[1], words[2:], monkeypatch, capsys)
+    assert code == 0, err[-2000:]
+    table = [line for line in out.splitlines() if line.startswith("| 1")]
     counts = [[int(cell) for cell in line.strip("| ").split(" | ")[-3:]] for line in table]
     assert counts == [[r["kd_ops"], r["ltkd_ops"], r["naive_ops"]] for r in part["results"]["rows"]]
 
@@ -237,10 +238,10 @@ def test_the_recipe_parts_command_is_accepted_at_its_full_size_too(tmp_path, mon
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
-def test_refuses_without_a_gpu_unless_told_cpu(tmp_path):
-    proc = run([str(SUITE), "--output", "out.json"], tmp_path)
-    assert proc.returncode != 0
-    assert "no CUDA device is available" in proc.stderr and "--device cpu" in proc.stderr
+def test_refuses_without_a_gpu_unless_told_cpu(tmp_path, monkeypatch, capsys):
+    code, _, _ = run_script(SUITE, ["--output", str(tmp_path / "out.json")], monkeypatch, capsys)
+    # SystemExit with a message: Python prints it to stderr and exits 1
+    assert isinstance(code, str) and "no CUDA device is available" in code and "--device cpu" in code
     assert not (tmp_path / "out.json").exists()
 
 
