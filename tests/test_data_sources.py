@@ -352,6 +352,18 @@ def test_builtin_digits_never_hash_their_arrow_table(monkeypatch):
     assert len(splits["test"]) == 300 and sum(get_class_counts(lt)) == len(lt) == 505
 
 
+def test_each_load_of_the_builtin_digits_is_its_own(digits):
+    """The encoded images are kept for the process: what one caller does to its datasets reaches no later load."""
+    first = load_image_dataset("builtin:digits")
+    first["train"].set_transform(lambda batch: {"label": [-1] * len(batch["label"])})
+    first["test"] = first["test"].cast_column("label", datasets.Value("int64"))
+    again = load_image_dataset("builtin:digits")
+    assert first["train"][0]["label"] == -1 and again["train"][0]["label"] == digits["train"][0]["label"]
+    assert again["test"].features == digits["test"].features
+    assert again["train"][:5]["label"] == digits["train"][:5]["label"]
+    assert np.array_equal(np.asarray(again["test"][3]["image"]), np.asarray(digits["test"][3]["image"]))
+
+
 # -- errors for the source itself ---------------------------------------------------------------------
 def test_hub_id_offline_fails_with_a_message_naming_the_dataset_and_the_fix():
     assert datasets.config.HF_HUB_OFFLINE  # conftest.py: the real load_dataset path, offline

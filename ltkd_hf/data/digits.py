@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image
 from datasets.table import InMemoryTable
@@ -20,14 +22,15 @@ def _to_image(pixels: np.ndarray) -> PILImage.Image:
     return PILImage.fromarray(gray).resize((_SIZE, _SIZE), PILImage.NEAREST).convert("RGB")
 
 
-def load_digits_dataset() -> DatasetDict:
-    """Digits as 32x32 RGB images, labels ``"0".."9"``: a balanced ``test`` split of
-    ``DIGITS_TEST_PER_CLASS`` images per class and the remaining 1,497 images as ``train``.
+def _features() -> Features:
+    return Features({"image": Image(), "label": ClassLabel(names=[str(c) for c in range(10)])})
 
-    The test images of class ``c`` are the first ``DIGITS_TEST_PER_CLASS`` of its row indices after
-    ``np.random.RandomState(DIGITS_SPLIT_SEED).shuffle``, classes visited 0..9 with one generator.
-    Both splits keep sklearn's row order.
-    """
+
+@functools.cache
+def _encoded_splits() -> dict[str, InMemoryTable]:
+    """The two splits' Arrow tables, PNG-encoded once per process: encoding the 1,797 images takes about a second,
+    which every run (and every cell of ``ltkd-table``) paid again. Arrow tables are immutable, and each call of
+    ``load_digits_dataset`` wraps them in new ``Dataset`` objects, so nothing one caller does reaches another."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -38,16 +41,29 @@ def load_digits_dataset() -> DatasetDict:
         rows = np.flatnonzero(targets == c)
         rng.shuffle(rows)
         is_test[rows[:DIGITS_TEST_PER_CLASS]] = True
-    features = Features({"image": Image(), "label": ClassLabel(names=[str(c) for c in range(10)])})
+    features = _features()
 
-    def split(mask: np.ndarray, name: str) -> Dataset:
+    def encode(mask: np.ndarray) -> InMemoryTable:
         rows = np.flatnonzero(mask)
         encoded = features.encode_batch(
             {"image": [_to_image(bunch.data[r]) for r in rows], "label": targets[rows].tolist()}
         )
-        table = InMemoryTable.from_pydict(encoded, schema=features.arrow_schema)
-        # A fixed fingerprint: the data never changes, and hashing the Arrow table (what from_dict does) pickles
-        # pyarrow types with dill, which fails on some pyarrow/dill/Python combinations.
-        return Dataset(table, info=DatasetInfo(features=features), fingerprint=f"ltkd_hf-builtin-digits-{name}-v1")
+        return InMemoryTable.from_pydict(encoded, schema=features.arrow_schema)
 
-    return DatasetDict(train=split(~is_test, "train"), test=split(is_test, "test"))
+    return {"train": encode(~is_test), "test": encode(is_test)}
+
+
+def load_digits_dataset() -> DatasetDict:
+    """Digits as 32x32 RGB images, labels ``"0".."9"``: a balanced ``test`` split of
+    ``DIGITS_TEST_PER_CLASS`` images per class and the remaining 1,497 images as ``train``.
+
+    The test images of class ``c`` are the first ``DIGITS_TEST_PER_CLASS`` of its row indices after
+    ``np.random.RandomState(DIGITS_SPLIT_SEED).shuffle``, classes visited 0..9 with one generator.
+    Both splits keep sklearn's row order.
+    """
+    # A fixed fingerprint: the data never changes, and hashing the Arrow table (what from_dict does) pickles
+    # pyarrow types with dill, which fails on some pyarrow/dill/Python combinations.
+    return DatasetDict({
+        name: Dataset(table, info=DatasetInfo(features=_features()), fingerprint=f"ltkd_hf-builtin-digits-{name}-v1")
+        for name, table in _encoded_splits().items()
+    })
