@@ -353,11 +353,14 @@ def test_builtin_digits_never_hash_their_arrow_table(monkeypatch):
 
 
 def test_each_load_of_the_builtin_digits_is_its_own(digits):
-    """The encoded images are kept for the process: what one caller does to its datasets reaches no later load."""
-    first = load_image_dataset("builtin:digits")
+    """The encoded images are kept for the process: what one caller does to its datasets reaches no later load (the
+    loader itself: load_image_dataset hands out new objects of its own)."""
+    from ltkd_hf.data.digits import load_digits_dataset
+
+    first = load_digits_dataset()
     first["train"].set_transform(lambda batch: {"label": [-1] * len(batch["label"])})
     first["test"] = first["test"].cast_column("label", datasets.Value("int64"))
-    again = load_image_dataset("builtin:digits")
+    again = load_digits_dataset()
     assert first["train"][0]["label"] == -1 and again["train"][0]["label"] == digits["train"][0]["label"]
     assert again["test"].features == digits["test"].features
     assert again["train"][:5]["label"] == digits["train"][:5]["label"]
