@@ -159,7 +159,7 @@ def trainer_part(setup: Setup) -> Outcome:
     out = Outcome()
     # 15 runs of 110 steps at about 13-15 ms a step on an H200, plus about 1.5 s to set each up.
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "3"],
-                        ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
     med = trainer_speed_run(setup, sizes, out)
     for ltkd, kd, suffix in (("ltkd", "kd", ""), ("ltkd-nosync", "kd-nosync", ", no per-step sync")):
         out.check(f"trainer (LTKD{suffix}) / bare loop, steps/s", med[ltkd] / med["bare"],
@@ -203,7 +203,7 @@ def compile_part(setup: Setup) -> Outcome:
     out = Outcome()
     # One round: each round compiles both models again; the warm-up steps hold the compilation.
     sizes = setup.sized(["--steps", "300", "--warmup", "10", "--rounds", "1"],
-                        ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1",
+                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1",
                          "--compile_backend", "aot_eager"])  # no C++ toolchain needed on the CPU
     med = trainer_speed_run(setup, ["--loops", "bare,ltkd-nosync,ltkd-compiled", *sizes], out)
     out.check("trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s",
@@ -218,7 +218,7 @@ def teacher_cache_part(setup: Setup) -> Outcome:
     out = Outcome()
     # One round: 4 runs of 110 steps (the first fills the cache), about 3 s each on an H200.
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "1"],
-                        ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
     med = trainer_speed_run(setup, ["--loops", "bare,ltkd,ltkd-cached", *sizes], out)
     out.check("trainer (LTKD, teacher-logit cache) / bare loop (online teacher), steps/s",
               med["ltkd-cached"] / med["bare"])
@@ -254,7 +254,7 @@ def features_part(setup: Setup) -> Outcome:
     out.results["loss_rows"] = rows
     out.tables.append(loss_speed.markdown_features(rows))
     sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "2"],
-                        ["--batch", "2", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
     med = trainer_speed_run(setup, ["--loops", "kd,reviewkd,catkd", *sizes], out)
     for loss, name in (("reviewkd", "ReviewKD"), ("catkd", "CAT-KD")):
         out.check(f"{name} / KD loss time, worst pair", max(r[loss] / r["kd"] for r in rows))
@@ -298,9 +298,11 @@ def recipe_argv(setup: Setup, output_dir: Path) -> list[str]:
         argv += ["--use_cpu", "true"]
     if setup.smoke:  # bf16 on a CPU without bf16 instructions (AVX2 only) takes seconds a batch: one step per stage,
         # the teacher and the LTKD student alone, 8x8 inputs, batches of 8 (16x16 took 81 s of the 70 s budget on a
-        # 2-core AVX2 machine with the KD student, 8x8 28 s; batches of 8 instead of the demo's 64: 41 -> 30 s)
+        # 2-core AVX2 machine with the KD student, 8x8 28 s; batches of 8 instead of the demo's 64: 41 -> 30 s), and
+        # timm's tiny test_resnet for both models: scoring the test split with the CIFAR ResNets took 11 s of it
         return argv + ["--max_steps", "1", "--compare_ce_student", "false", "--compare_kd_student", "false",
-                       "--input_size", "8", "--per_device_train_batch_size", "8"]
+                       "--input_size", "8", "--per_device_train_batch_size", "8",
+                       "--teacher_architecture", "test_resnet", "--student", "test_resnet"]
     return argv + ["--num_train_epochs", "1", "--teacher_epochs", "1"]
 
 

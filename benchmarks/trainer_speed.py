@@ -3,7 +3,7 @@
 Same models (--pair cifar, the default: the paper's CIFAR pair, cifar_resnet32x4 -> cifar_resnet8x4; --pair vit:
 a ViT student, vit_tiny_patch16_224 at img_size 32 with 4-px patches (64 tokens), from a resnet18 teacher at
 32 px; 100 classes), batch 64, SGD (momentum 0.9, weight decay 5e-4, no gradient clipping), in-memory 32x32
-data, the same loss. In both pairs the teacher takes the student's input as it is (same size and mean/std in
+data (--image_size: another side, e.g. 8 for a quick check of the script), the same loss. In both pairs the teacher takes the student's input as it is (same size and mean/std in
 their pretrained_cfg: for the vit pair the teacher's is set to the student's 32 px and normalisation), so
 neither loop converts the batch for the teacher. The trainer runs with
 its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher and loss NaN
@@ -57,11 +57,13 @@ PAIRS = {
 }
 
 
-def make_pair(pair: str, wrap_student: bool):
+def make_pair(pair: str, wrap_student: bool, image_size: int = 32):
     """(student, teacher) of `pair`, freshly initialised; the student wrapped by create_student (the trainer's
-    input) or the bare timm model. The teacher's pretrained_cfg declares the student's input (32 px, its
-    mean/std), so the trainer converts nothing, as the bare loop does not."""
+    input) or the bare timm model. Both pretrained_cfgs declare ``image_size`` px and the student's mean/std, so
+    the trainer converts nothing, as the bare loop does not."""
     (student_name, student_kwargs), (teacher_name, teacher_kwargs) = PAIRS[pair]
+    if "img_size" in student_kwargs:
+        student_kwargs = {**student_kwargs, "img_size": image_size}
     torch.manual_seed(0)
     if wrap_student:
         student = create_student(student_name, num_classes=NUM_CLASSES, **student_kwargs)
@@ -69,12 +71,9 @@ def make_pair(pair: str, wrap_student: bool):
         student = timm.create_model(student_name, num_classes=NUM_CLASSES, **student_kwargs)
     teacher = timm.create_model(teacher_name, num_classes=NUM_CLASSES, **teacher_kwargs)
     student_cfg = timm.data.resolve_data_config(model=unwrap_timm(student))
-    teacher.pretrained_cfg = {
-        **teacher.pretrained_cfg,
-        "input_size": student_cfg["input_size"],
-        "mean": student_cfg["mean"],
-        "std": student_cfg["std"],
-    }
+    for model in (unwrap_timm(student), teacher):
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, image_size, image_size),
+                                "mean": student_cfg["mean"], "std": student_cfg["std"]}
     return student, teacher
 
 
@@ -91,10 +90,11 @@ class InMemory(torch.utils.data.Dataset):
         return {"pixel_values": self.x[i], "labels": self.y[i]}
 
 
-def uint8_images(n: int) -> InMemoryImages:
-    """``n`` random uint8 32x32 training images (what a teacher-logit cache is keyed and looked up by)."""
+def uint8_images(n: int, size: int) -> InMemoryImages:
+    """``n`` random uint8 ``size`` x ``size`` training images (what a teacher-logit cache is keyed and looked up
+    by)."""
     g = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    pixels = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
     return InMemoryImages(pixels, torch.randint(0, NUM_CLASSES, (n,), generator=g), train=True)
 
 
@@ -157,13 +157,13 @@ def trainer_steps_per_s(
     loss: str, data: InMemory, opts, device: torch.device, sync_free: bool = False, compiled: bool = False,
     cached: bool = False,
 ) -> float:
-    student, teacher = make_pair(opts.pair, wrap_student=True)
+    student, teacher = make_pair(opts.pair, wrap_student=True, image_size=opts.image_size)
     timer = StepTimer(opts.warmup, device)
     with tempfile.TemporaryDirectory() as out:
         config = trainer_config(out, loss, opts, device, sync_free, compiled, cached)
         inputs = {"train_dataset": data}
         if cached:  # the cache in opts.cache_dir (the same teacher: make_pair draws it from seed 0)
-            inputs = {"train_dataset": uint8_images(opts.batch), "data_collator": collate_images,
+            inputs = {"train_dataset": uint8_images(opts.batch, opts.image_size), "data_collator": collate_images,
                       "teacher_cache_dir": opts.cache_dir}
         DistillationTrainer(
             model=student,
@@ -178,7 +178,7 @@ def trainer_steps_per_s(
 
 def bare_loop_steps_per_s(data: InMemory, opts, device: torch.device) -> float:
     """The same work written by hand: loader, autocast, teacher no_grad, LTKD + CE, SGD."""
-    student, teacher = make_pair(opts.pair, wrap_student=False)
+    student, teacher = make_pair(opts.pair, wrap_student=False, image_size=opts.image_size)
     student = student.to(device).train()
     teacher = teacher.to(device).eval().requires_grad_(False)
     if opts.bf16:
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pair", choices=sorted(PAIRS), default="cifar", help="student and teacher (see above)")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--image_size", type=int, default=32, help="input side in pixels (default 32, CIFAR's)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
@@ -256,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_options(opts: argparse.Namespace) -> None:
-    """Refuse a flag of a loop that ``opts.loops`` does not run."""
+    """Refuse an image size the pairs cannot take, and a flag of a loop that ``opts.loops`` does not run."""
+    if opts.image_size < 4 or opts.image_size % 4:
+        raise ValueError(f"--image_size {opts.image_size}: the vit pair's patches and the CIFAR networks' two "
+                         "stride-2 stages need a positive multiple of 4; give e.g. 8 or 32")
     for flag, value, loop in (("--compile_backend", opts.compile_backend, "ltkd-compiled"),
                               ("--cache_dir", opts.cache_dir, "ltkd-cached")):
         if value is not None and loop not in opts.loops:
@@ -268,7 +272,7 @@ def measure(opts: argparse.Namespace) -> dict[str, float]:
     """Median steps/s of each of ``opts.loops`` (keyed by its LOOPS name) over ``opts.rounds`` interleaved rounds."""
     check_options(opts)
     device = torch.device(opts.device)
-    data = InMemory(opts.batch * (opts.warmup + opts.steps + 1))
+    data = InMemory(opts.batch * (opts.warmup + opts.steps + 1), opts.image_size)
     runs: dict[str, list[float]] = {name: [] for name in opts.loops}
     if "ltkd-cached" in opts.loops:
         with tempfile.TemporaryDirectory() as cache_dir:
@@ -311,9 +315,10 @@ def main() -> None:
     precision = "bf16" if opts.bf16 else "fp32"
     if opts.pair != "cifar":  # the default pair's header is as it always was
         (student_name, student_kwargs), (teacher_name, _) = PAIRS[opts.pair]
-        kwargs = ", ".join(f"{k}={v}" for k, v in student_kwargs.items())
+        kwargs = ", ".join(f"{k}={opts.image_size if k == 'img_size' else v}" for k, v in student_kwargs.items())
         name = f"{teacher_name} -> {student_name} ({kwargs}), {name}"
-    print(f"\n{name}, batch {opts.batch}, {precision}, median of {opts.rounds} rounds x {opts.steps} steps\n")
+    size = "" if opts.image_size == 32 else f", {opts.image_size}x{opts.image_size} images"
+    print(f"\n{name}, batch {opts.batch}{size}, {precision}, median of {opts.rounds} rounds x {opts.steps} steps\n")
     print(markdown(med))
     for ltkd_name, kd_name, suffix in (("ltkd", "kd", ""), ("ltkd-nosync", "kd-nosync", ", no per-step sync")):
         if "bare" in med and ltkd_name in med:

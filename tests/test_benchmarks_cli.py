@@ -42,6 +42,16 @@ def test_trainer_speed_refuses_a_flag_of_a_loop_it_does_not_run(monkeypatch, arg
     trainer_speed.check_options(trainer_speed.build_parser().parse_args([*argv, "--loops", f"bare,{loop}"]))
 
 
+def test_trainer_speed_refuses_an_image_size_its_networks_cannot_take(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import trainer_speed
+
+    for size in ("10", "0"):
+        with pytest.raises(ValueError, match=rf"^--image_size {size}: .* need a positive multiple of 4; give e.g. 8"):
+            trainer_speed.check_options(trainer_speed.build_parser().parse_args(["--image_size", size]))
+    trainer_speed.check_options(trainer_speed.build_parser().parse_args(["--image_size", "8"]))
+
+
 def test_loss_speed_says_so_in_one_line_before_timing_anything(monkeypatch, capsys):
     code, out, err = run_script(REPO / "benchmarks" / "loss_speed.py", ["--features", "--compile", "inductor"],
                                 monkeypatch, capsys)
