@@ -1,17 +1,12 @@
-"""Records what each process trains on first, for the test that processes draw their own augmentation.
-
-python augmentation_worker.py OUT_DIR RESULT {device,loader}...
+"""Records what each process trains on first, for the test that processes draw their own augmentation (run in
+each process of a torchrun launch by two_process_jobs.py).
 
 Every training image is one and the same picture, so two samples' pixels differ only by their augmentation.
 device: uint8 `InMemoryImages` augmented on the device (`DeviceBatches`); loader: a dataset whose ``__getitem__``
-pads, crops and flips with torchvision (torch's global generator), as a CPU transform does. Each path
-trains in OUT_DIR/<path>, one after the other in the same launch, and writes RESULT.<path>.rank<i>.pt: the
-``pixel_values`` and ``index`` (the sampled rows) of the first batch ``compute_loss`` sees.
+pads, crops and flips with torchvision (torch's global generator), as a CPU transform does.
 """
 
 from __future__ import annotations
-
-import sys
 
 import timm
 import torch
@@ -19,7 +14,6 @@ from timm.data import resolve_data_config
 from torchvision import transforms
 
 from ltkd_hf import DistillationTrainer
-from ltkd_hf.cli.stages import close_processes
 from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.models import create_student
 
@@ -43,6 +37,8 @@ class CroppedPictures(torch.utils.data.Dataset):
 
 
 def record_first_batch(out: str, result: str, path: str) -> None:
+    """Train one step on ``path``'s data (device or loader) in ``out``; write RESULT.rank<i>.pt: the
+    ``pixel_values`` and ``index`` (the sampled rows) of the first batch ``compute_loss`` sees."""
     cifar = resolve_data_config(model=timm.create_model("cifar_resnet8x4"))  # 32 px, the padding-4 crop and flip
     torch.manual_seed(0)
     student = create_student("test_convnext", num_classes=NUM_CLASSES, label_names=[f"c{i}" for i in range(6)],
@@ -67,10 +63,3 @@ def record_first_batch(out: str, result: str, path: str) -> None:
     trainer.compute_loss = recording
     trainer.train()
     torch.save(seen[0], f"{result}.rank{trainer.args.process_index}.pt")
-
-
-if __name__ == "__main__":
-    out, result, *paths = sys.argv[1:]
-    for path in paths:
-        record_first_batch(f"{out}/{path}", f"{result}.{path}", path)
-    close_processes()  # the trainer freed first: exiting with its gloo reducer alive aborted ~1 run in 6

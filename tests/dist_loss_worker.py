@@ -1,10 +1,6 @@
-"""Worker for tests/test_losses_distributed.py, run by ``torch.distributed.run`` (gloo, CPU).
+"""The LTKD loss on each process's rows of one batch, for tests/test_losses_distributed.py (run in each process of
+a torchrun launch, gloo on CPU, by two_process_jobs.py)."""
 
-Each process takes its rows of the batch built by ``shared_batch``, computes the LTKD loss with and
-without the cross-process sync and its student-logit gradient, and saves them to ``<out_dir>/rank<r>.pt``.
-"""
-
-import sys
 from pathlib import Path
 
 import torch
@@ -29,8 +25,9 @@ def shared_batch() -> tuple[torch.Tensor, torch.Tensor, ClassGroups]:
     return student, teacher, ClassGroups.from_counts(COUNTS, 3)
 
 
-def main(out_dir: Path) -> None:
-    dist.init_process_group("gloo")
+def losses_of_my_rows(out_dir: Path) -> None:
+    """This process's rows of ``shared_batch``: the LTKD loss with and without the cross-process sync and its
+    student-logit gradient, saved to ``<out_dir>/rank<r>.pt``."""
     rank = dist.get_rank()
     student, teacher, groups = shared_batch()
     rows = slice(rank * ROWS_PER_PROCESS, (rank + 1) * ROWS_PER_PROCESS)
@@ -42,9 +39,5 @@ def main(out_dir: Path) -> None:
         out["loss"].backward()
         result.update({f"{name}_sync{int(sync)}": value.detach() for name, value in out.items()})
         result[f"grad_sync{int(sync)}"] = logits.grad
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(result, out_dir / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main(Path(sys.argv[1]))

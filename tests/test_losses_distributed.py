@@ -1,23 +1,16 @@
 """LTKD across processes: 2 processes x b samples behave like 1 process x 2b samples (torchrun, gloo)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from ltkd_hf.losses import create_loss
 from dist_loss_worker import ROWS_PER_PROCESS, shared_batch
-from launch import torchrun
-
-WORKER = Path(__file__).with_name("dist_loss_worker.py")
 
 
 @pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("dist")
-    proc = torchrun(WORKER, out_dir, timeout=240)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return [torch.load(out_dir / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+def two_process_results(two_processes):
+    """Each process's losses and gradient on its rows (dist_loss_worker.py, in two_process_jobs.py's launch)."""
+    return [torch.load(two_processes.root / "losses" / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
 def _one_process():

@@ -3,8 +3,8 @@ final weights), the teacher run only on rows the cache does not hold yet (a seco
 the gradient-accumulation window's statistics from cached logits, the cache reused for the same teacher and created
 anew for another, two processes sharing one, and the refusals.
 
-Run as a script (``python -m torch.distributed.run --nproc_per_node 2 THIS_FILE OUT RESULT``) it is the worker of
-the two-process test: it trains with and without the cache and writes the losses and weights of both.
+``two_process_worker`` runs in each process of the one torchrun launch of two_process_jobs.py: it trains with and
+without the cache and writes the losses and weights of both.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import sys
 
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from ltkd_hf.data import InMemoryImages, collate_images
 from ltkd_hf.models import create_student, unwrap_timm
 from ltkd_hf.teacher_cache import FILLED_NAME, KEY_NAME, LOGITS_NAME, TeacherLogitCache
 
-from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config
 
 CIFAR = resolve_data_config(model=timm.create_model("cifar_resnet8x4"))  # 32x32, padding-4 crop and flip
@@ -137,7 +135,7 @@ def test_the_cached_run_is_the_online_run_for_every_logit_loss_and_the_cache_is_
     caplog.clear()
     _, ltkd_cached, ltkd_cached_weights, calls = train(tmp_path / "ltkd-cached", "ltkd", True, cache_dir=cache)
     assert f"Reusing the teacher-logit cache in {cache}" in caplog.text and "Creating" not in caplog.text
-    assert f"32 of this process's 32 teacher rows read from it (100.0%)" in caplog.text
+    assert "32 of this process's 32 teacher rows read from it (100.0%)" in caplog.text
     assert calls == 0 and filled(cache) == rows
     assert_same_run(ltkd_cached, ltkd_cached_weights, ltkd_online, ltkd_weights)
 
@@ -269,16 +267,15 @@ def test_what_the_cache_cannot_serve_is_refused_naming_the_fix(tmp_path):
         trainer.train()
 
 
-def test_two_processes_share_one_cache_built_by_the_main_process(tmp_path):
+def test_two_processes_share_one_cache_built_by_the_main_process(two_processes):
     """torchrun, 2 CPU processes (gloo): process 0 creates the cache while process 1 waits, then both fill it with
     their own rows; the run (LTKD, its group sums all-reduced) is the online one, and a second run reads every row."""
-    proc = torchrun(__file__, tmp_path, tmp_path / "result")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"result.rank{r}.json").read_text()) for r in (0, 1)]
+    folder = two_processes.root / "teacher_cache"
+    ranks = [json.loads((folder / f"result.rank{r}.json").read_text()) for r in (0, 1)]
     for rank in ranks:  # a teacher forward per step, online and while filling; none when the rows are there
         assert (rank["calls"]["online"], rank["calls"]["cached"], rank["calls"]["again"]) == (2, 2, 0)
-    assert proc.stderr.count("Creating the teacher-logit cache") == 1
-    assert np.load(tmp_path / "cache" / FILLED_NAME).sum() == 16  # 2 steps x 2 processes x 4 images
+    assert two_processes.stderr.count("Creating the teacher-logit cache") == 1
+    assert np.load(folder / "cache" / FILLED_NAME).sum() == 16  # 2 steps x 2 processes x 4 images
     for rank in ranks:
         online = {k: torch.tensor(v) for k, v in rank["weights"]["online"].items()}
         for name in ("cached", "again"):
@@ -286,9 +283,10 @@ def test_two_processes_share_one_cache_built_by_the_main_process(tmp_path):
             assert_same_run(rank["logs"][name], cached, rank["logs"]["online"], online, steps=2)
 
 
-def _two_process_worker(out: Path, result: Path) -> None:
+def two_process_worker(out: Path, result: Path) -> None:
     """Train online, then twice with the cache (2 steps of LTKD, 4 images per process); write this process's logs,
-    weights and teacher forwards to ``<result>.rank<i>.json``."""
+    weights and teacher forwards to ``<result>.rank<i>.json``. Run in each process of a torchrun launch by
+    two_process_jobs.py."""
     logging.basicConfig(level=logging.INFO)
     written: dict = {"logs": {}, "weights": {}, "calls": {}}
     for name, cache in (("online", False), ("cached", True), ("again", True)):
@@ -297,16 +295,11 @@ def _two_process_worker(out: Path, result: Path) -> None:
         logs, weights, calls = fit(trainer)
         written["logs"][name], written["calls"][name] = logs, calls
         written["weights"][name] = {k: v.tolist() for k, v in weights.items()}
-        rank, accelerator = trainer.args.process_index, trainer.accelerator
-        accelerator.wait_for_everyone()
+        rank = trainer.args.process_index
+        trainer.accelerator.wait_for_everyone()
         del trainer  # the DDP model (its gloo reducer) goes while the process group is alive
         gc.collect()
     Path(f"{result}.rank{rank}.json").write_text(json.dumps(written))
-    accelerator.end_training()
-
-
-if __name__ == "__main__":
-    _two_process_worker(Path(sys.argv[1]), Path(sys.argv[2]))
 
 
 def test_a_process_that_finds_the_cache_replaced_by_another_run_makes_its_own(tmp_path, monkeypatch):

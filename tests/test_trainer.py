@@ -10,17 +10,14 @@ import warnings
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from timm.models import save_for_hf
 
 from ltkd_hf import ClassGroups, DistillationConfig
 from ltkd_hf.losses import ltkd_loss
 from ltkd_hf.models import unwrap_timm
 
-from launch import torchrun
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher, make_trainer
 from trainer_worker import biased_teacher, first_step, pretrained_student
 
@@ -32,18 +29,6 @@ WORKER = HERE / "trainer_worker.py"
 
 def weights(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-@pytest.fixture(scope="module")
-def vit_checkpoint(tmp_path_factory):
-    """A "pretrained" ViT folder as timm.models.save_for_hf writes a Hub checkpoint: timm's test_vit (LayerNorm
-    only) at 32 px with 8-px patches (16 tokens + the class token), 3 classes (so the student gets a new
-    6-class head); its model_args say 32 px (save_for_hf keeps the registered 160 px in pretrained_cfg)."""
-    folder = tmp_path_factory.mktemp("vit-start")
-    torch.manual_seed(5)
-    vit = timm.create_model("test_vit", img_size=32, patch_size=8, num_classes=3)
-    save_for_hf(vit, folder, safe_serialization=True, model_args={"img_size": 32, "patch_size": 8})
-    return folder
 
 
 def student_init(request, kind: str) -> list:
@@ -285,23 +270,13 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path, request, studen
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6, msg=k)
 
 
-@pytest.fixture(scope="module")
-def two_process_steps(tmp_path_factory, vit_checkpoint) -> dict[str, Path]:
-    """The first step of torchrun 2 x 8 for both students, in one launch: {student: result file}."""
-    root = tmp_path_factory.mktemp("two")
-    proc = torchrun(WORKER, "first-step", root / "default", root / "default.json", "--batch", 8, "--lr", 0.5,
-                    "--then", root / "vit", root / "vit.json", vit_checkpoint)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"default": root / "default.json", "pretrained-vit": root / "vit.json"}
-
-
 @STUDENTS
-def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, request, student, two_process_steps):
+def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, request, student, two_processes):
     """16 x GA 1 == 8 x GA 2 == torchrun 2 x 8: LTKD's group sums cover the whole optimizer step (a strongly
     head-biased teacher makes per-micro-batch sums differ; a BatchNorm-free student keeps the forward
     independent of how the batch is split). Students: the default test_convnext, and a (LayerNorm-only) ViT
     started from a checkpoint folder, whose 32-px batches the trainer resizes for the 160-px teacher. The
-    single-process runs train here, torchrun's in two worker processes (both students in one launch)."""
+    single-process runs train here, torchrun's in two worker processes (two_process_jobs.py)."""
     init = student_init(request, student)
     folder = init[-1] if init else None
     runs = {}
@@ -309,7 +284,7 @@ def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, 
         result = tmp_path / f"{name}.json"
         first_step(tmp_path / name, result, batch=batch, accumulation=accumulation, lr=0.5, student_init=folder)
         runs[name] = result
-    runs["two processes"] = two_process_steps[student]
+    runs["two processes"] = two_processes.root / ("default.json" if student == "default" else "vit.json")
     logs = {name: json.loads(path.read_text()) for name, path in runs.items()}
     weights_after = {name: load_file(f"{path}.safetensors") for name, path in runs.items()}
     # Independent reference of the first step: the student as it starts, the teacher on the batch it must see (for
@@ -351,14 +326,12 @@ def test_accumulation_and_processes_rebalance_over_the_optimizer_step(tmp_path, 
     assert any(not torch.equal(v, initial[k]) for k, v in weights_after["full"].items())
 
 
-def test_each_process_draws_its_own_augmentation(tmp_path):
+def test_each_process_draws_its_own_augmentation(two_processes):
     """Trainer seeds every process alike, so each drew the same crops and flips for its share of the batch: rank 1's
     j-th image augmented as rank 0's j-th (a 2-process run's 256 cached rows held 88 distinct outcomes, each an even
     number of times). Every training image here is one picture: two samples differ by their augmentation alone.
-    Both paths (augmented on the device, and by the data loader) train one after the other in one launch."""
-    result = tmp_path / "first"
-    proc = torchrun(HERE / "augmentation_worker.py", tmp_path / "out", result, "device", "loader")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    Both paths (augmented on the device, and by the data loader) train one after the other (two_process_jobs.py)."""
+    result = two_processes.root / "augmentation"
     for path in ("device", "loader"):
         first, second = (torch.load(f"{result}.{path}.rank{rank}.pt") for rank in (0, 1))
         assert set(first["index"].tolist()).isdisjoint(second["index"].tolist()), path  # one shuffled order, split

@@ -1,33 +1,25 @@
-"""Runs a tiny DistillationTrainer in its own process (for the resume and torchrun tests).
+"""Tiny DistillationTrainer runs for the resume and two-process tests.
 
 python trainer_worker.py run OUT_DIR RESULT [--kill-at-save STEP] [--resume [--then-straight DIR RESULT2]]
     [--reviewkd | --student-init DIR]
-python trainer_worker.py first-step OUT_DIR RESULT --batch B --samples N [--accumulation A] [--lr LR]
-    [--reviewkd | --student-init DIR [--then OUT_DIR2 RESULT2 INIT]...]
 
-first-step writes RESULT (the first step's logged terms, JSON) and RESULT.safetensors (the student after it), on
-16 images by default with a strongly head-biased teacher, so LTKD's rebalancing matters (`first_step` runs it
-in the calling process).
-
-run trains 6 steps (checkpoints every 2); --then-straight DIR RESULT2: then the same run again from scratch in
-DIR, in the same process (a second process would cost its ~15 s of imports).
-
---then OUT_DIR2 RESULT2 INIT (first-step): then the same step again in the same launch, into OUT_DIR2 and RESULT2,
-with the student started from the checkpoint folder INIT ("default": the default student).
+run trains 6 steps (checkpoints every 2) and writes the student to RESULT; --then-straight DIR RESULT2: then the
+same run again from scratch in DIR, in the same process (a second process would cost its ~15 s of imports).
 
 --student-init DIR: the student starts from the checkpoint folder DIR (config.json + model.safetensors, e.g.
 timm.models.save_for_hf's): `pretrained_student`, its backbone loaded and a new 6-class head, instead of the
-default students (a test_convnext for first-step, a test_resnet for run).
+default test_resnet.
 
 --reviewkd: the ReviewKD setup instead (small CIFAR ResNets with BatchNorm, `reviewkd_setup`, SGD momentum and
-weight decay); RESULT.safetensors then also holds the loss's state as "distill_loss.<key>", and first-step writes
-every process's as RESULT.rank<i>.safetensors.
+weight decay); RESULT then also holds the loss's state as "distill_loss.<key>".
+
+`first_step` and `reviewkd_first_step` run one optimizer step in the calling process, which may be one of a
+torchrun launch (two_process_jobs.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -45,7 +37,6 @@ from tiny_setup import (
     make_teacher,
     make_trainer,
 )
-from ltkd_hf.cli.stages import close_processes
 from ltkd_hf.models import create_student, unwrap_timm
 
 
@@ -118,17 +109,11 @@ class KillAfterSave(TrainerCallback):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["run", "first-step"])
+    parser.add_argument("mode", choices=["run"])
     parser.add_argument("output_dir")
     parser.add_argument("result")
     parser.add_argument("--kill-at-save", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--accumulation", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=0.0)
-    parser.add_argument("--then", nargs=3, action="append", default=[], metavar=("OUT_DIR", "RESULT", "INIT"),
-                        help="first-step: then the same step into OUT_DIR, writing RESULT, from INIT (or 'default')")
     parser.add_argument("--then-straight", nargs=2, metavar=("OUT_DIR", "RESULT"), default=None,
                         help="after this run, train the same run from scratch into OUT_DIR, writing RESULT")
     parser.add_argument("--reviewkd", action="store_true", help="the ReviewKD setup (reviewkd_setup)")
@@ -137,25 +122,14 @@ def main() -> None:
 
     if opts.reviewkd and opts.student_init:
         parser.error("--student-init does not apply to the --reviewkd setup")
-    if opts.then and (opts.mode != "first-step" or opts.reviewkd):
-        parser.error("--then applies to first-step without --reviewkd")
-    if opts.then_straight and (opts.mode != "run" or not opts.resume):
+    if opts.then_straight and not opts.resume:
         parser.error("--then-straight applies to run --resume")
-
-    if opts.mode == "first-step" and opts.reviewkd:
-        run_reviewkd(opts)
-    elif opts.mode == "run":
-        runs = [(opts.output_dir, opts.result, opts.resume)]
-        if opts.then_straight:
-            runs.append((*opts.then_straight, False))
-        run = run_reviewkd if opts.reviewkd else six_steps
-        for output_dir, result, resume in runs:
-            run(argparse.Namespace(**{**vars(opts), "output_dir": output_dir, "result": result, "resume": resume}))
-    else:
-        for output_dir, result, init in [(opts.output_dir, opts.result, opts.student_init), *opts.then]:
-            first_step(output_dir, result, batch=opts.batch, samples=opts.samples, accumulation=opts.accumulation,
-                       lr=opts.lr, student_init=None if init == "default" else init)
-        close_processes()  # after every step: the process group serves them all
+    runs = [(opts.output_dir, opts.result, opts.resume)]
+    if opts.then_straight:
+        runs.append((*opts.then_straight, False))
+    run = reviewkd_six_steps if opts.reviewkd else six_steps
+    for output_dir, result, resume in runs:
+        run(argparse.Namespace(**{**vars(opts), "output_dir": output_dir, "result": result, "resume": resume}))
 
 
 def six_steps(opts) -> None:
@@ -212,40 +186,33 @@ def first_step(
     trainer.accelerator.wait_for_everyone()
 
 
-def run_reviewkd(opts) -> None:
-    if opts.mode == "run":  # as the default run: 6 steps, checkpoints every 2, warm-up ramp, a possible kill
-        student, teacher, config = reviewkd_setup(
-            opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, full_determinism=True, warmup_epochs=0.75
-        )
-    else:
-        student, teacher, config = reviewkd_setup(
-            opts.output_dir,
-            max_steps=1,
-            learning_rate=opts.lr,
-            per_device_train_batch_size=opts.batch,
-            gradient_accumulation_steps=opts.accumulation,
-            max_grad_norm=0.0,
-            ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
-        )
+def reviewkd_six_steps(opts) -> None:
+    """As `six_steps`, with the ReviewKD setup; RESULT also holds the loss's state."""
+    student, teacher, config = reviewkd_setup(
+        opts.output_dir, max_steps=6, save_strategy="steps", save_steps=2, full_determinism=True, warmup_epochs=0.75
+    )
     callbacks = [KillAfterSave(opts.kill_at_save)] if opts.kill_at_save else []
-    samples = 24 if opts.mode == "run" else opts.samples
     trainer = make_trainer(
-        config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(samples), callbacks=callbacks
+        config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(24), callbacks=callbacks
     )
     trainer.train(resume_from_checkpoint=True if opts.resume else None)
-    state = trained_state(trainer)
-    if opts.mode == "first-step":
-        save_file(state, f"{opts.result}.rank{trainer.args.process_index}.safetensors")
+    save_file(trained_state(trainer), opts.result)
+
+
+def reviewkd_first_step(output_dir, result, *, batch: int, samples: int, lr: float) -> None:
+    """One ReviewKD step, no clipping; writes every process's student and loss state to RESULT.rank<i>.safetensors
+    and process 0's logged terms to RESULT (JSON)."""
+    student, teacher, config = reviewkd_setup(
+        output_dir, max_steps=1, learning_rate=lr, per_device_train_batch_size=batch, max_grad_norm=0.0,
+        ddp_backend="gloo" if "LOCAL_RANK" in os.environ else None,
+    )
+    trainer = make_trainer(config, model=student, teacher_model=teacher, train_dataset=SyntheticImages(samples))
+    trainer.train()
+    save_file(trained_state(trainer), f"{result}.rank{trainer.args.process_index}.safetensors")
     if trainer.is_world_process_zero():
-        if opts.mode == "first-step":
-            with open(opts.result, "w") as f:
-                json.dump(trainer.state.log_history[0], f)
-        save_file(state, opts.result if opts.mode == "run" else opts.result + ".safetensors")
-    accelerator = trainer.accelerator
-    accelerator.wait_for_everyone()
-    del trainer
-    gc.collect()
-    accelerator.end_training()
+        with open(result, "w") as f:
+            json.dump(trainer.state.log_history[0], f)
+    trainer.accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":
