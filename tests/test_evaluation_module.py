@@ -79,9 +79,11 @@ def test_group_names_are_required_with_class_to_group(metric):
 
 
 def test_fresh_process_with_empty_modules_cache(tmp_path):
-    """A new user: evaluate.load of the packaged path, offline, into an empty cache, from another cwd."""
+    """A new user: evaluate.load of the packaged path, offline, into an empty cache, from another cwd. The package and
+    its programs import without matplotlib (about 1 s of every process start), which the first plot imports."""
     code = (
-        "import json, evaluate, ltkd_hf.evaluation as E\n"
+        "import json, sys, evaluate, ltkd_hf.evaluation as E, ltkd_hf.cli.distill, ltkd_hf.cli.table\n"
+        "print('matplotlib' in sys.modules)\n"
         "m = evaluate.load(E.GROUP_ACCURACY_PATH)\n"
         "print(json.dumps(m.compute(predictions=[0, 1, 2, 2], references=[0, 1, 1, 2],"
         " class_to_group=[0, 1, 1], group_names=['head', 'tail'])))\n"
@@ -90,6 +92,7 @@ def test_fresh_process_with_empty_modules_cache(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-2] == "False"  # no matplotlib before a plot
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
         "accuracy": 0.75, "accuracy_head": 1.0, "accuracy_tail": 2 / 3,
     }

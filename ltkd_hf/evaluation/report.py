@@ -1,8 +1,9 @@
 """The evaluation report on disk: report.json, report.md (per-group tables) and PNG plots.
 
 Plots are drawn on a bare ``Figure`` with the Agg canvas, so no display is needed and the caller's
-pyplot backend is left alone. Every file is written atomically: an interrupted run keeps the last
-complete file.
+pyplot backend is left alone; matplotlib is imported by the first plot (about 1 s), not with the package, so a
+program that draws nothing (a --help, a dry run, a refusal) does not pay for it. Every file is written atomically:
+an interrupted run keeps the last complete file.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from .._atomic import atomic_write_files
 from ..groups import ClassGroups
 from .metrics import ECE_BINS, SHOT_GROUPS, describe_test_split
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "balanced_group_mass",
@@ -133,6 +135,8 @@ def format_report_tables(reports: Mapping[str, Mapping[str, Any]], groups: Class
 
 def _save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)  # attach the Agg canvas: rendering needs neither pyplot nor a display
     atomic_write_files(
         path.parent, {path.name: lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")}
@@ -177,6 +181,8 @@ def plot_per_class_accuracy(
             f"class_counts must be >= 1 for the log-scale axis, got classes {np.flatnonzero(counts < 1).tolist()} "
             f"with no training image; drop them from the plot."
         )
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 4.8))
     ax = fig.add_subplot()
     for g, (lo, hi) in enumerate(_group_spans(counts, groups)):
@@ -245,6 +251,8 @@ def plot_group_mass(masses: Mapping[str, Sequence[float]], groups: ClassGroups, 
     values = _mass_arrays(masses, groups)
     total = float(next(iter(values.values())).sum())
     target = total * balanced_group_mass(groups)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7, 4.4))
     ax = fig.add_subplot()
     x = np.arange(groups.num_groups)
