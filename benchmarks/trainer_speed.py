@@ -1,16 +1,16 @@
 """DistillationTrainer against a bare PyTorch loop doing the same work, and LTKD against KD in the trainer.
 
-Same models (--pair cifar, the default: the paper's CIFAR pair, cifar_resnet32x4 -> cifar_resnet8x4; --pair vit:
-a ViT student, vit_tiny_patch16_224 at img_size 32 with 4-px patches (64 tokens), from a resnet18 teacher at
-32 px; 100 classes), batch 64, SGD (momentum 0.9, weight decay 5e-4, no gradient clipping), in-memory 32x32
-data (--image_size: another side, e.g. 8 for a quick check of the script), the same loss. In both pairs the teacher takes the student's input as it is (same size and mean/std in
-their pretrained_cfg: for the vit pair the teacher's is set to the student's 32 px and normalisation), so
-neither loop converts the batch for the teacher. The trainer runs with
-its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher and loss NaN
-checks, and accelerate's blocking copy of each batch to the device), and once more with all three off
-("no per-step sync": accelerator_config={"non_blocking": True}), which is what the bare loop does. Each configuration is timed
-over the same number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them alike;
-the table reports the median steps/s and the ratios.
+Same models (--pair cifar, the default: the paper's CIFAR pair, cifar_resnet32x4 -> cifar_resnet8x4; --pair vit: a
+ViT student, vit_tiny_patch16_224 at img_size 32 with 4-px patches (64 tokens), from a resnet18 teacher at 32 px;
+100 classes), batch 64, SGD (momentum 0.9, weight decay 5e-4, no gradient clipping), in-memory 32x32 data
+(--image_size: another side, e.g. 8 for a quick check of the script), the same loss. In both pairs the teacher takes
+the student's input as it is (same size and mean/std in their pretrained_cfg: for the vit pair the teacher's is set
+to the student's 32 px and normalisation), so neither loop converts the batch for the teacher. The trainer runs with
+its defaults, which sync the host with the GPU every step (Trainer's logging_nan_inf_filter, our teacher and loss
+NaN checks, and accelerate's blocking copy of each batch to the device), and once more with all three off ("no
+per-step sync": accelerator_config={"non_blocking": True}), which is what the bare loop does. Each configuration is
+timed over the same number of steps after warm-up steps, in interleaved rounds so machine noise hits all of them
+alike; the table reports the median steps/s and the ratios.
 
 --loops picks the configurations (default: the bare loop and the four trainer ones above); also available:
 ltkd-compiled (the trainer, no per-step sync, with torch_compile on student and teacher; the first warm-up
@@ -57,7 +57,7 @@ PAIRS = {
 }
 
 
-def make_pair(pair: str, wrap_student: bool, image_size: int = 32):
+def make_pair(pair: str, wrap_student: bool, image_size: int):
     """(student, teacher) of `pair`, freshly initialised; the student wrapped by create_student (the trainer's
     input) or the bare timm model. Both pretrained_cfgs declare ``image_size`` px and the student's mean/std, so
     the trainer converts nothing, as the bare loop does not."""
