@@ -59,6 +59,8 @@ RECIPE = "recipes/run_distill.py"
 TRAINER_TARGET, TRAINER_STRETCH = 1.0, 2.0  # trainer steps/s / eager bare loop steps/s: at least
 LTKD_STEP_TARGET = 1.05  # LTKD training step time / KD step time: at most
 LTKD_LOSS_TARGET = 1.5  # LTKD loss forward + backward time / KD's: at most
+# trainer_speed.py's --smoke sizes in every part that runs it: a 2-image batch of 8x8 images, 1 + 2 steps, one round
+TRAINER_SPEED_SMOKE = ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"]
 
 
 @dataclass
@@ -158,8 +160,7 @@ def trainer_part(setup: Setup) -> Outcome:
     """trainer_speed.py's five loops: the trainer against the bare loop, LTKD against KD."""
     out = Outcome()
     # 15 runs of 110 steps at about 13-15 ms a step on an H200, plus about 1.5 s to set each up.
-    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "3"],
-                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "3"], TRAINER_SPEED_SMOKE)
     med = trainer_speed_run(setup, sizes, out)
     for ltkd, kd, suffix in (("ltkd", "kd", ""), ("ltkd-nosync", "kd-nosync", ", no per-step sync")):
         out.check(f"trainer (LTKD{suffix}) / bare loop, steps/s", med[ltkd] / med["bare"],
@@ -203,8 +204,7 @@ def compile_part(setup: Setup) -> Outcome:
     out = Outcome()
     # One round: each round compiles both models again; the warm-up steps hold the compilation.
     sizes = setup.sized(["--steps", "300", "--warmup", "10", "--rounds", "1"],
-                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1",
-                         "--compile_backend", "aot_eager"])  # no C++ toolchain needed on the CPU
+                        [*TRAINER_SPEED_SMOKE, "--compile_backend", "aot_eager"])  # no C++ toolchain needed on the CPU
     med = trainer_speed_run(setup, ["--loops", "bare,ltkd-nosync,ltkd-compiled", *sizes], out)
     out.check("trainer (LTKD, no per-step sync, torch_compile) / bare loop, steps/s",
               med["ltkd-compiled"] / med["bare"], at_least=TRAINER_TARGET, stretch=TRAINER_STRETCH)
@@ -217,8 +217,7 @@ def teacher_cache_part(setup: Setup) -> Outcome:
     """trainer_speed.py with the teacher-logit cache against the online teacher (trainer and bare loop)."""
     out = Outcome()
     # One round: 4 runs of 110 steps (the first fills the cache), about 3 s each on an H200.
-    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "1"],
-                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "1"], TRAINER_SPEED_SMOKE)
     med = trainer_speed_run(setup, ["--loops", "bare,ltkd,ltkd-cached", *sizes], out)
     out.check("trainer (LTKD, teacher-logit cache) / bare loop (online teacher), steps/s",
               med["ltkd-cached"] / med["bare"])
@@ -253,8 +252,7 @@ def features_part(setup: Setup) -> Outcome:
     rows = run_script(loss_speed, ["--device", setup.device, "--features", *sizes], out)
     out.results["loss_rows"] = rows
     out.tables.append(loss_speed.markdown_features(rows))
-    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "2"],
-                        ["--batch", "2", "--image_size", "8", "--steps", "2", "--warmup", "1", "--rounds", "1"])
+    sizes = setup.sized(["--steps", "100", "--warmup", "10", "--rounds", "2"], TRAINER_SPEED_SMOKE)
     med = trainer_speed_run(setup, ["--loops", "kd,reviewkd,catkd", *sizes], out)
     for loss, name in (("reviewkd", "ReviewKD"), ("catkd", "CAT-KD")):
         out.check(f"{name} / KD loss time, worst pair", max(r[loss] / r["kd"] for r in rows))

@@ -1,4 +1,5 @@
 import gc
+import json
 import os
 
 # Every test runs offline: nothing may reach the Hub. Set before huggingface_hub is imported (it reads them then).
@@ -82,13 +83,15 @@ class TwoProcessRun:
 def two_processes(tmp_path_factory, worker_id, vit_checkpoint) -> TwoProcessRun:
     """tests/two_process_jobs.py under torchrun, 2 CPU processes: every two-process check's run, in one launch per
     pytest run. Under pytest-xdist the first worker to need it launches it and the others wait for its files (the
-    run's shared temporary folder and a file lock, as pytest-xdist's documentation does it)."""
+    run's shared temporary folder and a file lock, as pytest-xdist's documentation does it); a failed launch is
+    recorded too, so every worker reports that failure instead of launching again into its half-written folder."""
     shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    root, log = shared / "two-processes", shared / "two-processes.log"
+    root, record = shared / "two-processes", shared / "two-processes.json"
     with FileLock(str(shared / "two-processes.lock")):
-        if not log.is_file():
+        if not record.is_file():
             root.mkdir()
             proc = torchrun(TESTS / "two_process_jobs.py", root, vit_checkpoint, timeout=600)
-            assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-            log.write_text(proc.stderr)
-    return TwoProcessRun(root, log.read_text())
+            record.write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}))
+    launch = json.loads(record.read_text())
+    assert launch["returncode"] == 0, f"torchrun failed:\n{launch['stdout'][-2000:]}\n{launch['stderr'][-4000:]}"
+    return TwoProcessRun(root, launch["stderr"])

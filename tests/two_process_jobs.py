@@ -3,7 +3,7 @@
 
 python -m torch.distributed.run --nproc_per_node 2 two_process_jobs.py ROOT VIT_CHECKPOINT
 
-conftest.py's ``two_processes`` fixture launches it (once per pytest worker); each job writes under ROOT, and the
+conftest.py's ``two_processes`` fixture launches it (once per pytest run); each job writes under ROOT, and the
 tests that read its files are beside their single-process counterparts:
 
 - ROOT/teacher_cache/: test_teacher_cache_trainer.py (first: it counts one log line of the launch's output)
