@@ -32,13 +32,20 @@ def checked_split_info(
     train_dataset: Any,
 ) -> SplitInfo:
     """The training split (`_split_info`), once the arguments are checked: ``args`` a `DistillationConfig`, a teacher
-    unless the loss is ``"ce"``, and the student's and teacher's classes the split's, in its order."""
+    unless the loss is ``"ce"`` (which takes no warm-up), and the student's and teacher's classes the split's, in its
+    order."""
     if not isinstance(args, DistillationConfig):
         raise ValueError(f"args must be a DistillationConfig, got {type(args).__name__}.")
     if teacher is None and args.distill_loss != "ce":
         raise ValueError(
             f"teacher_model is None but distill_loss={args.distill_loss!r} needs a teacher: pass a frozen timm "
             "teacher (ltkd_hf.models.load_teacher), or distill_loss='ce' to train with cross-entropy alone."
+        )
+    if args.distill_loss == "ce" and args.warmup_epochs:
+        raise ValueError(
+            f"--warmup_epochs {args.warmup_epochs:g} with --distill_loss ce: the warm-up ramps up the distillation "
+            "term, and cross-entropy alone has none, so it would change nothing; pass --warmup_epochs 0, or choose a "
+            "distillation loss."
         )
     info = _split_info(split_info, class_counts, train_dataset, student)
     _check_student(student, info)

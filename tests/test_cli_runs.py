@@ -345,8 +345,10 @@ def test_a_cross_entropy_student_is_its_own_comparison_row(tmp_path):
         distill.plan([*no_kd, "--warmup_epochs", "3"])
     _, _, stages, _, _ = distill.plan(no_kd)  # the config's own warm-up is not the user's flag
     assert list(stages) == ["teacher", "student"]
+    assert stages["student"].args.warmup_epochs == 0  # the CE student records no warm-up (the config's is 5)
     _, _, stages, _, _ = distill.plan([*ce, "--compare_kd_student", "true", "--warmup_epochs", "3"])
     assert stages["student_kd"].args.warmup_epochs == 3  # with the KD student, it reaches that student
+    assert stages["student"].args.warmup_epochs == 0  # and that student only: the CE student has nothing to ramp
 
 
 def test_the_teacher_program_has_its_own_flags_and_refuses_the_students(tmp_path):

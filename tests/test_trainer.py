@@ -614,6 +614,9 @@ def test_cross_entropy_alone_needs_no_teacher(tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
     with pytest.raises(ValueError, match="teacher_model is None but distill_loss='ltkd' needs a teacher"):
         make_trainer(make_config(tmp_path), teacher_model=None)
+    # a warm-up ramps the distillation term, which cross-entropy alone does not have: refused, not recorded
+    with pytest.raises(ValueError, match=r"^--warmup_epochs 2 with --distill_loss ce: .*pass --warmup_epochs 0"):
+        make_trainer(make_config(tmp_path, distill_loss="ce", warmup_epochs=2), teacher_model=None)
 
 
 def test_a_teacher_given_to_cross_entropy_does_not_run_in_training(tmp_path):

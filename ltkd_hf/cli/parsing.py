@@ -337,7 +337,10 @@ def _typed_config(parser: argparse.ArgumentParser, values: dict[str, Any], optio
 def method_settings(parsed: Parsed, config: DistillationConfig, loss: str) -> dict[str, Any]:
     """The ``distill_loss_kwargs`` and ``warmup_epochs`` of a run of ``loss``: the config's ``methods[loss]`` over
     its top-level values (whose loss settings belong to its --distill_loss only), and the command line's
-    ``--distill_loss_kwargs`` (key by key, for its --distill_loss) and ``--warmup_epochs`` over both."""
+    ``--distill_loss_kwargs`` (key by key, for its --distill_loss) and ``--warmup_epochs`` over both. ``ce``
+    (cross-entropy alone) has neither: no loss settings, and no distillation term to ramp up."""
+    if loss == "ce":
+        return {"distill_loss_kwargs": {}, "warmup_epochs": 0.0}
     method = parsed.config.get("methods", {}).get(loss, {})
     own = config.distill_loss_kwargs if loss == config.distill_loss else {}
     layers = [parse_loss_kwargs(loss, method.get("distill_loss_kwargs")), own]
