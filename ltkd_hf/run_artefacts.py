@@ -97,6 +97,7 @@ class RunArtefacts:
         groups: its class groups.
         teacher_name: where the teacher came from (``None``: the run has no teacher); a `TeacherName` also says how
             the card and the report publish it, without this machine's paths.
+        caveats: what the report and the card state about the data beside their numbers (one sentence each).
     """
 
     def __init__(
@@ -106,10 +107,12 @@ class RunArtefacts:
         split_info: SplitInfo,
         groups: ClassGroups,
         teacher_name: str | None,
+        caveats: Sequence[str] = (),
     ) -> None:
         self.model, self.args, self.split_info, self.groups, self.teacher_name = (
             model, args, split_info, groups, teacher_name
         )
+        self.caveats = list(caveats)
         self.published_teacher = teacher_name.published if isinstance(teacher_name, TeacherName) else teacher_name
         # The student's structure without its weights: folders are written from the state Trainer hands over (under
         # FSDP or DeepSpeed ZeRO-3 the student's own tensors are shards, and the engine gathers the whole state).
@@ -256,6 +259,7 @@ class RunArtefacts:
             "objective": self.objective,
             "training seed": self.args.seed,
             "evaluated": evaluated_weights(self.args.load_best_model_at_end, self.args.max_steps),
+            **({"caveats": self.caveats} if self.caveats else {}),
         }
 
     def write_card(
@@ -306,6 +310,7 @@ class RunArtefacts:
             plots=plots,
             comparison_table=format_report_tables(report, self.groups) if report else None,
             test_counts=report[self.row].get("test_counts") if report else None,
+            caveats=self.caveats,
             license=license,
         )
         write_model_card(out, card)

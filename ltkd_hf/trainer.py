@@ -98,6 +98,9 @@ class DistillationTrainer(Trainer):
             runs of the same teacher on the same split share it when they are given the same folder.
         validation_dataset: held-out data (never the test split) that `write_report` scores beside the
             ``eval_dataset``, to choose settings on; in the form of ``eval_dataset``.
+        data_caveats: what the reports and the card must say about the data that the trainer cannot see in it,
+            one sentence each; e.g. that held-out images are copies of training images, found from
+            `ltkd_hf.data.verify_images`' digests with `ltkd_hf.data.shared_images` (the recipes do so).
         **kwargs: everything else `transformers.Trainer` takes (datasets, collator, callbacks, ...).
     """
 
@@ -116,6 +119,7 @@ class DistillationTrainer(Trainer):
         teacher_input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         teacher_cache_dir: str | os.PathLike | None = None,
         validation_dataset: Any = None,
+        data_caveats: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         self.validation_dataset = validation_dataset
@@ -140,7 +144,8 @@ class DistillationTrainer(Trainer):
             )
         self.teacher_name = None if teacher_model is None else teacher_name or describe_teacher(teacher_model)
         distillation_model = DistillationModel(model, self.loss_fn)
-        self.artefacts = RunArtefacts(distillation_model, args, self.split_info, self.groups, self.teacher_name)
+        self.artefacts = RunArtefacts(distillation_model, args, self.split_info, self.groups, self.teacher_name,
+                                      caveats=data_caveats)
         if args.ddp_find_unused_parameters is None:
             # transformers' choice for a PreTrainedModel (the student); for any other model it would search the
             # graph for unused parameters at every step, and every parameter takes part in each training forward.

@@ -388,21 +388,48 @@ def test_the_command_lines_errors_name_flags_not_python_arguments(tmp_path):
         distill.plan([*PLAN, "--output_dir", str(tmp_path / "o"), "--dataset", "alice/not-cached"])
 
 
-def test_held_out_images_that_are_training_images_are_named(tmp_path, caplog):
-    """A file copied into both splits was scored as held out, without a word."""
-    birds = tmp_path / "birds"
-    write_folder(birds)
+# two of the six test images are copies of training images
+CAVEAT = "2 of the 6 test images are copies of train images (the same file's bytes), so their accuracy is not held out"
+
+
+def write_copied_birds(root: Path) -> None:
+    write_folder(root)
     for bird, image in (("heron", "0"), ("osprey", "1")):
-        (birds / "test" / bird / "0.png").unlink()
-        shutil.copy(birds / "train" / bird / f"{image}.png", birds / "test" / bird / f"copy{image}.png")
+        (root / "test" / bird / "0.png").unlink()
+        shutil.copy(root / "train" / bird / f"{image}.png", root / "test" / bird / f"copy{image}.png")
+
+
+def test_held_out_images_that_are_training_images_are_named(tmp_path, caplog, capsys):
+    """A file copied into both splits was scored as held out, without a word; then with a warning in the log alone,
+    while report.json, report.md, the card and the printed table showed the numbers as held out."""
+    birds = tmp_path / "birds"
+    write_copied_birds(birds)
     argv = ["--output_dir", str(tmp_path / "o"), "--dataset", str(birds), "--imbalance_factor", "1"]
     with caplog.at_level(logging.WARNING, logger="ltkd_hf.cli"):
-        distill.plan([*argv, "--verify_images", "false"])
+        assert distill.plan([*argv, "--verify_images", "false"])[1].caveats == ()
         assert "copies" not in caplog.text  # the check reads every image: --verify_images false skips it
         distill.plan(argv)
     assert re.search(r"2 of the 6 test images of --dataset .*birds are copies of train images \(e\.g\. file "
                      r"'.*test/heron/copy0\.png' is file '.*train/heron/0\.png'\), so their accuracy is not held "
                      r"out", caplog.text)
+    # what the run writes and prints says it too, without this machine's paths (the card is published)
+    capsys.readouterr()
+    teacher.main([*TEACHER_FAST, *argv, "--verify_images", "true"])
+    out = tmp_path / "o" / "teacher"
+    assert json.loads((out / "report.json").read_text())["metadata"]["caveats"] == [CAVEAT]
+    assert f"- **caveats**: {CAVEAT}\n" in (out / "report.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"**Caveats about these numbers:**\n\n- {CAVEAT}.\n" in card and str(tmp_path) not in card
+    assert f"\nCaveat: {CAVEAT}.\n" in capsys.readouterr().out
+
+
+def test_a_table_on_copied_held_out_images_says_so_under_its_title(tmp_path):
+    write_copied_birds(tmp_path / "birds")
+    table.main([*TEACHER_FAST, "--output_dir", str(tmp_path / "t"), "--dataset", str(tmp_path / "birds"), "--imbalance_factor",
+                "1", "--verify_images", "true", "--losses", "ce"])
+    title = json.loads((tmp_path / "t" / "table.json").read_text())["title"]
+    assert title.startswith("Top-1 accuracy (%) on the test split") and title.endswith(f"). Caveat: {CAVEAT}.")
+    assert (tmp_path / "t" / "table.md").read_text().startswith(title + "\n")
 
 
 def test_data_mistakes_name_the_flag_and_the_folder(tmp_path, caplog):

@@ -241,6 +241,24 @@ def test_a_report_without_split_info_or_teacher_says_so_in_words(tmp_path):
     assert facts["training split"].startswith("not recorded")
     assert facts["teacher"] == "none"
     assert "None" not in "".join(facts.values())
+    assert "caveats" not in facts  # said only when there is one
+
+
+def test_the_report_and_the_card_state_the_data_caveats_they_are_given(tmp_path):
+    """What the trainer cannot see in its datasets (here: test images that are copies of training ones) is stated
+    beside the numbers it qualifies, in report.json, report.md and the card."""
+    caveats = ["3 of the 12 test images are copies of train images, so their accuracy is not held out",
+               "the test images were resized twice"]
+    trainer = make_trainer(make_config(tmp_path, max_steps=1), eval_dataset=SyntheticImages(12), data_caveats=caveats)
+    trainer.train()
+    trainer.save_model()
+    trainer.write_report()
+    trainer.create_model_card()
+    assert json.loads((tmp_path / "report.json").read_text())["metadata"]["caveats"] == caveats
+    assert f"- **caveats**: {caveats[0]}; {caveats[1]}\n" in (tmp_path / "report.md").read_text()
+    card = ModelCard.load(tmp_path / "README.md").text
+    results, comparison = card.index("## Results"), card.index("### Comparison")
+    assert results < card.index(f"**Caveats about these numbers:**\n\n- {caveats[0]}.\n- {caveats[1]}.\n") < comparison
 
 
 def test_a_checkpoint_made_with_other_settings_is_not_resumed(tmp_path):

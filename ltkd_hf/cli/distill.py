@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         test = describe_test_split(reports[trainer.model_label]["test_counts"])
         print(f"\nTest split ({test}), top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
         print(format_group_table(reports, trainer.groups.names))
+        for caveat in data.caveats:  # the numbers above are not all held out
+            print(f"Caveat: {caveat}.")
         print(f"Student folder, card and report: {stages['student'].folder}")
     return reports
 

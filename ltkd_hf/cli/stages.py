@@ -70,6 +70,8 @@ class LongTailedData:
     test: Dataset
     split_info: SplitInfo
     validation: Dataset | None = None  # held-out data to choose settings on (never the test split)
+    # What every report and card of a run on this data must say about it (held-out images copied from training ones)
+    caveats: tuple[str, ...] = ()
     # The splits decoded once per data config (--in_memory_data), shared by the stages whose models take the same.
     in_memory: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -223,13 +225,14 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             )
     data = LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
     if verify:
-        check_images(args.dataset, data)
+        data.caveats = check_images(args.dataset, data)
     return data
 
 
-def check_images(dataset: str, data: LongTailedData) -> None:
+def check_images(dataset: str, data: LongTailedData) -> tuple[str, ...]:
     """Decode every image of the splits a run reads (a corrupt file stops it, by its name), and warn when held-out
-    images are copies of training (or validation) images: a file copied into two splits is not held out."""
+    images are copies of training (or validation) images: a file copied into two splits is not held out. Returns
+    those findings as the caveats the run's reports and cards state (without this machine's paths)."""
     splits = {name: split for name, split in (("train", data.train), ("validation", data.validation),
                                               ("test", data.test)) if split is not None}
     digests = {}
@@ -238,6 +241,7 @@ def check_images(dataset: str, data: LongTailedData) -> None:
             digests[name] = verify_images(split, split=name)
         except ValueError as err:
             raise ValueError(f"{err} (--verify_images false skips this check)") from None
+    caveats = []
     for held, seen in (("test", "train"), ("test", "validation"), ("validation", "train")):
         pairs = shared_images(digests[held], digests[seen]) if {held, seen} <= digests.keys() else []
         if pairs:
@@ -246,6 +250,9 @@ def check_images(dataset: str, data: LongTailedData) -> None:
                 "%d of the %d %s images of --dataset %s are copies of %s images (e.g. %s is %s), so their accuracy "
                 "is not held out; remove them from one of the two splits.", len(pairs), len(digests[held]),
                 held, dataset, seen, image_path(splits[held], row), image_path(splits[seen], twin))
+            caveats.append(f"{len(pairs)} of the {len(digests[held])} {held} images are copies of {seen} images "
+                           "(the same file's bytes), so their accuracy is not held out")
+    return tuple(caveats)
 
 
 def setup_logging() -> None:
@@ -654,6 +661,7 @@ def train_stage(stage: Stage, data: LongTailedData, teacher=None) -> Distillatio
         validation_dataset=prepared.get("validation"),
         split_info=data.split_info,
         teacher_name=stage.teacher_name,
+        data_caveats=data.caveats,
         data_collator=collate,
         teacher_cache_dir=stage.teacher_cache_dir,
     )

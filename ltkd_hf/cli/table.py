@@ -512,6 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     test = describe_test_split(results[0][2]["test_counts"])  # every cell is scored on the one test split
     title = (f"Top-1 accuracy (%) on the test split ({test}) of {data_args.dataset}, {data.split_info.describe()}; "
              f"{teacher_note}{how}; {evaluated_weights(False, config.max_steps)}, {_over_seeds(table_args.seeds)}.")
+    title += "".join(f" Caveat: {caveat}." for caveat in data.caveats)
     out = Path(config.output_dir)
     if PartialState().is_main_process:
         _say_what_is_replaced(out, summary)

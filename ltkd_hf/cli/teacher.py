@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("Pushed %s to the Hub as %s", stage.folder, trainer.hub_model_id)
     if PartialState().is_main_process:
         print(format_group_table({"teacher": report}, trainer.groups.names))
+        for caveat in data.caveats:  # the numbers above are not all held out
+            print(f"Caveat: {caveat}.")
         print(f"Teacher folder: {stage.folder}")
     return report
 

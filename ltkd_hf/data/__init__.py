@@ -17,7 +17,7 @@ from .long_tail import get_class_counts, hold_out_validation, long_tailed_counts
 from .manifest import load_split_manifest
 from .sources import load_held_out_split, load_image_dataset
 from .split_info import SplitInfo
-from .verify import verify_images
+from .verify import shared_images, verify_images
 from .transforms import (
     ImageClassificationTransform,
     NormalizationConverter,
@@ -52,5 +52,6 @@ __all__ = [
     "normalization_converter",
     "normalize_images",
     "random_crop_flip",
+    "shared_images",
     "verify_images",
 ]

@@ -311,11 +311,14 @@ def _write_text(text: str, path: Path) -> None:
 
 def _readable(value: Any) -> str:
     """A metadata value as text: a mapping (the model's architecture and start) as ``key value`` pairs, not a dict;
-    ``None`` (no teacher, no init) as "none", not Python's "None"."""
+    a list (the caveats) as its items joined by "; "; ``None`` (no teacher, no init) as "none", not Python's
+    "None"."""
     if value is None:
         return "none"
     if isinstance(value, Mapping):
         return ", ".join(f"{key} {_readable(inner)}" for key, inner in value.items())
+    if isinstance(value, list):
+        return "; ".join(_readable(item) for item in value)
     return str(value)
 
 

@@ -141,6 +141,7 @@ def render_model_card(
     plots: Sequence[str] = (),
     comparison_table: str | None = None,
     test_counts: Sequence[int] | None = None,
+    caveats: Sequence[str] = (),
     license: str = "apache-2.0",
 ) -> str:
     """The README.md model card of a trained student, as text.
@@ -159,7 +160,8 @@ def render_model_card(
     settings; ``training``
     facts (seeds, schedule); per-group accuracy and ECE, many / medium / few-shot accuracy and any other metric;
     an optional ``comparison_table`` (Markdown, e.g. ``format_report_tables``) and ``plots`` (paths relative to
-    the folder); the LTKD citation.
+    the folder); ``caveats`` about the evaluation data (one sentence each, e.g. held-out images that are copies of
+    training images), under the results; the LTKD citation.
     """
     results = dict(results)
     _check_inputs(groups, results, plots)
@@ -224,6 +226,7 @@ def render_model_card(
         test_balance=test_balance,
         comparison_table=comparison_table.strip() if comparison_table else None,
         plots=list(plots),
+        caveats=list(caveats),
     )
     return str(card)
 
