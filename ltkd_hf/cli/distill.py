@@ -18,7 +18,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from ..config import DistillationConfig
-from ..evaluation import describe_test_split, format_group_table
+from ..evaluation import describe_test_split
 from ..models import check_teacher_matches
 from .arguments import DataArguments, GivenTeacherArguments, InputArguments, RunArguments, StudentArguments, TeacherArguments
 from .parsing import default_config, method_errors, method_settings, parse_args, run_program
@@ -34,6 +34,7 @@ from .stages import (
     plan_stage,
     plan_teacher,
     print_plan,
+    print_results,
     refuse_stale,
     setup_logging,
     stage_args,
@@ -142,9 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     if PartialState().is_main_process:
         test = describe_test_split(reports[trainer.model_label]["test_counts"])
         print(f"\nTest split ({test}), top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
-        print(format_group_table(reports, trainer.groups.names))
-        for caveat in data.caveats:  # the numbers above are not all held out
-            print(f"Caveat: {caveat}.")
+        print_results(reports, trainer.groups.names, data)
         print(f"Student folder, card and report: {stages['student'].folder}")
     return reports
 

@@ -45,7 +45,7 @@ from ..data.fingerprint import canonical_source, file_fingerprint, folder_finger
 from ..data.split_info import SplitInfo
 from ..data.verify import image_path, shared_images
 from ..data.transforms import SMALL_INPUT_MAX
-from ..evaluation import describe_test_split
+from ..evaluation import describe_test_split, format_group_table
 from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
@@ -275,6 +275,13 @@ def check_push(config: DistillationConfig, repo_id: str) -> str | None:
                              "change nothing; add --push_to_hub true, or drop it.")
         return None
     return check_push_to_hub_ready(repo_id, config.hub_token)
+
+
+def print_results(reports: dict[str, dict], group_names: list[str], data: LongTailedData) -> None:
+    """The group table of ``reports`` as the commands print it, with the data's caveats under it."""
+    print(format_group_table(reports, group_names))
+    for caveat in data.caveats:  # the numbers above are not all held out
+        print(f"Caveat: {caveat}.")
 
 
 def print_plan(stages) -> None:

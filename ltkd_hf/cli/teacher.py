@@ -19,7 +19,6 @@ from pathlib import Path
 from accelerate import PartialState
 
 from ..config import DistillationConfig
-from ..evaluation import format_group_table
 from .arguments import DataArguments, InputArguments, RunArguments, TeacherArguments
 from .parsing import default_config, parse_args, run_program
 from .stages import (
@@ -28,6 +27,7 @@ from .stages import (
     load_long_tailed,
     plan_teacher,
     print_plan,
+    print_results,
     refuse_stale,
     setup_logging,
     train_teacher,
@@ -69,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(token=hub_token)
         logger.info("Pushed %s to the Hub as %s", stage.folder, trainer.hub_model_id)
     if PartialState().is_main_process:
-        print(format_group_table({"teacher": report}, trainer.groups.names))
-        for caveat in data.caveats:  # the numbers above are not all held out
-            print(f"Caveat: {caveat}.")
+        print_results({"teacher": report}, trainer.groups.names, data)
         print(f"Teacher folder: {stage.folder}")
     return report
 
