@@ -11,7 +11,8 @@ them, so a field a new `transformers` adds fails the suite until it is classifie
 
 `check_training_values` refuses, when the config is built, the values of supported fields that would fail only
 once training has started or change nothing (an ``optim_args`` key the optimizer does not read, a scheduler the
-step schedule replaces, a logger or optimizer whose package is not installed); `check_setup_values` those that
+step schedule replaces, an evaluation or save interval its strategy never reads, a logger or optimizer whose
+package is not installed); `check_setup_values` those that
 `TrainingArguments`' own checks would fail on with a traceback naming no flag.
 """
 
@@ -80,7 +81,7 @@ OUTPUT_FIELDS = (
     "use_cpu", "local_rank", "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
     "ddp_static_graph", "ddp_backend", "ddp_timeout", "fsdp", "fsdp_config", "deepspeed", "accelerator_config",
     "torch_empty_cache_steps", "dataloader_pin_memory", "dataloader_prefetch_factor",
-    "dataloader_multiprocessing_context", "dataloader_in_order",
+    "dataloader_multiprocessing_context",
 )
 
 # field -> why it is refused (the message names the field and its value before this).
@@ -110,6 +111,9 @@ UNSUPPORTED_FIELDS = {
     "auto_find_batch_size": "it would change the batch size, and with it LTKD's batch statistics, behind the run's "
     "back; set per_device_train_batch_size and gradient_accumulation_steps",
     "ignore_data_skip": "a resumed run would see other batches than the uninterrupted one; resuming is exact",
+    "dataloader_in_order": "the data loader's workers would hand over each batch as soon as it is loaded, so the "
+    "order of the batches, and with it the trained weights, would change from run to run under the same recorded "
+    "settings; runs reproduce",
     "parallelism_config": "tensor/context parallelism is for language models",
 }
 
@@ -187,6 +191,7 @@ def check_training_values(args: TrainingArguments) -> None:
                     f"learning-rate schedule (x{args.lr_decay_rate} at each), which replaces Trainer's, so it would "
                     "change nothing; pass --lr_decay_epochs none to use it, or drop it."
                 )
+    _check_interval_settings(args)
     _check_scheduler_kwargs(args)
     _check_optimizer_settings(args)
 
@@ -229,6 +234,29 @@ def check_setup_values(args: TrainingArguments) -> None:
                 "world_size and seed (a folder trained with it would be taken for one trained without); keep "
                 f"accelerate's {changed[0]}={defaults[changed[0]]}."
             )
+
+
+def _check_interval_settings(args: TrainingArguments) -> None:
+    """The settings of when to evaluate and what to keep that the chosen strategy never reads (transformers takes
+    each without a word), and a checkpoint limit below 1, which transformers reads as no limit."""
+    evaluation, saving = (getattr(s, "value", s) for s in (args.eval_strategy, args.save_strategy))
+    if args.eval_steps is not None and evaluation != "steps":
+        raise ValueError(f"--eval_steps {args.eval_steps:g} is the interval of --eval_strategy steps, and "
+                         f"--eval_strategy is '{evaluation}', so it would change nothing; pass --eval_strategy steps, "
+                         "or drop it.")
+    if args.eval_delay and evaluation == "no":
+        raise ValueError(f"--eval_delay {args.eval_delay:g} postpones the first evaluation during training, and "
+                         "--eval_strategy is 'no' (none), so it would change nothing; pass --eval_strategy epoch or "
+                         "steps, or drop it.")
+    steps_default = next(f.default for f in fields(args) if f.name == "save_steps")
+    if args.save_steps != steps_default and saving != "steps":
+        raise ValueError(f"--save_steps {args.save_steps:g} is the interval of --save_strategy steps, and "
+                         f"--save_strategy is '{saving}', so it would change nothing; pass --save_strategy steps, or "
+                         "drop it.")
+    if args.save_total_limit is not None and args.save_total_limit < 1:
+        raise ValueError(f"--save_total_limit {args.save_total_limit}: transformers deletes no checkpoint for a limit "
+                         "below 1, so every checkpoint would be kept; pass N >= 1 to keep the last N, --save_strategy "
+                         "no to save none, or drop it to keep them all.")
 
 
 def _check_scheduler_kwargs(args: TrainingArguments) -> None:

@@ -464,6 +464,18 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
                                             "--eval_strategy is 'no'"),
+        # transformers took each without a word: an interval its strategy never reads, and a limit below 1 that
+        # keeps every checkpoint
+        (dict(eval_strategy="epoch", eval_steps=5), r"^--eval_steps 5 is the interval of --eval_strategy steps, and "
+                                                    r"--eval_strategy is 'epoch', so it would change nothing"),
+        (dict(eval_delay=2), r"^--eval_delay 2 postpones the first evaluation during training, and --eval_strategy is "
+                             r"'no'"),
+        (dict(save_steps=1), r"^--save_steps 1 is the interval of --save_strategy steps, and --save_strategy is 'no'"),
+        (dict(save_strategy="epoch", save_total_limit=0), r"^--save_total_limit 0: transformers deletes no "
+                                                          r"checkpoint for a limit below 1"),
+        # with workers, batches in the order they finished loading: another model each run, recorded as the same
+        (dict(dataloader_in_order=False), r"^--dataloader_in_order False is not supported by DistillationTrainer: the "
+                                          r"data loader's workers would hand over each batch as soon as it is loaded"),
         (dict(max_steps=-1, lr_decay_epochs=[1.0], lr_scheduler_type="cosine"),
          r"--lr_scheduler_type cosine: --lr_decay_epochs \[1.0\] sets the learning-rate schedule"),
         (dict(max_steps=-1, lr_decay_epochs=[1.0], lr_scheduler_type="linear", warmup_steps=4),
