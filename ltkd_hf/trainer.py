@@ -38,7 +38,9 @@ from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
 from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
 from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder, tensor_fingerprint
-from .trainer_inputs import DeviceBatches, check_labelled, check_run_length, checked_split_info, describe_teacher
+from .trainer_inputs import (
+    DeviceBatches, check_best_metric, check_labelled, check_run_length, checked_split_info, describe_teacher,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,8 @@ class DistillationTrainer(Trainer):
         if hasattr(train_dataset, "__len__"):
             check_run_length(args, len(train_dataset))
         self.groups = self.split_info.groups(args.num_groups)
+        if "compute_metrics" not in kwargs:  # the caller's metrics are theirs to name
+            check_best_metric(args, self.groups.names)
         # Feature losses size their modules from the models; with the seed fixed here, trainable parts start alike
         # in every process and run, whatever the models' construction drew from the global generator.
         models = {} if teacher_model is None else {"student": unwrap_timm(model), "teacher": unwrap_timm(teacher_model)}

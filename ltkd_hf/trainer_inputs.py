@@ -13,7 +13,10 @@ from .data.split_info import SplitInfo
 from .models.loading import check_teacher_matches, label_names_of, unwrap_timm
 from .teacher_cache import check_cacheable
 
-__all__ = ["DeviceBatches", "check_labelled", "check_run_length", "checked_split_info", "describe_teacher"]
+__all__ = [
+    "DeviceBatches", "check_best_metric", "check_labelled", "check_run_length", "checked_split_info",
+    "describe_teacher", "evaluation_metrics",
+]
 
 
 def _num_classes(model: torch.nn.Module) -> int | None:
@@ -101,6 +104,22 @@ def check_run_length(args: DistillationConfig, num_train: int) -> None:
             f"epochs), so the learning rate would never be decayed there; pass decay epochs below {epochs:g}, train "
             "longer, or pass --lr_decay_epochs none."
         )
+
+
+def evaluation_metrics(group_names: Sequence[str]) -> list[str]:
+    """What `DistillationTrainer`'s evaluation reports (each as ``eval_<name>``), beside Trainer's speed: the
+    student's cross-entropy as the loss and as ``ce``, its accuracy overall and per group."""
+    return ["loss", "ce", "accuracy", *(f"accuracy_{name}" for name in group_names)]
+
+
+def check_best_metric(args: DistillationConfig, group_names: Sequence[str]) -> None:
+    """``metric_for_best_model`` names a metric of the trainer's own evaluation: Trainer looks it up only after the
+    first evaluation, and a misspelt one stopped the run there with a KeyError."""
+    metric = args.metric_for_best_model
+    names = evaluation_metrics(group_names)
+    if metric is not None and metric.removeprefix("eval_") not in names:
+        raise ValueError(f"--metric_for_best_model {metric}: the evaluation reports {names} (also written "
+                         "eval_<name>), and Trainer would stop at the first evaluation without it; choose one of them.")
 
 
 def _split_info(

@@ -191,7 +191,7 @@ def check_training_values(args: TrainingArguments) -> None:
                     f"learning-rate schedule (x{args.lr_decay_rate} at each), which replaces Trainer's, so it would "
                     "change nothing; pass --lr_decay_epochs none to use it, or drop it."
                 )
-    _check_interval_settings(args)
+    _check_evaluation_and_saving(args)
     _check_scheduler_kwargs(args)
     _check_optimizer_settings(args)
 
@@ -236,10 +236,18 @@ def check_setup_values(args: TrainingArguments) -> None:
             )
 
 
-def _check_interval_settings(args: TrainingArguments) -> None:
-    """The settings of when to evaluate and what to keep that the chosen strategy never reads (transformers takes
-    each without a word), and a checkpoint limit below 1, which transformers reads as no limit."""
+def _check_evaluation_and_saving(args: TrainingArguments) -> None:
+    """The settings of evaluating and saving during training that the chosen strategy never reads (transformers
+    takes each without a word), and a checkpoint limit below 1, which transformers reads as no limit."""
     evaluation, saving = (getattr(s, "value", s) for s in (args.eval_strategy, args.save_strategy))
+    if args.metric_for_best_model is not None and evaluation == "no":
+        raise ValueError(f"--metric_for_best_model {args.metric_for_best_model} ranks the evaluations during "
+                         "training, and --eval_strategy is 'no' (none), so it would change nothing; pass "
+                         "--eval_strategy epoch or steps, or drop it.")
+    if args.greater_is_better is not None and args.metric_for_best_model is None:
+        raise ValueError(f"--greater_is_better {str(args.greater_is_better).lower()} says which way --metric_for_best_model "
+                         "improves, and none is set, so it would change nothing; pass --metric_for_best_model, or "
+                         "drop it.")
     if args.eval_steps is not None and evaluation != "steps":
         raise ValueError(f"--eval_steps {args.eval_steps:g} is the interval of --eval_strategy steps, and "
                          f"--eval_strategy is '{evaluation}', so it would change nothing; pass --eval_strategy steps, "

@@ -39,6 +39,9 @@ EXTRA = {"bf16": ["--use_cpu", "true"],
          "lr_scheduler_kwargs": ["--lr_decay_epochs", "none", "--lr_scheduler_type", "polynomial"],
          "optim": ["--optim_args", ""],
          "dataloader_persistent_workers": ["--dataloader_num_workers", "2"],
+         # read only with evaluation during training, and with a metric
+         "metric_for_best_model": ["--eval_strategy", "epoch"],
+         "greater_is_better": ["--eval_strategy", "epoch", "--metric_for_best_model", "accuracy"],
          **dict.fromkeys(("adam_beta1", "adam_beta2", "adam_epsilon"), ["--optim", "adamw_torch", "--optim_args", ""])}
 # Weight settings checked by their own tests instead (they need other data or checkpoints), with the reason.
 CHECKED_ELSEWHERE = {
@@ -298,6 +301,15 @@ def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
                                          r"on the test split, so it would choose the checkpoint on the split the report"):
         parse_args("ltkd-distill", distill.ARGUMENTS, ["--load_best_model_at_end", "true", "--eval_strategy", "epoch",
                                                         "--save_strategy", "epoch"])
+
+
+def test_a_best_metric_the_evaluation_does_not_report_is_refused_before_any_stage_trains(tmp_path):
+    """Trainer looks it up only at a stage's first evaluation: the teacher trained, and then it stopped."""
+    with pytest.raises(ValueError, match=r"^--metric_for_best_model accuracy_few: the evaluation reports \['loss', "
+                                         r"'ce', 'accuracy', 'accuracy_head', 'accuracy_medium', 'accuracy_tail'\]"):
+        distill.plan([*BASE, "--output_dir", str(tmp_path / "run"), "--eval_strategy", "epoch",
+                      "--metric_for_best_model", "accuracy_few"])
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("schedule", ["reduce_lr_on_plateau", "greedy"])

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from ltkd_hf import ClassGroups, DistillationConfig
 from ltkd_hf.losses import ltkd_loss
 from ltkd_hf.models import unwrap_timm
+from ltkd_hf.trainer_inputs import evaluation_metrics
 
 from tiny_setup import CLASS_COUNTS, NUM_CLASSES, SyntheticImages, make_config, make_student, make_teacher, make_trainer
 from trainer_worker import biased_teacher, first_step, pretrained_student
@@ -200,6 +201,26 @@ def test_a_warm_up_as_long_as_the_run_is_refused_by_the_trainer(tmp_path):
     trainer = make_trainer(make_config(tmp_path, warmup_epochs=1.5))
     trainer.state.epoch = 2.0  # the run's end: at full weight
     assert trainer.distill_ramp() == 1.0
+
+
+def test_a_best_metric_the_evaluation_does_not_report_is_refused_before_training(tmp_path):
+    """A misspelt metric_for_best_model trained until the first evaluation, then stopped with Trainer's KeyError."""
+    def config(metric, **values):
+        return make_config(tmp_path, eval_strategy="steps", eval_steps=1, metric_for_best_model=metric, **values)
+
+    with pytest.raises(ValueError, match=r"^--metric_for_best_model acuracy: the evaluation reports \['loss', 'ce', "
+                                         r"'accuracy', 'accuracy_head', 'accuracy_medium', 'accuracy_tail'\]"):
+        make_trainer(config("acuracy"), eval_dataset=SyntheticImages(6, seed=1))
+    # every name it accepts is one the evaluation reports: training chooses by it
+    trainer = make_trainer(config("eval_accuracy_tail"), eval_dataset=SyntheticImages(6, seed=1))
+    trainer.train()
+    evaluations = [log["eval_accuracy_tail"] for log in trainer.state.log_history if "eval_accuracy_tail" in log]
+    assert len(evaluations) == 2 and trainer.state.best_metric == max(evaluations)
+    reported = {k.removeprefix("eval_") for k in trainer.evaluate()} - {"runtime", "samples_per_second",
+                                                                        "steps_per_second", "epoch"}
+    assert reported == set(evaluation_metrics(trainer.groups.names))
+    # the caller's own metrics are the caller's to name
+    make_trainer(config("f1"), eval_dataset=SyntheticImages(6, seed=1), compute_metrics=lambda p: {"f1": 0.0})
 
 
 def test_a_learning_rate_decay_after_the_runs_end_is_refused(tmp_path):
@@ -474,6 +495,11 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         (dict(save_strategy="epoch", save_total_limit=0), r"^--save_total_limit 0: transformers deletes no "
                                                           r"checkpoint for a limit below 1"),
         # with workers, batches in the order they finished loading: another model each run, recorded as the same
+        # nothing to rank without evaluation, and nothing to order without a metric: recorded, and changed nothing
+        (dict(metric_for_best_model="accuracy"), r"^--metric_for_best_model accuracy ranks the evaluations during "
+                                                 r"training, and --eval_strategy is 'no'"),
+        (dict(greater_is_better=False), r"^--greater_is_better false says which way --metric_for_best_model improves, "
+                                        r"and none is set"),
         (dict(dataloader_in_order=False), r"^--dataloader_in_order False is not supported by DistillationTrainer: the "
                                           r"data loader's workers would hand over each batch as soon as it is loaded"),
         (dict(max_steps=-1, lr_decay_epochs=[1.0], lr_scheduler_type="cosine"),

@@ -53,7 +53,7 @@ from ..provenance import StaleOutputError, TeacherName, check_settings, publishe
 from ..run_artefacts import checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
-from ..trainer_inputs import check_run_length
+from ..trainer_inputs import check_best_metric, check_run_length
 from .arguments import DataArguments, GivenTeacherArguments, ModelSource, RunArguments, TeacherArguments
 from .recorded import refuse_trained_on_test
 from .settings import PUSH_SETTINGS, TEACHER_STAGE_SETTINGS
@@ -525,9 +525,10 @@ def plan_stage(
     except ValueError as err:
         raise ValueError(f"stage {name}: {err}") from None
     try:
-        data.split_info.groups(args.num_groups)
+        groups = data.split_info.groups(args.num_groups)
     except ValueError as err:
         raise ValueError(f"--num_groups {args.num_groups}: {err}") from None
+    check_best_metric(args, groups.names)
     settings = run_settings(args, data.split_info, model=model, teacher=teacher_name)
     stage = Stage(name, args, model, teacher_name, settings,
                   in_memory_max_gib=run.in_memory_max_gib if run.in_memory_data else None)
