@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.data import resolve_data_config
 from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ._atomic import atomic_write_files
@@ -37,7 +38,7 @@ from .provenance import TeacherName, check_settings, model_source, run_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "checkpoints", "evaluated_weights"]
+__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "check_resumable", "checkpoints", "evaluated_weights"]
 
 # The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
 LOSS_STATE_NAME = "distill_loss.safetensors"
@@ -53,6 +54,27 @@ def checkpoints(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
                     and p.is_dir()), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     complete = [p for p in found if _readable_json(p / TRAINER_STATE_NAME)]
     return complete, [p for p in found if p not in complete]
+
+
+def check_resumable(checkpoint: str | os.PathLike) -> None:
+    """Refuse a checkpoint saved with ``save_only_model``: transformers resumes it without a word, with a new
+    optimizer (no momentum), its learning-rate schedule from the first step and fresh random states, so the resumed
+    run trains another model than the uninterrupted one. Trainer writes every process's random state
+    (``rng_state*.pth``) into every other checkpoint, whatever the engine. The finished run's last checkpoint is
+    loaded, not trained further (`DistillationTrainer.train`), so it needs none."""
+    path = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    if not _readable_json(Path(path)):
+        raise ValueError(f"{checkpoint} holds no readable {TRAINER_STATE_NAME}, so it is not a checkpoint-N folder "
+                         "Trainer finished saving; pass one (--resume_from_checkpoint), or train from the start.")
+    state = TrainerState.load_from_json(path)
+    finished = state.global_step >= state.max_steps > 0
+    if not finished and not any(Path(checkpoint).glob("rng_state*.pth")):
+        raise ValueError(
+            f"{checkpoint} holds the model's weights only (saved with --save_only_model true): no optimizer, "
+            "learning-rate schedule or random state, so training resumed from it would make another model than the "
+            "uninterrupted run; train again from the start (--resume_from_checkpoint false), and drop "
+            "--save_only_model to save checkpoints that resume."
+        )
 
 
 def _readable_json(path: Path) -> bool:

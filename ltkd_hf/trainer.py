@@ -36,7 +36,7 @@ from .hub.save import WEIGHTS_NAME
 from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
-from .run_artefacts import LOSS_STATE_NAME, RunArtefacts
+from .run_artefacts import LOSS_STATE_NAME, RunArtefacts, check_resumable
 from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder, tensor_fingerprint
 from .trainer_inputs import (
     DeviceBatches, check_best_metric, check_labelled, check_run_length, checked_split_info, describe_teacher,
@@ -544,6 +544,7 @@ class DistillationTrainer(Trainer):
         ``args.teacher_cache`` the teacher-logit cache is opened (or created) first."""
         checkpoint = self.artefacts.checkpoint_to_resume(resume_from_checkpoint)
         if checkpoint is not None:
+            check_resumable(checkpoint)
             state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
             if state.global_step >= state.max_steps > 0:
                 # A checkpoint of the finished run: transformers would resume it for one more step when max_steps

@@ -4,6 +4,7 @@ before training, --help, run_eval refusing a model of other classes, and the dem
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,26 @@ def test_a_save_a_kill_cut_short_is_skipped_and_the_last_whole_checkpoint_resume
     (stage / "checkpoint-1" / "trainer_state.json").unlink()
     run_teacher.main([*TEACHER_FAST, "--output_dir", str(cut)])
     again = teacher_weights(cut)
+    assert all(np.array_equal(finished[k].numpy(), again[k].numpy()) for k in finished)
+
+
+def test_a_stage_saved_with_the_model_alone_is_not_resumed_without_its_optimizer(tmp_path):
+    """A re-run after a kill resumed a --save_only_model checkpoint without a word, with a new optimizer, the
+    schedule from the first step and fresh random states: another teacher, reported as the run's."""
+    out, flags = tmp_path / "run", [*TEACHER_FAST, "--save_only_model", "true"]
+    run_teacher.main([*flags, "--output_dir", str(out)])
+    finished = teacher_weights(out)
+    stage = out / "teacher"
+    (stage / "model.safetensors").unlink()
+    (stage / "config.json").unlink()
+    shutil.rmtree(stage / "checkpoint-2")  # killed after its first checkpoint
+    with pytest.raises(ValueError, match=r"teacher/checkpoint-1 holds the model's weights only \(saved with "
+                                         r"--save_only_model true\).* train again from the start "
+                                         r"\(--resume_from_checkpoint false\)"):
+        run_teacher.main([*flags, "--output_dir", str(out)])
+    assert (stage / "checkpoint-1").is_dir() and not {"checkpoint-2", "model.safetensors"} & set(os.listdir(stage))
+    run_teacher.main([*flags, "--output_dir", str(out), "--resume_from_checkpoint", "false"])
+    again = teacher_weights(out)
     assert all(np.array_equal(finished[k].numpy(), again[k].numpy()) for k in finished)
 
 

@@ -50,7 +50,7 @@ from ..hub.push import check_push_to_hub_ready
 from ..hub.save import WEIGHTS_NAME
 from ..models import create_student, load_teacher, pin_hub_source, unwrap_timm
 from ..provenance import StaleOutputError, TeacherName, check_settings, published_source, read_settings, run_settings
-from ..run_artefacts import checkpoints
+from ..run_artefacts import check_resumable, checkpoints
 from ..teacher_cache import check_cache_folder
 from ..trainer import DistillationTrainer
 from ..trainer_inputs import check_best_metric, check_run_length
@@ -564,6 +564,7 @@ def plan_stage(
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r} is not a folder; pass a checkpoint-N folder.")
         check_settings(resume, settings, what="the checkpoint given with --resume_from_checkpoint", flags=flags,
                        fix="pass a checkpoint of a run with this command's settings, or drop --resume_from_checkpoint")
+        check_resumable(resume)
         stage.resume = resume
         return stage
     if not folder.is_dir() or not any(folder.iterdir()):
@@ -586,6 +587,8 @@ def plan_stage(
                        else "its only checkpoint was cut short while saving")
     else:
         stage.resume = str(complete[-1]) if matches(complete[-1], f"a checkpoint of the {name} stage") else None
+        if stage.resume:
+            check_resumable(stage.resume)
     return stage
 
 
