@@ -244,6 +244,10 @@ def _check_evaluation_and_saving(args: TrainingArguments) -> None:
         raise ValueError(f"--metric_for_best_model {args.metric_for_best_model} ranks the evaluations during "
                          "training, and --eval_strategy is 'no' (none), so it would change nothing; pass "
                          "--eval_strategy epoch or steps, or drop it.")
+    if saving == "best" and args.metric_for_best_model is None:
+        raise ValueError("--save_strategy best saves a checkpoint whenever --metric_for_best_model improves, and none "
+                         "is set (Trainer would refuse it once the data is read); pass --metric_for_best_model "
+                         "(e.g. accuracy) with --eval_strategy epoch, or choose --save_strategy epoch.")
     if args.greater_is_better is not None and args.metric_for_best_model is None:
         raise ValueError(f"--greater_is_better {str(args.greater_is_better).lower()} says which way --metric_for_best_model "
                          "improves, and none is set, so it would change nothing; pass --metric_for_best_model, or "

@@ -498,6 +498,9 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         # nothing to rank without evaluation, and nothing to order without a metric: recorded, and changed nothing
         (dict(metric_for_best_model="accuracy"), r"^--metric_for_best_model accuracy ranks the evaluations during "
                                                  r"training, and --eval_strategy is 'no'"),
+        # Trainer refused it when it was built, once the data was read, naming `args.metric_for_best_model`
+        (dict(save_strategy="best"), r"^--save_strategy best saves a checkpoint whenever --metric_for_best_model "
+                                     r"improves, and none is set"),
         (dict(greater_is_better=False), r"^--greater_is_better false says which way --metric_for_best_model improves, "
                                         r"and none is set"),
         (dict(dataloader_in_order=False), r"^--dataloader_in_order False is not supported by DistillationTrainer: the "
