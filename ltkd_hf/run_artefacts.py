@@ -281,7 +281,6 @@ class RunArtefacts:
             "objective": self.objective,
             "training seed": self.args.seed,
             "evaluated": evaluated_weights(self.args.load_best_model_at_end, self.args.max_steps),
-            **({"caveats": self.caveats} if self.caveats else {}),
         }
 
     def write_card(

@@ -594,13 +594,16 @@ class DistillationTrainer(Trainer):
         than the rows scored here (``name`` and "teacher"). With
         ``validation_dataset`` (default: the trainer's) each scored row also carries its accuracy on it under
         ``"validation"``. ``metadata``
-        replaces what the report states about the run (`ltkd-eval` states what a saved folder records).
+        replaces what the report states about the run (`ltkd-eval` states what a saved folder records); the
+        trainer's ``data_caveats`` are stated either way.
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         validation_dataset = validation_dataset if validation_dataset is not None else self.validation_dataset
         output_dir = output_dir or self.args.output_dir
         name = name or self.model_label
         facts = metadata if metadata is not None else self.artefacts.report_metadata(validation_dataset is not None)
+        if self.artefacts.caveats:  # whoever states the run, the data's caveats are stated with its numbers
+            facts = {**facts, "caveats": self.artefacts.caveats}
         # the weights' fingerprints: only where a report is written or reused (not on every process of a run)
         scored = self._scored(name, dataset, validation_dataset) if reuse or self.args.should_save else None
         if reuse:

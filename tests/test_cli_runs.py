@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from ltkd_hf.cli import distill, evaluate, table, teacher
+from ltkd_hf.cli.arguments import DataArguments
+from ltkd_hf.cli.stages import load_long_tailed
 
 from scripts import run_script
 
@@ -421,6 +424,40 @@ def test_held_out_images_that_are_training_images_are_named(tmp_path, caplog, ca
     card = (out / "README.md").read_text()
     assert f"**Caveats about these numbers:**\n\n- {CAVEAT}.\n" in card and str(tmp_path) not in card
     assert f"\nCaveat: {CAVEAT}.\n" in capsys.readouterr().out
+
+
+def test_ltkd_eval_names_the_test_images_the_model_trained_on(tmp_path, capsys, caplog):
+    """ltkd-eval scored a model on test images copied from the images it trained on, and its report called them held
+    out. The training split is rebuilt as the model records it: a copy of a training image its long-tailed split
+    left out is held out."""
+    birds, out = tmp_path / "birds", tmp_path / "o"
+    write_folder(birds)
+    teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--dataset", str(birds), "--imbalance_factor", "3"])
+    trained = json.loads((out / "teacher" / "config.json").read_text())["ltkd"]["settings"]["data"]["class_counts"]
+    assert trained == [6, 2, 1]  # of the 6 / 4 / 3 training images: two kingfishers and two ospreys left out
+    raw = load_long_tailed(DataArguments(dataset=str(birds), imbalance_factor=3)).train
+    kept = {Path(item["path"]).name for item in raw.cast_column("image", ImageFeature(decode=False))["image"]
+            if "kingfisher" in item["path"]}
+    left_out = ({f"{i}.png" for i in range(4)} - kept).pop()
+    (birds / "test" / "heron" / "0.png").unlink()
+    shutil.copy(birds / "train" / "heron" / "0.png", birds / "test" / "heron" / "copy.png")  # trained on
+    (birds / "test" / "kingfisher" / "0.png").unlink()
+    shutil.copy(birds / "train" / "kingfisher" / left_out, birds / "test" / "kingfisher" / "copy.png")  # never seen
+    caveat = CAVEAT.replace("2 of the 6", "1 of the 6")
+    common = ["--model", str(out / "teacher"), "--dataset", str(birds), "--output_dir", str(tmp_path / "eval")]
+    capsys.readouterr()
+    evaluate.main(common)
+    assert json.loads((tmp_path / "eval" / "report.json").read_text())["metadata"]["caveats"] == [caveat]
+    assert f"- **caveats**: {caveat}\n" in (tmp_path / "eval" / "report.md").read_text()
+    assert f"\nCaveat: {caveat}.\n" in capsys.readouterr().out
+    evaluate.main([*common, "--verify_images", "false"])  # reads the test split alone, and says nothing
+    assert "caveats" not in json.loads((tmp_path / "eval" / "report.json").read_text())["metadata"]
+    assert "Caveat" not in capsys.readouterr().out
+    shutil.rmtree(birds / "train")  # a folder that kept its test split alone is scored, and says what it cannot check
+    with caplog.at_level(logging.WARNING, logger="ltkd_hf.cli"):
+        evaluate.main(common)
+    assert re.search(r"The training split the model records cannot be rebuilt from .*birds \(.*no training split "
+                     r"'train'.*\): its test images are not compared with its training images", caplog.text)
 
 
 def test_a_table_on_copied_held_out_images_says_so_under_its_title(tmp_path):

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     if PartialState().is_main_process:
         test = describe_test_split(reports[trainer.model_label]["test_counts"])
         print(f"\nTest split ({test}), top-1 accuracy (%), {data_args.dataset}: {data.split_info.describe()}\n")
-        print_results(reports, trainer.groups.names, data)
+        print_results(reports, trainer.groups.names, data.caveats)
         print(f"Student folder, card and report: {stages['student'].folder}")
     return reports
 

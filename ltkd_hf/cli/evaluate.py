@@ -5,31 +5,35 @@
 The groups come from the training class counts recorded in the folder's config.json; for a model trained
 elsewhere, they are rebuilt from --dataset/--imbalance_factor/--lt_seed as in training (--imbalance_factor must
 then be given). The report states how the
-model was trained only from what its folder records ("not recorded" otherwise). A model whose classes (count or
-names, in order) differ from the dataset's is refused.
+model was trained only from what its folder records ("not recorded" otherwise), and, when --dataset is the source
+it trained on, how many test images are copies of its training images (--verify_images). A model whose classes
+(count or names, in order) differ from the dataset's is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets import Dataset
 from timm.data import resolve_data_config
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 
 from ..config import DistillationConfig
-from ..data import SplitInfo, apply_transforms, collate_fn, verify_images
-from ..evaluation import format_group_table
+from ..data import SplitInfo, apply_transforms, collate_fn
 from ..models import label_names_of, load_classifier, unwrap_timm
 from ..run_artefacts import evaluated_weights
 from ..trainer import DistillationTrainer
 from .arguments import DataArguments
 from .parsing import parse_args, run_program
-from .recorded import recorded_config, recorded_settings, trained_on
-from .stages import check_output_dir, every_class_has_images, load_held_out, load_long_tailed, load_splits
+from .recorded import recorded_config, recorded_settings, recorded_split, trained_on
+from .stages import (
+    check_images, check_output_dir, every_class_has_images, load_held_out, load_long_tailed, load_splits, print_results,
+)
 
 PROGRAM = "ltkd-eval"
 NOT_RECORDED = "not recorded"
@@ -52,6 +56,12 @@ class EvalArguments:
     output_dir: str = field(default="eval-report", metadata={"help": "Where report.json/report.md and plots go."})
     num_groups: int = field(default=3, metadata={"help": "K frequency groups of the report."})
     batch_size: int = field(default=256, metadata={"help": "Evaluation batch size."})
+    verify_images: bool = field(
+        default=True,
+        metadata={"help": "Decode every test image first, naming any corrupt file; and when --dataset is the source "
+                  "the model records training on, rebuild its long-tailed training split as recorded, decode it too "
+                  "and state in the report the test images that are copies of its training images."},
+    )
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -85,7 +95,7 @@ def training_facts(config: dict, checkpoint: str | None = None) -> dict[str, obj
     schedule = settings.get("schedule") or {}
     split = NOT_RECORDED
     if data.get("class_counts"):
-        split = SplitInfo.from_dict({k: v for k, v in data.items() if k in SplitInfo.__dataclass_fields__}).describe()
+        split = recorded_split(data).describe()
     return {
         "trained on": data.get("source") or NOT_RECORDED,
         "training split": split,
@@ -119,6 +129,37 @@ def refuse_training_split(data: dict, source: str, test_split: str, model: str) 
             "accuracy there is not held out (the report would call its training images the test split); pass the "
             "held-out split, e.g. --test_split test."
         )
+
+
+def model_training_split(data_args: DataArguments, data: dict, source: str, test_split: str) -> Dataset | None:
+    """The images a model trained on, when its folder records (``data``) a long-tailed split of ``source``, the
+    source evaluated (its split ``test_split``): that split rebuilt as recorded (its construction and held-out
+    validation), to find the test images it trained on. None when it trained on other data, or on a split that
+    cannot be rebuilt (a published manifest; a source whose training split is gone or changed since: then it says
+    so)."""
+    made = data.get("long_tail")
+    if not made or not trained_on(data, source, data.get("train_split")):
+        return None
+    holdout = data.get("validation_holdout") or {}
+    args = dataclasses.replace(
+        data_args, train_split=data["train_split"], test_split=test_split, imbalance_factor=made["imbalance_factor"],
+        lt_seed=made["seed"], lt_profile=made["profile"], lt_exponent=made["exponent"],
+        class_order_seed=made["class_order_seed"], validation_per_class=holdout.get("per_class"),
+    )
+    logger.info("Rebuilding the training split the model records (%s) to find test images it trained on.",
+                recorded_split(data).describe())
+    try:
+        rebuilt = load_long_tailed(args)
+    except (ValueError, FileNotFoundError) as err:  # e.g. a folder that kept its test split alone
+        logger.warning("The training split the model records cannot be rebuilt from %s (%s): its test images are not "
+                       "compared with its training images.", source, err)
+        return None
+    if list(rebuilt.split_info.class_counts) != list(data["class_counts"]):
+        logger.warning("The training split of %s rebuilt as the model records has other class counts than it "
+                       "trained on (the data changed since): its test images are not compared with its training "
+                       "images.", source)
+        return None
+    return rebuilt.train
 
 
 def check_report_folder(output_dir: Path, model: str) -> None:
@@ -165,7 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
         refuse_training_split(recorded_settings(recorded)["data"], source, test_split, eval_args.model)
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
-    verify_images(test, split="test")
+    caveats = ()
+    if eval_args.verify_images:
+        trained = model_training_split(data_args, recorded_settings(recorded).get("data") or {}, source, test_split)
+        caveats = check_images(data_args.dataset, {"train": trained, "test": test})
     try:
         model = load_classifier(eval_args.model)
     except (OSError, ValueError) as err:  # a folder without weights: transformers' OSError
@@ -202,11 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
         per_device_eval_batch_size=eval_args.batch_size,
         report_to="none",
     )
-    trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn)
+    trainer = DistillationTrainer(model, None, config, split_info=info, eval_dataset=prepared, data_collator=collate_fn,
+                                  data_caveats=caveats)
     evaluated_on = {"evaluated on": f"{source}, split {test_split}"}
     facts = training_facts(recorded, evaluated_checkpoint(eval_args.model))
     reports = trainer.write_report(name=eval_args.model, metadata={**evaluated_on, **facts})
-    print(format_group_table(reports, trainer.groups.names))
+    print_results(reports, trainer.groups.names, caveats)
     print(f"Report (report.md, report.json, plots): {Path(eval_args.output_dir).absolute()}")
     return reports[eval_args.model]
 

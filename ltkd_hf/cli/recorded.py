@@ -50,6 +50,11 @@ def recorded_settings(config: dict) -> dict:
     return (config.get("ltkd") or {}).get("settings") or {}
 
 
+def recorded_split(data: dict) -> SplitInfo:
+    """The training split a saved folder's ``data`` settings record (`recorded_settings`' ``"data"``)."""
+    return SplitInfo.from_dict({k: v for k, v in data.items() if k in SplitInfo.__dataclass_fields__})
+
+
 def trained_on(data: dict, source: str | None, split: str | None) -> bool:
     """Whether the training data a model records (``data``) is the split ``split`` of ``source``: a folder however it
     is spelt, a Hub id or ``builtin:`` name as it is."""
@@ -95,7 +100,7 @@ def check_teacher_data(teacher: str, info: SplitInfo) -> None:
     recorded = {key: data.get(key) for key in ("long_tail", "validation_holdout")}
     if trained_on(data, info.source, info.train_split) and recorded != {
             "long_tail": info.long_tail, "validation_holdout": info.validation_holdout}:
-        made = SplitInfo.from_dict({k: v for k, v in data.items() if k in SplitInfo.__dataclass_fields__})
+        made = recorded_split(data)
         logger.warning("--teacher %s was trained on another construction of the split %r of %s (%s), not this run's "
                        "(%s): it saw training images this split leaves out, so it is not the teacher this long-tailed "
                        "split biases.", teacher, info.train_split, info.source, made.describe(), info.describe())

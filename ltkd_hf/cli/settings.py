@@ -162,7 +162,8 @@ def refused_flags(program: str) -> dict[str, str]:
 
 # The settings of one program's own arguments (their names may also be training settings of the others).
 PROGRAM_SETTINGS: dict[str, dict[str, Setting]] = {
-    "ltkd-eval": dict.fromkeys(("model", "output_dir", "num_groups", "batch_size"), _output(frozenset({EVAL}))),
+    "ltkd-eval": dict.fromkeys(("model", "output_dir", "num_groups", "batch_size", "verify_images"),
+                               _output(frozenset({EVAL}))),
     "ltkd-table": {
         **dict.fromkeys(("losses", "seeds", "select_on", "select_metric"), _output()),
         "sweep": _output(frozenset({STUDENT})),  # the distilled cells' settings

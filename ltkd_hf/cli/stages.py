@@ -225,16 +225,17 @@ def load_long_tailed(args: DataArguments, *, verify: bool = False) -> LongTailed
             )
     data = LongTailedData(splits["train"], splits["test"], info, splits.get("validation"))
     if verify:
-        data.caveats = check_images(args.dataset, data)
+        data.caveats = check_images(args.dataset, {"train": data.train, "validation": data.validation,
+                                                   "test": data.test})
     return data
 
 
-def check_images(dataset: str, data: LongTailedData) -> tuple[str, ...]:
-    """Decode every image of the splits a run reads (a corrupt file stops it, by its name), and warn when held-out
-    images are copies of training (or validation) images: a file copied into two splits is not held out. Returns
-    those findings as the caveats the run's reports and cards state (without this machine's paths)."""
-    splits = {name: split for name, split in (("train", data.train), ("validation", data.validation),
-                                              ("test", data.test)) if split is not None}
+def check_images(dataset: str, splits: dict[str, Dataset | None]) -> tuple[str, ...]:
+    """Decode every image of the splits a run reads (``"train"``, ``"validation"``, ``"test"``; a corrupt file stops
+    it, by its name), and warn when held-out images are copies of training (or validation) images: a file copied
+    into two splits is not held out. Returns those findings as the caveats the run's reports and cards state
+    (without this machine's paths)."""
+    splits = {name: split for name, split in splits.items() if split is not None}
     digests = {}
     for name, split in splits.items():
         try:
@@ -277,10 +278,10 @@ def check_push(config: DistillationConfig, repo_id: str) -> str | None:
     return check_push_to_hub_ready(repo_id, config.hub_token)
 
 
-def print_results(reports: dict[str, dict], group_names: list[str], data: LongTailedData) -> None:
+def print_results(reports: dict[str, dict], group_names: list[str], caveats: tuple[str, ...]) -> None:
     """The group table of ``reports`` as the commands print it, with the data's caveats under it."""
     print(format_group_table(reports, group_names))
-    for caveat in data.caveats:  # the numbers above are not all held out
+    for caveat in caveats:  # the numbers above are not all held out
         print(f"Caveat: {caveat}.")
 
 

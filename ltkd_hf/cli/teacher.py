@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.push_to_hub(token=hub_token)
         logger.info("Pushed %s to the Hub as %s", stage.folder, trainer.hub_model_id)
     if PartialState().is_main_process:
-        print_results({"teacher": report}, trainer.groups.names, data)
+        print_results({"teacher": report}, trainer.groups.names, data.caveats)
         print(f"Teacher folder: {stage.folder}")
     return report
 
