@@ -151,6 +151,10 @@ def check_training_values(args: TrainingArguments) -> None:
         raise ValueError("--dataloader_persistent_workers true keeps the data loader's worker processes between "
                          "epochs, and --dataloader_num_workers is 0 (torch refuses it once the data is read); pass "
                          "--dataloader_num_workers N, or drop it.")
+    if args.dataloader_multiprocessing_context is not None and args.dataloader_num_workers == 0:
+        raise ValueError(f"--dataloader_multiprocessing_context {args.dataloader_multiprocessing_context} starts the "
+                         "data loader's worker processes, and --dataloader_num_workers is 0 (torch refuses it once the "
+                         "data is read); pass --dataloader_num_workers N, or drop it.")
     for name in ("logging_steps", "eval_steps", "save_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 0:
             raise ValueError(f"--{name} must be > 0 (a number of steps, or a fraction of the run below 1), got "

@@ -464,6 +464,10 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
         # torch's "persistent_workers option needs num_workers > 0" once the data was read
         (dict(dataloader_persistent_workers=True), "--dataloader_persistent_workers true keeps the data loader's "
                                                    "worker processes between epochs, and --dataloader_num_workers is 0"),
+        # torch's "multiprocessing_context can only be used with multi-process loading" once the data was read
+        (dict(dataloader_multiprocessing_context="spawn"), r"^--dataloader_multiprocessing_context spawn starts the "
+                                                           r"data loader's worker processes, and "
+                                                           r"--dataloader_num_workers is 0"),
         # taken as is: a negative logging interval
         (dict(logging_steps=-1), r"--logging_steps must be > 0 \(a number of steps, or a fraction of the run below "
                                  r"1\)"),
