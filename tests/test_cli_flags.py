@@ -303,6 +303,23 @@ def test_the_recipes_refuse_to_choose_a_checkpoint_on_the_test_split():
                                                         "--save_strategy", "epoch"])
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--logging_strategy", "epoch", "--logging_steps", "5"], r"^--logging_steps 5 is the interval of "
+                                                              r"--logging_strategy steps, and --logging_strategy is "
+                                                              r"'epoch', so it would change nothing"),
+    (["--save_total_limit", "3"], r"^--save_total_limit 3 limits the checkpoints --save_strategy saves, and "
+                                  r"--save_strategy is 'no' \(none\)"),
+])
+def test_a_flag_the_strategy_in_force_never_reads_is_refused(flags, message):
+    """Taken without effect. The demo config saves nothing, and the configs set logging_steps themselves: their
+    values stand when only the strategy is changed."""
+    with pytest.raises(ValueError, match=message):
+        parse_args("ltkd-distill", distill.ARGUMENTS, [*BASE, *flags], default="demo")
+    config = parse_args("ltkd-distill", distill.ARGUMENTS, [*BASE, "--logging_strategy", "epoch"],
+                        default="demo").values[-1]
+    assert config.logging_steps == 10 and config.logging_strategy == "epoch"
+
+
 def test_a_best_metric_the_evaluation_does_not_report_is_refused_before_any_stage_trains(tmp_path):
     """Trainer looks it up only at a stage's first evaluation: the teacher trained, and then it stopped."""
     with pytest.raises(ValueError, match=r"^--metric_for_best_model accuracy_few: the evaluation reports \['loss', "
@@ -345,7 +362,7 @@ def test_every_program_has_a_stage_and_output_settings_change_no_recorded_settin
     assert set(PROGRAM_STAGES) == {p.PROGRAM for p in PROGRAMS}
     argv, stages = baseline
     before = {stage: planned.settings for stage, planned in stages.items()}
-    for name, value in (("logging_steps", "3"), ("save_total_limit", "5"), ("per_device_eval_batch_size", "7"),
+    for name, value in (("logging_steps", "3"), ("save_strategy", "epoch"), ("per_device_eval_batch_size", "7"),
                         ("eval_strategy", "epoch"), ("report_to", "none"), ("disable_tqdm", "true")):
         assert not SETTINGS[name].trains
         _, _, stages, _, _ = distill.plan([*argv, f"--{name}", value])

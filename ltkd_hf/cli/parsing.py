@@ -288,7 +288,23 @@ def parse_args(
     if config is not None and config.max_steps > 0 and epochs:
         raise ValueError(f"--{epochs[0]}: --max_steps {config.max_steps} sets the length of every stage (Trainer's "
                          "max_steps overrides the epochs), so it would change nothing; drop one of them.")
+    if config is not None:
+        _refuse_unread_given(config, given)
     return Parsed(tuple(parsed[: len(dataclass_types)]), values, given - {"config"}, config_name)
+
+
+def _refuse_unread_given(config: DistillationConfig, given: set[str]) -> None:
+    """A flag given on the command line that the strategy in force never reads (`DistillationConfig` refuses the
+    others; these two the configs set, so only the command line's are refused)."""
+    logging, saving = (getattr(s, "value", s) for s in (config.logging_strategy, config.save_strategy))
+    if "logging_steps" in given and logging != "steps":
+        raise ValueError(f"--logging_steps {config.logging_steps:g} is the interval of --logging_strategy steps, and "
+                         f"--logging_strategy is '{logging}', so it would change nothing; pass --logging_strategy "
+                         "steps, or drop it.")
+    if "save_total_limit" in given and saving == "no":
+        raise ValueError(f"--save_total_limit {config.save_total_limit} limits the checkpoints --save_strategy saves, "
+                         "and --save_strategy is 'no' (none), so it would change nothing; pass --save_strategy epoch "
+                         "or steps, or drop it.")
 
 
 _KINDS = {int: "an integer", float: "a number", string_to_bool: "true or false"}
