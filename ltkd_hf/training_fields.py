@@ -119,6 +119,8 @@ UNSUPPORTED_FIELDS = {
 
 # AcceleratorConfig's settings of how the batches are drawn and shared between processes.
 _BATCHING_KEYS = ("split_batches", "dispatch_batches", "even_batches", "use_seedable_sampler")
+# The settings only the Trackio logger reads.
+_TRACKIO_FIELDS = ("project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id")
 # Adam's own fields, which other optimizers never read.
 _ADAM_FIELDS = ("adam_beta1", "adam_beta2", "adam_epsilon")
 
@@ -144,6 +146,7 @@ def check_training_values(args: TrainingArguments) -> None:
             f"--report_to {missing[0]}: its package is not installed here, and Trainer would fail once the data is "
             "read; install it, or pass --report_to none."
         )
+    _check_logger_settings(args)
     if args.dataloader_num_workers < 0:
         raise ValueError(f"--dataloader_num_workers must be >= 0 (0 loads in the main process), got "
                          f"{args.dataloader_num_workers}.")
@@ -240,6 +243,21 @@ def check_setup_values(args: TrainingArguments) -> None:
             )
 
 
+def _check_logger_settings(args: TrainingArguments) -> None:
+    """The run's name is read by the loggers of ``report_to`` alone, ``project`` and the ``trackio_*`` settings by
+    Trackio alone: without them each changes nothing."""
+    loggers = sorted(set(args.report_to) - {"none"})
+    if args.run_name is not None and not loggers:
+        raise ValueError(f"--run_name {args.run_name} names the run for the loggers of --report_to, which is 'none', "
+                         "so it would change nothing; pass --report_to tensorboard (or another logger), or drop it.")
+    defaults = {f.name: f.default for f in fields(args) if f.name in _TRACKIO_FIELDS}
+    given = [name for name in _TRACKIO_FIELDS if name in defaults and getattr(args, name) != defaults[name]]
+    if given and "trackio" not in loggers:
+        raise ValueError(f"--{given[0]} {getattr(args, given[0])}: only Trackio reads it, and --report_to is "
+                         f"{' '.join(loggers) or 'none'}, so it would change nothing; pass --report_to trackio, or "
+                         "drop it.")
+
+
 def _check_evaluation_and_saving(args: TrainingArguments) -> None:
     """The settings of evaluating and saving during training that the chosen strategy never reads (transformers
     takes each without a word), and a checkpoint limit below 1, which transformers reads as no limit."""
@@ -253,9 +271,9 @@ def _check_evaluation_and_saving(args: TrainingArguments) -> None:
                          "is set (Trainer would refuse it once the data is read); pass --metric_for_best_model "
                          "(e.g. accuracy) with --eval_strategy epoch, or choose --save_strategy epoch.")
     if args.greater_is_better is not None and args.metric_for_best_model is None:
-        raise ValueError(f"--greater_is_better {str(args.greater_is_better).lower()} says which way --metric_for_best_model "
-                         "improves, and none is set, so it would change nothing; pass --metric_for_best_model, or "
-                         "drop it.")
+        raise ValueError(f"--greater_is_better {str(args.greater_is_better).lower()} says which way "
+                         "--metric_for_best_model improves, and none is set, so it would change nothing; pass "
+                         "--metric_for_best_model, or drop it.")
     if args.eval_steps is not None and evaluation != "steps":
         raise ValueError(f"--eval_steps {args.eval_steps:g} is the interval of --eval_strategy steps, and "
                          f"--eval_strategy is '{evaluation}', so it would change nothing; pass --eval_strategy steps, "

@@ -485,6 +485,9 @@ def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_saves_no_nan(tmp
                                                                     r"each process trains on at each step"),
         (dict(accelerator_config={"split_batches": True, "non_blocking": True}), r"^--accelerator_config .*: "
                                                                                  r"split_batches=True changes which"),
+        # read by the loggers alone: with none, taken and never used
+        (dict(run_name="exp1"), r"^--run_name exp1 names the run for the loggers of --report_to, which is 'none'"),
+        (dict(project="birds"), r"^--project birds: only Trackio reads it, and --report_to is none"),
         (dict(report_to=["bogus"]), "--report_to bogus: bogus is not supported, only azure_ml"),
         (dict(optim="adamw_torch", optim_args=None, adam_beta1=5.0), r"--adam_beta1 must be in \[0, 1\), got 5.0"),
         (dict(load_best_model_at_end=True), "--load_best_model_at_end true chooses the checkpoint by evaluation, but "
