@@ -38,7 +38,7 @@ from .provenance import TeacherName, check_settings, model_source, run_settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "check_resumable", "checkpoints", "evaluated_weights"]
+__all__ = ["LOSS_STATE_NAME", "RunArtefacts", "check_resumable", "checkpoints", "evaluated_weights", "is_last_step"]
 
 # The loss's own state (ReviewKD's fusion modules) in each checkpoint-N folder; never in the model folder.
 LOSS_STATE_NAME = "distill_loss.safetensors"
@@ -56,25 +56,31 @@ def checkpoints(folder: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     return complete, [p for p in found if p not in complete]
 
 
-def check_resumable(checkpoint: str | os.PathLike) -> None:
-    """Refuse a checkpoint saved with ``save_only_model``: transformers resumes it without a word, with a new
-    optimizer (no momentum), its learning-rate schedule from the first step and fresh random states, so the resumed
-    run trains another model than the uninterrupted one. Trainer writes every process's random state
-    (``rng_state*.pth``) into every other checkpoint, whatever the engine. The finished run's last checkpoint is
-    loaded, not trained further (`DistillationTrainer.train`), so it needs none."""
+def is_last_step(state: TrainerState) -> bool:
+    """Whether a checkpoint's Trainer state is the finished run's last step."""
+    return state.global_step >= state.max_steps > 0
+
+
+def check_resumable(checkpoint: str | os.PathLike) -> TrainerState:
+    """The Trainer state of ``checkpoint``, once checked that resuming it continues the run. Refused: a checkpoint
+    saved with ``save_only_model``, which transformers resumes without a word, with a new optimizer (no momentum),
+    its learning-rate schedule from the first step and fresh random states, so the resumed run trains another model
+    than the uninterrupted one. Trainer writes every process's random state (``rng_state*.pth``) into every other
+    checkpoint, whatever the engine. The finished run's last checkpoint is loaded, not trained further
+    (`DistillationTrainer.train`), so it needs none."""
     path = os.path.join(checkpoint, TRAINER_STATE_NAME)
     if not _readable_json(Path(path)):
         raise ValueError(f"{checkpoint} holds no readable {TRAINER_STATE_NAME}, so it is not a checkpoint-N folder "
                          "Trainer finished saving; pass one (--resume_from_checkpoint), or train from the start.")
     state = TrainerState.load_from_json(path)
-    finished = state.global_step >= state.max_steps > 0
-    if not finished and not any(Path(checkpoint).glob("rng_state*.pth")):
+    if not is_last_step(state) and not any(Path(checkpoint).glob("rng_state*.pth")):
         raise ValueError(
             f"{checkpoint} holds the model's weights only (saved with --save_only_model true): no optimizer, "
             "learning-rate schedule or random state, so training resumed from it would make another model than the "
             "uninterrupted run; train again from the start (--resume_from_checkpoint false), and drop "
             "--save_only_model to save checkpoints that resume."
         )
+    return state
 
 
 def _readable_json(path: Path) -> bool:

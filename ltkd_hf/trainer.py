@@ -19,8 +19,6 @@ import torch.nn.functional as F
 from accelerate.utils import set_seed
 from timm.data import resolve_data_config
 from transformers import EvalPrediction, Trainer
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import TrainOutput
 
 from .config import TEACHER_DTYPES, DistillationConfig
@@ -36,7 +34,7 @@ from .hub.save import WEIGHTS_NAME
 from .loss_terms import LossTerms
 from .losses import capture_features, create_loss, log_class_prior
 from .models.loading import unwrap_timm
-from .run_artefacts import LOSS_STATE_NAME, RunArtefacts, check_resumable
+from .run_artefacts import LOSS_STATE_NAME, RunArtefacts, check_resumable, is_last_step
 from .teacher_cache import TeacherLogitCache, cache_key, check_cache_folder, tensor_fingerprint
 from .trainer_inputs import (
     DeviceBatches, check_best_metric, check_labelled, check_run_length, checked_split_info, describe_teacher,
@@ -544,9 +542,8 @@ class DistillationTrainer(Trainer):
         ``args.teacher_cache`` the teacher-logit cache is opened (or created) first."""
         checkpoint = self.artefacts.checkpoint_to_resume(resume_from_checkpoint)
         if checkpoint is not None:
-            check_resumable(checkpoint)
-            state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
-            if state.global_step >= state.max_steps > 0:
+            state = check_resumable(checkpoint)
+            if is_last_step(state):
                 # A checkpoint of the finished run: transformers would resume it for one more step when max_steps
                 # ends mid-epoch, so load it and train no further.
                 logger.info("%s is the run's last step: loaded, not trained further.", checkpoint)

@@ -182,8 +182,7 @@ def check_training_values(args: TrainingArguments) -> None:
             "nothing would be chosen, and the last epoch's weights would be reported as the best checkpoint; "
             "set --eval_strategy and --save_strategy (e.g. epoch) with a held-out eval_dataset, or drop it."
         )
-    rate_default = next(f.default for f in fields(args) if f.name == "lr_decay_rate")
-    if args.lr_decay_epochs is None and args.lr_decay_rate != rate_default:
+    if args.lr_decay_epochs is None and _changed(args, ("lr_decay_rate",)):
         raise ValueError(
             f"--lr_decay_rate {args.lr_decay_rate} multiplies the learning rate at each of --lr_decay_epochs, which is "
             "none, so it would change nothing; pass --lr_decay_epochs E1 E2 ..., or drop it."
@@ -243,6 +242,13 @@ def check_setup_values(args: TrainingArguments) -> None:
             )
 
 
+def _changed(args: TrainingArguments, names: tuple[str, ...]) -> list[str]:
+    """Those of the fields ``names`` that ``args`` sets to another value than their default (a field the installed
+    transformers lacks is skipped)."""
+    defaults = {f.name: f.default for f in fields(args) if f.name in names}
+    return [name for name in names if name in defaults and getattr(args, name) != defaults[name]]
+
+
 def _check_logger_settings(args: TrainingArguments) -> None:
     """The run's name is read by the loggers of ``report_to`` alone, ``project`` and the ``trackio_*`` settings by
     Trackio alone: without them each changes nothing."""
@@ -250,8 +256,7 @@ def _check_logger_settings(args: TrainingArguments) -> None:
     if args.run_name is not None and not loggers:
         raise ValueError(f"--run_name {args.run_name} names the run for the loggers of --report_to, which is 'none', "
                          "so it would change nothing; pass --report_to tensorboard (or another logger), or drop it.")
-    defaults = {f.name: f.default for f in fields(args) if f.name in _TRACKIO_FIELDS}
-    given = [name for name in _TRACKIO_FIELDS if name in defaults and getattr(args, name) != defaults[name]]
+    given = _changed(args, _TRACKIO_FIELDS)
     if given and "trackio" not in loggers:
         raise ValueError(f"--{given[0]} {getattr(args, given[0])}: only Trackio reads it, and --report_to is "
                          f"{' '.join(loggers) or 'none'}, so it would change nothing; pass --report_to trackio, or "
@@ -282,8 +287,7 @@ def _check_evaluation_and_saving(args: TrainingArguments) -> None:
         raise ValueError(f"--eval_delay {args.eval_delay:g} postpones the first evaluation during training, and "
                          "--eval_strategy is 'no' (none), so it would change nothing; pass --eval_strategy epoch or "
                          "steps, or drop it.")
-    steps_default = next(f.default for f in fields(args) if f.name == "save_steps")
-    if args.save_steps != steps_default and saving != "steps":
+    if _changed(args, ("save_steps",)) and saving != "steps":
         raise ValueError(f"--save_steps {args.save_steps:g} is the interval of --save_strategy steps, and "
                          f"--save_strategy is '{saving}', so it would change nothing; pass --save_strategy steps, or "
                          "drop it.")

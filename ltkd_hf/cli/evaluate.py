@@ -142,9 +142,8 @@ def model_training_split(data_args: DataArguments, data: dict, source: str, test
         return None
     holdout = data.get("validation_holdout") or {}
     args = dataclasses.replace(
-        data_args, train_split=data["train_split"], test_split=test_split, imbalance_factor=made["imbalance_factor"],
-        lt_seed=made["seed"], lt_profile=made["profile"], lt_exponent=made["exponent"],
-        class_order_seed=made["class_order_seed"], validation_per_class=holdout.get("per_class"),
+        data_args, train_split=data["train_split"], test_split=test_split,
+        validation_per_class=holdout.get("per_class"), **{flag: made[key] for flag, key in _RECORDED_AS.items()},
     )
     logger.info("Rebuilding the training split the model records (%s) to find test images it trained on.",
                 recorded_split(data).describe())
@@ -186,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     parsed = parse_args(PROGRAM, ARGUMENTS, argv)
     data_args, eval_args = parsed.values
     recorded = recorded_config(eval_args.model)
-    counts = (recorded_settings(recorded).get("data") or {}).get("class_counts")
+    trained_data = recorded_settings(recorded).get("data") or {}  # what the model records of its training data
+    counts = trained_data.get("class_counts")
     split_flags = sorted(parsed.given & set(_SPLIT_FLAGS))
     if counts and split_flags:
         raise ValueError(
@@ -203,12 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
         loaded = load_splits(data_args)  # the source and the held-out split by its real name
         test, source, test_split = loaded["test"], loaded.split_info.source, loaded.split_info.test_split
     if counts:
-        refuse_training_split(recorded_settings(recorded)["data"], source, test_split, eval_args.model)
+        refuse_training_split(trained_data, source, test_split, eval_args.model)
     names = list(test.features["label"].names)
     every_class_has_images(data_args.dataset, test, "test")
     caveats = ()
     if eval_args.verify_images:
-        trained = model_training_split(data_args, recorded_settings(recorded).get("data") or {}, source, test_split)
+        trained = model_training_split(data_args, trained_data, source, test_split)
         caveats = check_images(data_args.dataset, {"train": trained, "test": test})
     try:
         model = load_classifier(eval_args.model)
