@@ -434,7 +434,8 @@ def test_ltkd_eval_names_the_test_images_the_model_trained_on(tmp_path, capsys, 
     write_folder(birds)
     teacher.main([*TEACHER_FAST, "--output_dir", str(out), "--dataset", str(birds), "--imbalance_factor", "3"])
     trained = json.loads((out / "teacher" / "config.json").read_text())["ltkd"]["settings"]["data"]["class_counts"]
-    assert trained == [6, 2, 1]  # of the 6 / 4 / 3 training images: two kingfishers and two ospreys left out
+    # n_c = int(N_c * rho^(-c / (C - 1))) of the 6 / 4 / 3 training images: [6, 2, 1], so images are left out
+    assert trained == [int(n * 3 ** (-c / 2)) for c, n in enumerate((6, 4, 3))] == [6, 2, 1]
     raw = load_long_tailed(DataArguments(dataset=str(birds), imbalance_factor=3)).train
     kept = {Path(item["path"]).name for item in raw.cast_column("image", ImageFeature(decode=False))["image"]
             if "kingfisher" in item["path"]}

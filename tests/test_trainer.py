@@ -211,11 +211,12 @@ def test_a_best_metric_the_evaluation_does_not_report_is_refused_before_training
     with pytest.raises(ValueError, match=r"^--metric_for_best_model acuracy: the evaluation reports \['loss', 'ce', "
                                          r"'accuracy', 'accuracy_head', 'accuracy_medium', 'accuracy_tail'\]"):
         make_trainer(config("acuracy"), eval_dataset=SyntheticImages(6, seed=1))
-    # every name it accepts is one the evaluation reports: training chooses by it
-    trainer = make_trainer(config("eval_accuracy_tail"), eval_dataset=SyntheticImages(6, seed=1))
+    # every name it accepts is one the evaluation reports: training chooses by it (the lower loss, not the last)
+    trainer = make_trainer(config("eval_loss"), eval_dataset=SyntheticImages(6, seed=1))
     trainer.train()
-    evaluations = [log["eval_accuracy_tail"] for log in trainer.state.log_history if "eval_accuracy_tail" in log]
-    assert len(evaluations) == 2 and trainer.state.best_metric == max(evaluations)
+    evaluations = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log]
+    assert len(evaluations) == 2 and evaluations[0] != evaluations[1]
+    assert trainer.state.best_metric == min(evaluations)
     reported = {k.removeprefix("eval_") for k in trainer.evaluate()} - {"runtime", "samples_per_second",
                                                                         "steps_per_second", "epoch"}
     assert reported == set(evaluation_metrics(trainer.groups.names))
